@@ -1,0 +1,56 @@
+//! The `stepwise.dev/v1alpha1` API: `Rollout`, `AnalysisTemplate`, `ClusterAnalysisTemplate` and
+//! `AnalysisRun`.
+//!
+//! Field names and meanings follow Argo Rollouts `v1alpha1` wherever the concept is the same, so
+//! that a user moves an Argo Rollout to stepwise by changing its `apiVersion`. Where stepwise
+//! deliberately differs, `docs/compatibility.md` says so.
+
+pub mod analysis;
+pub mod crd;
+pub mod duration;
+pub mod operations;
+pub mod rollout;
+mod schema;
+
+pub use analysis::*;
+pub use duration::Duration;
+pub use rollout::*;
+
+/// The API group of every stepwise resource.
+pub const GROUP: &str = "stepwise.dev";
+/// The API version of every stepwise resource.
+pub const VERSION: &str = "v1alpha1";
+
+/// Label on ReplicaSets, their pods and managed Service selectors: the hash of the pod template.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "stepwise.dev/pod-template-hash";
+/// Annotation on a Rollout and its ReplicaSets: the revision number of that template.
+pub const REVISION_ANNOTATION: &str = "stepwise.dev/revision";
+/// Annotation on a Service whose selector stepwise manages: the name of the Rollout.
+pub const MANAGED_BY_ANNOTATION: &str = "stepwise.dev/managed-by";
+/// Label on AnalysisRuns: which part of a rollout started them (Step, Background, PrePromotion,
+/// PostPromotion).
+pub const ANALYSIS_KIND_LABEL: &str = "stepwise.dev/analysis-kind";
+/// Label on step AnalysisRuns: the index of the step that started them.
+pub const STEP_INDEX_LABEL: &str = "stepwise.dev/step-index";
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A duration string is not a Go-style duration nor an integer number of seconds.
+    #[error("invalid duration {value:?}: {reason}")]
+    InvalidDuration {
+        /// The string as written by the user.
+        value: String,
+        /// Why it is not a duration.
+        reason: &'static str,
+    },
+    /// The generated CRDs could not be rendered as YAML.
+    #[error("cannot render CRD {name} as YAML: {source}")]
+    RenderCrd {
+        /// Name of the CRD.
+        name: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_yaml::Error,
+    },
+}

@@ -1,0 +1,31 @@
+//! Hand-written schemas for fields whose derived schema would be wrong or enormous.
+
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// A pod template is validated by the API server when stepwise creates the ReplicaSet from it;
+/// repeating the whole PodSpec schema here would make the CRD several hundred kilobytes
+/// (Argo Rollouts does the same).
+pub fn preserve_unknown_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// An integer or a string, as Kubernetes' IntOrString.
+pub fn int_or_string(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+    })
+}
+
+/// An optional integer or percentage string such as `25%`.
+pub fn int_or_percent(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "maxLength": 8,
+        "x-kubernetes-validations": [
+            {"rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]+%?$')", "message": "must be a number of pods or a percentage such as 25%"}
+        ],
+    })
+}

@@ -1,0 +1,91 @@
+//! `crds/` is generated from the types; these tests fail when it is stale or undocumented.
+//! `UPDATE_CRDS=1 cargo test -p stepwise-api --test crds` (or `just crds`) rewrites it.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+fn crds_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crds")
+}
+
+#[test]
+fn committed_crds_match_what_the_types_generate() {
+    let rendered = stepwise_api::crd::rendered().unwrap();
+    let dir = crds_dir();
+    if std::env::var_os("UPDATE_CRDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, yaml) in &rendered {
+            std::fs::write(dir.join(file), yaml).unwrap();
+        }
+    }
+    let mut stale = Vec::new();
+    for (file, yaml) in &rendered {
+        let committed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        if &committed != yaml {
+            stale.push(file.clone());
+        }
+    }
+    assert!(stale.is_empty(), "crds/ is stale for {stale:?}: run `just crds` and commit the result");
+}
+
+fn undocumented(path: &str, schema: &Value, out: &mut Vec<String>) {
+    let Some(obj) = schema.as_object() else { return };
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (name, prop) in props {
+            let here = format!("{path}.{name}");
+            let described = prop.get("description").and_then(Value::as_str).is_some_and(|d| !d.trim().is_empty());
+            // apiVersion, kind and metadata are Kubernetes' own and documented by it.
+            let top_level_meta = path == "" && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
+            if !described && !top_level_meta {
+                out.push(here.clone());
+            }
+            undocumented(&here, prop, out);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(sub) = obj.get(key) {
+            undocumented(&format!("{path}[]"), sub, out);
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(list) = obj.get(key).and_then(Value::as_array) {
+            for sub in list {
+                undocumented(path, sub, out);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_schema_property_has_a_description() {
+    for crd in stepwise_api::crd::all() {
+        for version in &crd.spec.versions {
+            let schema = serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+            let mut missing = Vec::new();
+            undocumented("", &schema, &mut missing);
+            assert!(missing.is_empty(), "{}: properties without a description: {missing:#?}", crd.spec.names.kind);
+        }
+    }
+}
+
+#[test]
+fn rollout_crd_serves_status_and_scale_subresources_for_an_hpa() {
+    let crd = stepwise_api::crd::rollout();
+    let sub = crd.spec.versions[0].subresources.as_ref().unwrap();
+    assert!(sub.status.is_some());
+    let scale = sub.scale.as_ref().unwrap();
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.HPAReplicas");
+    assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+    assert_eq!(crd.spec.names.short_names, Some(vec!["ro".to_string()]));
+}
+
+#[test]
+fn the_step_schema_carries_the_exactly_one_action_rule() {
+    let yaml = serde_yaml::to_string(&stepwise_api::crd::rollout()).unwrap();
+    assert!(yaml.contains("each step must set exactly one of setWeight"));
+    assert!(yaml.contains("maxSurge and maxUnavailable cannot both be zero"));
+    assert!(yaml.contains("canaryService must differ from stableService"));
+    assert!(yaml.contains("exactly one of canary and blueGreen"));
+}

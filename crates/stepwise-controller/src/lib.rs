@@ -1,0 +1,11 @@
+//! The stepwise controller: observe → plan → execute → status, for every Rollout.
+
+pub mod context;
+pub mod error;
+pub mod execute;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+pub mod run;

@@ -1,0 +1,181 @@
+//! `stepwise-controller`: runs the Rollout controller against a Kubernetes API server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use stepwise_controller::metrics::Metrics;
+use stepwise_controller::run::{Settings, run};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The stepwise Rollout controller.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Kubeconfig to use; in a pod, the service account is used when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "STEPWISE_NAMESPACE")]
+    namespace: Option<String>,
+    /// API writes per second.
+    #[arg(long, env = "STEPWISE_QPS", default_value_t = 50.0)]
+    qps: f64,
+    /// API writes in a burst.
+    #[arg(long, env = "STEPWISE_BURST", default_value_t = 100)]
+    burst: u32,
+    /// Rollouts reconciled at once.
+    #[arg(long, env = "STEPWISE_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "STEPWISE_METRICS_ADDR", default_value = "127.0.0.1:8090")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease, so that several replicas can run with one active.
+    #[arg(long, env = "STEPWISE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "STEPWISE_LEASE_NAME", default_value = "stepwise-controller")]
+    lease_name: String,
+    /// Namespace of the Lease.
+    #[arg(long, env = "STEPWISE_LEASE_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Identity of this instance (default: host name and process id).
+    #[arg(long, env = "STEPWISE_IDENTITY")]
+    identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "STEPWISE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+async fn client(args: &Args) -> anyhow::Result<Client> {
+    let mut config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer().await?,
+    };
+    config.read_timeout = Some(std::time::Duration::from_secs(330));
+    Ok(Client::try_from(config)?)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "stepwise".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let client = client(&args).await?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let http = tokio::spawn(stepwise_controller::http::serve(args.metrics_addr, metrics.clone(), ready.clone()));
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+    let wait_shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+
+    let mut lease = None;
+    if args.leader_elect {
+        let acquire =
+            stepwise_controller::leader::acquire(client.clone(), &args.lease_namespace, &args.lease_name, &identity);
+        tokio::select! {
+            got = acquire => lease = Some(got.context("leader election")?),
+            _ = wait_shutdown(shutdown_rx.clone()) => { http.abort(); return Ok(()); }
+        }
+        metrics.set_leader(true);
+    }
+    // Losing the lease ends the process: a supervisor restarts it as a standby, and no two
+    // instances act at once.
+    let lost = {
+        let lease_rx = lease.as_ref().map(|(rx, _)| rx.clone());
+        async move {
+            match lease_rx {
+                Some(mut rx) => {
+                    while *rx.borrow_and_update() {
+                        if rx.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    tracing::error!("lost the leader lease; stopping");
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    };
+    let stop = {
+        let rx = shutdown_rx.clone();
+        async move {
+            tokio::select! {
+                _ = wait_shutdown(rx) => {},
+                _ = lost => {},
+            }
+        }
+    };
+    let settings = Settings {
+        namespace: args.namespace.clone(),
+        qps: args.qps,
+        burst: args.burst,
+        concurrency: args.concurrency,
+        identity,
+    };
+    // In-flight reconciles get a grace period after SIGTERM; then the process ends regardless.
+    let grace = {
+        let rx = shutdown_rx.clone();
+        async move {
+            wait_shutdown(rx).await;
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        }
+    };
+    tokio::select! {
+        result = run(client, settings, metrics.clone(), ready, stop) => result?,
+        _ = grace => tracing::warn!("reconciles did not finish within 10s of the shutdown signal"),
+    }
+    if let Some((rx, handle)) = lease {
+        drop(rx);
+        // Dropping the receiver makes the lease manager release the Lease, so a standby takes
+        // over at once instead of after the lease duration.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), handle).await;
+    }
+    http.abort();
+    tracing::info!("stopped");
+    // Watch tasks still hold the runtime; nothing is left to finish, so leave now.
+    std::process::exit(0)
+}

@@ -1,0 +1,105 @@
+//! Prometheus metrics of the controller.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use stepwise_api::RolloutPhase;
+
+/// Label of the reconcile counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// ok or error.
+    pub result: String,
+}
+
+/// Label of the error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The error's kind.
+    pub kind: String,
+}
+
+/// Label of the phase gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// Healthy, Progressing, Paused or Degraded.
+    pub phase: String,
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabel, Counter>,
+    duration: Histogram,
+    errors: Family<KindLabel, Counter>,
+    writes: Counter,
+    rollouts: Family<PhaseLabel, Gauge>,
+    phases: Mutex<HashMap<String, RolloutPhase>>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("stepwise");
+        let reconciles = Family::<ResultLabel, Counter>::default();
+        let duration = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
+        let errors = Family::<KindLabel, Counter>::default();
+        let writes = Counter::default();
+        let rollouts = Family::<PhaseLabel, Gauge>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "Reconciles of Rollouts, by result", reconciles.clone());
+        registry.register("reconcile_duration_seconds", "Time one reconcile takes", duration.clone());
+        registry.register("errors", "Reconcile errors, by kind", errors.clone());
+        registry.register("api_writes", "Writes to the API server (creates, patches, deletes)", writes.clone());
+        registry.register("rollouts", "Rollouts by phase", rollouts.clone());
+        registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
+        Metrics { registry, reconciles, duration, errors, writes, rollouts, phases: Mutex::new(HashMap::new()), leader }
+    }
+}
+
+impl Metrics {
+    /// Records a finished reconcile.
+    pub fn reconciled(&self, seconds: f64, error: Option<&str>, writes: usize) {
+        self.duration.observe(seconds);
+        let result = if error.is_some() { "error" } else { "ok" };
+        self.reconciles.get_or_create(&ResultLabel { result: result.into() }).inc();
+        if let Some(kind) = error {
+            self.errors.get_or_create(&KindLabel { kind: kind.into() }).inc();
+        }
+        self.writes.inc_by(writes as u64);
+    }
+
+    /// Records the phase of a Rollout (None once it is deleted).
+    pub fn set_phase(&self, key: &str, phase: Option<RolloutPhase>) {
+        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        match phase {
+            Some(p) => phases.insert(key.to_string(), p),
+            None => phases.remove(key),
+        };
+    }
+
+    /// Whether this instance leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        {
+            let phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+            for p in [RolloutPhase::Healthy, RolloutPhase::Progressing, RolloutPhase::Paused, RolloutPhase::Degraded] {
+                let n = phases.values().filter(|v| **v == p).count();
+                self.rollouts.get_or_create(&PhaseLabel { phase: p.to_string() }).set(n as i64);
+            }
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

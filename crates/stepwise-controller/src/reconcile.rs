@@ -1,0 +1,200 @@
+//! One reconcile of one Rollout: observe (caches) → plan (pure) → execute (client) → status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action as Requeue;
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout};
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::error::{Error, KubeContext};
+use crate::execute::execute;
+use crate::observe::observe;
+
+/// Reconciles one Rollout and records the metrics of the attempt.
+pub async fn reconcile(obj: Arc<DeserializeGuard<Rollout>>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let result = reconcile_rollout(&obj, &ctx).await;
+    let (writes, kind) = match &result {
+        Ok((_, w)) => (*w, None),
+        Err(e) => (0, Some(e.kind())),
+    };
+    ctx.metrics.reconciled(started.elapsed().as_secs_f64(), kind, writes);
+    result.map(|(requeue, _)| requeue)
+}
+
+async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Result<(Requeue, usize), Error> {
+    let rollout = match &obj.0 {
+        Ok(r) => r,
+        Err(invalid) => return Err(Error::InvalidObject(invalid.error.clone())),
+    };
+    let key = format!("{}/{}", rollout.namespace().unwrap_or_default(), rollout.name_any());
+    if rollout.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the ReplicaSets and AnalysisRuns.
+        ctx.metrics.set_phase(&key, None);
+        return Ok((Requeue::await_change(), 0));
+    }
+    let ns = rollout.namespace().unwrap_or_default();
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    if rollout.spec.replicas.is_none() {
+        // The scale subresource (and so an HPA) needs a value at spec.replicas.
+        ctx.limiter.acquire().await;
+        api.patch(
+            &rollout.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": stepwise_api::DEFAULT_REPLICAS}})),
+        )
+        .await
+        .during(|| format!("default spec.replicas of {key}"))?;
+        return Ok((Requeue::await_change(), 1));
+    }
+
+    // observe (no client required)
+    let now = Time(Timestamp::now());
+    let mut observed = observe(rollout, &ctx.stores);
+    if restart_pending(rollout, &now) {
+        observed.pods_to_restart = pods_created_before_restart(ctx, rollout).await?;
+    }
+
+    // plan (pure)
+    let plan = stepwise_core::plan(rollout, &observed, &now);
+
+    // execute (client)
+    let mut writes = execute(ctx, rollout, &plan.actions).await?;
+
+    // status (client), only when it changed
+    let old = serde_json::to_value(rollout.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
+    let new = serde_json::to_value(&plan.status).unwrap_or(Value::Null);
+    if let Some(diff) = merge_patch(&old, &new) {
+        ctx.limiter.acquire().await;
+        writes += 1;
+        // The resourceVersion makes the write fail if a user changed the Rollout meanwhile (for
+        // example an abort): the next reconcile plans again with their change.
+        let patch = json!({"metadata": {"resourceVersion": rollout.resource_version()}, "status": diff});
+        match api.patch_status(&rollout.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => return Err(Error::Conflict(key)),
+            Err(e) => return Err(e).during(|| format!("write status of {key}")),
+        }
+        if rollout.status.as_ref().and_then(|s| s.phase) != plan.status.phase
+            || rollout.status.as_ref().and_then(|s| s.message.clone()) != plan.status.message
+        {
+            info!(rollout = %key, phase = ?plan.status.phase, message = plan.status.message.as_deref().unwrap_or(""), "status");
+        }
+    }
+    ctx.metrics.set_phase(&key, plan.status.phase);
+    let requeue = match plan.requeue_after {
+        Some(after) => Requeue::requeue(after.max(Duration::from_millis(200))),
+        None => Requeue::await_change(),
+    };
+    Ok((requeue, writes))
+}
+
+/// What to do after a failed reconcile.
+pub fn error_policy(obj: Arc<DeserializeGuard<Rollout>>, error: &Error, _ctx: Arc<Context>) -> Requeue {
+    let name = match &obj.0 {
+        Ok(r) => format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
+        Err(e) => format!(
+            "{}/{}",
+            e.metadata.namespace.clone().unwrap_or_default(),
+            e.metadata.name.clone().unwrap_or_default()
+        ),
+    };
+    match error {
+        Error::Conflict(_) => Requeue::requeue(Duration::from_millis(100)),
+        e if e.is_transient() => {
+            warn!(rollout = %name, error = %e, kind = e.kind(), "reconcile failed; retrying");
+            Requeue::requeue(Duration::from_secs(5))
+        }
+        e => {
+            warn!(rollout = %name, error = %e, "the Rollout cannot be reconciled until it changes");
+            Requeue::await_change()
+        }
+    }
+}
+
+fn restart_pending(rollout: &Rollout, now: &Time) -> bool {
+    match &rollout.spec.restart_at {
+        Some(at) => at.0 <= now.0 && rollout.status.as_ref().and_then(|s| s.restarted_at.as_ref()) != Some(at),
+        None => false,
+    }
+}
+
+/// Pods of the Rollout created before spec.restartAt, by pod template hash. Only listed while a
+/// restart is pending, so a steady-state reconcile makes no request.
+async fn pods_created_before_restart(ctx: &Context, rollout: &Rollout) -> Result<Vec<(String, i32)>, Error> {
+    let Some(at) = &rollout.spec.restart_at else { return Ok(Vec::new()) };
+    let ns = rollout.namespace().unwrap_or_default();
+    let labels = rollout.spec.selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
+    let selector = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let list = pods.list(&ListParams::default().labels(&selector)).await.during(|| "list pods for restart".into())?;
+    let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.clone());
+    let mut counts: Vec<(String, i32)> = Vec::new();
+    for pod in list.items {
+        let stale = pod.metadata.deletion_timestamp.is_none()
+            && pod.metadata.creation_timestamp.as_ref().is_some_and(|c| c.0 < at.0);
+        let Some(hash) = pod.labels().get(POD_TEMPLATE_HASH_LABEL).cloned() else { continue };
+        if stale {
+            match counts.iter_mut().find(|(h, _)| *h == hash) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((hash, 1)),
+            }
+        }
+    }
+    // Stable pods first, as they carry the traffic the longest.
+    counts.sort_by_key(|(h, _)| Some(h) != stable.as_ref());
+    Ok(counts)
+}
+
+/// A JSON merge patch (RFC 7386) that turns `old` into `new`, or None when they are equal.
+pub fn merge_patch(old: &Value, new: &Value) -> Option<Value> {
+    if old == new {
+        return None;
+    }
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, v) in n {
+                match o.get(k) {
+                    Some(ov) => {
+                        if let Some(p) = merge_patch(ov, v) {
+                            patch.insert(k.clone(), p);
+                        }
+                    }
+                    None => {
+                        patch.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in o.keys() {
+                if !n.contains_key(k) {
+                    patch.insert(k.clone(), Value::Null);
+                }
+            }
+            Some(Value::Object(patch))
+        }
+        _ => Some(new.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_sets_changed_fields_and_nulls_removed_ones() {
+        let old = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
+        let new = json!({"a": 1, "b": {"c": 5}, "e": [1, 2], "f": true});
+        assert_eq!(merge_patch(&old, &new), Some(json!({"b": {"c": 5, "d": null}, "e": [1, 2], "f": true})));
+        assert_eq!(merge_patch(&old, &old), None);
+    }
+}

@@ -1,0 +1,193 @@
+//! Wires the caches and the controller together and runs them until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Service;
+use kube::core::DeserializeGuard;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use stepwise_api::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, POD_TEMPLATE_HASH_LABEL, Rollout};
+
+use crate::context::{AnalysisStores, Context, Limiter};
+use crate::metrics::Metrics;
+use crate::observe::Stores;
+use crate::reconcile::{error_policy, reconcile};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Only this namespace, or all.
+    pub namespace: Option<String>,
+    /// API writes per second.
+    pub qps: f64,
+    /// API write burst.
+    pub burst: u32,
+    /// Rollouts reconciled at once.
+    pub concurrency: u16,
+    /// Name of this instance in events.
+    pub identity: String,
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A cache fed by its own watch, shared with the controller's triggers.
+fn shared_cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (Store<K>, impl futures::Stream<Item = Arc<K>> + Send + 'static, impl Future<Output = ()> + Send + 'static)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store_shared(4096);
+    let subscriber = writer.subscribe().expect("a shared store can be subscribed");
+    let driver = watcher(api, config).default_backoff().reflect_shared(writer).for_each(|event| {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watch error; retrying");
+        }
+        futures::future::ready(())
+    });
+    (reader, subscriber, driver)
+}
+
+/// Runs the Rollout controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let ns = &settings.namespace;
+    let rollouts: Api<DeserializeGuard<Rollout>> = match ns {
+        Some(n) => Api::namespaced(client.clone(), n),
+        None => Api::all(client.clone()),
+    };
+    if let Err(e) = api::<Rollout>(&client, ns).list(&kube::api::ListParams::default().limit(1)).await {
+        anyhow::bail!("cannot list Rollouts ({e}): are the CRDs installed? kubectl apply -f crds/");
+    }
+
+    let (rs_store, rs_events, rs_driver) =
+        shared_cache(api::<ReplicaSet>(&client, ns), watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL));
+    let (svc_store, svc_events, svc_driver) = shared_cache(api::<Service>(&client, ns), watcher::Config::default());
+    let (ar_store, ar_events, ar_driver) = shared_cache(api::<AnalysisRun>(&client, ns), watcher::Config::default());
+    let (dep_store, dep_events, dep_driver) = shared_cache(api::<Deployment>(&client, ns), watcher::Config::default());
+    let (at_store, _, at_driver) = shared_cache(api::<AnalysisTemplate>(&client, ns), watcher::Config::default());
+    let (cat_reader, cat_writer) = reflector::store();
+    let cat_driver = watcher(Api::<ClusterAnalysisTemplate>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(cat_writer)
+        .for_each(|_| futures::future::ready(()));
+    for driver in [
+        Box::pin(rs_driver) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+        Box::pin(svc_driver),
+        Box::pin(ar_driver),
+        Box::pin(dep_driver),
+        Box::pin(at_driver),
+        Box::pin(cat_driver),
+    ] {
+        tokio::spawn(driver);
+    }
+    // Plan only on complete caches: a half-filled cache would look like missing ReplicaSets.
+    for (what, ready_fut) in [
+        (
+            "ReplicaSets",
+            Box::pin(rs_store.wait_until_ready())
+                as std::pin::Pin<Box<dyn Future<Output = Result<(), reflector::store::WriterDropped>> + Send>>,
+        ),
+        ("Services", Box::pin(svc_store.wait_until_ready())),
+        ("AnalysisRuns", Box::pin(ar_store.wait_until_ready())),
+        ("Deployments", Box::pin(dep_store.wait_until_ready())),
+        ("AnalysisTemplates", Box::pin(at_store.wait_until_ready())),
+        ("ClusterAnalysisTemplates", Box::pin(cat_reader.wait_until_ready())),
+    ] {
+        ready_fut.await.map_err(|e| anyhow::anyhow!("cache of {what} stopped: {e}"))?;
+    }
+    tracing::info!("caches synced");
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "stepwise-controller".into(), instance: Some(settings.identity.clone()) },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        stores: Stores { replica_sets: rs_store, services: svc_store, analysis_runs: ar_store, deployments: dep_store },
+        stores_analysis: AnalysisStores { templates: at_store, cluster_templates: cat_reader },
+        recorder,
+        metrics,
+        limiter: Limiter::new(settings.qps, settings.burst),
+    });
+
+    let controller = Controller::new(rollouts, watcher::Config::default());
+    let by_service = controller.store();
+    let by_deployment = controller.store();
+    ready.store(true, Ordering::Relaxed);
+    controller
+        .owns_shared_stream(rs_events)
+        .owns_shared_stream(ar_events)
+        .watches_shared_stream(svc_events, move |svc: Arc<Service>| {
+            let ns = svc.metadata.namespace.clone();
+            let name = svc.metadata.name.clone().unwrap_or_default();
+            by_service
+                .state()
+                .into_iter()
+                .filter(|ro| ro.0.as_ref().is_ok_and(|r| r.metadata.namespace == ns && names_service(r, &name)))
+                .map(|ro| ObjectRef::from_obj(&*ro))
+                .collect::<Vec<_>>()
+        })
+        .watches_shared_stream(dep_events, move |dep: Arc<Deployment>| {
+            let ns = dep.metadata.namespace.clone();
+            let name = dep.metadata.name.clone().unwrap_or_default();
+            by_deployment
+                .state()
+                .into_iter()
+                .filter(|ro| {
+                    ro.0.as_ref().is_ok_and(|r| {
+                        r.metadata.namespace == ns && r.spec.workload_ref.as_ref().is_some_and(|w| w.name == name)
+                    })
+                })
+                .map(|ro| ObjectRef::from_obj(&*ro))
+                .collect::<Vec<_>>()
+        })
+        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile error");
+            }
+            futures::future::ready(())
+        })
+        .await;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+fn names_service(rollout: &Rollout, service: &str) -> bool {
+    let s = &rollout.spec.strategy;
+    let canary = s
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.canary_service.as_deref() == Some(service) || c.stable_service.as_deref() == Some(service));
+    let bg = s
+        .blue_green
+        .as_ref()
+        .is_some_and(|b| b.active_service == service || b.preview_service.as_deref() == Some(service));
+    canary || bg
+}

@@ -1,0 +1,98 @@
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use stepwise_api::AnalysisPhase;
+
+/// What the controller saw of the world, gathered from its caches before planning.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The ReplicaSets owned by the Rollout.
+    pub replica_sets: Vec<ObservedReplicaSet>,
+    /// The AnalysisRuns owned by the Rollout.
+    pub analysis_runs: Vec<ObservedAnalysisRun>,
+    /// With a workloadRef: the referenced Deployment's template and selector, once found.
+    pub workload: Option<(PodTemplateSpec, Option<LabelSelector>)>,
+    /// The Services the Rollout manages, by name: the pod template hash their selector holds
+    /// (None when it holds none). A Service missing from the map does not exist.
+    pub services: std::collections::BTreeMap<String, Option<String>>,
+    /// Whether the router confirmed the weight last set; `None` when it cannot tell.
+    pub weight_verified: Option<bool>,
+    /// Pods created before `spec.restartAt`, by pod template hash.
+    pub pods_to_restart: Vec<(String, i32)>,
+}
+
+/// One ReplicaSet owned by the Rollout.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedReplicaSet {
+    /// Name of the ReplicaSet.
+    pub name: String,
+    /// Its pod template hash label.
+    pub hash: String,
+    /// Its revision annotation.
+    pub revision: i64,
+    /// spec.replicas.
+    pub spec_replicas: i32,
+    /// status.replicas: pods that exist.
+    pub replicas: i32,
+    /// status.readyReplicas.
+    pub ready: i32,
+    /// status.availableReplicas.
+    pub available: i32,
+    /// Its pod template, with the hash label.
+    pub template: PodTemplateSpec,
+    /// When it is to be scaled to zero, if a delay was set.
+    pub scale_down_deadline: Option<Time>,
+    /// Its creation time.
+    pub created: Option<Time>,
+}
+
+/// Which part of a rollout an AnalysisRun judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnalysisKind {
+    /// An analysis step; the index of the step.
+    Step(i32),
+    /// Background analysis of a canary.
+    Background,
+    /// Blue-green, before the switch.
+    PrePromotion,
+    /// Blue-green, after the switch.
+    PostPromotion,
+}
+
+impl AnalysisKind {
+    /// The value of the kind label on the run.
+    pub fn label(self) -> &'static str {
+        match self {
+            AnalysisKind::Step(_) => "Step",
+            AnalysisKind::Background => "Background",
+            AnalysisKind::PrePromotion => "PrePromotion",
+            AnalysisKind::PostPromotion => "PostPromotion",
+        }
+    }
+
+    /// The suffix of the run's name after `<rollout>-<hash>-<revision>`.
+    pub fn name_suffix(self) -> String {
+        match self {
+            AnalysisKind::Step(i) => format!("-{i}"),
+            AnalysisKind::Background => String::new(),
+            AnalysisKind::PrePromotion => "-pre".into(),
+            AnalysisKind::PostPromotion => "-post".into(),
+        }
+    }
+}
+
+/// One AnalysisRun owned by the Rollout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedAnalysisRun {
+    /// Name of the run.
+    pub name: String,
+    /// Pod template hash of the version it judges.
+    pub hash: String,
+    /// What it judges.
+    pub kind: AnalysisKind,
+    /// Its phase; Pending until the analysis controller starts it.
+    pub phase: AnalysisPhase,
+    /// Its message.
+    pub message: Option<String>,
+    /// Whether it was asked to terminate.
+    pub terminating: bool,
+}

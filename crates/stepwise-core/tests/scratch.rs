@@ -1,0 +1,460 @@
+//! Property tests of the six safety invariants (DESIGN.md) and of idempotence, over random
+//! Rollouts and random sequences of observations and user requests: pods that are slow or never
+//! become ready, analyses that fail, aborts, retries, promotions, new templates and scaling.
+
+mod support;
+
+use proptest::prelude::*;
+use stepwise_api::{AnalysisPhase, RolloutPhase};
+use stepwise_core::replicas::{replicas_for_weight, resolve_fenceposts};
+use stepwise_core::{Action, Plan, plan};
+use support::{World, rollout_with};
+
+/// Cases per property; `PROPTEST_CASES` overrides.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    NewImage { never_ready: bool },
+    OnePodEach,
+    PodsSettle,
+    AnalysesFinish(AnalysisPhase),
+    Wait(i64),
+    Promote,
+    PromoteFull,
+    Abort,
+    Retry,
+    Scale(i32),
+    Pause(bool),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => any::<bool>().prop_map(|b| Op::NewImage { never_ready: b }),
+        4 => Just(Op::OnePodEach),
+        3 => Just(Op::PodsSettle),
+        2 => prop_oneof![
+            Just(AnalysisPhase::Successful),
+            Just(AnalysisPhase::Failed),
+            Just(AnalysisPhase::Inconclusive),
+            Just(AnalysisPhase::Error)
+        ]
+        .prop_map(Op::AnalysesFinish),
+        3 => (1i64..120).prop_map(Op::Wait),
+        2 => Just(Op::Promote),
+        1 => Just(Op::PromoteFull),
+        1 => Just(Op::Abort),
+        1 => Just(Op::Retry),
+        1 => (0i32..9).prop_map(Op::Scale),
+        1 => any::<bool>().prop_map(Op::Pause),
+    ]
+}
+
+fn step() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0i32..=100).prop_map(|w| format!("      - setWeight: {w}\n")),
+        Just("      - pause: {}\n".to_string()),
+        (0i64..90).prop_map(|d| format!("      - pause: {{duration: {d}s}}\n")),
+        Just("      - analysis: {templates: [{templateName: t}]}\n".to_string()),
+    ]
+}
+
+fn routed_step() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => step(),
+        1 => (0i32..6).prop_map(|r| format!("      - setCanaryScale: {{replicas: {r}}}\n")),
+        1 => Just("      - setCanaryScale: {matchTrafficWeight: true}\n".to_string()),
+    ]
+}
+
+fn int_or_pct() -> impl Strategy<Value = String> {
+    prop_oneof![(0i32..4).prop_map(|n| n.to_string()), (0i32..=100).prop_map(|p| format!("'{p}%'"))]
+}
+
+/// A random strategy (the YAML under `strategy:`) and whether it routes traffic.
+fn strategy() -> impl Strategy<Value = (String, Kind)> {
+    let basic = (prop::collection::vec(step(), 0..6), int_or_pct(), int_or_pct(), any::<bool>()).prop_map(|(steps, s, u, bg)| {
+        let mut y = format!("    canary:\n      canaryService: c\n      stableService: s\n      maxSurge: {s}\n      maxUnavailable: {u}\n");
+        if bg {
+            y.push_str("      analysis: {templates: [{templateName: bg}]}\n");
+        }
+        y.push_str("      steps:\n");
+        for st in &steps {
+            y.push_str(st);
+        }
+        if steps.is_empty() {
+            y = y.replace("      steps:\n", "");
+        }
+        (y, Kind::Basic)
+    });
+    let routed = (prop::collection::vec(routed_step(), 0..6), any::<bool>(), 0i32..40).prop_map(|(steps, dynamic, delay)| {
+        let mut y = "    canary:\n      canaryService: c\n      stableService: s\n      trafficRouting: {istio: {virtualService: {name: vs}}}\n".to_string();
+        if dynamic {
+            y.push_str("      dynamicStableScale: true\n");
+        } else {
+            y.push_str(&format!("      scaleDownDelaySeconds: {delay}\n      abortScaleDownDelaySeconds: {delay}\n"));
+        }
+        if !steps.is_empty() {
+            y.push_str("      steps:\n");
+            for st in &steps {
+                y.push_str(st);
+            }
+        }
+        (y, if dynamic { Kind::RoutedDynamic } else { Kind::Routed })
+    });
+    let blue_green = (any::<bool>(), 0i32..40, prop::option::of(0i32..4), any::<bool>()).prop_map(|(auto, secs, preview, pre)| {
+        let mut y = format!("    blueGreen:\n      activeService: a\n      previewService: p\n      autoPromotionEnabled: {auto}\n      scaleDownDelaySeconds: {secs}\n");
+        if auto && secs % 2 == 0 {
+            y.push_str(&format!("      autoPromotionSeconds: {secs}\n"));
+        }
+        if let Some(p) = preview {
+            y.push_str(&format!("      previewReplicaCount: {p}\n"));
+        }
+        if pre {
+            y.push_str("      prePromotionAnalysis: {templates: [{templateName: pre}]}\n");
+        }
+        (y, Kind::BlueGreen)
+    });
+    prop_oneof![basic, routed, blue_green]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Basic,
+    Routed,
+    RoutedDynamic,
+    BlueGreen,
+}
+
+fn spec_pods(w: &World, hash: &str) -> (i32, i32) {
+    w.observed
+        .replica_sets
+        .iter()
+        .find(|r| r.hash == hash)
+        .map(|r| (r.spec_replicas, r.available.min(r.spec_replicas)))
+        .unwrap_or((0, 0))
+}
+
+fn available_total(w: &World) -> i32 {
+    w.observed.replica_sets.iter().map(|r| r.available.min(r.spec_replicas)).sum()
+}
+
+/// Checks one plan against the invariants, given the world before and after it was carried out.
+fn check_plan(kind: Kind, before: &World, p: &Plan, after: &World) -> Result<(), TestCaseError> {
+    let spec = &before.rollout.spec;
+    let r = spec.replicas.unwrap_or(1);
+    let st_in = before.status();
+    let new_hash = p.status.current_pod_hash.clone().unwrap_or_default();
+    let stable_in = st_in.stable_rs.clone();
+    let (new_spec, new_avail) = spec_pods(before, &new_hash);
+
+    // 6. Only what it owns: ReplicaSets it observed or creates, Services it was told about.
+    let owned: Vec<String> = before.observed.replica_sets.iter().map(|r| r.name.clone()).collect();
+    let mut created: Vec<String> = Vec::new();
+    for a in &p.actions {
+        match a {
+            Action::CreateReplicaSet { name, .. } => {
+                prop_assert!(name.starts_with("app-"), "created {name}");
+                created.push(name.clone());
+            }
+            Action::ScaleReplicaSet { name, .. }
+            | Action::SetRevision { name, .. }
+            | Action::SetScaleDownDeadline { name, .. }
+            | Action::DeleteReplicaSet { name } => {
+                prop_assert!(
+                    owned.contains(name) || created.contains(name),
+                    "touched a ReplicaSet it does not own: {name}"
+                );
+            }
+            Action::SetServiceSelector { service, .. } => {
+                prop_assert!(before.observed.services.contains_key(service), "touched Service {service}");
+            }
+            _ => {}
+        }
+    }
+
+    // 1. Traffic to the new version only moves up once its pods are available.
+    for a in &p.actions {
+        match a {
+            Action::SetTrafficWeight { canary_weight, .. } if *canary_weight > before.router_weight.unwrap_or(0) => {
+                let needed = replicas_for_weight(*canary_weight, r, 100).min(new_spec.max(1));
+                prop_assert!(
+                    new_avail >= needed.max(1),
+                    "weight {canary_weight} with {new_avail} available canary pods (needed {needed})"
+                );
+            }
+            Action::SetServiceSelector { service, hash }
+                if hash == &new_hash && before.service(service).as_deref() != Some(hash) =>
+            {
+                let need = if kind == Kind::BlueGreen && service == "a" { r.min(new_spec.max(r)) } else { 1 };
+                prop_assert!(
+                    new_avail >= need.max(1) || r == 0,
+                    "Service {service} switched to {hash} with {new_avail} available pods"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    // 2. On abort, traffic returns to stable before any new pod is removed.
+    if p.status.abort == Some(true) {
+        let mut traffic_back = before.router_weight.unwrap_or(0) == 0;
+        let mut svc_back = !matches!(kind, Kind::Basic | Kind::Routed | Kind::RoutedDynamic)
+            || before.service("c").as_deref() != Some(new_hash.as_str());
+        let mut active_back = kind != Kind::BlueGreen || before.service("a").as_deref() != Some(new_hash.as_str());
+        for a in &p.actions {
+            match a {
+                Action::SetTrafficWeight { canary_weight: 0, .. } => traffic_back = true,
+                Action::SetServiceSelector { service, hash } if hash != &new_hash => {
+                    if service == "c" {
+                        svc_back = true;
+                    }
+                    if service == "a" {
+                        active_back = true;
+                    }
+                }
+                Action::ScaleReplicaSet { name, replicas } if name.ends_with(&new_hash) && *replicas < new_spec => {
+                    let routed = matches!(kind, Kind::Routed | Kind::RoutedDynamic);
+                    prop_assert!(!routed || traffic_back, "canary scaled down before traffic returned to stable");
+                    prop_assert!(
+                        svc_back || new_avail == 0,
+                        "canary scaled down while the canary Service still selects it"
+                    );
+                    prop_assert!(active_back, "preview scaled down while active still selects it");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // 3. Without traffic routing, available pods never fall below replicas - maxUnavailable.
+    if kind == Kind::Basic {
+        let c = spec.strategy.canary.as_ref().unwrap();
+        let (_, u) = resolve_fenceposts(c.max_surge.as_ref(), c.max_unavailable.as_ref(), r);
+        let floor = (r - u).min(available_total(before));
+        prop_assert!(
+            available_total(after) >= floor,
+            "available fell from {} to {} (floor {floor})",
+            available_total(before),
+            available_total(after)
+        );
+    }
+
+    // 4. The stable ReplicaSet is not scaled down until the new one is fully available and promoted.
+    if matches!(kind, Kind::Routed | Kind::BlueGreen)
+        && let Some(stable) = &stable_in
+    {
+        for a in &p.actions {
+            if let Action::ScaleReplicaSet { name, replicas } = a
+                && name.ends_with(stable.as_str())
+                && *replicas < r
+                && stable != &new_hash
+            {
+                let promoted_away = p.status.stable_rs.as_deref() != Some(stable.as_str());
+                prop_assert!(promoted_away, "stable {name} scaled to {replicas} of {r} before promotion");
+            }
+        }
+    }
+
+    // Idempotence: planning again from the new status, with the world as the actions left it,
+    // asks for nothing more.
+    let again = plan(&after.rollout, &after.observed, &after.now);
+    prop_assert!(again.actions.is_empty(), "planning again asked for {:#?}\nafter {:#?}", again.actions, p.actions);
+    prop_assert_eq!(&again.status, after.rollout.status.as_ref().unwrap(), "planning again changed the status");
+    Ok(())
+}
+
+fn reconcile_checked(kind: Kind, w: &mut World) -> Result<Plan, TestCaseError> {
+    let before = w.clone();
+    let p = w.reconcile();
+    if std::env::var("TRACE").is_ok() {
+        eprintln!("---- now={} observed={:?}\n  svc={:?} router={:?}\n  status_in={:?}\n  actions={:?}\n  status_out: step={:?} stable={:?} abort={:?} weights={:?} pauses={:?} phase={:?} msg={:?} bg={:?}", before.now.0, before.observed.replica_sets.iter().map(|r| (&r.hash, r.spec_replicas, r.replicas, r.available, &r.scale_down_deadline)).collect::<Vec<_>>(), before.observed.services, before.router_weight, before.rollout.status.as_ref().map(|s| (s.current_step_index, &s.stable_rs, s.abort, &s.pause_conditions)), p.actions.iter().filter(|a| !matches!(a, Action::Event{..})).map(|a| match a { Action::CreateReplicaSet{hash, replicas, ..} => format!("Create {hash} {replicas}"), o => format!("{o:?}") }).collect::<Vec<_>>(), p.status.current_step_index, p.status.stable_rs, p.status.abort, p.status.canary.as_ref().and_then(|c| c.weights.as_ref()).map(|w| (w.canary.weight, w.verified)), p.status.pause_conditions, p.status.phase, p.status.message, p.status.blue_green);
+    }
+    check_plan(kind, &before, &p, w)?;
+    Ok(p)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(400), max_shrink_iters: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn safety_invariants_and_idempotence_hold_over_random_histories(
+        (strategy, kind) in strategy(),
+        replicas in 0i32..7,
+        deadline in prop::option::of(30i32..300),
+        deadline_abort in any::<bool>(),
+        ops in prop::collection::vec(op(), 1..40),
+    ) {
+        run_history(&strategy, kind, replicas, deadline, deadline_abort, ops)?;
+    }
+}
+
+fn run_history(
+    strategy: &str,
+    kind: Kind,
+    replicas: i32,
+    deadline: Option<i32>,
+    deadline_abort: bool,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let mut w = World::new(rollout_with(replicas, strategy));
+    w.rollout.spec.progress_deadline_seconds = deadline;
+    w.rollout.spec.progress_deadline_abort = Some(deadline_abort);
+    let mut image = 1;
+    for _ in 0..10 {
+        reconcile_checked(kind, &mut w)?;
+        w.pods_settle();
+    }
+    for op in ops {
+        match op {
+            Op::NewImage { never_ready } => {
+                image += 1;
+                w.set_image(&format!("demo:{image}"));
+                if never_ready {
+                    let h = stepwise_core::hash::pod_template_hash(w.rollout.spec.template.as_ref().unwrap(), None);
+                    w.never_ready.insert(h);
+                }
+            }
+            Op::OnePodEach => w.one_pod_each(),
+            Op::PodsSettle => w.pods_settle(),
+            Op::AnalysesFinish(phase) => {
+                w.analysis_outcome = phase;
+                w.analyses_finish();
+            }
+            Op::Wait(s) => w.wait(s),
+            Op::Promote => w.promote(),
+            Op::PromoteFull => w.promote_full(),
+            Op::Abort => w.abort(),
+            Op::Retry => w.retry(),
+            Op::Scale(n) => w.rollout.spec.replicas = Some(n),
+            Op::Pause(p) => w.rollout.spec.paused = Some(p),
+        }
+        reconcile_checked(kind, &mut w)?;
+    }
+
+    // 5. Every wait has a deadline: left alone (pods and analyses do what they do, time
+    // passes, no person acts), the rollout ends Healthy, Degraded, or Paused waiting for a
+    // person, with a message that says why.
+    w.rollout.spec.paused = None;
+    w.analysis_outcome = AnalysisPhase::Successful;
+    for _ in 0..200 {
+        let p = reconcile_checked(kind, &mut w)?;
+        w.pods_settle();
+        w.analyses_finish();
+        let wait = p.requeue_after.map(|d| d.as_secs() as i64 + 1).unwrap_or(30).min(600);
+        w.wait(wait);
+        let st = w.status();
+        if st.phase == Some(RolloutPhase::Healthy)
+            || st.phase == Some(RolloutPhase::Degraded)
+            || (st.phase == Some(RolloutPhase::Paused) && p.requeue_after.is_none())
+        {
+            break;
+        }
+    }
+    let st = w.status();
+    let phase = st.phase;
+    prop_assert!(
+        matches!(phase, Some(RolloutPhase::Healthy) | Some(RolloutPhase::Degraded) | Some(RolloutPhase::Paused)),
+        "still {:?} after a long wait: {:?}",
+        phase,
+        st.message
+    );
+    if phase == Some(RolloutPhase::Paused) {
+        prop_assert!(!st.pause_conditions.is_empty(), "Paused without a pause condition: {:?}", st.message);
+    }
+    prop_assert!(st.message.as_deref().is_some_and(|m| !m.is_empty()), "no message");
+    Ok(())
+}
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        "[a-zA-Z0-9%. ]{0,6}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        let keys = prop_oneof![
+            Just("spec".to_string()),
+            Just("strategy".to_string()),
+            Just("canary".to_string()),
+            Just("steps".to_string()),
+            Just("setWeight".to_string()),
+            Just("pause".to_string()),
+            Just("duration".to_string()),
+            Just("replicas".to_string()),
+            Just("blueGreen".to_string()),
+            Just("activeService".to_string()),
+            Just("template".to_string()),
+            Just("status".to_string()),
+            Just("currentStepIndex".to_string()),
+            Just("maxSurge".to_string()),
+            "[a-z]{1,5}".prop_map(String::from),
+        ];
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            prop::collection::btree_map(keys, inner, 0..5)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(2000), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever JSON arrives, decoding returns an error or a Rollout, and planning a decoded
+    /// Rollout never panics.
+    #[test]
+    fn random_json_never_panics_the_decoder_or_the_planner(value in json_value()) {
+        let mut doc = serde_json::json!({"apiVersion": "stepwise.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "x"}});
+        if let serde_json::Value::Object(m) = &value {
+            for (k, v) in m {
+                doc[k] = v.clone();
+            }
+        }
+        if let Ok(ro) = serde_json::from_value::<stepwise_api::Rollout>(doc) {
+            let w = World::new(ro);
+            let _ = plan(&w.rollout, &w.observed, &w.now);
+        }
+    }
+
+    /// Odd but decodable specs (negative counts, weights past the maximum, indexes beyond the
+    /// steps, missing services) become InvalidSpec or a plan, never a panic.
+    #[test]
+    fn random_specs_never_panic_the_planner(
+        replicas in -3i32..12,
+        weights in prop::collection::vec(-10i32..130, 0..5),
+        index in -2i32..9,
+        surge in int_or_pct(),
+        unavailable in int_or_pct(),
+        drop_services in any::<bool>(),
+    ) {
+        let mut steps = String::new();
+        for w in &weights {
+            steps.push_str(&format!("      - setWeight: {w}\n"));
+        }
+        let mut strategy = format!("    canary:\n      canaryService: c\n      stableService: s\n      maxSurge: {surge}\n      maxUnavailable: {unavailable}\n");
+        if !steps.is_empty() {
+            strategy.push_str("      steps:\n");
+            strategy.push_str(&steps);
+        }
+        let mut w = World::new(rollout_with(replicas, &strategy));
+        if drop_services {
+            w.observed.services.clear();
+        }
+        w.reconcile();
+        w.pods_settle();
+        let mut st = w.status();
+        st.current_step_index = Some(index);
+        w.rollout.status = Some(st);
+        let p = w.reconcile();
+        if p.status.conditions.iter().any(|c| c.r#type == "InvalidSpec") {
+            prop_assert!(p.actions.iter().all(|a| matches!(a, Action::Event { .. })), "InvalidSpec with actions");
+            prop_assert_eq!(p.status.phase, Some(RolloutPhase::Degraded));
+        }
+    }
+}
+
+include!("scratchdata/case.rs");

@@ -1,0 +1,460 @@
+//! The step machine, table-tested: each case is a script of operations on a simulated cluster
+//! and the state expected after each one, worked out by hand from the rules in
+//! docs/steps.md (replica arithmetic as in Argo Rollouts).
+
+mod support;
+
+use stepwise_api::AnalysisPhase;
+use support::{World, rollout_with};
+
+/// One operation and what must hold afterwards, as `key=value` pairs:
+/// `step` (status.currentStepIndex), `canary` and `stable` (spec.replicas of the newest and
+/// the stable ReplicaSet), `old` (spec.replicas of all other ReplicaSets), `phase`, `weight`
+/// (traffic weight at the router), `promoted` (stable is the newest), `svc:<name>` (`new`,
+/// `stable` or `none`: what a Service selects), `aborted`, `runs` (AnalysisRuns created).
+type Script = &'static [(&'static str, &'static str)];
+
+fn run_case(name: &str, replicas: i32, strategy: &str, script: Script, setup: impl Fn(&mut World)) -> usize {
+    let mut w = World::new(rollout_with(replicas, strategy));
+    setup(&mut w);
+    w.settle(30);
+    assert_eq!(
+        w.phase(),
+        Some(stepwise_api::RolloutPhase::Healthy),
+        "{name}: initial deploy is Healthy: {:?}",
+        w.status().message
+    );
+    let first = w.hash();
+    let mut checked = 0;
+    for (op, expect) in script {
+        let mut parts = op.split_whitespace();
+        match (parts.next().unwrap(), parts.next()) {
+            ("image", Some(img)) => w.set_image(img),
+            ("settle", _) => {}
+            ("promote", _) => w.promote(),
+            ("full", _) => w.promote_full(),
+            ("abort", _) => w.abort(),
+            ("retry", _) => w.retry(),
+            ("pause", _) => w.rollout.spec.paused = Some(true),
+            ("resume", _) => w.rollout.spec.paused = None,
+            ("wait", Some(s)) => w.wait(s.parse().unwrap()),
+            ("scale", Some(n)) => w.rollout.spec.replicas = Some(n.parse().unwrap()),
+            ("neverready", _) => {
+                // The next version's pods never become ready.
+                let mut probe = w.clone();
+                probe.set_image("demo:never");
+                let h = stepwise_core::hash::pod_template_hash(probe.rollout.spec.template.as_ref().unwrap(), None);
+                w.never_ready.insert(h);
+            }
+            ("analysis", Some(phase)) => {
+                w.analysis_outcome = match phase {
+                    "Successful" => AnalysisPhase::Successful,
+                    "Failed" => AnalysisPhase::Failed,
+                    "Inconclusive" => AnalysisPhase::Inconclusive,
+                    "Error" => AnalysisPhase::Error,
+                    other => panic!("unknown phase {other}"),
+                };
+            }
+            (other, _) => panic!("unknown op {other}"),
+        }
+        // Let the world converge: reconcile, pods settle, analyses finish.
+        for _ in 0..40 {
+            let before = (w.rollout.status.clone(), w.observed.clone());
+            w.reconcile();
+            w.pods_settle();
+            w.analyses_finish();
+            if (w.rollout.status.clone(), w.observed.clone()) == before {
+                break;
+            }
+        }
+        let st = w.status();
+        let new = w.hash();
+        let stable = st.stable_rs.clone().unwrap();
+        let role = |h: Option<String>| match h {
+            None => "none".to_string(),
+            Some(h) if h == new => "new".into(),
+            Some(h) if h == stable => "stable".into(),
+            Some(h) if h == first => "first".into(),
+            Some(_) => "other".into(),
+        };
+        for kv in expect.split_whitespace() {
+            let (k, v) = kv.split_once('=').unwrap();
+            let actual = match k {
+                "step" => st.current_step_index.map(|i| i.to_string()).unwrap_or_default(),
+                "canary" => w.pods(&new).0.to_string(),
+                "stable" => w.pods(&stable).0.to_string(),
+                "old" => w
+                    .observed
+                    .replica_sets
+                    .iter()
+                    .filter(|r| r.hash != new && r.hash != stable)
+                    .map(|r| r.spec_replicas)
+                    .sum::<i32>()
+                    .to_string(),
+                "phase" => format!("{:?}", st.phase.unwrap()),
+                "weight" => w.router_weight.map(|x| x.to_string()).unwrap_or("none".into()),
+                "promoted" => (stable == new).to_string(),
+                "aborted" => (st.abort == Some(true)).to_string(),
+                "runs" => w.observed.analysis_runs.len().to_string(),
+                "rsets" => w.observed.replica_sets.len().to_string(),
+                svc if svc.starts_with("svc:") => role(w.service(&svc[4..])),
+                other => panic!("unknown key {other}"),
+            };
+            assert_eq!(actual, v, "{name}: after `{op}`, {k} (status message: {:?})", st.message);
+            checked += 1;
+        }
+    }
+    checked
+}
+
+const BASIC: &str = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      steps:\n      - setWeight: 25\n      - pause: {}\n      - setWeight: 50\n      - pause: {duration: 30s}\n";
+
+#[test]
+fn basic_canary_walks_set_weight_and_pause_steps_with_pod_counts_from_the_approximation() {
+    let n = run_case(
+        "basic",
+        4,
+        BASIC,
+        &[
+            ("image demo:2", "step=1 canary=1 stable=3 phase=Paused svc:app-canary=new svc:app-stable=stable"),
+            ("promote", "step=3 canary=2 stable=2 phase=Paused"),
+            ("wait 10", "step=3 canary=2 stable=2 phase=Paused"),
+            ("wait 21", "step=4 canary=4 promoted=true old=0 phase=Healthy svc:app-stable=new svc:app-canary=new"),
+        ],
+        |_| {},
+    );
+    assert_eq!(n, 21);
+}
+
+#[test]
+fn abort_returns_to_stable_and_retry_starts_the_steps_again() {
+    run_case(
+        "abort",
+        4,
+        BASIC,
+        &[
+            ("image demo:2", "step=1 canary=1 stable=3"),
+            ("abort", "aborted=true canary=0 stable=4 phase=Degraded step=0 svc:app-canary=stable"),
+            ("retry", "aborted=false step=1 canary=1 stable=3 phase=Paused svc:app-canary=new"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn promote_full_skips_the_remaining_steps() {
+    run_case(
+        "full",
+        4,
+        BASIC,
+        &[("image demo:2", "step=1"), ("full", "promoted=true canary=4 old=0 phase=Healthy step=4")],
+        |_| {},
+    );
+}
+
+#[test]
+fn a_new_template_mid_rollout_supersedes_the_canary() {
+    run_case(
+        "supersede",
+        4,
+        BASIC,
+        &[
+            ("image demo:2", "step=1 canary=1 stable=3"),
+            ("image demo:3", "step=1 canary=1 stable=3 old=0 rsets=3"),
+            ("promote", "step=3 canary=2 stable=2 old=0"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn a_timed_pause_waits_its_duration() {
+    let strategy = "    canary:\n      steps:\n      - setWeight: 50\n      - pause: {duration: 1m}\n";
+    run_case(
+        "timed",
+        2,
+        strategy,
+        &[
+            ("image demo:2", "step=1 canary=1 stable=1 phase=Paused"),
+            ("wait 30", "step=1 phase=Paused"),
+            ("wait 31", "step=2 promoted=true canary=2 old=0 phase=Healthy"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn a_canary_without_steps_is_a_rolling_update() {
+    run_case(
+        "nosteps",
+        4,
+        "    canary: {}\n",
+        &[("image demo:2", "promoted=true canary=4 old=0 phase=Healthy step=0")],
+        |_| {},
+    );
+}
+
+#[test]
+fn scaling_mid_step_keeps_the_step_ratio() {
+    run_case(
+        "scale",
+        4,
+        BASIC,
+        &[
+            ("image demo:2", "step=1 canary=1 stable=3"),
+            ("scale 8", "step=1 canary=2 stable=6 phase=Paused"),
+            ("scale 2", "canary=1 stable=2"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn a_manual_pause_freezes_the_pod_counts() {
+    run_case(
+        "manual",
+        4,
+        BASIC,
+        &[
+            ("image demo:2", "step=1 canary=1 stable=3"),
+            ("pause", "phase=Paused"),
+            ("promote", "step=1 canary=1 stable=3 phase=Paused"),
+            ("resume", "step=3 canary=2 stable=2"),
+        ],
+        |_| {},
+    );
+}
+
+const ROUTED: &str = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      trafficRouting:\n        istio: {virtualService: {name: app}}\n      steps:\n      - setWeight: 10\n      - pause: {}\n      - setCanaryScale: {replicas: 3}\n      - setWeight: 50\n      - pause: {}\n";
+
+#[test]
+fn traffic_routed_canary_scales_by_weight_rounded_up_and_keeps_stable_full() {
+    run_case(
+        "routed",
+        10,
+        ROUTED,
+        &[
+            (
+                "image demo:2",
+                "step=1 canary=1 stable=10 weight=10 phase=Paused svc:app-canary=new svc:app-stable=stable",
+            ),
+            ("promote", "step=4 canary=3 stable=10 weight=50 phase=Paused"),
+            ("promote", "promoted=true canary=10 old=10 weight=0 svc:app-stable=new"),
+            ("wait 31", "old=0 phase=Healthy"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn routed_abort_returns_traffic_first_and_scales_the_canary_down_after_the_delay() {
+    run_case(
+        "routed-abort",
+        10,
+        ROUTED,
+        &[
+            ("image demo:2", "step=1 canary=1 weight=10"),
+            ("abort", "weight=0 canary=1 stable=10 phase=Degraded svc:app-canary=stable"),
+            ("wait 31", "canary=0 stable=10 phase=Degraded"),
+        ],
+        |_| {},
+    );
+}
+
+const ANALYSIS: &str =
+    "    canary:\n      steps:\n      - setWeight: 50\n      - analysis: {templates: [{templateName: success-rate}]}\n";
+
+#[test]
+fn a_successful_analysis_step_advances() {
+    run_case(
+        "analysis-ok",
+        4,
+        ANALYSIS,
+        &[("image demo:2", "runs=1 promoted=true phase=Healthy canary=4 old=0")],
+        |_| {},
+    );
+}
+
+#[test]
+fn a_failed_analysis_step_aborts() {
+    run_case(
+        "analysis-failed",
+        4,
+        ANALYSIS,
+        &[
+            ("analysis Failed", "phase=Healthy"),
+            ("image demo:2", "runs=1 aborted=true phase=Degraded canary=0 stable=4"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn an_inconclusive_analysis_pauses_until_a_person_promotes() {
+    run_case(
+        "analysis-inconclusive",
+        4,
+        ANALYSIS,
+        &[
+            ("analysis Inconclusive", "phase=Healthy"),
+            ("image demo:2", "runs=1 phase=Paused step=1 canary=2 stable=2"),
+            ("promote", "promoted=true phase=Healthy canary=4"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn background_analysis_failure_aborts() {
+    let strategy = "    canary:\n      analysis: {templates: [{templateName: errors}], startingStep: 1}\n      steps:\n      - setWeight: 50\n      - pause: {}\n";
+    run_case(
+        "background",
+        4,
+        strategy,
+        &[
+            ("analysis Failed", "phase=Healthy"),
+            ("image demo:2", "runs=1 aborted=true canary=0 stable=4 phase=Degraded"),
+        ],
+        |_| {},
+    );
+}
+
+const BLUE_GREEN: &str = "    blueGreen:\n      activeService: app-active\n      previewService: app-preview\n      autoPromotionEnabled: false\n";
+
+#[test]
+fn blue_green_switches_active_only_after_promote_and_scales_old_down_after_the_delay() {
+    run_case(
+        "bluegreen",
+        3,
+        BLUE_GREEN,
+        &[
+            ("image demo:2", "canary=3 stable=3 phase=Paused svc:app-preview=new svc:app-active=stable"),
+            ("promote", "promoted=true svc:app-active=new old=3"),
+            ("wait 31", "old=0 phase=Healthy"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn blue_green_auto_promotes_after_auto_promotion_seconds() {
+    let strategy = "    blueGreen:\n      activeService: app-active\n      autoPromotionSeconds: 20\n      scaleDownDelaySeconds: 5\n";
+    run_case(
+        "bluegreen-auto",
+        2,
+        strategy,
+        &[
+            ("image demo:2", "canary=2 stable=2 phase=Paused svc:app-active=stable"),
+            ("wait 10", "phase=Paused svc:app-active=stable"),
+            ("wait 11", "promoted=true svc:app-active=new old=2"),
+            ("wait 6", "old=0 phase=Healthy"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn blue_green_preview_replica_count_scales_up_before_the_switch() {
+    let strategy = "    blueGreen:\n      activeService: app-active\n      previewReplicaCount: 1\n      autoPromotionEnabled: false\n";
+    run_case(
+        "bluegreen-preview",
+        3,
+        strategy,
+        &[
+            ("image demo:2", "canary=1 stable=3 phase=Paused svc:app-active=stable"),
+            ("promote", "canary=3 promoted=true svc:app-active=new"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn blue_green_abort_keeps_active_on_stable_and_removes_the_preview_after_the_delay() {
+    run_case(
+        "bluegreen-abort",
+        3,
+        BLUE_GREEN,
+        &[
+            ("image demo:2", "canary=3 phase=Paused"),
+            ("abort", "aborted=true svc:app-active=stable svc:app-preview=stable canary=3 phase=Degraded"),
+            ("wait 31", "canary=0 stable=3"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn the_progress_deadline_marks_the_rollout_degraded() {
+    let strategy = "    canary:\n      steps:\n      - setWeight: 50\n      - pause: {}\n";
+    let setup = |w: &mut World| w.rollout.spec.progress_deadline_seconds = Some(60);
+    run_case(
+        "deadline",
+        4,
+        strategy,
+        &[
+            ("neverready", "phase=Healthy"),
+            ("image demo:never", "step=0 phase=Progressing"),
+            ("wait 61", "phase=Degraded aborted=false step=0"),
+        ],
+        setup,
+    );
+}
+
+#[test]
+fn progress_deadline_abort_aborts_and_returns_to_stable() {
+    let strategy = "    canary:\n      steps:\n      - setWeight: 50\n      - pause: {}\n";
+    let setup = |w: &mut World| {
+        w.rollout.spec.progress_deadline_seconds = Some(60);
+        w.rollout.spec.progress_deadline_abort = Some(true);
+    };
+    run_case(
+        "deadline-abort",
+        4,
+        strategy,
+        &[
+            ("neverready", "phase=Healthy"),
+            ("image demo:never", "phase=Progressing"),
+            ("wait 61", "phase=Degraded aborted=true canary=0 stable=4"),
+        ],
+        setup,
+    );
+}
+
+#[test]
+fn undo_to_the_previous_template_reuses_its_replica_set_with_a_new_revision() {
+    run_case(
+        "undo",
+        4,
+        BASIC,
+        &[
+            ("image demo:2", "step=1"),
+            ("full", "promoted=true rsets=2"),
+            // Back to the first template: its ReplicaSet is reused, the steps run again.
+            ("image demo:1", "step=1 canary=1 stable=3 rsets=2 svc:app-canary=new"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn going_back_to_the_stable_template_mid_rollout_skips_the_steps() {
+    run_case(
+        "back-to-stable",
+        4,
+        BASIC,
+        &[("image demo:2", "step=1 canary=1"), ("image demo:1", "promoted=true step=4 canary=4 old=0 phase=Healthy")],
+        |_| {},
+    );
+}
+
+#[test]
+fn revision_history_keeps_only_the_limit_of_old_replica_sets() {
+    let setup = |w: &mut World| w.rollout.spec.revision_history_limit = Some(1);
+    run_case(
+        "history",
+        2,
+        "    canary: {}\n",
+        &[("image demo:2", "rsets=2"), ("image demo:3", "rsets=2"), ("image demo:4", "rsets=2 promoted=true old=0")],
+        setup,
+    );
+}
