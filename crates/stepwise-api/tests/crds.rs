@@ -36,7 +36,7 @@ fn undocumented(path: &str, schema: &Value, out: &mut Vec<String>) {
             let here = format!("{path}.{name}");
             let described = prop.get("description").and_then(Value::as_str).is_some_and(|d| !d.trim().is_empty());
             // apiVersion, kind and metadata are Kubernetes' own and documented by it.
-            let top_level_meta = path == "" && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
+            let top_level_meta = path.is_empty() && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
             if !described && !top_level_meta {
                 out.push(here.clone());
             }

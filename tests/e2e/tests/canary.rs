@@ -110,7 +110,7 @@ async fn a_new_template_in_the_middle_of_a_rollout_supersedes_the_canary() -> an
     let v2 = env.get().await?.status.unwrap().current_pod_hash.unwrap();
 
     env.when_image("example.invalid/demo:3").await?;
-    env.then(&"a new canary", secs(30), |ro| {
+    env.then("a new canary", secs(30), |ro| {
         ro.status.as_ref().and_then(|s| s.current_pod_hash.clone()) != Some(v2.clone())
     })
     .await?;
