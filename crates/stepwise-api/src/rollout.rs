@@ -799,6 +799,9 @@ pub struct RolloutAnalysisRunStatus {
     /// Its message as last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A person promoted past this run's Inconclusive result, so it no longer holds the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<bool>,
 }
 
 /// Blue-green-specific status.

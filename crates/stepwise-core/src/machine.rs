@@ -459,7 +459,7 @@ pub fn plan(rollout: &Rollout, observed: &Observed, now: &Time) -> Plan {
     if let Some(canary) = &rollout.spec.strategy.canary {
         plan_canary(&ctx, canary, &prev, &mut status, &mut acts, &mut requeue);
     } else if let Some(bg) = &rollout.spec.strategy.blue_green {
-        plan_blue_green(&ctx, bg, &mut status, &mut acts, &mut requeue);
+        plan_blue_green(&ctx, bg, &prev, &mut status, &mut acts, &mut requeue);
     }
 
     report_scale_selector(&ctx, &acts, &mut status);
@@ -763,9 +763,12 @@ fn ensure_run(
     if let Some(rec) = recorded {
         let observed = ctx.run(&rec.name);
         return match observed {
-            Some(run) => {
-                RolloutAnalysisRunStatus { name: run.name.clone(), status: run.phase, message: run.message.clone() }
-            }
+            Some(run) => RolloutAnalysisRunStatus {
+                name: run.name.clone(),
+                status: run.phase,
+                message: run.message.clone(),
+                accepted: rec.accepted,
+            },
             // Recorded but not yet in the cache: keep the record rather than start a second run.
             None => rec.clone(),
         };
@@ -780,7 +783,7 @@ fn ensure_run(
         analysis: analysis.clone(),
     });
     acts.event(EventType::Normal, "AnalysisRunCreated", format!("Started {} analysis {name}", kind.label()));
-    RolloutAnalysisRunStatus { name, status: AnalysisPhase::Pending, message: None }
+    RolloutAnalysisRunStatus { name, status: AnalysisPhase::Pending, message: None, accepted: None }
 }
 
 fn add_pause(ctx: &Ctx, status: &mut RolloutStatus, acts: &mut Actions, reason: PauseReason, message: String) {
@@ -795,9 +798,37 @@ fn pause_started(status: &RolloutStatus, reason: PauseReason) -> Option<&Time> {
     status.pause_conditions.iter().find(|p| p.reason == reason).map(|p| &p.start_time)
 }
 
-/// The user removed the controller's pause (promote).
-fn unpausing(status: &RolloutStatus, reason: PauseReason) -> bool {
-    status.controller_pause == Some(true) && pause_started(status, reason).is_none()
+/// A person promoted: every pause condition the controller set is gone while `controllerPause`
+/// still says the controller paused. One promote moves past whatever held the rollout.
+fn unpausing(status: &RolloutStatus) -> bool {
+    status.controller_pause == Some(true) && status.pause_conditions.is_empty()
+}
+
+/// Whether an Inconclusive run no longer holds the rollout: accepted by an earlier promote, or
+/// by this one, when the run was already Inconclusive when the person promoted (so a result that
+/// arrives together with a promote meant for something else still pauses).
+fn accept_inconclusive(
+    run: &mut RolloutAnalysisRunStatus,
+    prev: &RolloutStatus,
+    seen_before: Option<&RolloutAnalysisRunStatus>,
+    status: &mut RolloutStatus,
+) -> bool {
+    if run.accepted == Some(true) {
+        return true;
+    }
+    let seen_inconclusive = seen_before.is_some_and(|r| r.name == run.name && r.status == AnalysisPhase::Inconclusive);
+    // Judged on the status as the person left it: a step completed earlier in this plan may
+    // already have consumed the promote.
+    if seen_inconclusive && unpausing(prev) {
+        run.accepted = Some(true);
+        end_pause(status, PauseReason::InconclusiveAnalysisRun);
+        return true;
+    }
+    false
+}
+
+fn held_by_inconclusive_analysis(status: &RolloutStatus) -> bool {
+    status.pause_conditions.iter().any(|p| p.reason == PauseReason::InconclusiveAnalysisRun)
 }
 
 fn end_pause(status: &mut RolloutStatus, reason: PauseReason) {
@@ -935,7 +966,9 @@ fn plan_canary(
         status.controller_pause = None;
     }
     let mut canary_status = status.canary.clone().unwrap_or_default();
-    while !aborted && !promoted && !promote_full && !user_paused && idx < n {
+    // An inconclusive background analysis holds the steps where they are until a person decides.
+    let held = held_by_inconclusive_analysis(status);
+    while !aborted && !promoted && !promote_full && !user_paused && !held && idx < n {
         let step = &steps[idx as usize];
         let progress = if step.set_weight.is_some() || step.set_canary_scale.is_some() {
             let w = weight_at(idx);
@@ -943,7 +976,7 @@ fn plan_canary(
             let weight_ok = !routed || step.set_weight.is_none() || weight_reached(w, counts_ok);
             if counts_ok && weight_ok { StepProgress::Done } else { StepProgress::Waiting }
         } else if let Some(pause) = pause_seconds(step) {
-            if unpausing(status, PauseReason::CanaryPauseStep) {
+            if unpausing(status) {
                 StepProgress::Done
             } else {
                 match (pause, pause_started(status, PauseReason::CanaryPauseStep).cloned()) {
@@ -969,7 +1002,7 @@ fn plan_canary(
                 }
             }
         } else if let Some(analysis) = &step.analysis {
-            if unpausing(status, PauseReason::InconclusiveAnalysisRun) {
+            if unpausing(status) {
                 // A person looked at an inconclusive result and promoted: accept it.
                 end_pause(status, PauseReason::InconclusiveAnalysisRun);
                 StepProgress::Done
@@ -1044,22 +1077,30 @@ fn plan_canary(
                 &bg.analysis,
                 revision,
             );
-            canary_status.current_background_analysis_run_status = Some(run.clone());
+            let mut run = run;
             match run.status {
                 AnalysisPhase::Failed | AnalysisPhase::Error => {
+                    canary_status.current_background_analysis_run_status = Some(run.clone());
                     status.canary = Some(canary_status.clone());
                     abort(ctx, status, acts, analysis_verdict(&run, "Background"));
                 }
-                AnalysisPhase::Inconclusive if !unpausing(status, PauseReason::InconclusiveAnalysisRun) => {
-                    add_pause(
-                        ctx,
-                        status,
-                        acts,
-                        PauseReason::InconclusiveAnalysisRun,
-                        analysis_verdict(&run, "Background"),
-                    );
+                AnalysisPhase::Inconclusive => {
+                    let seen = prev.canary.as_ref().and_then(|c| c.current_background_analysis_run_status.as_ref());
+                    if accept_inconclusive(&mut run, prev, seen, status) {
+                        // Accepted, but the canary keeps running: judge it again with a fresh run.
+                        run = ensure_run(ctx, acts, None, AnalysisKind::Background, &bg.analysis, revision);
+                    } else {
+                        add_pause(
+                            ctx,
+                            status,
+                            acts,
+                            PauseReason::InconclusiveAnalysisRun,
+                            analysis_verdict(&run, "Background"),
+                        );
+                    }
+                    canary_status.current_background_analysis_run_status = Some(run);
                 }
-                _ => {}
+                _ => canary_status.current_background_analysis_run_status = Some(run),
             }
         }
     }
@@ -1070,7 +1111,7 @@ fn plan_canary(
 
     // Promotion: all steps done (or promote full) and the new version fully available.
     let new_counts = ctx.counts(&ctx.hash);
-    if !aborted && !promoted && (idx >= n || promote_full) && !user_paused {
+    if !aborted && !promoted && (idx >= n || promote_full) && !user_paused && !held_by_inconclusive_analysis(status) {
         let canary_full = new_counts.spec >= r && new_counts.kept_available() >= r;
         let weight_full = !routed || !has_stable || r == 0 || weight_reached(max_weight, canary_full);
         if canary_full && weight_full {
@@ -1319,6 +1360,7 @@ fn blue_green_new(ctx: &Ctx, bg: &stepwise_api::BlueGreenStrategy, status: &Roll
 fn plan_blue_green(
     ctx: &Ctx,
     bg: &stepwise_api::BlueGreenStrategy,
+    prev: &RolloutStatus,
     status: &mut RolloutStatus,
     acts: &mut Actions,
     requeue: &mut Vec<f64>,
@@ -1361,18 +1403,20 @@ fn plan_blue_green(
                 analysis,
                 revision,
             );
+            let mut run = run;
+            let seen = prev.blue_green.as_ref().and_then(|b| b.pre_promotion_analysis_run_status.as_ref());
+            let accepted =
+                run.status == AnalysisPhase::Inconclusive && accept_inconclusive(&mut run, prev, seen, status);
             bgs.pre_promotion_analysis_run_status = Some(run.clone());
             match run.status {
                 AnalysisPhase::Successful => {}
                 AnalysisPhase::Failed | AnalysisPhase::Error => {
                     status.blue_green = Some(bgs.clone());
                     abort(ctx, status, acts, analysis_verdict(&run, "Pre-promotion"));
-                    return plan_blue_green(ctx, bg, status, acts, requeue);
+                    return plan_blue_green(ctx, bg, prev, status, acts, requeue);
                 }
                 AnalysisPhase::Inconclusive => {
-                    if unpausing(status, PauseReason::InconclusiveAnalysisRun) {
-                        end_pause(status, PauseReason::InconclusiveAnalysisRun);
-                    } else {
+                    if !accepted {
                         add_pause(
                             ctx,
                             status,
@@ -1394,7 +1438,7 @@ fn plan_blue_green(
             && bgs.scale_up_preview_check_point != Some(true)
             && (!auto || auto_secs > 0)
         {
-            if unpausing(status, PauseReason::BlueGreenPause) {
+            if unpausing(status) {
                 end_pause(status, PauseReason::BlueGreenPause);
             } else {
                 match pause_started(status, PauseReason::BlueGreenPause).cloned() {
@@ -1460,17 +1504,20 @@ fn plan_blue_green(
                         analysis,
                         revision,
                     );
+                    let mut run = run;
+                    let seen = prev.blue_green.as_ref().and_then(|b| b.post_promotion_analysis_run_status.as_ref());
+                    let accepted =
+                        run.status == AnalysisPhase::Inconclusive && accept_inconclusive(&mut run, prev, seen, status);
                     bgs.post_promotion_analysis_run_status = Some(run.clone());
                     match run.status {
                         AnalysisPhase::Successful => stable_now = true,
                         AnalysisPhase::Failed | AnalysisPhase::Error => {
                             status.blue_green = Some(bgs.clone());
                             abort(ctx, status, acts, analysis_verdict(&run, "Post-promotion"));
-                            return plan_blue_green(ctx, bg, status, acts, requeue);
+                            return plan_blue_green(ctx, bg, prev, status, acts, requeue);
                         }
                         AnalysisPhase::Inconclusive => {
-                            if unpausing(status, PauseReason::InconclusiveAnalysisRun) {
-                                end_pause(status, PauseReason::InconclusiveAnalysisRun);
+                            if accepted {
                                 stable_now = true;
                             } else {
                                 add_pause(
@@ -1863,32 +1910,34 @@ fn step_label(ctx: &Ctx, status: &RolloutStatus) -> String {
     }
 }
 
+/// A time as people read it in `kubectl get`: UTC, to the second.
+fn clock(t: &Time) -> String {
+    t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 fn pause_message(ctx: &Ctx, status: &RolloutStatus, pause: &PauseCondition) -> String {
     match pause.reason {
         PauseReason::CanaryPauseStep => {
             let steps = ctx.spec.strategy.canary.as_ref().and_then(|c| c.steps.as_deref()).unwrap_or_default();
             let idx = status.current_step_index.unwrap_or(0);
             let step = steps.get(idx.max(0) as usize);
-            let left =
-                step.and_then(pause_seconds).flatten().map(|secs| secs - seconds_between(&pause.start_time, ctx.now));
+            // An absolute time, not "Ns left": the status is written only when something changes,
+            // so a countdown would be stale the moment it was read.
+            let resumes_at =
+                step.and_then(pause_seconds).flatten().map(|secs| add_seconds(&pause.start_time, secs.ceil() as i64));
             let what = step.map(describe_step).unwrap_or_else(|| "pause".into());
-            match left {
-                Some(left) => {
-                    format!("Paused at step {}/{}: {what}, {}s left", idx + 1, steps.len(), left.max(0.0).ceil() as i64)
-                }
+            match resumes_at {
+                Some(at) => format!("Paused at step {}/{}: {what}, resumes at {}", idx + 1, steps.len(), clock(&at)),
                 None => format!("Paused at step {}/{}: {what}, waiting for promote", idx + 1, steps.len()),
             }
         }
         PauseReason::BlueGreenPause => {
             let bg = ctx.spec.strategy.blue_green.as_ref();
             match bg.and_then(|b| b.auto_promotion_seconds).filter(|s| *s > 0) {
-                Some(secs) => {
-                    let left = f64::from(secs) - seconds_between(&pause.start_time, ctx.now);
-                    format!(
-                        "Paused before switching the active Service: promotes automatically in {}s",
-                        left.max(0.0).ceil() as i64
-                    )
-                }
+                Some(secs) => format!(
+                    "Paused before switching the active Service: promotes automatically at {}",
+                    clock(&add_seconds(&pause.start_time, i64::from(secs)))
+                ),
                 None => "Paused before switching the active Service: waiting for promote".into(),
             }
         }

@@ -458,3 +458,169 @@ fn revision_history_keeps_only_the_limit_of_old_replica_sets() {
         setup,
     );
 }
+
+const SCALE_STEPS: &str = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      trafficRouting:\n        istio: {virtualService: {name: app}}\n      steps:\n      - setCanaryScale: {replicas: 3}\n      - setWeight: 20\n      - pause: {}\n      - setCanaryScale: {weight: 50}\n      - pause: {}\n      - setCanaryScale: {matchTrafficWeight: true}\n      - pause: {}\n";
+
+#[test]
+fn set_canary_scale_sizes_the_canary_apart_from_the_traffic_weight_until_match_traffic_weight() {
+    // R=10, routed, so stable stays at 10 throughout. replicas:3 → 3 pods whatever the weight;
+    // weight:50 → ceil(10×50%) = 5 pods at 20% traffic; matchTrafficWeight → ceil(10×20%) = 2.
+    run_case(
+        "canary-scale",
+        10,
+        SCALE_STEPS,
+        &[
+            ("image demo:2", "step=2 canary=3 stable=10 weight=20 phase=Paused"),
+            ("promote", "step=4 canary=5 stable=10 weight=20 phase=Paused"),
+            ("promote", "step=6 canary=2 stable=10 weight=20 phase=Paused"),
+            ("promote", "step=7 promoted=true canary=10 weight=0 phase=Progressing"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn dynamic_stable_scale_shrinks_the_stable_as_traffic_moves_to_the_canary() {
+    // R=10 at 30%: canary ceil(3) = 3 pods; the stable keeps what carries the other 70%: 7.
+    let strategy = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      dynamicStableScale: true\n      trafficRouting:\n        istio: {virtualService: {name: app}}\n      steps:\n      - setWeight: 30\n      - pause: {}\n";
+    run_case(
+        "dynamic-stable",
+        10,
+        strategy,
+        &[
+            ("image demo:2", "step=1 canary=3 stable=7 weight=30 phase=Paused"),
+            ("promote", "promoted=true canary=10 weight=0"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn min_pods_per_replica_set_raises_a_tiny_canary() {
+    // R=10 at 5%: ceil(0.5) = 1 pod, raised to minPodsPerReplicaSet = 2.
+    let strategy = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      minPodsPerReplicaSet: 2\n      trafficRouting:\n        istio: {virtualService: {name: app}}\n      steps:\n      - setWeight: 5\n      - pause: {}\n";
+    run_case("min-pods", 10, strategy, &[("image demo:2", "step=1 canary=2 stable=10 weight=5 phase=Paused")], |_| {});
+}
+
+#[test]
+fn a_basic_canary_without_surge_makes_room_before_adding_canary_pods() {
+    // maxSurge 0: never more than 4 pods; 50% of 4 = 2 canary and 2 stable once settled.
+    let strategy = "    canary:\n      maxSurge: 0\n      maxUnavailable: 1\n      steps:\n      - setWeight: 50\n      - pause: {}\n";
+    run_case(
+        "no-surge",
+        4,
+        strategy,
+        &[
+            ("image demo:2", "step=1 canary=2 stable=2 phase=Paused"),
+            ("promote", "promoted=true canary=4 old=0 phase=Healthy"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn an_analysis_error_aborts_like_a_failure() {
+    run_case(
+        "analysis-error",
+        4,
+        ANALYSIS,
+        &[
+            ("analysis Error", "phase=Healthy"),
+            ("image demo:2", "runs=1 aborted=true phase=Degraded canary=0 stable=4"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn an_inconclusive_background_analysis_pauses_the_rollout() {
+    let strategy = "    canary:\n      analysis: {templates: [{templateName: errors}]}\n      steps:\n      - setWeight: 50\n      - pause: {duration: 1m}\n";
+    run_case(
+        "background-inconclusive",
+        4,
+        strategy,
+        &[
+            ("analysis Inconclusive", "phase=Healthy"),
+            ("image demo:2", "runs=1 aborted=false step=0 phase=Paused canary=2 stable=2"),
+            ("wait 120", "runs=1 step=0 phase=Paused"),
+            // Promote accepts the verdict; a fresh run keeps judging the canary.
+            ("analysis Successful", "runs=1 step=0 phase=Paused"),
+            ("promote", "runs=2 step=1 phase=Paused canary=2 stable=2"),
+            ("wait 61", "runs=2 promoted=true phase=Healthy canary=4 old=0"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn scaling_a_healthy_rollout_scales_the_stable_replica_set() {
+    run_case(
+        "scale-healthy",
+        4,
+        BASIC,
+        &[("scale 6", "stable=6 phase=Healthy"), ("scale 1", "stable=1 phase=Healthy")],
+        |_| {},
+    );
+}
+
+#[test]
+fn promote_full_during_a_blue_green_pause_switches_the_active_service() {
+    run_case(
+        "bluegreen-full",
+        3,
+        BLUE_GREEN,
+        &[
+            ("image demo:2", "canary=3 stable=3 phase=Paused svc:app-active=stable svc:app-preview=new"),
+            ("full", "promoted=true svc:app-active=new"),
+        ],
+        |_| {},
+    );
+}
+
+#[test]
+fn status_messages_say_where_the_rollout_is_and_when_a_timed_pause_ends() {
+    // The world's clock starts at 2027-01-15T08:00:00Z and settling takes no time.
+    let mut w = World::new(rollout_with(4, BASIC));
+    w.settle(30);
+    w.set_image("demo:2");
+    w.settle(30);
+    assert_eq!(w.status().message.as_deref(), Some("Paused at step 2/4: pause, waiting for promote"));
+    w.wait(5);
+    w.promote();
+    w.settle(30);
+    assert_eq!(w.status().message.as_deref(), Some("Paused at step 4/4: pause 30s, resumes at 2027-01-15T08:00:35Z"));
+}
+
+#[test]
+fn an_abort_message_names_the_analysis_that_failed() {
+    let mut w = World::new(rollout_with(4, ANALYSIS));
+    w.settle(30);
+    w.analysis_outcome = AnalysisPhase::Failed;
+    w.set_image("demo:2");
+    for _ in 0..10 {
+        w.reconcile();
+        w.pods_settle();
+        w.analyses_finish();
+    }
+    let message = w.status().message.unwrap_or_default();
+    assert!(message.starts_with("Aborted: "), "{message}");
+    assert!(message.contains("Failed") && message.contains("metric success-rate assessed Failed"), "{message}");
+}
+
+#[test]
+fn an_inconclusive_pre_promotion_analysis_holds_the_switch_until_a_person_promotes() {
+    let strategy = "    blueGreen:\n      activeService: app-active\n      previewService: app-preview\n      prePromotionAnalysis: {templates: [{templateName: smoke}]}\n";
+    run_case(
+        "pre-promotion-inconclusive",
+        3,
+        strategy,
+        &[
+            ("analysis Inconclusive", "phase=Healthy"),
+            ("image demo:2", "runs=1 canary=3 stable=3 phase=Paused svc:app-active=stable svc:app-preview=new"),
+            ("wait 120", "runs=1 phase=Paused svc:app-active=stable"),
+            ("promote", "runs=1 promoted=true svc:app-active=new"),
+            ("wait 31", "old=0 phase=Healthy"),
+        ],
+        |_| {},
+    );
+}
