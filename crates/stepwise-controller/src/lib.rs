@@ -4,6 +4,7 @@ pub mod context;
 pub mod error;
 pub mod execute;
 pub mod http;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod observe;

@@ -1,6 +1,7 @@
 //! Observe: what the reflector caches say about one Rollout (no client required, no GETs).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
@@ -13,6 +14,8 @@ use stepwise_api::{
 };
 use stepwise_core::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet};
 
+use crate::index::OwnerIndex;
+
 /// Annotation on a ReplicaSet: when it is to be scaled to zero (RFC 3339).
 pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "stepwise.dev/scale-down-deadline";
 
@@ -21,10 +24,14 @@ pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "stepwise.dev/scale-down-deadli
 pub struct Stores {
     /// ReplicaSets that carry the pod-template-hash label.
     pub replica_sets: Store<ReplicaSet>,
+    /// The same ReplicaSets by owning Rollout.
+    pub replica_sets_by_owner: Arc<OwnerIndex<ReplicaSet>>,
     /// Services.
     pub services: Store<Service>,
     /// AnalysisRuns.
     pub analysis_runs: Store<AnalysisRun>,
+    /// The same AnalysisRuns by owning Rollout.
+    pub analysis_runs_by_owner: Arc<OwnerIndex<AnalysisRun>>,
     /// Deployments, for workloadRef.
     pub deployments: Store<Deployment>,
 }
@@ -37,20 +44,25 @@ fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, u
 pub fn observe(rollout: &Rollout, stores: &Stores) -> Observed {
     let ns = rollout.namespace().unwrap_or_default();
     let uid = rollout.uid().unwrap_or_default();
-    let replica_sets = stores
-        .replica_sets
-        .state()
+    // The index may trail the cache by an event; the cache has the last word on ownership.
+    let mut replica_sets: Vec<ObservedReplicaSet> = stores
+        .replica_sets_by_owner
+        .owned_by(&uid)
         .iter()
+        .filter_map(|r| stores.replica_sets.get(r))
         .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()) && owned_by(&rs.metadata, &uid))
-        .map(|rs| observe_replica_set(rs))
+        .map(|rs| observe_replica_set(&rs))
         .collect();
-    let analysis_runs = stores
-        .analysis_runs
-        .state()
+    replica_sets.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut analysis_runs: Vec<ObservedAnalysisRun> = stores
+        .analysis_runs_by_owner
+        .owned_by(&uid)
         .iter()
+        .filter_map(|r| stores.analysis_runs.get(r))
         .filter(|ar| ar.metadata.namespace.as_deref() == Some(ns.as_str()) && owned_by(&ar.metadata, &uid))
-        .map(|ar| observe_analysis_run(ar))
+        .map(|ar| observe_analysis_run(&ar))
         .collect();
+    analysis_runs.sort_by(|a, b| a.name.cmp(&b.name));
     let mut services = BTreeMap::new();
     let spec = &rollout.spec;
     let names = [

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use kube::core::DeserializeGuard;
@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use stepwise_api::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, POD_TEMPLATE_HASH_LABEL, Rollout};
 
 use crate::context::{AnalysisStores, Context, Limiter};
+use crate::index::OwnerIndex;
 use crate::metrics::Metrics;
 use crate::observe::Stores;
 use crate::reconcile::{error_policy, reconcile};
@@ -46,18 +47,27 @@ where
     }
 }
 
-/// A cache fed by its own watch, shared with the controller's triggers.
+/// A cache fed by its own watch, shared with the controller's triggers, and, when given, an
+/// owner index fed by the same events.
 fn shared_cache<K>(
     api: Api<K>,
     config: watcher::Config,
+    index: Option<Arc<OwnerIndex<K>>>,
 ) -> (Store<K>, impl futures::Stream<Item = Arc<K>> + Send + 'static, impl Future<Output = ()> + Send + 'static)
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store_shared(4096);
     let subscriber = writer.subscribe().expect("a shared store can be subscribed");
-    let driver = watcher(api, config).default_backoff().reflect_shared(writer).for_each(|event| {
+    // The index learns of an object before the cache and the triggers do, so a reconcile that
+    // a new object triggers finds it in both.
+    let indexed = watcher(api, config).default_backoff().map_ok(move |event| {
+        if let Some(index) = &index {
+            index.apply(&event);
+        }
+        event
+    });
+    let driver = indexed.reflect_shared(writer).for_each(|event| {
         if let Err(e) = event {
             tracing::warn!(error = %e, "watch error; retrying");
         }
@@ -83,12 +93,20 @@ pub async fn run(
         anyhow::bail!("cannot list Rollouts ({e}): are the CRDs installed? kubectl apply -f crds/");
     }
 
-    let (rs_store, rs_events, rs_driver) =
-        shared_cache(api::<ReplicaSet>(&client, ns), watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL));
-    let (svc_store, svc_events, svc_driver) = shared_cache(api::<Service>(&client, ns), watcher::Config::default());
-    let (ar_store, ar_events, ar_driver) = shared_cache(api::<AnalysisRun>(&client, ns), watcher::Config::default());
-    let (dep_store, dep_events, dep_driver) = shared_cache(api::<Deployment>(&client, ns), watcher::Config::default());
-    let (at_store, _, at_driver) = shared_cache(api::<AnalysisTemplate>(&client, ns), watcher::Config::default());
+    let rs_index = Arc::new(OwnerIndex::default());
+    let ar_index = Arc::new(OwnerIndex::default());
+    let (rs_store, rs_events, rs_driver) = shared_cache(
+        api::<ReplicaSet>(&client, ns),
+        watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL),
+        Some(rs_index.clone()),
+    );
+    let (svc_store, svc_events, svc_driver) =
+        shared_cache(api::<Service>(&client, ns), watcher::Config::default(), None);
+    let (ar_store, ar_events, ar_driver) =
+        shared_cache(api::<AnalysisRun>(&client, ns), watcher::Config::default(), Some(ar_index.clone()));
+    let (dep_store, dep_events, dep_driver) =
+        shared_cache(api::<Deployment>(&client, ns), watcher::Config::default(), None);
+    let (at_store, _, at_driver) = shared_cache(api::<AnalysisTemplate>(&client, ns), watcher::Config::default(), None);
     let (cat_reader, cat_writer) = reflector::store();
     let cat_driver = watcher(Api::<ClusterAnalysisTemplate>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -127,7 +145,14 @@ pub async fn run(
     );
     let ctx = Arc::new(Context {
         client: client.clone(),
-        stores: Stores { replica_sets: rs_store, services: svc_store, analysis_runs: ar_store, deployments: dep_store },
+        stores: Stores {
+            replica_sets: rs_store,
+            replica_sets_by_owner: rs_index,
+            services: svc_store,
+            analysis_runs: ar_store,
+            analysis_runs_by_owner: ar_index,
+            deployments: dep_store,
+        },
         stores_analysis: AnalysisStores { templates: at_store, cluster_templates: cat_reader },
         recorder,
         metrics,
