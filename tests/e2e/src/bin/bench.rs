@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use futures::StreamExt;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use stepwise_api::{Rollout, RolloutPhase};
@@ -38,14 +41,31 @@ fn proc_stats(pid: u32) -> (f64, u64) {
     (cpu, hwm)
 }
 
-async fn all_healthy(
-    api: &Api<Rollout>,
-    n: usize,
+/// CPU seconds so far of each control-plane component, from the "pid binary" files that
+/// `tests/cluster/up.sh` writes.
+fn cluster_cpu() -> Vec<(String, f64)> {
+    ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+        .iter()
+        .filter_map(|name| {
+            let pid = std::fs::read_to_string(format!("target/cluster/run/{name}.pid"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), proc_stats(pid).0))
+        })
+        .collect()
+}
+
+/// How many Rollouts are Healthy at full size (and, for the update, at a new version), read from
+/// a watch-fed cache so that measuring does not load the API server.
+fn all_healthy(
+    rollouts: &Store<Rollout>,
     hash_differs_from: Option<&std::collections::HashMap<String, String>>,
-) -> anyhow::Result<usize> {
-    let list = api.list(&ListParams::default()).await?;
-    Ok(list
-        .items
+) -> usize {
+    rollouts
+        .state()
         .iter()
         .filter(|r| {
             let st = r.status.clone().unwrap_or_default();
@@ -57,7 +77,6 @@ async fn all_healthy(
                 && updated
         })
         .count()
-        .min(n))
 }
 
 async fn run(n: usize) -> anyhow::Result<()> {
@@ -72,6 +91,11 @@ async fn run(n: usize) -> anyhow::Result<()> {
     .await?;
     nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
     let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
+    let (rollouts, writer) = reflector::store();
+    let watch = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default()).default_backoff().reflect(writer).for_each(|_| async {}),
+    );
+    rollouts.wait_until_ready().await?;
 
     let bin = std::env::var("STEPWISE_BENCH_BIN").unwrap_or_else(|_| "target/release/stepwise-controller".into());
     let mut controller = ControllerProcess::start_binary(
@@ -86,31 +110,37 @@ async fn run(n: usize) -> anyhow::Result<()> {
         api.create(&PostParams::default(), &rollout(i)?).await?;
     }
     let t0 = Instant::now();
-    while all_healthy(&api, n, None).await? < n {
+    while all_healthy(&rollouts, None) < n {
         if t0.elapsed() > Duration::from_secs(600) {
             anyhow::bail!("initial deploy of {n} Rollouts did not finish");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let initial = t0.elapsed().as_secs_f64();
-    let hashes: std::collections::HashMap<String, String> = api
-        .list(&ListParams::default())
-        .await?
-        .items
+    let hashes: std::collections::HashMap<String, String> = rollouts
+        .state()
         .iter()
         .map(|r| (r.name_any(), r.status.clone().unwrap_or_default().current_pod_hash.unwrap_or_default()))
         .collect();
     let writes_before = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0);
     let (cpu_before, _) = proc_stats(pid);
+    let cluster_before = cluster_cpu();
 
     let t1 = Instant::now();
     let patch =
         json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "example.invalid/bench:2"}]}}}});
-    for i in 0..n {
-        api.patch(&format!("r{i}"), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    }
+    // "At once": 32 patches in flight, as a CI system releasing many services would send them.
+    let patched: Vec<kube::Result<Rollout>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (api, patch) = (&api, &patch);
+            async move { api.patch(&format!("r{i}"), &PatchParams::default(), &Patch::Merge(patch)).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    patched.into_iter().collect::<kube::Result<Vec<_>>>()?;
     let updated_in = t1.elapsed().as_secs_f64();
-    while all_healthy(&api, n, Some(&hashes)).await? < n {
+    while all_healthy(&rollouts, Some(&hashes)) < n {
         if t1.elapsed() > Duration::from_secs(1200) {
             anyhow::bail!("update of {n} Rollouts did not finish");
         }
@@ -119,6 +149,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let total = t1.elapsed().as_secs_f64();
     let writes = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0) - writes_before;
     let (cpu_after, hwm_kib) = proc_stats(pid);
+    let cluster_after = cluster_cpu();
     // Steady state: nothing changes for 10 s; the controller should write nothing.
     let idle_before = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0);
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -136,10 +167,22 @@ async fn run(n: usize) -> anyhow::Result<()> {
         total - PAUSES
     );
     println!("  controller CPU during update:   {:.1} s  (whole run: {cpu_total:.1} s)", cpu_after - cpu_before);
+    let cluster: Vec<String> = cluster_after
+        .iter()
+        .zip(&cluster_before)
+        .map(|((name, after), (_, before))| format!("{name} {:.1}", after - before))
+        .collect();
+    println!("  control plane CPU during update: {} s", cluster.join(", "));
     println!("  controller peak RSS:            {:.1} MiB", hwm_kib as f64 / 1024.0);
     println!("  API writes per Rollout update:  {:.1}  (events included)", writes / n as f64);
     println!("  API writes at steady state:     {idle_writes} in 10 s");
+    watch.abort();
+    // Wait for the namespace to go, so that its deletion does not load the next measurement.
     let _ = nss.delete(&ns, &DeleteParams::background()).await;
+    stepwise_e2e::eventually("namespace deleted", Duration::from_secs(600), || async {
+        Ok(nss.get_opt(&ns).await?.is_none())
+    })
+    .await?;
     Ok(())
 }
 
