@@ -123,6 +123,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         .map(|r| (r.name_any(), r.status.clone().unwrap_or_default().current_pod_hash.unwrap_or_default()))
         .collect();
     let writes_before = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0);
+    let reconciles_before = controller.metric_sum("stepwise_reconciles_total").await?;
     let (cpu_before, _) = proc_stats(pid);
     let cluster_before = cluster_cpu();
 
@@ -148,6 +149,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     }
     let total = t1.elapsed().as_secs_f64();
     let writes = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0) - writes_before;
+    let reconciles = controller.metric_sum("stepwise_reconciles_total").await? - reconciles_before;
     let (cpu_after, hwm_kib) = proc_stats(pid);
     let cluster_after = cluster_cpu();
     // Steady state: nothing changes for 10 s; the controller should write nothing.
@@ -175,6 +177,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     println!("  control plane CPU during update: {} s", cluster.join(", "));
     println!("  controller peak RSS:            {:.1} MiB", hwm_kib as f64 / 1024.0);
     println!("  API writes per Rollout update:  {:.1}  (events included)", writes / n as f64);
+    println!("  reconciles per Rollout update:  {:.1}", reconciles / n as f64);
     println!("  API writes at steady state:     {idle_writes} in 10 s");
     watch.abort();
     // Wait for the namespace to go, so that its deletion does not load the next measurement.
