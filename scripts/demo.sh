@@ -53,9 +53,9 @@ k -n "$ns" patch rollout demo --type merge \
 last=""
 for _ in $(seq 1 120); do
   sleep 1
-  line="$(status '{.status.phase}  step {.status.currentStepIndex}/6  {.status.message}')"
-  pods="$(k -n "$ns" get rs -l stepwise.dev/pod-template-hash -o jsonpath='{range .items[*]}{.spec.template.spec.containers[0].image}={.status.readyReplicas} {end}')"
-  if [ "$line $pods" != "$last" ]; then printf '  %-70s ready pods: %s\n' "$line" "$pods"; last="$line $pods"; fi
+  line="$(status '{.status.message}')"
+  pods="$(k -n "$ns" get rs -l stepwise.dev/pod-template-hash -o jsonpath='{range .items[*]}{.spec.template.spec.containers[0].image}={.status.readyReplicas} {end}' | sed 's/= /=0 /g')"
+  if [ "$line $pods" != "$last" ]; then printf '  %-80s ready pods: %s\n' "$line" "$pods"; last="$line $pods"; fi
   if [ "$(status '{.status.phase}')" = Healthy ] && [ "$(status '{.status.currentPodHash}')" = "$(status '{.status.stableRS}')" ] && [ "$(status '{.status.replicas}')" = 4 ]; then break; fi
 done
 k -n "$ns" get rollout demo
