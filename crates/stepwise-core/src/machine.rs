@@ -1806,42 +1806,23 @@ fn summarize(ctx: &Ctx, prev: &RolloutStatus, status: &mut RolloutStatus, acts: 
     }
     let aborted = status.abort == Some(true);
 
-    set_condition(
-        status,
-        condition::AVAILABLE,
-        if available_total >= r { "True" } else { "False" },
-        "AvailableReason",
-        if available_total >= r {
-            "Rollout has minimum availability"
-        } else {
-            "Rollout does not have minimum availability"
-        },
-        ctx.now,
-    );
-    set_condition(
-        status,
-        condition::PAUSED,
-        if paused { "True" } else { "False" },
-        "RolloutPaused",
-        if paused { "Rollout is paused" } else { "Rollout is not paused" },
-        ctx.now,
-    );
-    set_condition(
-        status,
-        condition::COMPLETED,
-        if promoted { "True" } else { "False" },
-        "RolloutCompleted",
-        if promoted { "Rollout is completed" } else { "Rollout is not completed" },
-        ctx.now,
-    );
-    set_condition(
-        status,
-        condition::HEALTHY,
-        if healthy { "True" } else { "False" },
-        "RolloutHealthy",
-        if healthy { "Rollout is healthy" } else { "Rollout is not healthy" },
-        ctx.now,
-    );
+    // The two-state conditions: (type, holds, reason, message when it holds, when it does not).
+    let two_state = [
+        (
+            condition::AVAILABLE,
+            available_total >= r,
+            "AvailableReason",
+            "Rollout has minimum availability",
+            "Rollout does not have minimum availability",
+        ),
+        (condition::PAUSED, paused, "RolloutPaused", "Rollout is paused", "Rollout is not paused"),
+        (condition::COMPLETED, promoted, "RolloutCompleted", "Rollout is completed", "Rollout is not completed"),
+        (condition::HEALTHY, healthy, "RolloutHealthy", "Rollout is healthy", "Rollout is not healthy"),
+    ];
+    for (kind, holds, reason, yes, no) in two_state {
+        let (value, message) = if holds { ("True", yes) } else { ("False", no) };
+        set_condition(status, kind, value, reason, message, ctx.now);
+    }
 
     // Phase and a message that says why.
     let progress_reason = condition(status, condition::PROGRESSING).and_then(|c| c.reason.clone()).unwrap_or_default();
