@@ -1,6 +1,7 @@
-//! Cached objects by the UID of their controlling owner, kept from the same watch events that
-//! fill the cache. A reconcile then reads its own ReplicaSets and AnalysisRuns in time that
-//! depends on how many it owns, not on how many Rollouts the controller serves.
+//! Cached objects by a key, kept from the same watch events that fill the cache: ReplicaSets and
+//! AnalysisRuns by the UID of the Rollout that owns them, Rollouts by the Services and Deployment
+//! they name. A reconcile, or the lookup of the Rollouts a changed Service concerns, then takes
+//! time that depends on how many objects match, not on how many Rollouts the controller serves.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
@@ -9,15 +10,15 @@ use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
-/// The owner UID → owned objects map, and its reverse.
+/// The key → objects map, and its reverse.
 struct Maps<K: Resource<DynamicType = ()>> {
-    children: HashMap<String, HashSet<ObjectRef<K>>>,
-    owner: HashMap<ObjectRef<K>, String>,
+    objects: HashMap<String, HashSet<ObjectRef<K>>>,
+    keys: HashMap<ObjectRef<K>, Vec<String>>,
 }
 
 impl<K: Resource<DynamicType = ()>> Default for Maps<K> {
     fn default() -> Self {
-        Maps { children: HashMap::new(), owner: HashMap::new() }
+        Maps { objects: HashMap::new(), keys: HashMap::new() }
     }
 }
 
@@ -26,57 +27,62 @@ where
     K: Resource<DynamicType = ()>,
 {
     fn remove(&mut self, obj: &ObjectRef<K>) {
-        if let Some(uid) = self.owner.remove(obj)
-            && let Some(set) = self.children.get_mut(&uid)
-        {
-            set.remove(obj);
-            if set.is_empty() {
-                self.children.remove(&uid);
+        for key in self.keys.remove(obj).unwrap_or_default() {
+            if let Some(set) = self.objects.get_mut(&key) {
+                set.remove(obj);
+                if set.is_empty() {
+                    self.objects.remove(&key);
+                }
             }
         }
     }
 
-    fn apply(&mut self, obj: &K) {
+    fn apply(&mut self, obj: &K, keys_of: fn(&K) -> Vec<String>) {
         let r = ObjectRef::from_obj(obj);
-        // The owner may have changed (adopted, orphaned): drop the old entry first.
+        // The keys may have changed (adopted, orphaned, another Service named): drop the old ones.
         self.remove(&r);
-        if let Some(uid) = controller_uid(obj) {
-            self.children.entry(uid.clone()).or_default().insert(r.clone());
-            self.owner.insert(r, uid);
+        let keys = keys_of(obj);
+        if !keys.is_empty() {
+            for key in &keys {
+                self.objects.entry(key.clone()).or_default().insert(r.clone());
+            }
+            self.keys.insert(r, keys);
         }
     }
 }
 
-fn controller_uid<K: Resource>(obj: &K) -> Option<String> {
-    obj.meta().owner_references.as_ref()?.iter().find(|o| o.controller == Some(true)).map(|o| o.uid.clone())
+/// The UID of an object's controlling owner, as an index key.
+pub fn controller_uid<K: Resource>(obj: &K) -> Vec<String> {
+    let owners = obj.meta().owner_references.iter().flatten();
+    owners.filter(|o| o.controller == Some(true)).map(|o| o.uid.clone()).take(1).collect()
 }
 
-/// Objects of kind `K` by the UID of their controlling owner.
-pub struct OwnerIndex<K: Resource<DynamicType = ()>> {
+/// Objects of kind `K` by the keys a function gives each.
+pub struct Index<K: Resource<DynamicType = ()>> {
+    keys_of: fn(&K) -> Vec<String>,
     maps: RwLock<Maps<K>>,
     /// A relist in progress: built aside and swapped in when complete, like the cache itself.
     relist: RwLock<Option<Maps<K>>>,
 }
 
-impl<K: Resource<DynamicType = ()>> Default for OwnerIndex<K> {
-    fn default() -> Self {
-        OwnerIndex { maps: RwLock::new(Maps::default()), relist: RwLock::new(None) }
-    }
-}
-
-impl<K> OwnerIndex<K>
+impl<K> Index<K>
 where
     K: Resource<DynamicType = ()>,
 {
+    /// An empty index of the keys `keys_of` gives each object.
+    pub fn new(keys_of: fn(&K) -> Vec<String>) -> Self {
+        Index { keys_of, maps: RwLock::new(Maps::default()), relist: RwLock::new(None) }
+    }
+
     /// Follows one watch event.
     pub fn apply(&self, event: &Event<K>) {
         match event {
-            Event::Apply(obj) => write(&self.maps).apply(obj),
+            Event::Apply(obj) => write(&self.maps).apply(obj, self.keys_of),
             Event::Delete(obj) => write(&self.maps).remove(&ObjectRef::from_obj(obj)),
             Event::Init => *write(&self.relist) = Some(Maps::default()),
             Event::InitApply(obj) => {
                 if let Some(maps) = write(&self.relist).as_mut() {
-                    maps.apply(obj);
+                    maps.apply(obj, self.keys_of);
                 }
             }
             Event::InitDone => {
@@ -87,10 +93,10 @@ where
         }
     }
 
-    /// The objects whose controlling owner has this UID.
-    pub fn owned_by(&self, owner_uid: &str) -> Vec<ObjectRef<K>> {
+    /// The objects with this key.
+    pub fn get(&self, key: &str) -> Vec<ObjectRef<K>> {
         let maps = self.maps.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        maps.children.get(owner_uid).map(|set| set.iter().cloned().collect()).unwrap_or_default()
+        maps.objects.get(key).map(|set| set.iter().cloned().collect()).unwrap_or_default()
     }
 }
 
@@ -128,15 +134,15 @@ mod tests {
         }
     }
 
-    fn names(index: &OwnerIndex<ReplicaSet>, uid: &str) -> Vec<String> {
-        let mut names: Vec<String> = index.owned_by(uid).into_iter().map(|r| r.name).collect();
+    fn names(index: &Index<ReplicaSet>, key: &str) -> Vec<String> {
+        let mut names: Vec<String> = index.get(key).into_iter().map(|r| r.name).collect();
         names.sort();
         names
     }
 
     #[test]
     fn objects_are_found_by_their_controlling_owner_only() {
-        let index = OwnerIndex::default();
+        let index = Index::new(controller_uid);
         index.apply(&Event::Apply(rs("a-1", Some("u1"))));
         index.apply(&Event::Apply(rs("a-2", Some("u1"))));
         index.apply(&Event::Apply(rs("b-1", Some("u2"))));
@@ -148,7 +154,7 @@ mod tests {
 
     #[test]
     fn a_deleted_or_orphaned_object_leaves_its_owner() {
-        let index = OwnerIndex::default();
+        let index = Index::new(controller_uid);
         index.apply(&Event::Apply(rs("a-1", Some("u1"))));
         index.apply(&Event::Apply(rs("a-2", Some("u1"))));
         index.apply(&Event::Delete(rs("a-1", Some("u1"))));
@@ -160,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_relist_replaces_the_index_only_when_complete_and_forgets_what_vanished() {
-        let index = OwnerIndex::default();
+        let index = Index::new(controller_uid);
         index.apply(&Event::Apply(rs("gone", Some("u1"))));
         index.apply(&Event::Init);
         index.apply(&Event::InitApply(rs("kept", Some("u1"))));

@@ -14,7 +14,7 @@ use stepwise_api::{
 };
 use stepwise_core::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet};
 
-use crate::index::OwnerIndex;
+use crate::index::Index;
 
 /// Annotation on a ReplicaSet: when it is to be scaled to zero (RFC 3339).
 pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "stepwise.dev/scale-down-deadline";
@@ -25,13 +25,13 @@ pub struct Stores {
     /// ReplicaSets that carry the pod-template-hash label.
     pub replica_sets: Store<ReplicaSet>,
     /// The same ReplicaSets by owning Rollout.
-    pub replica_sets_by_owner: Arc<OwnerIndex<ReplicaSet>>,
+    pub replica_sets_by_owner: Arc<Index<ReplicaSet>>,
     /// Services.
     pub services: Store<Service>,
     /// AnalysisRuns.
     pub analysis_runs: Store<AnalysisRun>,
     /// The same AnalysisRuns by owning Rollout.
-    pub analysis_runs_by_owner: Arc<OwnerIndex<AnalysisRun>>,
+    pub analysis_runs_by_owner: Arc<Index<AnalysisRun>>,
     /// Deployments, for workloadRef.
     pub deployments: Store<Deployment>,
 }
@@ -47,7 +47,7 @@ pub fn observe(rollout: &Rollout, stores: &Stores) -> Observed {
     // The index may trail the cache by an event; the cache has the last word on ownership.
     let mut replica_sets: Vec<ObservedReplicaSet> = stores
         .replica_sets_by_owner
-        .owned_by(&uid)
+        .get(&uid)
         .iter()
         .filter_map(|r| stores.replica_sets.get(r))
         .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()) && owned_by(&rs.metadata, &uid))
@@ -56,7 +56,7 @@ pub fn observe(rollout: &Rollout, stores: &Stores) -> Observed {
     replica_sets.sort_by(|a, b| a.name.cmp(&b.name));
     let mut analysis_runs: Vec<ObservedAnalysisRun> = stores
         .analysis_runs_by_owner
-        .owned_by(&uid)
+        .get(&uid)
         .iter()
         .filter_map(|r| stores.analysis_runs.get(r))
         .filter(|ar| ar.metadata.namespace.as_deref() == Some(ns.as_str()) && owned_by(&ar.metadata, &uid))

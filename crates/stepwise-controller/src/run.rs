@@ -9,14 +9,14 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use stepwise_api::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, POD_TEMPLATE_HASH_LABEL, Rollout};
 
 use crate::context::{AnalysisStores, Context, Limiter};
-use crate::index::OwnerIndex;
+use crate::index::{Index, controller_uid};
 use crate::metrics::Metrics;
 use crate::observe::Stores;
 use crate::reconcile::{error_policy, reconcile};
@@ -48,11 +48,11 @@ where
 }
 
 /// A cache fed by its own watch, shared with the controller's triggers, and, when given, an
-/// owner index fed by the same events.
+/// index fed by the same events.
 fn shared_cache<K>(
     api: Api<K>,
     config: watcher::Config,
-    index: Option<Arc<OwnerIndex<K>>>,
+    index: Option<Arc<Index<K>>>,
 ) -> (Store<K>, impl futures::Stream<Item = Arc<K>> + Send + 'static, impl Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -85,16 +85,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let ns = &settings.namespace;
-    let rollouts: Api<DeserializeGuard<Rollout>> = match ns {
-        Some(n) => Api::namespaced(client.clone(), n),
-        None => Api::all(client.clone()),
-    };
+    let rollouts = api::<DeserializeGuard<Rollout>>(&client, ns);
     if let Err(e) = api::<Rollout>(&client, ns).list(&kube::api::ListParams::default().limit(1)).await {
         anyhow::bail!("cannot list Rollouts ({e}): are the CRDs installed? kubectl apply -f crds/");
     }
 
-    let rs_index = Arc::new(OwnerIndex::default());
-    let ar_index = Arc::new(OwnerIndex::default());
+    let rs_index = Arc::new(Index::new(controller_uid));
+    let ar_index = Arc::new(Index::new(controller_uid));
+    let rollout_index = Arc::new(Index::new(named_objects));
+    let (rollout_store, rollout_events, rollout_driver) =
+        shared_cache(rollouts, watcher::Config::default(), Some(rollout_index.clone()));
     let (rs_store, rs_events, rs_driver) = shared_cache(
         api::<ReplicaSet>(&client, ns),
         watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL),
@@ -113,7 +113,8 @@ pub async fn run(
         .reflect(cat_writer)
         .for_each(|_| futures::future::ready(()));
     for driver in [
-        Box::pin(rs_driver) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+        Box::pin(rollout_driver) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+        Box::pin(rs_driver),
         Box::pin(svc_driver),
         Box::pin(ar_driver),
         Box::pin(dep_driver),
@@ -125,10 +126,11 @@ pub async fn run(
     // Plan only on complete caches: a half-filled cache would look like missing ReplicaSets.
     for (what, ready_fut) in [
         (
-            "ReplicaSets",
-            Box::pin(rs_store.wait_until_ready())
+            "Rollouts",
+            Box::pin(rollout_store.wait_until_ready())
                 as std::pin::Pin<Box<dyn Future<Output = Result<(), reflector::store::WriterDropped>> + Send>>,
         ),
+        ("ReplicaSets", Box::pin(rs_store.wait_until_ready())),
         ("Services", Box::pin(svc_store.wait_until_ready())),
         ("AnalysisRuns", Box::pin(ar_store.wait_until_ready())),
         ("Deployments", Box::pin(dep_store.wait_until_ready())),
@@ -159,36 +161,18 @@ pub async fn run(
         limiter: Limiter::new(settings.qps, settings.burst),
     });
 
-    let controller = Controller::new(rollouts, watcher::Config::default());
-    let by_service = controller.store();
-    let by_deployment = controller.store();
+    let controller = Controller::for_shared_stream(rollout_events, rollout_store);
+    let by_service = rollout_index.clone();
+    let by_deployment = rollout_index;
     ready.store(true, Ordering::Relaxed);
     controller
         .owns_shared_stream(rs_events)
         .owns_shared_stream(ar_events)
         .watches_shared_stream(svc_events, move |svc: Arc<Service>| {
-            let ns = svc.metadata.namespace.clone();
-            let name = svc.metadata.name.clone().unwrap_or_default();
-            by_service
-                .state()
-                .into_iter()
-                .filter(|ro| ro.0.as_ref().is_ok_and(|r| r.metadata.namespace == ns && names_service(r, &name)))
-                .map(|ro| ObjectRef::from_obj(&*ro))
-                .collect::<Vec<_>>()
+            by_service.get(&named_key(&svc.metadata.namespace, "Service", &svc.metadata.name))
         })
         .watches_shared_stream(dep_events, move |dep: Arc<Deployment>| {
-            let ns = dep.metadata.namespace.clone();
-            let name = dep.metadata.name.clone().unwrap_or_default();
-            by_deployment
-                .state()
-                .into_iter()
-                .filter(|ro| {
-                    ro.0.as_ref().is_ok_and(|r| {
-                        r.metadata.namespace == ns && r.spec.workload_ref.as_ref().is_some_and(|w| w.name == name)
-                    })
-                })
-                .map(|ro| ObjectRef::from_obj(&*ro))
-                .collect::<Vec<_>>()
+            by_deployment.get(&named_key(&dep.metadata.namespace, "Deployment", &dep.metadata.name))
         })
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown)
@@ -204,15 +188,48 @@ pub async fn run(
     Ok(())
 }
 
-fn names_service(rollout: &Rollout, service: &str) -> bool {
-    let s = &rollout.spec.strategy;
-    let canary = s
-        .canary
-        .as_ref()
-        .is_some_and(|c| c.canary_service.as_deref() == Some(service) || c.stable_service.as_deref() == Some(service));
-    let bg = s
-        .blue_green
-        .as_ref()
-        .is_some_and(|b| b.active_service == service || b.preview_service.as_deref() == Some(service));
-    canary || bg
+/// The index key of an object a Rollout names.
+fn named_key(namespace: &Option<String>, kind: &str, name: &Option<String>) -> String {
+    format!("{}/{kind}/{}", namespace.as_deref().unwrap_or_default(), name.as_deref().unwrap_or_default())
+}
+
+/// A Rollout's index keys: the Services and the Deployment (workloadRef) it names.
+fn named_objects(guard: &DeserializeGuard<Rollout>) -> Vec<String> {
+    let Ok(rollout) = &guard.0 else { return Vec::new() };
+    let ns = &rollout.metadata.namespace;
+    let strategy = &rollout.spec.strategy;
+    let canary = strategy.canary.as_ref();
+    let blue_green = strategy.blue_green.as_ref();
+    let services = [
+        canary.and_then(|c| c.canary_service.clone()),
+        canary.and_then(|c| c.stable_service.clone()),
+        blue_green.map(|b| b.active_service.clone()),
+        blue_green.and_then(|b| b.preview_service.clone()),
+    ];
+    let services = services.into_iter().flatten().map(|name| named_key(ns, "Service", &Some(name)));
+    let deployment = rollout.spec.workload_ref.as_ref().map(|w| named_key(ns, "Deployment", &Some(w.name.clone())));
+    services.chain(deployment).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(yaml: &str) -> DeserializeGuard<Rollout> {
+        DeserializeGuard(Ok(serde_yaml::from_str(yaml).expect("a valid Rollout")))
+    }
+
+    #[test]
+    fn a_rollout_is_indexed_by_every_service_and_the_deployment_it_names() {
+        let canary = guard(
+            "metadata: {name: a, namespace: ns}\nspec:\n  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  strategy:\n    canary: {canaryService: web-canary, stableService: web-stable}\n",
+        );
+        assert_eq!(named_objects(&canary), ["ns/Service/web-canary", "ns/Service/web-stable", "ns/Deployment/web"]);
+        let blue_green = guard(
+            "metadata: {name: b, namespace: ns}\nspec:\n  strategy:\n    blueGreen: {activeService: web, previewService: web-preview}\n",
+        );
+        assert_eq!(named_objects(&blue_green), ["ns/Service/web", "ns/Service/web-preview"]);
+        let svc = Some("web".to_string());
+        assert_eq!(named_key(&Some("ns".into()), "Service", &svc), "ns/Service/web");
+    }
 }
