@@ -1069,7 +1069,7 @@ fn plan_canary(
     if let Some(bg) = &canary.analysis {
         let starting = bg.starting_step.unwrap_or(0);
         if !aborted && !promoted && has_stable && idx >= starting && !promote_full {
-            let run = ensure_run(
+            let mut run = ensure_run(
                 ctx,
                 acts,
                 canary_status.current_background_analysis_run_status.as_ref(),
@@ -1077,7 +1077,6 @@ fn plan_canary(
                 &bg.analysis,
                 revision,
             );
-            let mut run = run;
             match run.status {
                 AnalysisPhase::Failed | AnalysisPhase::Error => {
                     canary_status.current_background_analysis_run_status = Some(run.clone());
@@ -1394,8 +1393,10 @@ fn plan_blue_green(
     } else if !user_paused && new_ready {
         // Pre-promotion analysis, then the pause, then scale the preview to full size.
         let mut gate_open = true;
+        // A promote that accepted an inconclusive analysis also ends the pause: one promote, one "go on".
+        let mut analysis_accepted = false;
         if let Some(analysis) = bg.pre_promotion_analysis.as_ref().filter(|_| !promote_full && !switched) {
-            let run = ensure_run(
+            let mut run = ensure_run(
                 ctx,
                 acts,
                 bgs.pre_promotion_analysis_run_status.as_ref(),
@@ -1403,10 +1404,10 @@ fn plan_blue_green(
                 analysis,
                 revision,
             );
-            let mut run = run;
             let seen = prev.blue_green.as_ref().and_then(|b| b.pre_promotion_analysis_run_status.as_ref());
             let accepted =
                 run.status == AnalysisPhase::Inconclusive && accept_inconclusive(&mut run, prev, seen, status);
+            analysis_accepted = accepted;
             bgs.pre_promotion_analysis_run_status = Some(run.clone());
             match run.status {
                 AnalysisPhase::Successful => {}
@@ -1438,7 +1439,7 @@ fn plan_blue_green(
             && bgs.scale_up_preview_check_point != Some(true)
             && (!auto || auto_secs > 0)
         {
-            if unpausing(status) {
+            if unpausing(status) || analysis_accepted {
                 end_pause(status, PauseReason::BlueGreenPause);
             } else {
                 match pause_started(status, PauseReason::BlueGreenPause).cloned() {
@@ -1496,7 +1497,7 @@ fn plan_blue_green(
             match bg.post_promotion_analysis.as_ref() {
                 None => stable_now = true,
                 Some(analysis) if switched_before => {
-                    let run = ensure_run(
+                    let mut run = ensure_run(
                         ctx,
                         acts,
                         bgs.post_promotion_analysis_run_status.as_ref(),
@@ -1504,7 +1505,6 @@ fn plan_blue_green(
                         analysis,
                         revision,
                     );
-                    let mut run = run;
                     let seen = prev.blue_green.as_ref().and_then(|b| b.post_promotion_analysis_run_status.as_ref());
                     let accepted =
                         run.status == AnalysisPhase::Inconclusive && accept_inconclusive(&mut run, prev, seen, status);

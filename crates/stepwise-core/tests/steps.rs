@@ -624,3 +624,19 @@ fn an_inconclusive_pre_promotion_analysis_holds_the_switch_until_a_person_promot
         |_| {},
     );
 }
+
+#[test]
+fn one_promote_accepts_an_inconclusive_pre_promotion_analysis_and_ends_the_blue_green_pause() {
+    let strategy = "    blueGreen:\n      activeService: app-active\n      previewService: app-preview\n      autoPromotionEnabled: false\n      prePromotionAnalysis: {templates: [{templateName: smoke}]}\n";
+    run_case(
+        "pre-promotion-inconclusive-manual",
+        3,
+        strategy,
+        &[
+            ("analysis Inconclusive", "phase=Healthy"),
+            ("image demo:2", "runs=1 phase=Paused svc:app-active=stable svc:app-preview=new"),
+            ("promote", "runs=1 promoted=true svc:app-active=new"),
+        ],
+        |_| {},
+    );
+}
