@@ -4,12 +4,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::channel::mpsc::UnboundedSender;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -47,33 +48,72 @@ where
     }
 }
 
-/// A cache fed by its own watch, shared with the controller's triggers, and, when given, an
-/// index fed by the same events.
+/// A cache fed by its own watch, shared with the controller's triggers. `on_event` sees every
+/// event first: it keeps indexes and turns deletions into triggers, which a shared cache does not
+/// pass on.
 fn shared_cache<K>(
     api: Api<K>,
     config: watcher::Config,
-    index: Option<Arc<Index<K>>>,
+    on_event: impl Fn(&watcher::Event<K>) + Send + Sync + 'static,
 ) -> (Store<K>, impl futures::Stream<Item = Arc<K>> + Send + 'static, impl Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store_shared(4096);
     let subscriber = writer.subscribe().expect("a shared store can be subscribed");
-    // The index learns of an object before the cache and the triggers do, so a reconcile that
-    // a new object triggers finds it in both.
-    let indexed = watcher(api, config).default_backoff().map_ok(move |event| {
-        if let Some(index) = &index {
-            index.apply(&event);
-        }
+    // Indexes learn of an object before the cache and the triggers do, so a reconcile that a new
+    // object triggers finds it in both.
+    let seen = watcher(api, config).default_backoff().map_ok(move |event| {
+        on_event(&event);
         event
     });
-    let driver = indexed.reflect_shared(writer).for_each(|event| {
+    let driver = seen.reflect_shared(writer).for_each(|event| {
         if let Err(e) = event {
             tracing::warn!(error = %e, "watch error; retrying");
         }
         futures::future::ready(())
     });
     (reader, subscriber, driver)
+}
+
+type RolloutRef = ObjectRef<DeserializeGuard<Rollout>>;
+
+/// The Rollout that controls a deleted object, to reconcile (a deleted ReplicaSet is recreated).
+fn controlling_rollout<K: Resource>(obj: &K) -> Option<RolloutRef> {
+    let owner = obj.meta().owner_references.iter().flatten().find(|o| o.controller == Some(true))?;
+    let ns = obj.meta().namespace.as_deref()?;
+    (owner.kind == "Rollout").then(|| ObjectRef::new(&owner.name).within(ns))
+}
+
+/// Keeps `index` and reconciles the Rollout that controlled a deleted object.
+fn index_and_trigger_owner<K>(index: Arc<Index<K>>, deleted: UnboundedSender<RolloutRef>) -> impl Fn(&watcher::Event<K>)
+where
+    K: Resource<DynamicType = ()>,
+{
+    move |event| {
+        index.apply(event);
+        if let watcher::Event::Delete(obj) = event
+            && let Some(rollout) = controlling_rollout(obj)
+        {
+            let _ = deleted.unbounded_send(rollout);
+        }
+    }
+}
+
+/// Reconciles the Rollouts that name a deleted Service or Deployment.
+fn trigger_naming_rollouts<K: Resource>(
+    rollouts: Arc<Index<DeserializeGuard<Rollout>>>,
+    kind: &'static str,
+    deleted: UnboundedSender<RolloutRef>,
+) -> impl Fn(&watcher::Event<K>) {
+    move |event| {
+        if let watcher::Event::Delete(obj) = event {
+            let meta = obj.meta();
+            for rollout in rollouts.get(&named_key(&meta.namespace, kind, &meta.name)) {
+                let _ = deleted.unbounded_send(rollout);
+            }
+        }
+    }
 }
 
 /// Runs the Rollout controller until `shutdown` completes.
@@ -93,20 +133,35 @@ pub async fn run(
     let rs_index = Arc::new(Index::new(controller_uid));
     let ar_index = Arc::new(Index::new(controller_uid));
     let rollout_index = Arc::new(Index::new(named_objects));
-    let (rollout_store, rollout_events, rollout_driver) =
-        shared_cache(rollouts, watcher::Config::default(), Some(rollout_index.clone()));
+    // Deletions reach the controller through this channel.
+    let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded::<RolloutRef>();
+    let (rollout_store, rollout_events, rollout_driver) = shared_cache(rollouts, watcher::Config::default(), {
+        let index = rollout_index.clone();
+        move |event: &watcher::Event<DeserializeGuard<Rollout>>| index.apply(event)
+    });
     let (rs_store, rs_events, rs_driver) = shared_cache(
         api::<ReplicaSet>(&client, ns),
         watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL),
-        Some(rs_index.clone()),
+        index_and_trigger_owner(rs_index.clone(), deleted_tx.clone()),
     );
-    let (svc_store, svc_events, svc_driver) =
-        shared_cache(api::<Service>(&client, ns), watcher::Config::default(), None);
-    let (ar_store, ar_events, ar_driver) =
-        shared_cache(api::<AnalysisRun>(&client, ns), watcher::Config::default(), Some(ar_index.clone()));
-    let (dep_store, dep_events, dep_driver) =
-        shared_cache(api::<Deployment>(&client, ns), watcher::Config::default(), None);
-    let (at_store, _, at_driver) = shared_cache(api::<AnalysisTemplate>(&client, ns), watcher::Config::default(), None);
+    let (svc_store, svc_events, svc_driver) = shared_cache(
+        api::<Service>(&client, ns),
+        watcher::Config::default(),
+        trigger_naming_rollouts(rollout_index.clone(), "Service", deleted_tx.clone()),
+    );
+    let (ar_store, ar_events, ar_driver) = shared_cache(
+        api::<AnalysisRun>(&client, ns),
+        watcher::Config::default(),
+        index_and_trigger_owner(ar_index.clone(), deleted_tx.clone()),
+    );
+    let (dep_store, dep_events, dep_driver) = shared_cache(
+        api::<Deployment>(&client, ns),
+        watcher::Config::default(),
+        trigger_naming_rollouts(rollout_index.clone(), "Deployment", deleted_tx.clone()),
+    );
+    let (at_store, _, at_driver) =
+        shared_cache(api::<AnalysisTemplate>(&client, ns), watcher::Config::default(), |_: &watcher::Event<_>| {});
+    drop(deleted_tx);
     let (cat_reader, cat_writer) = reflector::store();
     let cat_driver = watcher(Api::<ClusterAnalysisTemplate>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -166,6 +221,7 @@ pub async fn run(
     let by_deployment = rollout_index;
     ready.store(true, Ordering::Relaxed);
     controller
+        .reconcile_on(deleted_rx)
         .owns_shared_stream(rs_events)
         .owns_shared_stream(ar_events)
         .watches_shared_stream(svc_events, move |svc: Arc<Service>| {

@@ -102,3 +102,31 @@ async fn sigterm_stops_gracefully_and_releases_the_lease() -> anyhow::Result<()>
     assert_eq!(holder, None, "the lease is released on shutdown");
     env.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_replica_set_of_a_healthy_rollout_is_created_again() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use kube::ResourceExt;
+    use kube::api::DeleteParams;
+
+    let env = Env::new("rs-deleted").await?;
+    env.given_rollout(3, TIMED).await?;
+    let before = env.replica_sets().await?;
+    assert_eq!(before.len(), 1);
+    let (name, uid) = (before[0].name_any(), before[0].uid());
+
+    // Nothing else changes: only the deletion itself can wake the controller.
+    let api: kube::Api<ReplicaSet> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    api.delete(&name, &DeleteParams::background()).await?;
+
+    eventually("the ReplicaSet is back with 3 ready pods", secs(60), || async {
+        let now = env.replica_sets().await?;
+        Ok(now.len() == 1
+            && now[0].name_any() == name
+            && now[0].uid() != uid
+            && now[0].status.as_ref().and_then(|s| s.ready_replicas) == Some(3))
+    })
+    .await?;
+    env.then_phase(RolloutPhase::Healthy, secs(30)).await?;
+    env.cleanup().await
+}
