@@ -1477,9 +1477,12 @@ fn plan_blue_green(
             if new_target < r {
                 bgs.scale_up_preview_check_point = Some(true);
                 new_final = r;
-            } else {
-                switch_now = new_available >= r;
             }
+            // Judged at the size this plan gives the new ReplicaSet: pods left at full size (a
+            // retry after an abort) let the switch happen at once.
+            let counts = ctx.counts(&ctx.hash);
+            switch_now =
+                Counts { spec: counts.reachable(new_final), available: counts.available }.kept_available() >= r;
         }
     }
     if !user_paused && !aborted {

@@ -640,3 +640,34 @@ fn one_promote_accepts_an_inconclusive_pre_promotion_analysis_and_ends_the_blue_
         |_| {},
     );
 }
+
+#[test]
+fn a_retry_with_the_new_pods_still_at_full_size_switches_in_one_plan() {
+    // Found by the property test: promote full scaled the new version to 3, an abort kept its
+    // pods (abortScaleDownDelaySeconds), and the retry used to point the preview Service first
+    // and the active one only on the next reconcile.
+    let strategy = "    blueGreen:\n      activeService: a\n      previewService: p\n      previewReplicaCount: 2\n";
+    let mut w = World::new(rollout_with(3, strategy));
+    w.settle(30);
+    w.set_image("demo:2");
+    w.reconcile();
+    w.promote_full();
+    w.reconcile();
+    w.abort();
+    w.reconcile();
+    w.pods_settle();
+    w.reconcile();
+    w.retry();
+    let plan = w.reconcile();
+    let mut switched: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            stepwise_core::Action::SetServiceSelector { service, .. } => Some(service.as_str()),
+            _ => None,
+        })
+        .collect();
+    switched.sort();
+    assert_eq!(switched, ["a", "p"], "{:?}", w.status().message);
+    assert_eq!(w.stable(), w.hash());
+}
