@@ -1335,13 +1335,22 @@ struct BlueGreenNew {
     ready: bool,
 }
 
+/// Whether the active Service selects the new version: as observed, or as this controller last
+/// wrote it (the status is written only after the Service was), since the Service cache may not
+/// have caught up yet and the switch must not be asked for twice.
+fn active_switched(ctx: &Ctx, bg: &stepwise_api::BlueGreenStrategy, status: &RolloutStatus) -> bool {
+    let observed = ctx.observed.services.get(&bg.active_service).and_then(|h| h.as_deref());
+    let written = status.blue_green.as_ref().and_then(|b| b.active_selector.as_deref());
+    observed == Some(ctx.hash.as_str()) || (written == Some(ctx.hash.as_str()) && status.abort != Some(true))
+}
+
 fn blue_green_new(ctx: &Ctx, bg: &stepwise_api::BlueGreenStrategy, status: &RolloutStatus) -> BlueGreenNew {
     let r = ctx.replicas;
     let aborted = status.abort == Some(true);
     let promoted = status.stable_rs.as_deref() == Some(ctx.hash.as_str());
     let has_stable = status.stable_rs.as_deref().is_some_and(|h| h != ctx.hash);
     let promote_full = status.promote_full == Some(true) && !aborted && !promoted;
-    let switched = ctx.observed.services.get(&bg.active_service).and_then(|h| h.as_deref()) == Some(ctx.hash.as_str());
+    let switched = active_switched(ctx, bg, status);
     let check_point = status.blue_green.as_ref().and_then(|b| b.scale_up_preview_check_point) == Some(true);
     let counts = ctx.counts(&ctx.hash);
     let target = if aborted {
@@ -1372,8 +1381,7 @@ fn plan_blue_green(
     let stable_hash = status.stable_rs.clone();
     let promoted = stable_hash.as_deref() == Some(ctx.hash.as_str());
     let promote_full = status.promote_full == Some(true) && !aborted && !promoted;
-    let active_now = ctx.observed.services.get(&bg.active_service).cloned().flatten();
-    let switched = active_now.as_deref() == Some(ctx.hash.as_str());
+    let switched = active_switched(ctx, bg, status);
     let has_stable = stable_hash.as_deref().is_some_and(|h| h != ctx.hash);
 
     let BlueGreenNew { target: new_target, available: new_available, ready: new_ready } =

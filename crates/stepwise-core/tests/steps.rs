@@ -671,3 +671,30 @@ fn a_retry_with_the_new_pods_still_at_full_size_switches_in_one_plan() {
     assert_eq!(switched, ["a", "p"], "{:?}", w.status().message);
     assert_eq!(w.stable(), w.hash());
 }
+
+#[test]
+fn a_service_cache_that_lags_behind_the_switch_does_not_pause_blue_green_again() {
+    // A post-promotion analysis keeps the rollout short of stable after the switch.
+    let strategy = format!("{BLUE_GREEN}      postPromotionAnalysis: {{templates: [{{templateName: smoke}}]}}\n");
+    let mut w = World::new(rollout_with(3, &strategy));
+    w.settle(30);
+    let old = w.hash();
+    w.set_image("demo:2");
+    w.settle(30);
+    assert_eq!(w.phase(), Some(stepwise_api::RolloutPhase::Paused));
+    w.promote();
+    w.reconcile();
+    assert_eq!(w.service("app-active"), Some(w.hash()));
+    // The next reconcile still sees the Service as it was before the switch.
+    w.observed.services.insert("app-active".into(), Some(old));
+    let plan = w.reconcile();
+    assert!(w.status().pause_conditions.is_empty(), "paused again: {:?}", w.status().message);
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, stepwise_core::Action::Event { reason, .. } if reason == "RolloutPaused")),
+        "{:?}",
+        plan.actions
+    );
+}
