@@ -572,6 +572,13 @@ fn start_new_version_if_needed(ctx: &Ctx, prev: &RolloutStatus, status: &mut Rol
     }
 }
 
+/// Stops one run, unless it is done or already stopping (or not in the cache yet).
+fn terminate_run(ctx: &Ctx, acts: &mut Actions, name: &str) {
+    if ctx.run(name).is_some_and(|run| !run.phase.is_completed() && !run.terminating) {
+        acts.other.push(Action::TerminateAnalysisRun { name: name.to_string() });
+    }
+}
+
 fn terminate_runs(ctx: &Ctx, acts: &mut Actions) {
     for run in &ctx.observed.analysis_runs {
         if !run.phase.is_completed() && !run.terminating {
@@ -954,6 +961,10 @@ fn plan_canary(
     let aborted = status.abort == Some(true);
     let mut promoted = status.stable_rs.as_deref() == Some(ctx.hash.as_str());
     let promote_full = status.promote_full == Some(true) && !aborted && !promoted;
+    if promoted {
+        // A run that reached the cache only after the promotion stopped the others.
+        terminate_runs(ctx, acts);
+    }
 
     // Walk the steps as far as the observations allow.
     let mut idx = status.current_step_index.unwrap_or(0).clamp(0, n);
@@ -967,9 +978,13 @@ fn plan_canary(
     }
     let mut canary_status = status.canary.clone().unwrap_or_default();
     // An inconclusive background analysis holds the steps where they are until a person decides.
+    // Its own analysis step is still judged, so that a failure there aborts.
     let held = held_by_inconclusive_analysis(status);
-    while !aborted && !promoted && !promote_full && !user_paused && !held && idx < n {
+    while !aborted && !promoted && !promote_full && !user_paused && idx < n {
         let step = &steps[idx as usize];
+        if held && step.analysis.is_none() {
+            break;
+        }
         let progress = if step.set_weight.is_some() || step.set_canary_scale.is_some() {
             let w = weight_at(idx);
             let counts_ok = at_counts(idx);
@@ -1002,39 +1017,33 @@ fn plan_canary(
                 }
             }
         } else if let Some(analysis) = &step.analysis {
-            if unpausing(status) {
-                // A person looked at an inconclusive result and promoted: accept it.
-                end_pause(status, PauseReason::InconclusiveAnalysisRun);
-                StepProgress::Done
-            } else {
-                let run = ensure_run(
-                    ctx,
-                    acts,
-                    canary_status.current_step_analysis_run_status.as_ref(),
-                    AnalysisKind::Step(idx),
-                    analysis,
-                    revision,
-                );
-                canary_status.current_step_analysis_run_status = Some(run.clone());
-                match run.status {
-                    AnalysisPhase::Successful => StepProgress::Done,
-                    AnalysisPhase::Failed | AnalysisPhase::Error => {
-                        status.canary = Some(canary_status.clone());
-                        abort(ctx, status, acts, analysis_verdict(&run, "Step"));
-                        break;
-                    }
-                    AnalysisPhase::Inconclusive => {
-                        add_pause(
-                            ctx,
-                            status,
-                            acts,
-                            PauseReason::InconclusiveAnalysisRun,
-                            analysis_verdict(&run, "Step"),
-                        );
-                        StepProgress::Waiting
-                    }
-                    AnalysisPhase::Pending | AnalysisPhase::Running => StepProgress::Waiting,
+            // A run recorded for another step (the steps were edited, or a person skipped a
+            // step) does not judge this one.
+            let recorded = canary_status.current_step_analysis_run_status.clone();
+            let own = recorded.filter(|rec| ctx.run(&rec.name).is_none_or(|r| r.kind == AnalysisKind::Step(idx)));
+            if own.is_none()
+                && let Some(stale) = canary_status.current_step_analysis_run_status.take()
+            {
+                terminate_run(ctx, acts, &stale.name);
+            }
+            let mut run = ensure_run(ctx, acts, own.as_ref(), AnalysisKind::Step(idx), analysis, revision);
+            let seen = prev.canary.as_ref().and_then(|c| c.current_step_analysis_run_status.as_ref());
+            let accepted =
+                run.status == AnalysisPhase::Inconclusive && accept_inconclusive(&mut run, prev, seen, status);
+            canary_status.current_step_analysis_run_status = Some(run.clone());
+            match run.status {
+                AnalysisPhase::Successful => StepProgress::Done,
+                AnalysisPhase::Failed | AnalysisPhase::Error => {
+                    status.canary = Some(canary_status.clone());
+                    abort(ctx, status, acts, analysis_verdict(&run, "Step"));
+                    break;
                 }
+                AnalysisPhase::Inconclusive if accepted => StepProgress::Done,
+                AnalysisPhase::Inconclusive => {
+                    add_pause(ctx, status, acts, PauseReason::InconclusiveAnalysisRun, analysis_verdict(&run, "Step"));
+                    StepProgress::Waiting
+                }
+                AnalysisPhase::Pending | AnalysisPhase::Running => StepProgress::Waiting,
             }
         } else if let Some(route) = &step.set_header_route {
             acts.traffic.push(Action::SetHeaderRoute(route.clone()));
@@ -1047,6 +1056,7 @@ fn plan_canary(
         };
         match progress {
             StepProgress::Waiting => break,
+            StepProgress::Done if held => break,
             StepProgress::Done => {
                 end_pause(status, PauseReason::CanaryPauseStep);
                 canary_status.current_step_analysis_run_status = None;
@@ -1068,7 +1078,11 @@ fn plan_canary(
     // Background analysis: from startingStep until promotion.
     if let Some(bg) = &canary.analysis {
         let starting = bg.starting_step.unwrap_or(0);
-        if !aborted && !promoted && has_stable && idx >= starting && !promote_full {
+        // No run is started for a canary that is promoted in this very plan: nobody would stop it.
+        let full = ctx.counts(&ctx.hash);
+        let promoting_now = idx >= n && full.spec >= r && full.kept_available() >= r;
+        let recorded = canary_status.current_background_analysis_run_status.is_some();
+        if !aborted && !promoted && has_stable && idx >= starting && !promote_full && (recorded || !promoting_now) {
             let mut run = ensure_run(
                 ctx,
                 acts,
@@ -1086,8 +1100,11 @@ fn plan_canary(
                 AnalysisPhase::Inconclusive => {
                     let seen = prev.canary.as_ref().and_then(|c| c.current_background_analysis_run_status.as_ref());
                     if accept_inconclusive(&mut run, prev, seen, status) {
-                        // Accepted, but the canary keeps running: judge it again with a fresh run.
-                        run = ensure_run(ctx, acts, None, AnalysisKind::Background, &bg.analysis, revision);
+                        // Accepted; while steps remain the canary keeps running: judge it again
+                        // with a fresh run.
+                        if idx < n {
+                            run = ensure_run(ctx, acts, None, AnalysisKind::Background, &bg.analysis, revision);
+                        }
                     } else {
                         add_pause(
                             ctx,
@@ -1382,6 +1399,10 @@ fn plan_blue_green(
     let promoted = stable_hash.as_deref() == Some(ctx.hash.as_str());
     let promote_full = status.promote_full == Some(true) && !aborted && !promoted;
     let switched = active_switched(ctx, bg, status);
+    if promoted {
+        // A run that reached the cache only after the promotion stopped the others.
+        terminate_runs(ctx, acts);
+    }
     let has_stable = stable_hash.as_deref().is_some_and(|h| h != ctx.hash);
 
     let BlueGreenNew { target: new_target, available: new_available, ready: new_ready } =

@@ -698,3 +698,50 @@ fn a_service_cache_that_lags_behind_the_switch_does_not_pause_blue_green_again()
         plan.actions
     );
 }
+
+fn set_run_phase(w: &mut World, kind: stepwise_core::AnalysisKind, phase: AnalysisPhase) {
+    w.observed.analysis_runs.iter_mut().find(|r| r.kind == kind).expect("a run of that kind").phase = phase;
+}
+
+#[test]
+fn a_failed_step_analysis_aborts_even_while_an_inconclusive_background_analysis_holds_the_steps() {
+    use stepwise_core::AnalysisKind;
+    let strategy = "    canary:\n      analysis: {templates: [{templateName: bg}], startingStep: 1}\n      steps:\n      - setWeight: 50\n      - analysis: {templates: [{templateName: smoke}]}\n      - pause: {}\n";
+    let mut w = World::new(rollout_with(4, strategy));
+    w.settle(30);
+    w.set_image("demo:2");
+    for _ in 0..10 {
+        w.reconcile();
+        w.pods_settle();
+    }
+    assert!(w.run_of(AnalysisKind::Step(1)).is_some() && w.run_of(AnalysisKind::Background).is_some());
+    set_run_phase(&mut w, AnalysisKind::Background, AnalysisPhase::Inconclusive);
+    w.reconcile();
+    assert_eq!(w.phase(), Some(stepwise_api::RolloutPhase::Paused));
+    set_run_phase(&mut w, AnalysisKind::Step(1), AnalysisPhase::Failed);
+    w.reconcile();
+    assert_eq!(w.status().abort, Some(true), "{:?}", w.status().message);
+}
+
+#[test]
+fn a_run_recorded_for_another_step_does_not_judge_the_current_one() {
+    use stepwise_core::AnalysisKind;
+    // The person skips the first analysis step while it runs; the second analysis step gets a
+    // run of its own and the first run is stopped.
+    let strategy = "    canary:\n      steps:\n      - setWeight: 50\n      - analysis: {templates: [{templateName: a}]}\n      - analysis: {templates: [{templateName: b}]}\n";
+    let mut w = World::new(rollout_with(4, strategy));
+    w.settle(30);
+    w.set_image("demo:2");
+    for _ in 0..10 {
+        w.reconcile();
+        w.pods_settle();
+    }
+    let first = w.run_of(AnalysisKind::Step(1)).map(|r| r.name.clone()).expect("the first step's run");
+    assert_eq!(w.step(), 1);
+    w.promote();
+    w.reconcile();
+    let second = w.run_of(AnalysisKind::Step(2)).map(|r| r.name.clone()).expect("a run for the second step");
+    assert_ne!(first, second);
+    assert!(w.run_of(AnalysisKind::Step(1)).unwrap().terminating, "the skipped step's run is stopped");
+    assert_eq!(w.step(), 2);
+}
