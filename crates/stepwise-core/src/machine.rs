@@ -780,6 +780,21 @@ fn ensure_run(
             None => rec.clone(),
         };
     }
+    // A run this controller created but could not record (its status write lost a conflict, or
+    // it crashed in between) is adopted rather than started twice.
+    let unrecorded = ctx
+        .observed
+        .analysis_runs
+        .iter()
+        .find(|run| run.kind == kind && run.hash == ctx.hash && !run.phase.is_completed() && !run.terminating);
+    if let Some(run) = unrecorded {
+        return RolloutAnalysisRunStatus {
+            name: run.name.clone(),
+            status: run.phase,
+            message: run.message.clone(),
+            accepted: None,
+        };
+    }
     let base = format!("{}-{}-{}{}", ctx.name, ctx.hash, revision, kind.name_suffix());
     let name = ctx.unique_run_name(&base);
     acts.other.push(Action::CreateAnalysisRun {

@@ -745,3 +745,25 @@ fn a_run_recorded_for_another_step_does_not_judge_the_current_one() {
     assert!(w.run_of(AnalysisKind::Step(1)).unwrap().terminating, "the skipped step's run is stopped");
     assert_eq!(w.step(), 2);
 }
+
+#[test]
+fn a_run_created_but_never_recorded_is_adopted_not_started_twice() {
+    let mut w = World::new(rollout_with(4, ANALYSIS));
+    w.settle(30);
+    w.set_image("demo:2");
+    let mut created = 0;
+    for _ in 0..10 {
+        let before = w.rollout.status.clone();
+        let plan = w.reconcile();
+        if plan.actions.iter().any(|a| matches!(a, stepwise_core::Action::CreateAnalysisRun { .. })) {
+            created += 1;
+            // The status write that would have recorded it lost a conflict.
+            w.rollout.status = before;
+        }
+        w.pods_settle();
+    }
+    assert_eq!(created, 1);
+    assert_eq!(w.observed.analysis_runs.len(), 1);
+    let recorded = w.status().canary.and_then(|c| c.current_step_analysis_run_status).map(|r| r.name);
+    assert_eq!(recorded.as_deref(), Some(w.observed.analysis_runs[0].name.as_str()));
+}
