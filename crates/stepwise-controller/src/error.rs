@@ -46,6 +46,12 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         !matches!(self, Error::InvalidObject(_))
     }
+
+    /// Whether a person has to fix something (a template, a router, a name clash) before a
+    /// retry can succeed: such errors are told on the Rollout as Warning events.
+    pub fn needs_a_person(&self) -> bool {
+        matches!(self, Error::Analysis(_) | Error::Traffic(_) | Error::Collision(_))
+    }
 }
 
 /// Attaches what the controller was doing to a client error.

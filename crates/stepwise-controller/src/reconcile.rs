@@ -9,7 +9,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
-use kube::{Api, ResourceExt};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use tracing::{info, warn};
@@ -23,6 +24,11 @@ use crate::observe::observe;
 pub async fn reconcile(obj: Arc<DeserializeGuard<Rollout>>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
     let result = reconcile_rollout(&obj, &ctx).await;
+    if let (Err(e), Ok(rollout)) = (&result, &obj.0)
+        && e.needs_a_person()
+    {
+        report_error(&ctx, rollout, e).await;
+    }
     let (writes, kind) = match &result {
         Ok((_, w)) => (*w, None),
         Err(e) => (0, Some(e.kind())),
@@ -98,6 +104,22 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
     Ok((requeue, writes))
 }
 
+/// Tells the people who watch the Rollout what stops it, as a Warning event; repeats of the same
+/// error merge into one event series.
+async fn report_error(ctx: &Context, rollout: &Rollout, error: &Error) {
+    let message = error.to_string();
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "ReconcileError".into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: message.chars().take(128).collect(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &rollout.object_ref(&())).await {
+        warn!(rollout = %rollout.name_any(), error = %e, "could not record event");
+    }
+}
+
 /// What to do after a failed reconcile.
 pub fn error_policy(obj: Arc<DeserializeGuard<Rollout>>, error: &Error, _ctx: Arc<Context>) -> Requeue {
     let name = match &obj.0 {
@@ -110,6 +132,12 @@ pub fn error_policy(obj: Arc<DeserializeGuard<Rollout>>, error: &Error, _ctx: Ar
     };
     match error {
         Error::Conflict(_) => Requeue::requeue(Duration::from_millis(100)),
+        // A person has been told (see `report_error`); retry now and then in case they fixed it
+        // in a place that does not wake the Rollout (an AnalysisTemplate).
+        e if e.needs_a_person() => {
+            warn!(rollout = %name, error = %e, kind = e.kind(), "reconcile failed; waiting for a fix");
+            Requeue::requeue(Duration::from_secs(30))
+        }
         e if e.is_transient() => {
             warn!(rollout = %name, error = %e, kind = e.kind(), "reconcile failed; retrying");
             Requeue::requeue(Duration::from_secs(5))

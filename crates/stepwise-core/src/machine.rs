@@ -992,6 +992,9 @@ fn plan_canary(
         status.controller_pause = None;
     }
     let mut canary_status = status.canary.clone().unwrap_or_default();
+    // The weight of a setWeight step this plan completed because its pods carry it: the plan
+    // must then set that weight, even if the steps went on to a weight the pods cannot carry yet.
+    let mut completed_weight: Option<i32> = None;
     // An inconclusive background analysis holds the steps where they are until a person decides.
     // Its own analysis step is still judged, so that a failure there aborts.
     let held = held_by_inconclusive_analysis(status);
@@ -1073,6 +1076,9 @@ fn plan_canary(
             StepProgress::Waiting => break,
             StepProgress::Done if held => break,
             StepProgress::Done => {
+                if routed && step.set_weight.is_some() {
+                    completed_weight = Some(weight_at(idx));
+                }
                 end_pause(status, PauseReason::CanaryPauseStep);
                 canary_status.current_step_analysis_run_status = None;
                 acts.event(
@@ -1209,7 +1215,7 @@ fn plan_canary(
     } else if target_weight <= supported || aborted || promoted {
         target_weight
     } else {
-        prev_weight.unwrap_or(0).min(supported).min(target_weight)
+        prev_weight.unwrap_or(0).max(completed_weight.unwrap_or(0)).min(supported).min(target_weight)
     };
 
     // Pod counts.

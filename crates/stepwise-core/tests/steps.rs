@@ -767,3 +767,22 @@ fn a_run_created_but_never_recorded_is_adopted_not_started_twice() {
     let recorded = w.status().canary.and_then(|c| c.current_step_analysis_run_status).map(|r| r.name);
     assert_eq!(recorded.as_deref(), Some(w.observed.analysis_runs[0].name.as_str()));
 }
+
+#[test]
+fn a_routed_set_weight_step_completed_in_passing_still_sets_its_weight() {
+    // R=2 at 50%: the one canary pod carries the weight, so the step completes in the plan that
+    // sees it available, and the steps go on to the end; the router must still be told 50.
+    let strategy = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      trafficRouting:\n        istio: {virtualService: {name: app}}\n      steps:\n      - setWeight: 50\n";
+    let mut w = World::new(rollout_with(2, strategy));
+    w.settle(30);
+    w.set_image("demo:2");
+    let mut weights = Vec::new();
+    for _ in 0..10 {
+        w.reconcile();
+        weights.push(w.router_weight.unwrap_or(0));
+        w.pods_settle();
+    }
+    weights.dedup();
+    assert_eq!(weights, [0, 50, 0], "the router's weight over time");
+    assert_eq!(w.stable(), w.hash());
+}
