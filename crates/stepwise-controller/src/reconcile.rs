@@ -131,7 +131,10 @@ pub fn error_policy(obj: Arc<DeserializeGuard<Rollout>>, error: &Error, _ctx: Ar
         ),
     };
     match error {
-        Error::Conflict(_) => Requeue::requeue(Duration::from_millis(100)),
+        // The change that caused the conflict reaches the cache through the watch, which
+        // triggers the next reconcile; replanning earlier from the stale cache would only repeat
+        // this plan's events. The requeue is the fallback.
+        Error::Conflict(_) => Requeue::requeue(Duration::from_secs(2)),
         // A person has been told (see `report_error`); retry now and then in case they fixed it
         // in a place that does not wake the Rollout (an AnalysisTemplate).
         e if e.needs_a_person() => {
