@@ -770,12 +770,7 @@ fn ensure_run(
     if let Some(rec) = recorded {
         let observed = ctx.run(&rec.name);
         return match observed {
-            Some(run) => RolloutAnalysisRunStatus {
-                name: run.name.clone(),
-                status: run.phase,
-                message: run.message.clone(),
-                accepted: rec.accepted,
-            },
+            Some(run) => run_status(run, rec.accepted),
             // Recorded but not yet in the cache: keep the record rather than start a second run.
             None => rec.clone(),
         };
@@ -788,12 +783,7 @@ fn ensure_run(
         .iter()
         .find(|run| run.kind == kind && run.hash == ctx.hash && !run.phase.is_completed() && !run.terminating);
     if let Some(run) = unrecorded {
-        return RolloutAnalysisRunStatus {
-            name: run.name.clone(),
-            status: run.phase,
-            message: run.message.clone(),
-            accepted: None,
-        };
+        return run_status(run, None);
     }
     let base = format!("{}-{}-{}{}", ctx.name, ctx.hash, revision, kind.name_suffix());
     let name = ctx.unique_run_name(&base);
@@ -806,6 +796,11 @@ fn ensure_run(
     });
     acts.event(EventType::Normal, "AnalysisRunCreated", format!("Started {} analysis {name}", kind.label()));
     RolloutAnalysisRunStatus { name, status: AnalysisPhase::Pending, message: None, accepted: None }
+}
+
+/// What the Rollout's status records of an observed run.
+fn run_status(run: &ObservedAnalysisRun, accepted: Option<bool>) -> RolloutAnalysisRunStatus {
+    RolloutAnalysisRunStatus { name: run.name.clone(), status: run.phase, message: run.message.clone(), accepted }
 }
 
 fn add_pause(ctx: &Ctx, status: &mut RolloutStatus, acts: &mut Actions, reason: PauseReason, message: String) {
