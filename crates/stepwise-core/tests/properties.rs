@@ -179,7 +179,10 @@ fn check_plan(kind: Kind, before: &World, p: &Plan, after: &World) -> Result<(),
     for a in &p.actions {
         match a {
             Action::SetTrafficWeight { canary_weight, .. } if *canary_weight > before.router_weight.unwrap_or(0) => {
-                let needed = replicas_for_weight(*canary_weight, r, 100).min(new_spec.max(1));
+                // setCanaryScale may size the canary below what the weight needs: then all the
+                // pods the plan leaves it must be available.
+                let spec_after = spec_pods(after, &new_hash).0;
+                let needed = replicas_for_weight(*canary_weight, r, 100).min(new_spec.max(1)).min(spec_after.max(1));
                 prop_assert!(
                     new_avail >= needed.max(1),
                     "weight {canary_weight} with {new_avail} available canary pods (needed {needed})"
