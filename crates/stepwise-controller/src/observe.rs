@@ -44,7 +44,8 @@ fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, u
 pub fn observe(rollout: &Rollout, stores: &Stores) -> Observed {
     let ns = rollout.namespace().unwrap_or_default();
     let uid = rollout.uid().unwrap_or_default();
-    // The index may trail the cache by an event; the cache has the last word on ownership.
+    // The index is updated just before the cache, so an object it names may not be cached yet
+    // (skipped) and ownership is checked again on the cached object, which has the last word.
     let mut replica_sets: Vec<ObservedReplicaSet> = stores
         .replica_sets_by_owner
         .get(&uid)
