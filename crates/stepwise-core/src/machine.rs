@@ -992,7 +992,15 @@ fn plan_canary(
     let mut completed_weight: Option<i32> = None;
     // An inconclusive background analysis holds the steps where they are until a person decides.
     // Its own analysis step is still judged, so that a failure there aborts.
-    let held = held_by_inconclusive_analysis(status);
+    // So does a background verdict that arrives in this plan: it is acted on after the walk.
+    let background_verdict_arrives = canary.analysis.is_some()
+        && canary_status.current_background_analysis_run_status.as_ref().is_some_and(|rec| {
+            let verdict = |phase: AnalysisPhase| {
+                matches!(phase, AnalysisPhase::Inconclusive | AnalysisPhase::Failed | AnalysisPhase::Error)
+            };
+            !verdict(rec.status) && ctx.run(&rec.name).is_some_and(|run| verdict(run.phase))
+        });
+    let held = held_by_inconclusive_analysis(status) || background_verdict_arrives;
     while !aborted && !promoted && !promote_full && !user_paused && idx < n {
         let step = &steps[idx as usize];
         if held && step.analysis.is_none() {

@@ -786,3 +786,30 @@ fn a_routed_set_weight_step_completed_in_passing_still_sets_its_weight() {
     assert_eq!(weights, [0, 50, 0], "the router's weight over time");
     assert_eq!(w.stable(), w.hash());
 }
+
+#[test]
+fn an_inconclusive_background_verdict_stops_the_steps_in_the_plan_that_sees_it() {
+    use stepwise_core::AnalysisKind;
+    let strategy = "    canary:\n      analysis: {templates: [{templateName: bg}]}\n      steps:\n      - setWeight: 50\n      - pause: {duration: 1m}\n";
+    let mut w = World::new(rollout_with(4, strategy));
+    w.settle(30);
+    w.set_image("demo:2");
+    w.reconcile();
+    assert!(w.run_of(AnalysisKind::Background).is_some());
+    // Bring the canary to the point where the next plan would complete the setWeight step.
+    for _ in 0..20 {
+        let mut probe = w.clone();
+        probe.reconcile();
+        if probe.step() >= 1 {
+            break;
+        }
+        w.reconcile();
+        w.pods_settle();
+    }
+    assert_eq!(w.step(), 0);
+    // The verdict arrives in that very plan.
+    set_run_phase(&mut w, AnalysisKind::Background, AnalysisPhase::Inconclusive);
+    w.reconcile();
+    assert_eq!(w.phase(), Some(stepwise_api::RolloutPhase::Paused), "{:?}", w.status().message);
+    assert_eq!(w.step(), 0, "a step was completed in the plan that saw the verdict");
+}
