@@ -107,6 +107,14 @@ fn run_case(name: &str, replicas: i32, strategy: &str, script: Script, setup: im
     checked
 }
 
+/// A Rollout deployed and settled, then given the image `demo:2`, before any plan for it.
+fn updated(replicas: i32, strategy: &str) -> World {
+    let mut w = World::new(rollout_with(replicas, strategy));
+    w.settle(30);
+    w.set_image("demo:2");
+    w
+}
+
 const BASIC: &str = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      steps:\n      - setWeight: 25\n      - pause: {}\n      - setWeight: 50\n      - pause: {duration: 30s}\n";
 
 #[test]
@@ -580,9 +588,7 @@ fn promote_full_during_a_blue_green_pause_switches_the_active_service() {
 #[test]
 fn status_messages_say_where_the_rollout_is_and_when_a_timed_pause_ends() {
     // The world's clock starts at 2027-01-15T08:00:00Z and settling takes no time.
-    let mut w = World::new(rollout_with(4, BASIC));
-    w.settle(30);
-    w.set_image("demo:2");
+    let mut w = updated(4, BASIC);
     w.settle(30);
     assert_eq!(w.status().message.as_deref(), Some("Paused at step 2/4: pause, waiting for promote"));
     w.wait(5);
@@ -647,9 +653,7 @@ fn a_retry_with_the_new_pods_still_at_full_size_switches_in_one_plan() {
     // pods (abortScaleDownDelaySeconds), and the retry used to point the preview Service first
     // and the active one only on the next reconcile.
     let strategy = "    blueGreen:\n      activeService: a\n      previewService: p\n      previewReplicaCount: 2\n";
-    let mut w = World::new(rollout_with(3, strategy));
-    w.settle(30);
-    w.set_image("demo:2");
+    let mut w = updated(3, strategy);
     w.reconcile();
     w.promote_full();
     w.reconcile();
@@ -707,9 +711,7 @@ fn set_run_phase(w: &mut World, kind: stepwise_core::AnalysisKind, phase: Analys
 fn a_failed_step_analysis_aborts_even_while_an_inconclusive_background_analysis_holds_the_steps() {
     use stepwise_core::AnalysisKind;
     let strategy = "    canary:\n      analysis: {templates: [{templateName: bg}], startingStep: 1}\n      steps:\n      - setWeight: 50\n      - analysis: {templates: [{templateName: smoke}]}\n      - pause: {}\n";
-    let mut w = World::new(rollout_with(4, strategy));
-    w.settle(30);
-    w.set_image("demo:2");
+    let mut w = updated(4, strategy);
     for _ in 0..10 {
         w.reconcile();
         w.pods_settle();
@@ -729,9 +731,7 @@ fn a_run_recorded_for_another_step_does_not_judge_the_current_one() {
     // The person skips the first analysis step while it runs; the second analysis step gets a
     // run of its own and the first run is stopped.
     let strategy = "    canary:\n      steps:\n      - setWeight: 50\n      - analysis: {templates: [{templateName: a}]}\n      - analysis: {templates: [{templateName: b}]}\n";
-    let mut w = World::new(rollout_with(4, strategy));
-    w.settle(30);
-    w.set_image("demo:2");
+    let mut w = updated(4, strategy);
     for _ in 0..10 {
         w.reconcile();
         w.pods_settle();
@@ -748,9 +748,7 @@ fn a_run_recorded_for_another_step_does_not_judge_the_current_one() {
 
 #[test]
 fn a_run_created_but_never_recorded_is_adopted_not_started_twice() {
-    let mut w = World::new(rollout_with(4, ANALYSIS));
-    w.settle(30);
-    w.set_image("demo:2");
+    let mut w = updated(4, ANALYSIS);
     let mut created = 0;
     for _ in 0..10 {
         let before = w.rollout.status.clone();
@@ -773,9 +771,7 @@ fn a_routed_set_weight_step_completed_in_passing_still_sets_its_weight() {
     // R=2 at 50%: the one canary pod carries the weight, so the step completes in the plan that
     // sees it available, and the steps go on to the end; the router must still be told 50.
     let strategy = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      trafficRouting:\n        istio: {virtualService: {name: app}}\n      steps:\n      - setWeight: 50\n";
-    let mut w = World::new(rollout_with(2, strategy));
-    w.settle(30);
-    w.set_image("demo:2");
+    let mut w = updated(2, strategy);
     let mut weights = Vec::new();
     for _ in 0..10 {
         w.reconcile();
@@ -791,9 +787,7 @@ fn a_routed_set_weight_step_completed_in_passing_still_sets_its_weight() {
 fn an_inconclusive_background_verdict_stops_the_steps_in_the_plan_that_sees_it() {
     use stepwise_core::AnalysisKind;
     let strategy = "    canary:\n      analysis: {templates: [{templateName: bg}]}\n      steps:\n      - setWeight: 50\n      - pause: {duration: 1m}\n";
-    let mut w = World::new(rollout_with(4, strategy));
-    w.settle(30);
-    w.set_image("demo:2");
+    let mut w = updated(4, strategy);
     w.reconcile();
     assert!(w.run_of(AnalysisKind::Background).is_some());
     // Bring the canary to the point where the next plan would complete the setWeight step.
