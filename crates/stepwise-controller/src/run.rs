@@ -85,17 +85,31 @@ fn controlling_rollout<K: Resource>(obj: &K) -> Option<RolloutRef> {
     (owner.kind == "Rollout").then(|| ObjectRef::new(&owner.name).within(ns))
 }
 
-/// Keeps `index` and reconciles the Rollout that controlled a deleted object.
-fn index_and_trigger_owner<K>(index: Arc<Index<K>>, deleted: UnboundedSender<RolloutRef>) -> impl Fn(&watcher::Event<K>)
+/// Keeps `index` and reconciles the Rollout that controlled a deleted object. After a relist
+/// (the watch was interrupted) every Rollout is reconciled: an object deleted meanwhile left no
+/// Delete event, and the relist only names the objects that still exist.
+fn index_and_trigger_owner<K>(
+    index: Arc<Index<K>>,
+    rollouts: Store<DeserializeGuard<Rollout>>,
+    deleted: UnboundedSender<RolloutRef>,
+) -> impl Fn(&watcher::Event<K>)
 where
     K: Resource<DynamicType = ()>,
 {
     move |event| {
         index.apply(event);
-        if let watcher::Event::Delete(obj) = event
-            && let Some(rollout) = controlling_rollout(obj)
-        {
-            let _ = deleted.unbounded_send(rollout);
+        match event {
+            watcher::Event::Delete(obj) => {
+                if let Some(rollout) = controlling_rollout(obj) {
+                    let _ = deleted.unbounded_send(rollout);
+                }
+            }
+            watcher::Event::InitDone => {
+                for rollout in rollouts.state() {
+                    let _ = deleted.unbounded_send(ObjectRef::from_obj(&*rollout));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -142,7 +156,7 @@ pub async fn run(
     let (rs_store, rs_events, rs_driver) = shared_cache(
         api::<ReplicaSet>(&client, ns),
         watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL),
-        index_and_trigger_owner(rs_index.clone(), deleted_tx.clone()),
+        index_and_trigger_owner(rs_index.clone(), rollout_store.clone(), deleted_tx.clone()),
     );
     let (svc_store, svc_events, svc_driver) = shared_cache(
         api::<Service>(&client, ns),
@@ -152,7 +166,7 @@ pub async fn run(
     let (ar_store, ar_events, ar_driver) = shared_cache(
         api::<AnalysisRun>(&client, ns),
         watcher::Config::default(),
-        index_and_trigger_owner(ar_index.clone(), deleted_tx.clone()),
+        index_and_trigger_owner(ar_index.clone(), rollout_store.clone(), deleted_tx.clone()),
     );
     let (dep_store, dep_events, dep_driver) = shared_cache(
         api::<Deployment>(&client, ns),
