@@ -19,6 +19,12 @@ pub struct Patches {
 
 /// Promote: resume a manual pause, end the current pause (or inconclusive analysis), or, when
 /// nothing is paused, skip the current step.
+///
+/// What to clear or skip is decided from `rollout` as read, so the status patch carries its
+/// `resourceVersion` as a precondition: if the controller paused anew (or moved on) meanwhile,
+/// the patch fails with 409 Conflict and the client reads again and decides again, instead of
+/// clearing a pause the person never saw. (A manual-pause resume comes with a spec patch, which
+/// changes the resourceVersion; its status patch then goes without.)
 pub fn promote(rollout: &Rollout) -> Patches {
     let status = rollout.status.clone().unwrap_or_default();
     let spec = (rollout.spec.paused == Some(true)).then(|| json!({"spec": {"paused": false}}));
@@ -32,6 +38,13 @@ pub fn promote(rollout: &Rollout) -> Patches {
         (idx < n).then(|| json!({"status": {"currentStepIndex": idx + 1}}))
     } else {
         None
+    };
+    let status_patch = match (status_patch, &spec, rollout.metadata.resource_version.as_deref()) {
+        (Some(mut patch), None, Some(version)) => {
+            patch["metadata"] = json!({"resourceVersion": version});
+            Some(patch)
+        }
+        (patch, _, _) => patch,
     };
     Patches { spec, status: status_patch }
 }
@@ -129,6 +142,16 @@ mod tests {
         let at = |i| canary(3, RolloutStatus { current_step_index: Some(i), ..Default::default() });
         assert_eq!(promote(&at(1)).status, Some(json!({"status": {"currentStepIndex": 2}})));
         assert_eq!(promote(&at(3)).status, None);
+    }
+
+    #[test]
+    fn promote_is_conditional_on_the_version_it_was_decided_from() {
+        let mut r = canary(3, RolloutStatus { current_step_index: Some(1), ..Default::default() });
+        r.metadata.resource_version = Some("42".into());
+        assert_eq!(
+            promote(&r).status,
+            Some(json!({"metadata": {"resourceVersion": "42"}, "status": {"currentStepIndex": 2}}))
+        );
     }
 
     #[test]

@@ -301,9 +301,16 @@ impl Env {
         self.observed(changed).await
     }
 
-    /// Promote, as `kubectl stepwise promote` does.
+    /// Promote, as `kubectl stepwise promote` does: decided on the Rollout as read, and decided
+    /// again if the controller changed it before the patch landed (409 Conflict).
     pub async fn when_promote(&self) -> anyhow::Result<()> {
-        self.apply(operations::promote(&self.get().await?)).await
+        for _ in 0..10 {
+            match self.apply(operations::promote(&self.get().await?)).await {
+                Err(e) if e.downcast_ref::<kube::Error>().is_some_and(is_conflict) => continue,
+                result => return result,
+            }
+        }
+        anyhow::bail!("promote conflicted 10 times in a row")
     }
 
     /// Promote full.
@@ -493,6 +500,11 @@ impl Env {
         let _ = nss.delete(&self.ns, &DeleteParams::background()).await;
         Ok(())
     }
+}
+
+/// Whether the API server refused a write because the object changed since it was read.
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 409)
 }
 
 /// Seconds as a Duration, for readable timeouts.
