@@ -133,6 +133,23 @@ pub struct RolloutStrategy {
     pub blue_green: Option<BlueGreenStrategy>,
 }
 
+impl RolloutStrategy {
+    /// The Services the strategy manages: canary and stable, or active and preview.
+    pub fn service_names(&self) -> Vec<&str> {
+        let canary = self.canary.as_ref();
+        let blue_green = self.blue_green.as_ref();
+        [
+            canary.and_then(|c| c.canary_service.as_deref()),
+            canary.and_then(|c| c.stable_service.as_deref()),
+            blue_green.map(|b| b.active_service.as_str()),
+            blue_green.and_then(|b| b.preview_service.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 /// The canary strategy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

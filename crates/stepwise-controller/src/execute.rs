@@ -184,26 +184,32 @@ pub async fn execute(ctx: &Context, rollout: &Rollout, actions: &[Action]) -> Re
                 }
             }
             Action::Event { type_, reason, message } => {
-                let event = Event {
-                    type_: match type_ {
-                        EventType::Normal => KubeEventType::Normal,
-                        EventType::Warning => KubeEventType::Warning,
-                    },
-                    reason: reason.clone(),
-                    note: Some(message.chars().take(1000).collect()),
-                    // Events with the same action are merged into one series, so the action
-                    // carries the message: distinct transitions stay distinct events.
-                    action: message.chars().take(128).collect(),
-                    secondary: None,
+                let type_ = match type_ {
+                    EventType::Normal => KubeEventType::Normal,
+                    EventType::Warning => KubeEventType::Warning,
                 };
-                // An event that cannot be recorded must not stop the rollout.
-                if let Err(e) = ctx.recorder.publish(&event, &rollout.object_ref(&())).await {
-                    tracing::warn!(rollout = %name, error = %e, "could not record event");
-                }
+                publish_event(ctx, rollout, type_, reason, message).await;
             }
         }
     }
     Ok(writes)
+}
+
+/// Records a Kubernetes Event on the Rollout. Events with the same action are merged into one
+/// series, so the action carries the message: distinct transitions stay distinct events, and a
+/// repeated one counts up. An event that cannot be recorded must not stop the rollout, so a
+/// failure is only logged.
+pub async fn publish_event(ctx: &Context, rollout: &Rollout, type_: KubeEventType, reason: &str, message: &str) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(message.chars().take(1000).collect()),
+        action: message.chars().take(128).collect(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &rollout.object_ref(&())).await {
+        tracing::warn!(rollout = %rollout.name_any(), error = %e, "could not record event");
+    }
 }
 
 /// Traffic routers arrive with the traffic-routing issue; until then a Rollout that asks for one

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
@@ -51,10 +52,14 @@ where
     }
 }
 
+/// An object's controlling owner, if it has one.
+pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references.iter().flatten().find(|o| o.controller == Some(true))
+}
+
 /// The UID of an object's controlling owner, as an index key.
 pub fn controller_uid<K: Resource>(obj: &K) -> Vec<String> {
-    let owners = obj.meta().owner_references.iter().flatten();
-    owners.filter(|o| o.controller == Some(true)).map(|o| o.uid.clone()).take(1).collect()
+    controller_ref(obj.meta()).map(|o| o.uid.clone()).into_iter().collect()
 }
 
 /// Objects of kind `K` by the keys a function gives each.
@@ -109,7 +114,6 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::ReplicaSet;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
     use super::*;
 

@@ -14,7 +14,7 @@ use stepwise_api::{
 };
 use stepwise_core::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet};
 
-use crate::index::Index;
+use crate::index::{Index, controller_ref};
 
 /// Annotation on a ReplicaSet: when it is to be scaled to zero (RFC 3339).
 pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "stepwise.dev/scale-down-deadline";
@@ -36,50 +36,47 @@ pub struct Stores {
     pub deployments: Store<Deployment>,
 }
 
-fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, uid: &str) -> bool {
-    meta.owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| r.controller == Some(true) && r.uid == uid))
+/// The cached objects that the Rollout with this UID controls, in name order. The index is
+/// updated just before the cache, so an object it names may not be cached yet (skipped), and
+/// ownership is checked again on the cached object, which has the last word.
+fn owned<K>(index: &Index<K>, cache: &Store<K>, namespace: &str, uid: &str) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let mut objects: Vec<Arc<K>> = index
+        .get(uid)
+        .iter()
+        .filter_map(|r| cache.get(r))
+        .filter(|o| {
+            o.meta().namespace.as_deref() == Some(namespace) && controller_ref(o.meta()).is_some_and(|c| c.uid == uid)
+        })
+        .collect();
+    objects.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+    objects
 }
 
 /// Gathers the observations for `rollout` from the caches.
 pub fn observe(rollout: &Rollout, stores: &Stores) -> Observed {
     let ns = rollout.namespace().unwrap_or_default();
     let uid = rollout.uid().unwrap_or_default();
-    // The index is updated just before the cache, so an object it names may not be cached yet
-    // (skipped) and ownership is checked again on the cached object, which has the last word.
-    let mut replica_sets: Vec<ObservedReplicaSet> = stores
-        .replica_sets_by_owner
-        .get(&uid)
+    let replica_sets = owned(&stores.replica_sets_by_owner, &stores.replica_sets, &ns, &uid)
         .iter()
-        .filter_map(|r| stores.replica_sets.get(r))
-        .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()) && owned_by(&rs.metadata, &uid))
-        .map(|rs| observe_replica_set(&rs))
+        .map(|rs| observe_replica_set(rs))
         .collect();
-    replica_sets.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut analysis_runs: Vec<ObservedAnalysisRun> = stores
-        .analysis_runs_by_owner
-        .get(&uid)
+    let analysis_runs = owned(&stores.analysis_runs_by_owner, &stores.analysis_runs, &ns, &uid)
         .iter()
-        .filter_map(|r| stores.analysis_runs.get(r))
-        .filter(|ar| ar.metadata.namespace.as_deref() == Some(ns.as_str()) && owned_by(&ar.metadata, &uid))
-        .map(|ar| observe_analysis_run(&ar))
+        .map(|ar| observe_analysis_run(ar))
         .collect();
-    analysis_runs.sort_by(|a, b| a.name.cmp(&b.name));
     let mut services = BTreeMap::new();
     let spec = &rollout.spec;
-    let names = [
-        spec.strategy.canary.as_ref().and_then(|c| c.canary_service.clone()),
-        spec.strategy.canary.as_ref().and_then(|c| c.stable_service.clone()),
-        spec.strategy.blue_green.as_ref().map(|b| b.active_service.clone()),
-        spec.strategy.blue_green.as_ref().and_then(|b| b.preview_service.clone()),
-    ];
-    for name in names.into_iter().flatten() {
-        if let Some(svc) = stores.services.get(&ObjectRef::new(&name).within(&ns)) {
+    for name in spec.strategy.service_names() {
+        if let Some(svc) = stores.services.get(&ObjectRef::new(name).within(&ns)) {
             let hash = svc
                 .spec
                 .as_ref()
                 .and_then(|s| s.selector.as_ref())
                 .and_then(|sel| sel.get(POD_TEMPLATE_HASH_LABEL).cloned());
-            services.insert(name, hash);
+            services.insert(name.to_string(), hash);
         }
     }
     let workload = spec.workload_ref.as_ref().and_then(|w| {

@@ -9,15 +9,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
-use crate::execute::execute;
+use crate::execute::{execute, publish_event};
 use crate::observe::observe;
 
 /// Reconciles one Rollout and records the metrics of the attempt.
@@ -27,7 +27,8 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<Rollout>>, ctx: Arc<Context>) -
     if let (Err(e), Ok(rollout)) = (&result, &obj.0)
         && e.needs_a_person()
     {
-        report_error(&ctx, rollout, e).await;
+        // Told where the people who watch the Rollout look; repeats merge into one series.
+        publish_event(&ctx, rollout, EventType::Warning, "ReconcileError", &e.to_string()).await;
     }
     let (writes, kind) = match &result {
         Ok((_, w)) => (*w, None),
@@ -104,22 +105,6 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
     Ok((requeue, writes))
 }
 
-/// Tells the people who watch the Rollout what stops it, as a Warning event; repeats of the same
-/// error merge into one event series.
-async fn report_error(ctx: &Context, rollout: &Rollout, error: &Error) {
-    let message = error.to_string();
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "ReconcileError".into(),
-        note: Some(message.chars().take(1000).collect()),
-        action: message.chars().take(128).collect(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &rollout.object_ref(&())).await {
-        warn!(rollout = %rollout.name_any(), error = %e, "could not record event");
-    }
-}
-
 /// What to do after a failed reconcile.
 pub fn error_policy(obj: Arc<DeserializeGuard<Rollout>>, error: &Error, _ctx: Arc<Context>) -> Requeue {
     let name = match &obj.0 {
@@ -135,7 +120,7 @@ pub fn error_policy(obj: Arc<DeserializeGuard<Rollout>>, error: &Error, _ctx: Ar
         // triggers the next reconcile; replanning earlier from the stale cache would only repeat
         // this plan's events. The requeue is the fallback.
         Error::Conflict(_) => Requeue::requeue(Duration::from_secs(2)),
-        // A person has been told (see `report_error`); retry now and then in case they fixed it
+        // A person has been told (a ReconcileError event); retry now and then in case they fixed it
         // in a place that does not wake the Rollout (an AnalysisTemplate).
         e if e.needs_a_person() => {
             warn!(rollout = %name, error = %e, kind = e.kind(), "reconcile failed; waiting for a fix");

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use stepwise_api::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, POD_TEMPLATE_HASH_LABEL, Rollout};
 
 use crate::context::{AnalysisStores, Context, Limiter};
-use crate::index::{Index, controller_uid};
+use crate::index::{Index, controller_ref, controller_uid};
 use crate::metrics::Metrics;
 use crate::observe::Stores;
 use crate::reconcile::{error_policy, reconcile};
@@ -80,7 +80,7 @@ type RolloutRef = ObjectRef<DeserializeGuard<Rollout>>;
 
 /// The Rollout that controls a deleted object, to reconcile (a deleted ReplicaSet is recreated).
 fn controlling_rollout<K: Resource>(obj: &K) -> Option<RolloutRef> {
-    let owner = obj.meta().owner_references.iter().flatten().find(|o| o.controller == Some(true))?;
+    let owner = controller_ref(obj.meta())?;
     let ns = obj.meta().namespace.as_deref()?;
     (owner.kind == "Rollout").then(|| ObjectRef::new(&owner.name).within(ns))
 }
@@ -122,8 +122,7 @@ fn trigger_naming_rollouts<K: Resource>(
 ) -> impl Fn(&watcher::Event<K>) {
     move |event| {
         if let watcher::Event::Delete(obj) = event {
-            let meta = obj.meta();
-            for rollout in rollouts.get(&named_key(&meta.namespace, kind, &meta.name)) {
+            for rollout in rollouts.get(&key_of(obj, kind)) {
                 let _ = deleted.unbounded_send(rollout);
             }
         }
@@ -238,12 +237,8 @@ pub async fn run(
         .reconcile_on(deleted_rx)
         .owns_shared_stream(rs_events)
         .owns_shared_stream(ar_events)
-        .watches_shared_stream(svc_events, move |svc: Arc<Service>| {
-            by_service.get(&named_key(&svc.metadata.namespace, "Service", &svc.metadata.name))
-        })
-        .watches_shared_stream(dep_events, move |dep: Arc<Deployment>| {
-            by_deployment.get(&named_key(&dep.metadata.namespace, "Deployment", &dep.metadata.name))
-        })
+        .watches_shared_stream(svc_events, move |svc: Arc<Service>| by_service.get(&key_of(&*svc, "Service")))
+        .watches_shared_stream(dep_events, move |dep: Arc<Deployment>| by_deployment.get(&key_of(&*dep, "Deployment")))
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -259,25 +254,22 @@ pub async fn run(
 }
 
 /// The index key of an object a Rollout names.
-fn named_key(namespace: &Option<String>, kind: &str, name: &Option<String>) -> String {
-    format!("{}/{kind}/{}", namespace.as_deref().unwrap_or_default(), name.as_deref().unwrap_or_default())
+fn named_key(namespace: Option<&str>, kind: &str, name: &str) -> String {
+    format!("{}/{kind}/{name}", namespace.unwrap_or_default())
+}
+
+/// The index key of a Service or Deployment that changed.
+fn key_of<K: Resource>(obj: &K, kind: &str) -> String {
+    let meta = obj.meta();
+    named_key(meta.namespace.as_deref(), kind, meta.name.as_deref().unwrap_or_default())
 }
 
 /// A Rollout's index keys: the Services and the Deployment (workloadRef) it names.
 fn named_objects(guard: &DeserializeGuard<Rollout>) -> Vec<String> {
     let Ok(rollout) = &guard.0 else { return Vec::new() };
-    let ns = &rollout.metadata.namespace;
-    let strategy = &rollout.spec.strategy;
-    let canary = strategy.canary.as_ref();
-    let blue_green = strategy.blue_green.as_ref();
-    let services = [
-        canary.and_then(|c| c.canary_service.clone()),
-        canary.and_then(|c| c.stable_service.clone()),
-        blue_green.map(|b| b.active_service.clone()),
-        blue_green.and_then(|b| b.preview_service.clone()),
-    ];
-    let services = services.into_iter().flatten().map(|name| named_key(ns, "Service", &Some(name)));
-    let deployment = rollout.spec.workload_ref.as_ref().map(|w| named_key(ns, "Deployment", &Some(w.name.clone())));
+    let ns = rollout.metadata.namespace.as_deref();
+    let services = rollout.spec.strategy.service_names().into_iter().map(|name| named_key(ns, "Service", name));
+    let deployment = rollout.spec.workload_ref.as_ref().map(|w| named_key(ns, "Deployment", &w.name));
     services.chain(deployment).collect()
 }
 
@@ -299,7 +291,6 @@ mod tests {
             "metadata: {name: b, namespace: ns}\nspec:\n  strategy:\n    blueGreen: {activeService: web, previewService: web-preview}\n",
         );
         assert_eq!(named_objects(&blue_green), ["ns/Service/web", "ns/Service/web-preview"]);
-        let svc = Some("web".to_string());
-        assert_eq!(named_key(&Some("ns".into()), "Service", &svc), "ns/Service/web");
+        assert_eq!(named_key(Some("ns"), "Service", "web"), "ns/Service/web");
     }
 }

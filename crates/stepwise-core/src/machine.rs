@@ -821,15 +821,18 @@ fn unpausing(status: &RolloutStatus) -> bool {
     status.controller_pause == Some(true) && status.pause_conditions.is_empty()
 }
 
-/// Whether an Inconclusive run no longer holds the rollout: accepted by an earlier promote, or
-/// by this one, when the run was already Inconclusive when the person promoted (so a result that
-/// arrives together with a promote meant for something else still pauses).
+/// Whether the run is Inconclusive and no longer holds the rollout: accepted by an earlier
+/// promote, or by this one, when the run was already Inconclusive when the person promoted (so a
+/// result that arrives together with a promote meant for something else still pauses).
 fn accept_inconclusive(
     run: &mut RolloutAnalysisRunStatus,
     prev: &RolloutStatus,
     seen_before: Option<&RolloutAnalysisRunStatus>,
     status: &mut RolloutStatus,
 ) -> bool {
+    if run.status != AnalysisPhase::Inconclusive {
+        return false;
+    }
     if run.accepted == Some(true) {
         return true;
     }
@@ -957,7 +960,7 @@ fn plan_canary(
         let pods = |h: &str| ctx.rs(h).map(|rs| rs.replicas);
         if routed {
             let want = routed_canary(idx, w);
-            Counts { spec: ctx.counts(&ctx.hash).reachable(want), available }.kept_available() >= want
+            ctx.counts(&ctx.hash).available_once_scaled_to(want) >= want
         } else {
             let (dc, ds) = basic_desired(w);
             let stable = stable_hash.as_deref().filter(|_| has_stable);
@@ -1049,8 +1052,7 @@ fn plan_canary(
             }
             let mut run = ensure_run(ctx, acts, own.as_ref(), AnalysisKind::Step(idx), analysis, revision);
             let seen = prev.canary.as_ref().and_then(|c| c.current_step_analysis_run_status.as_ref());
-            let accepted =
-                run.status == AnalysisPhase::Inconclusive && accept_inconclusive(&mut run, prev, seen, status);
+            let accepted = accept_inconclusive(&mut run, prev, seen, status);
             canary_status.current_step_analysis_run_status = Some(run.clone());
             match run.status {
                 AnalysisPhase::Successful => StepProgress::Done,
@@ -1203,8 +1205,7 @@ fn plan_canary(
         routed_canary(idx, target_weight)
     };
     // The weight is judged on the canary pods that stay available once this plan has scaled it.
-    let canary_available =
-        Counts { spec: new_counts.reachable(canary_pods), available: new_counts.available }.kept_available();
+    let canary_available = new_counts.available_once_scaled_to(canary_pods);
     let needed = if routed && !aborted && !promoted && idx < n && !promote_full {
         canary_pods
     } else {
@@ -1458,8 +1459,7 @@ fn plan_blue_green(
                 revision,
             );
             let seen = prev.blue_green.as_ref().and_then(|b| b.pre_promotion_analysis_run_status.as_ref());
-            let accepted =
-                run.status == AnalysisPhase::Inconclusive && accept_inconclusive(&mut run, prev, seen, status);
+            let accepted = accept_inconclusive(&mut run, prev, seen, status);
             analysis_accepted = accepted;
             bgs.pre_promotion_analysis_run_status = Some(run.clone());
             match run.status {
@@ -1533,9 +1533,7 @@ fn plan_blue_green(
             }
             // Judged at the size this plan gives the new ReplicaSet: pods left at full size (a
             // retry after an abort) let the switch happen at once.
-            let counts = ctx.counts(&ctx.hash);
-            switch_now =
-                Counts { spec: counts.reachable(new_final), available: counts.available }.kept_available() >= r;
+            switch_now = ctx.counts(&ctx.hash).available_once_scaled_to(new_final) >= r;
         }
     }
     if !user_paused && !aborted {
@@ -1562,8 +1560,7 @@ fn plan_blue_green(
                         revision,
                     );
                     let seen = prev.blue_green.as_ref().and_then(|b| b.post_promotion_analysis_run_status.as_ref());
-                    let accepted =
-                        run.status == AnalysisPhase::Inconclusive && accept_inconclusive(&mut run, prev, seen, status);
+                    let accepted = accept_inconclusive(&mut run, prev, seen, status);
                     bgs.post_promotion_analysis_run_status = Some(run.clone());
                     match run.status {
                         AnalysisPhase::Successful => stable_now = true,

@@ -119,6 +119,11 @@ impl Counts {
     pub fn reachable(self, target: i32) -> i32 {
         if target > self.spec && self.available > self.spec { self.spec } else { target }
     }
+
+    /// The available pods that count once this plan has scaled the ReplicaSet towards `target`.
+    pub fn available_once_scaled_to(self, target: i32) -> i32 {
+        Counts { spec: self.reachable(target), available: self.available }.kept_available()
+    }
 }
 
 /// Targets for a basic canary (no traffic routing): `(canary, stable, old)` spec counts.

@@ -41,18 +41,8 @@ pub struct World {
 
 impl World {
     pub fn new(rollout: Rollout) -> Self {
-        let mut services = BTreeMap::new();
-        if let Some(c) = &rollout.spec.strategy.canary {
-            for s in [&c.canary_service, &c.stable_service].into_iter().flatten() {
-                services.insert(s.clone(), None);
-            }
-        }
-        if let Some(b) = &rollout.spec.strategy.blue_green {
-            services.insert(b.active_service.clone(), None);
-            if let Some(p) = &b.preview_service {
-                services.insert(p.clone(), None);
-            }
-        }
+        let services: BTreeMap<String, Option<String>> =
+            rollout.spec.strategy.service_names().into_iter().map(|s| (s.to_string(), None)).collect();
         World {
             rollout,
             observed: Observed { services, ..Default::default() },
