@@ -30,6 +30,8 @@ pub const MANAGED_BY_ANNOTATION: &str = "stepwise.dev/managed-by";
 /// Label on AnalysisRuns: which part of a rollout started them (Step, Background, PrePromotion,
 /// PostPromotion).
 pub const ANALYSIS_KIND_LABEL: &str = "stepwise.dev/analysis-kind";
+/// Annotation on a ReplicaSet: when it is to be scaled to zero (RFC 3339).
+pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "stepwise.dev/scale-down-deadline";
 /// Label on step AnalysisRuns: the index of the step that started them.
 pub const STEP_INDEX_LABEL: &str = "stepwise.dev/step-index";
 

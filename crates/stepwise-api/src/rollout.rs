@@ -134,6 +134,20 @@ pub struct RolloutStrategy {
 }
 
 impl RolloutStrategy {
+    /// Every analysis template reference the strategy holds: steps, background, pre- and
+    /// post-promotion.
+    pub fn analysis_template_refs(&self) -> Vec<&AnalysisTemplateRef> {
+        let canary = self.canary.as_ref();
+        let blue_green = self.blue_green.as_ref();
+        let analyses = canary
+            .and_then(|c| c.analysis.as_ref().map(|b| &b.analysis))
+            .into_iter()
+            .chain(canary.into_iter().flat_map(|c| c.steps.iter().flatten().filter_map(|s| s.analysis.as_ref())))
+            .chain(blue_green.and_then(|b| b.pre_promotion_analysis.as_ref()))
+            .chain(blue_green.and_then(|b| b.post_promotion_analysis.as_ref()));
+        analyses.flat_map(|a| a.templates.iter()).collect()
+    }
+
     /// The Services the strategy manages: canary and stable, or active and preview.
     pub fn service_names(&self) -> Vec<&str> {
         let canary = self.canary.as_ref();

@@ -4,36 +4,23 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType as KubeEventType};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use stepwise_api::{
-    ANALYSIS_KIND_LABEL, AnalysisRun, AnalysisRunSpec, Argument, MANAGED_BY_ANNOTATION, Metric,
-    POD_TEMPLATE_HASH_LABEL, PodTemplateHashValue, REVISION_ANNOTATION, Rollout, RolloutAnalysis, STEP_INDEX_LABEL,
+    AnalysisRun, MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout,
+    SCALE_DOWN_DEADLINE_ANNOTATION,
 };
-use stepwise_core::{Action, AnalysisKind, EventType};
+use stepwise_core::{Action, EventType};
 use tracing::{debug, info};
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
-use crate::observe::SCALE_DOWN_DEADLINE_ANNOTATION;
 
 /// The field manager of every write stepwise makes.
 pub const FIELD_MANAGER: &str = "stepwise-controller";
-
-fn owner_reference(rollout: &Rollout) -> OwnerReference {
-    OwnerReference {
-        api_version: "stepwise.dev/v1alpha1".into(),
-        kind: "Rollout".into(),
-        name: rollout.name_any(),
-        uid: rollout.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
 
 /// Carries out `actions` for `rollout`, stopping at the first failure: the next reconcile plans
 /// again from what is then observed, so nothing is left half-done.
@@ -66,7 +53,7 @@ pub async fn execute(ctx: &Context, rollout: &Rollout, actions: &[Action]) -> Re
                         namespace: Some(ns.clone()),
                         labels: Some(labels),
                         annotations: Some(BTreeMap::from([(REVISION_ANNOTATION.to_string(), revision.to_string())])),
-                        owner_references: Some(vec![owner_reference(rollout)]),
+                        owner_references: Some(vec![stepwise_core::analysis_run::owner_reference(rollout)]),
                         ..Default::default()
                     },
                     spec: Some(ReplicaSetSpec {
@@ -140,11 +127,11 @@ pub async fn execute(ctx: &Context, rollout: &Rollout, actions: &[Action]) -> Re
             | Action::RemoveManagedRoutes => {
                 route(rollout, action)?;
             }
-            Action::CreateAnalysisRun { name: run_name, kind, hash, revision, analysis } => {
-                let run = build_analysis_run(ctx, rollout, run_name, *kind, hash, *revision, analysis)?;
+            Action::CreateAnalysisRun { run, .. } => {
+                let run_name = run.name_any();
                 let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), &ns);
                 match api
-                    .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &run)
+                    .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, run)
                     .await
                 {
                     Ok(_) => info!(rollout = %name, analysisrun = %run_name, "created AnalysisRun"),
@@ -233,117 +220,5 @@ fn route(rollout: &Rollout, action: &Action) -> Result<(), Error> {
             };
             Err(Error::Traffic(format!("the {kind} router is not available in this build of stepwise")))
         }
-    }
-}
-
-/// The AnalysisRun for an analysis: the templates' metrics combined, with the Rollout's argument
-/// values.
-fn build_analysis_run(
-    ctx: &Context,
-    rollout: &Rollout,
-    run_name: &str,
-    kind: AnalysisKind,
-    hash: &str,
-    revision: i64,
-    analysis: &RolloutAnalysis,
-) -> Result<AnalysisRun, Error> {
-    let ns = rollout.namespace().unwrap_or_default();
-    let mut metrics: Vec<Metric> = Vec::new();
-    let mut args: Vec<Argument> = Vec::new();
-    let mut dry_run = analysis.dry_run.clone().unwrap_or_default();
-    let mut retention = analysis.measurement_retention.clone().unwrap_or_default();
-    for t in &analysis.templates {
-        let spec = if t.cluster_scope == Some(true) {
-            ctx.stores_analysis
-                .cluster_templates
-                .get(&ObjectRef::new(&t.template_name))
-                .map(|c| c.spec.template.clone())
-        } else {
-            ctx.stores_analysis.templates.get(&ObjectRef::new(&t.template_name).within(&ns)).map(|c| c.spec.clone())
-        }
-        .ok_or_else(|| Error::Analysis(format!("template {} not found", t.template_name)))?;
-        for m in spec.metrics {
-            if metrics.iter().any(|x| x.name == m.name) {
-                return Err(Error::Analysis(format!("metric {} appears in more than one template", m.name)));
-            }
-            metrics.push(m);
-        }
-        for a in spec.args.unwrap_or_default() {
-            match args.iter().find(|x| x.name == a.name) {
-                Some(existing) if existing.value.is_some() && a.value.is_some() && existing.value != a.value => {
-                    return Err(Error::Analysis(format!("argument {} has different values in two templates", a.name)));
-                }
-                Some(_) => {}
-                None => args.push(a),
-            }
-        }
-        dry_run.extend(spec.dry_run.unwrap_or_default());
-        retention.extend(spec.measurement_retention.unwrap_or_default());
-    }
-    let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.clone()).unwrap_or_default();
-    for given in analysis.args.clone().unwrap_or_default() {
-        let value = match (&given.value, &given.value_from) {
-            (Some(v), _) => v.clone(),
-            (None, Some(from)) => match (&from.pod_template_hash_value, &from.field_ref) {
-                (Some(PodTemplateHashValue::Stable), _) => stable.clone(),
-                (Some(PodTemplateHashValue::Latest), _) => hash.to_string(),
-                (None, Some(f)) => field_of(rollout, &f.field_path).ok_or_else(|| {
-                    Error::Analysis(format!("args.{}: field {} not found on the Rollout", given.name, f.field_path))
-                })?,
-                (None, None) => return Err(Error::Analysis(format!("args.{} has no value", given.name))),
-            },
-            (None, None) => return Err(Error::Analysis(format!("args.{} has no value", given.name))),
-        };
-        match args.iter_mut().find(|a| a.name == given.name) {
-            Some(a) => {
-                a.value = Some(value);
-                a.value_from = None;
-            }
-            None => args.push(Argument { name: given.name.clone(), value: Some(value), value_from: None }),
-        }
-    }
-    if let Some(missing) = args.iter().find(|a| a.value.is_none() && a.value_from.is_none()) {
-        return Err(Error::Analysis(format!("args.{} was not resolved", missing.name)));
-    }
-    let mut labels = rollout.spec.selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
-    labels.insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
-    labels.insert(ANALYSIS_KIND_LABEL.into(), kind.label().into());
-    if let AnalysisKind::Step(i) = kind {
-        labels.insert(STEP_INDEX_LABEL.into(), i.to_string());
-    }
-    let meta = analysis.analysis_run_metadata.clone().unwrap_or_default();
-    labels.extend(meta.labels.unwrap_or_default());
-    let mut annotations = meta.annotations.unwrap_or_default();
-    annotations.insert(REVISION_ANNOTATION.into(), revision.to_string());
-    Ok(AnalysisRun {
-        metadata: ObjectMeta {
-            name: Some(run_name.into()),
-            namespace: Some(ns),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            owner_references: Some(vec![owner_reference(rollout)]),
-            ..Default::default()
-        },
-        spec: AnalysisRunSpec {
-            metrics,
-            args: if args.is_empty() { None } else { Some(args) },
-            terminate: None,
-            dry_run: if dry_run.is_empty() { None } else { Some(dry_run) },
-            measurement_retention: if retention.is_empty() { None } else { Some(retention) },
-        },
-        status: None,
-    })
-}
-
-/// `metadata.name`, `metadata.namespace`, `metadata.labels['k']`, `metadata.annotations['k']`.
-fn field_of(rollout: &Rollout, path: &str) -> Option<String> {
-    let key = |p: &str| p.split_once("['").and_then(|(_, rest)| rest.strip_suffix("']")).map(str::to_string);
-    match path {
-        "metadata.name" => rollout.metadata.name.clone(),
-        "metadata.namespace" => rollout.metadata.namespace.clone(),
-        "metadata.uid" => rollout.metadata.uid.clone(),
-        p if p.starts_with("metadata.labels[") => rollout.labels().get(&key(p)?).cloned(),
-        p if p.starts_with("metadata.annotations[") => rollout.annotations().get(&key(p)?).cloned(),
-        _ => None,
     }
 }

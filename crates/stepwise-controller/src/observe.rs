@@ -1,6 +1,6 @@
 //! Observe: what the reflector caches say about one Rollout (no client required, no GETs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -9,15 +9,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use stepwise_api::{
-    ANALYSIS_KIND_LABEL, AnalysisPhase, AnalysisRun, POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout,
-    STEP_INDEX_LABEL,
+    ANALYSIS_KIND_LABEL, AnalysisPhase, AnalysisRun, AnalysisTemplateSpec, POD_TEMPLATE_HASH_LABEL,
+    REVISION_ANNOTATION, Rollout, STEP_INDEX_LABEL,
 };
 use stepwise_core::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet};
 
+use crate::context::AnalysisStores;
 use crate::index::{Index, controller_ref};
 
-/// Annotation on a ReplicaSet: when it is to be scaled to zero (RFC 3339).
-pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "stepwise.dev/scale-down-deadline";
+pub use stepwise_api::SCALE_DOWN_DEADLINE_ANNOTATION;
 
 /// The caches the controller reads.
 #[derive(Clone)]
@@ -56,7 +56,7 @@ where
 }
 
 /// Gathers the observations for `rollout` from the caches.
-pub fn observe(rollout: &Rollout, stores: &Stores) -> Observed {
+pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores) -> Observed {
     let ns = rollout.namespace().unwrap_or_default();
     let uid = rollout.uid().unwrap_or_default();
     let replica_sets = owned(&stores.replica_sets_by_owner, &stores.replica_sets, &ns, &uid)
@@ -84,7 +84,39 @@ pub fn observe(rollout: &Rollout, stores: &Stores) -> Observed {
         let dspec = d.spec.as_ref()?;
         Some((dspec.template.clone(), Some(dspec.selector.clone())))
     });
-    Observed { replica_sets, analysis_runs, workload, services, weight_verified: None, pods_to_restart: Vec::new() }
+    let (analysis_templates, cluster_analysis_templates) = named_templates(rollout, templates);
+    Observed {
+        replica_sets,
+        analysis_runs,
+        workload,
+        services,
+        weight_verified: None,
+        pods_to_restart: Vec::new(),
+        analysis_templates,
+        cluster_analysis_templates,
+        // The routers arrive with the traffic-routing work; until then core refuses a Rollout
+        // that names one.
+        router_kinds: BTreeSet::new(),
+    }
+}
+
+type Templates = BTreeMap<String, AnalysisTemplateSpec>;
+
+/// The templates the Rollout names, as cached: (namespaced, cluster-scoped).
+fn named_templates(rollout: &Rollout, stores: &AnalysisStores) -> (Templates, Templates) {
+    let ns = rollout.namespace().unwrap_or_default();
+    let mut namespaced = BTreeMap::new();
+    let mut cluster = BTreeMap::new();
+    for t in rollout.spec.strategy.analysis_template_refs() {
+        if t.cluster_scope == Some(true) {
+            if let Some(c) = stores.cluster_templates.get(&ObjectRef::new(&t.template_name)) {
+                cluster.insert(t.template_name.clone(), c.spec.template.clone());
+            }
+        } else if let Some(c) = stores.templates.get(&ObjectRef::new(&t.template_name).within(&ns)) {
+            namespaced.insert(t.template_name.clone(), c.spec.clone());
+        }
+    }
+    (namespaced, cluster)
 }
 
 fn observe_replica_set(rs: &ReplicaSet) -> ObservedReplicaSet {

@@ -9,6 +9,7 @@
 //! promote full sets `status.promoteFull`, abort sets `status.abort`, retry clears it, pause sets
 //! `spec.paused`. `docs/operations.md` lists the exact patches.
 
+pub mod analysis_run;
 pub mod hash;
 mod machine;
 mod observed;

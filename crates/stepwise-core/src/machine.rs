@@ -7,11 +7,12 @@ use std::time::Duration as StdDuration;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use stepwise_api::{
-    AnalysisPhase, CanaryStatus, CanaryStep, PauseCondition, PauseReason, Rollout, RolloutAnalysis,
+    AnalysisPhase, AnalysisRun, CanaryStatus, CanaryStep, PauseCondition, PauseReason, Rollout, RolloutAnalysis,
     RolloutAnalysisRunStatus, RolloutCondition, RolloutPhase, RolloutSpec, RolloutStatus, SetHeaderRoute,
     SetMirrorRoute, TrafficWeights, WeightDestination,
 };
 
+use crate::analysis_run::{RunRequest, build_analysis_run};
 use crate::condition;
 use crate::hash::{steps_hash, version_hash};
 use crate::observed::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet};
@@ -104,16 +105,10 @@ pub enum Action {
     RemoveManagedRoutes,
     /// Start an AnalysisRun.
     CreateAnalysisRun {
-        /// Name of the run.
-        name: String,
         /// What it judges.
         kind: AnalysisKind,
-        /// Pod template hash of the version judged.
-        hash: String,
-        /// Revision of the version judged.
-        revision: i64,
-        /// Templates and arguments.
-        analysis: RolloutAnalysis,
+        /// The run, complete: metrics, arguments, labels and owner.
+        run: Box<AnalysisRun>,
     },
     /// Ask an AnalysisRun to stop measuring.
     TerminateAnalysisRun {
@@ -189,6 +184,7 @@ impl Actions {
 
 /// Everything derived from the inputs that does not change during planning.
 struct Ctx<'a> {
+    rollout: &'a Rollout,
     name: &'a str,
     spec: &'a RolloutSpec,
     observed: &'a Observed,
@@ -399,6 +395,9 @@ fn validate(rollout: &Rollout, observed: &Observed) -> Result<(PodTemplateSpec, 
             }
         }
     }
+    validate_fenceposts(spec)?;
+    validate_routers(spec, observed)?;
+    validate_analyses(rollout, observed)?;
     if let Some(bg) = &spec.strategy.blue_green {
         if bg.preview_service.as_deref() == Some(bg.active_service.as_str()) {
             return Err("spec.strategy.blueGreen.previewService must differ from activeService".into());
@@ -414,6 +413,106 @@ fn validate(rollout: &Rollout, observed: &Observed) -> Result<(PodTemplateSpec, 
         }
     }
     Ok((template, selector))
+}
+
+/// maxSurge and maxUnavailable that are neither a number nor a percentage: the schema cannot
+/// always tell (a string of digits is a percentage to Argo), so core refuses what it cannot read.
+fn validate_fenceposts(spec: &RolloutSpec) -> Result<(), String> {
+    let canary = spec.strategy.canary.as_ref();
+    let bg = spec.strategy.blue_green.as_ref();
+    let fields = [
+        ("spec.strategy.canary.maxSurge", canary.and_then(|c| c.max_surge.as_ref())),
+        ("spec.strategy.canary.maxUnavailable", canary.and_then(|c| c.max_unavailable.as_ref())),
+        ("spec.strategy.blueGreen.maxUnavailable", bg.and_then(|b| b.max_unavailable.as_ref())),
+    ];
+    for (field, value) in fields {
+        if let Some(v) = value
+            && crate::replicas::scaled_value(v, 100, true).is_none_or(|n| n < 0)
+        {
+            let shown = match v {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => n.to_string(),
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => format!("{s:?}"),
+            };
+            return Err(format!(
+                "{field} {shown} must be a non-negative number of pods or a percentage such as \"25%\""
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The routers a Rollout names, by their field under trafficRouting.
+fn named_routers(spec: &RolloutSpec) -> Vec<String> {
+    let Some(routing) = spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()) else {
+        return Vec::new();
+    };
+    let mut kinds: Vec<String> = [
+        ("istio", routing.istio.is_some()),
+        ("nginx", routing.nginx.is_some()),
+        ("traefik", routing.traefik.is_some()),
+        ("gatewayAPI", routing.gateway_api.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, named)| *named)
+    .map(|(kind, _)| kind.to_string())
+    .collect();
+    kinds.extend(routing.plugins.iter().flat_map(|p| p.keys()).map(|k| format!("plugins.{k}")));
+    kinds
+}
+
+/// A Rollout that names a router this build cannot drive is refused before anything moves: it
+/// would otherwise shift pods while no traffic follows them.
+fn validate_routers(spec: &RolloutSpec, observed: &Observed) -> Result<(), String> {
+    let named = named_routers(spec);
+    if spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some()) && named.is_empty() {
+        return Err("spec.strategy.canary.trafficRouting must name a router".into());
+    }
+    for kind in named {
+        if !observed.router_kinds.contains(&kind) {
+            return Err(format!(
+                "spec.strategy.canary.trafficRouting.{kind}: the {kind} router is not available in this build of stepwise"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every analysis the Rollout may start, with the field where it sits.
+fn analyses(spec: &RolloutSpec) -> Vec<(String, &RolloutAnalysis)> {
+    let mut all = Vec::new();
+    if let Some(canary) = &spec.strategy.canary {
+        if let Some(bg) = &canary.analysis {
+            all.push(("spec.strategy.canary.analysis".to_string(), &bg.analysis));
+        }
+        for (i, step) in canary.steps.iter().flatten().enumerate() {
+            if let Some(a) = &step.analysis {
+                all.push((format!("spec.strategy.canary.steps[{i}].analysis"), a));
+            }
+        }
+    }
+    if let Some(bg) = &spec.strategy.blue_green {
+        if let Some(a) = &bg.pre_promotion_analysis {
+            all.push(("spec.strategy.blueGreen.prePromotionAnalysis".to_string(), a));
+        }
+        if let Some(a) = &bg.post_promotion_analysis {
+            all.push(("spec.strategy.blueGreen.postPromotionAnalysis".to_string(), a));
+        }
+    }
+    all
+}
+
+/// Each analysis can be turned into a run: its templates exist and combine, its arguments have
+/// values. Checked on every plan, as Argo does, so that a missing template is reported when the
+/// Rollout is applied rather than when the step is reached.
+fn validate_analyses(rollout: &Rollout, observed: &Observed) -> Result<(), String> {
+    for (field, analysis) in analyses(&rollout.spec) {
+        if analysis.templates.is_empty() {
+            return Err(format!("{field}.templates must name at least one template"));
+        }
+        let request = RunRequest { name: "validate", kind: AnalysisKind::Background, hash: "validate", revision: 1 };
+        build_analysis_run(rollout, observed, analysis, &request).map_err(|e| format!("{field}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Decides what to do for one Rollout. Pure: the same inputs give the same plan.
@@ -440,6 +539,7 @@ pub fn plan(rollout: &Rollout, observed: &Observed, now: &Time) -> Plan {
         remove_condition(&mut status, condition::INVALID_SPEC);
     }
     let ctx = Ctx {
+        rollout,
         name: &name,
         spec: &rollout.spec,
         observed,
@@ -787,14 +887,16 @@ fn ensure_run(
     }
     let base = format!("{}-{}-{}{}", ctx.name, ctx.hash, revision, kind.name_suffix());
     let name = ctx.unique_run_name(&base);
-    acts.other.push(Action::CreateAnalysisRun {
-        name: name.clone(),
-        kind,
-        hash: ctx.hash.clone(),
-        revision,
-        analysis: analysis.clone(),
-    });
-    acts.event(EventType::Normal, "AnalysisRunCreated", format!("Started {} analysis {name}", kind.label()));
+    let request = RunRequest { name: &name, kind, hash: &ctx.hash, revision };
+    match build_analysis_run(ctx.rollout, ctx.observed, analysis, &request) {
+        Ok(run) => {
+            acts.other.push(Action::CreateAnalysisRun { kind, run: Box::new(run) });
+            acts.event(EventType::Normal, "AnalysisRunCreated", format!("Started {} analysis {name}", kind.label()));
+        }
+        // validate() builds every analysis first, so this is not reached; were it reached, the
+        // run stays Pending and the message says why.
+        Err(e) => acts.event(EventType::Warning, "AnalysisRunNotCreated", format!("{name}: {e}")),
+    }
     RolloutAnalysisRunStatus { name, status: AnalysisPhase::Pending, message: None, accepted: None }
 }
 

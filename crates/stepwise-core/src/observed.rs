@@ -1,6 +1,8 @@
+use std::collections::{BTreeMap, BTreeSet};
+
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
-use stepwise_api::AnalysisPhase;
+use stepwise_api::{AnalysisPhase, AnalysisTemplateSpec};
 
 /// What the controller saw of the world, gathered from its caches before planning.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -13,11 +15,19 @@ pub struct Observed {
     pub workload: Option<(PodTemplateSpec, Option<LabelSelector>)>,
     /// The Services the Rollout manages, by name: the pod template hash their selector holds
     /// (None when it holds none). A Service missing from the map does not exist.
-    pub services: std::collections::BTreeMap<String, Option<String>>,
+    pub services: BTreeMap<String, Option<String>>,
     /// Whether the router confirmed the weight last set; `None` when it cannot tell.
     pub weight_verified: Option<bool>,
     /// Pods created before `spec.restartAt`, by pod template hash.
     pub pods_to_restart: Vec<(String, i32)>,
+    /// The AnalysisTemplates in the Rollout's namespace that it names, by name. A name missing
+    /// from the map does not exist.
+    pub analysis_templates: BTreeMap<String, AnalysisTemplateSpec>,
+    /// The ClusterAnalysisTemplates the Rollout names, by name.
+    pub cluster_analysis_templates: BTreeMap<String, AnalysisTemplateSpec>,
+    /// The traffic routers this build of stepwise can drive, by their field name under
+    /// `trafficRouting` (`istio`, `nginx`, …). A Rollout naming another one is refused.
+    pub router_kinds: BTreeSet<String>,
 }
 
 /// One ReplicaSet owned by the Rollout.
@@ -59,6 +69,18 @@ pub enum AnalysisKind {
 }
 
 impl AnalysisKind {
+    /// The kind of a run from the labels core gave it (see `analysis_run::run_labels`); None
+    /// for a run without them.
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<AnalysisKind> {
+        match labels.get(stepwise_api::ANALYSIS_KIND_LABEL)?.as_str() {
+            "Background" => Some(AnalysisKind::Background),
+            "PrePromotion" => Some(AnalysisKind::PrePromotion),
+            "PostPromotion" => Some(AnalysisKind::PostPromotion),
+            "Step" => Some(AnalysisKind::Step(labels.get(stepwise_api::STEP_INDEX_LABEL)?.parse().ok()?)),
+            _ => None,
+        }
+    }
+
     /// The value of the kind label on the run.
     pub fn label(self) -> &'static str {
         match self {

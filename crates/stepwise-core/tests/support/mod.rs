@@ -23,6 +23,19 @@ pub fn rollout_with(replicas: i32, strategy: &str) -> Rollout {
     rollout(&yaml)
 }
 
+/// The analysis templates every test world has: any name a test uses.
+pub fn templates() -> BTreeMap<String, stepwise_api::AnalysisTemplateSpec> {
+    ["check", "smoke", "pre", "post", "bg", "a", "b", "t", "errors", "success-rate"]
+        .into_iter()
+        .map(|name| {
+            let metric: stepwise_api::Metric =
+                serde_json::from_value(serde_json::json!({"name": name, "provider": {"job": {"spec": {}}}}))
+                    .expect("test metric parses");
+            (name.to_string(), stepwise_api::AnalysisTemplateSpec { metrics: vec![metric], ..Default::default() })
+        })
+        .collect()
+}
+
 #[derive(Clone, Debug)]
 pub struct World {
     pub rollout: Rollout,
@@ -45,7 +58,13 @@ impl World {
             rollout.spec.strategy.service_names().into_iter().map(|s| (s.to_string(), None)).collect();
         World {
             rollout,
-            observed: Observed { services, ..Default::default() },
+            observed: Observed {
+                services,
+                analysis_templates: templates(),
+                cluster_analysis_templates: templates(),
+                router_kinds: ["istio", "nginx", "traefik", "gatewayAPI"].map(String::from).into(),
+                ..Default::default()
+            },
             now: Time(Timestamp::from_second(1_800_000_000).unwrap()),
             never_ready: BTreeSet::new(),
             analysis_outcome: AnalysisPhase::Successful,
@@ -111,10 +130,11 @@ impl World {
                 self.observed.services.insert(service.clone(), Some(hash.clone()));
             }
             Action::SetTrafficWeight { canary_weight, .. } => self.router_weight = Some(*canary_weight),
-            Action::CreateAnalysisRun { name, kind, hash, .. } => {
+            Action::CreateAnalysisRun { kind, run } => {
+                let labels = run.metadata.labels.clone().unwrap_or_default();
                 self.observed.analysis_runs.push(ObservedAnalysisRun {
-                    name: name.clone(),
-                    hash: hash.clone(),
+                    name: run.metadata.name.clone().unwrap_or_default(),
+                    hash: labels.get(stepwise_api::POD_TEMPLATE_HASH_LABEL).cloned().unwrap_or_default(),
                     kind: *kind,
                     phase: AnalysisPhase::Pending,
                     message: None,

@@ -1,0 +1,173 @@
+//! The AnalysisRun for an analysis the Rollout asks for: the metrics of its templates combined,
+//! the Rollout's argument values filled in, and the labels core reads back when it observes the
+//! run. A pure function of the Rollout and the templates in [`Observed`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use stepwise_api::{
+    ANALYSIS_KIND_LABEL, AnalysisRun, AnalysisRunSpec, AnalysisTemplateSpec, Argument, Metric, POD_TEMPLATE_HASH_LABEL,
+    PodTemplateHashValue, REVISION_ANNOTATION, Rollout, RolloutAnalysis, STEP_INDEX_LABEL,
+};
+
+use crate::observed::{AnalysisKind, Observed};
+
+/// What a run judges and where it sits in the Rollout's history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRequest<'a> {
+    /// Name of the run.
+    pub name: &'a str,
+    /// What it judges.
+    pub kind: AnalysisKind,
+    /// Pod template hash of the version judged.
+    pub hash: &'a str,
+    /// Revision of the version judged.
+    pub revision: i64,
+}
+
+/// The owner reference that makes the garbage collector remove what a Rollout created.
+pub fn owner_reference(rollout: &Rollout) -> OwnerReference {
+    OwnerReference {
+        api_version: format!("{}/{}", stepwise_api::GROUP, stepwise_api::VERSION),
+        kind: "Rollout".into(),
+        name: rollout.metadata.name.clone().unwrap_or_default(),
+        uid: rollout.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The template a reference names, or an error that names the reference.
+pub fn find_template<'o>(
+    observed: &'o Observed,
+    name: &str,
+    cluster_scope: bool,
+) -> Result<&'o AnalysisTemplateSpec, String> {
+    if name.is_empty() {
+        return Err("templateName must not be empty".into());
+    }
+    let (found, kind) = if cluster_scope {
+        (observed.cluster_analysis_templates.get(name), "ClusterAnalysisTemplate")
+    } else {
+        (observed.analysis_templates.get(name), "AnalysisTemplate")
+    };
+    found.ok_or_else(|| format!("{kind} {name} not found"))
+}
+
+/// Builds the run, or says what in the analysis (`field` is where it sits in the Rollout) cannot
+/// be turned into one.
+pub fn build_analysis_run(
+    rollout: &Rollout,
+    observed: &Observed,
+    analysis: &RolloutAnalysis,
+    request: &RunRequest,
+) -> Result<AnalysisRun, String> {
+    let mut metrics: Vec<Metric> = Vec::new();
+    let mut args: Vec<Argument> = Vec::new();
+    let mut dry_run = analysis.dry_run.clone().unwrap_or_default();
+    let mut retention = analysis.measurement_retention.clone().unwrap_or_default();
+    for t in &analysis.templates {
+        let spec = find_template(observed, &t.template_name, t.cluster_scope == Some(true))?;
+        for m in &spec.metrics {
+            if metrics.iter().any(|x| x.name == m.name) {
+                return Err(format!("metric {} appears in more than one template", m.name));
+            }
+            metrics.push(m.clone());
+        }
+        for a in spec.args.clone().unwrap_or_default() {
+            match args.iter().find(|x| x.name == a.name) {
+                Some(existing) if existing.value.is_some() && a.value.is_some() && existing.value != a.value => {
+                    return Err(format!("argument {} has different values in two templates", a.name));
+                }
+                Some(_) => {}
+                None => args.push(a),
+            }
+        }
+        dry_run.extend(spec.dry_run.clone().unwrap_or_default());
+        retention.extend(spec.measurement_retention.clone().unwrap_or_default());
+    }
+    for given in analysis.args.clone().unwrap_or_default() {
+        let value = argument_value(rollout, &given, request.hash)?;
+        match args.iter_mut().find(|a| a.name == given.name) {
+            Some(a) => {
+                a.value = Some(value);
+                a.value_from = None;
+            }
+            None => args.push(Argument { name: given.name.clone(), value: Some(value), value_from: None }),
+        }
+    }
+    if let Some(missing) = args.iter().find(|a| a.value.is_none() && a.value_from.is_none()) {
+        return Err(format!("args.{} is not given a value", missing.name));
+    }
+    let meta = analysis.analysis_run_metadata.clone().unwrap_or_default();
+    let mut labels = rollout.spec.selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
+    labels.extend(meta.labels.unwrap_or_default());
+    labels.extend(run_labels(request.kind, request.hash));
+    let mut annotations = meta.annotations.unwrap_or_default();
+    annotations.insert(REVISION_ANNOTATION.into(), request.revision.to_string());
+    Ok(AnalysisRun {
+        metadata: ObjectMeta {
+            name: Some(request.name.into()),
+            namespace: rollout.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner_reference(rollout)]),
+            ..Default::default()
+        },
+        spec: AnalysisRunSpec {
+            metrics,
+            args: if args.is_empty() { None } else { Some(args) },
+            terminate: None,
+            dry_run: if dry_run.is_empty() { None } else { Some(dry_run) },
+            measurement_retention: if retention.is_empty() { None } else { Some(retention) },
+        },
+        status: None,
+    })
+}
+
+/// The labels by which core recognises a run it started: [`AnalysisKind::from_labels`] reads
+/// them back.
+pub fn run_labels(kind: AnalysisKind, hash: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (POD_TEMPLATE_HASH_LABEL.to_string(), hash.to_string()),
+        (ANALYSIS_KIND_LABEL.to_string(), kind.label().to_string()),
+    ]);
+    if let AnalysisKind::Step(i) = kind {
+        labels.insert(STEP_INDEX_LABEL.into(), i.to_string());
+    }
+    labels
+}
+
+fn argument_value(
+    rollout: &Rollout,
+    given: &stepwise_api::AnalysisRunArgument,
+    latest: &str,
+) -> Result<String, String> {
+    let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.clone()).unwrap_or_default();
+    match (&given.value, &given.value_from) {
+        (Some(v), _) => Ok(v.clone()),
+        (None, Some(from)) => match (&from.pod_template_hash_value, &from.field_ref) {
+            (Some(PodTemplateHashValue::Stable), _) => Ok(stable),
+            (Some(PodTemplateHashValue::Latest), _) => Ok(latest.to_string()),
+            (None, Some(f)) => field_of(rollout, &f.field_path)
+                .ok_or_else(|| format!("args.{}: field {} not found on the Rollout", given.name, f.field_path)),
+            (None, None) => Err(format!("args.{} has no value", given.name)),
+        },
+        (None, None) => Err(format!("args.{} has no value", given.name)),
+    }
+}
+
+/// `metadata.name`, `metadata.namespace`, `metadata.uid`, `metadata.labels['k']`,
+/// `metadata.annotations['k']`.
+fn field_of(rollout: &Rollout, path: &str) -> Option<String> {
+    let key = |p: &str| p.split_once("['").and_then(|(_, rest)| rest.strip_suffix("']")).map(str::to_string);
+    let meta = &rollout.metadata;
+    match path {
+        "metadata.name" => meta.name.clone(),
+        "metadata.namespace" => meta.namespace.clone(),
+        "metadata.uid" => meta.uid.clone(),
+        p if p.starts_with("metadata.labels[") => meta.labels.as_ref()?.get(&key(p)?).cloned(),
+        p if p.starts_with("metadata.annotations[") => meta.annotations.as_ref()?.get(&key(p)?).cloned(),
+        _ => None,
+    }
+}
