@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A call to the API server failed.
-    #[error("{action}: {source}")]
+    #[error("{action}: {}", describe(source))]
     Kube {
         /// What the controller was doing.
         action: String,
@@ -24,6 +24,9 @@ pub enum Error {
     /// A ReplicaSet with the name stepwise wants exists but belongs to something else.
     #[error("ReplicaSet {0} exists and is not owned by this Rollout")]
     Collision(String),
+    /// The Rollout's pod selector cannot be rendered as a label selector.
+    #[error("spec.selector: {0}")]
+    Selector(String),
     /// The status patch lost a race with another writer; the next reconcile retries.
     #[error("status of {0} changed while reconciling; retrying")]
     Conflict(String),
@@ -38,6 +41,7 @@ impl Error {
             Error::Analysis(_) => "analysis",
             Error::Traffic(_) => "traffic",
             Error::Collision(_) => "collision",
+            Error::Selector(_) => "selector",
             Error::Conflict(_) => "conflict",
         }
     }
@@ -47,10 +51,30 @@ impl Error {
         !matches!(self, Error::InvalidObject(_))
     }
 
-    /// Whether a person has to fix something (a template, a router, a name clash) before a
-    /// retry can succeed: such errors are told on the Rollout as Warning events.
+    /// Whether a person has to fix something (a template, a router, a name clash, an object the
+    /// API server refuses, a permission) before a retry can succeed: such errors are told on the
+    /// Rollout as Warning events, a condition and its message, and retried only now and then.
     pub fn needs_a_person(&self) -> bool {
-        matches!(self, Error::Analysis(_) | Error::Traffic(_) | Error::Collision(_))
+        match self {
+            Error::Analysis(_) | Error::Traffic(_) | Error::Collision(_) | Error::Selector(_) => true,
+            // Not found, a conflict and too many requests pass by themselves: the next plan is
+            // made from newer caches, or later.
+            Error::Kube { source: kube::Error::Api(status), .. } => {
+                (400..500).contains(&status.code) && ![404, 409, 429].contains(&status.code)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A client error as a person reads it: the API server's message, reason and code, without the
+/// debug dump of the client's own rendering.
+fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
     }
 }
 
@@ -63,5 +87,32 @@ pub trait KubeContext<T> {
 impl<T> KubeContext<T> for Result<T, kube::Error> {
     fn during(self, action: impl FnOnce() -> String) -> Result<T, Error> {
         self.map_err(|source| Error::Kube { action: action(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str) -> Error {
+        let status = kube::core::Status::failure(&format!("it said {code}"), reason).with_code(code);
+        Error::Kube { action: "create ReplicaSet app-1".into(), source: kube::Error::Api(status.boxed()) }
+    }
+
+    #[test]
+    fn refusals_a_retry_cannot_fix_need_a_person_and_passing_ones_do_not() {
+        for (code, reason) in [(400, "BadRequest"), (403, "Forbidden"), (422, "Invalid")] {
+            assert!(api_error(code, reason).needs_a_person(), "{code}");
+        }
+        for (code, reason) in [(404, "NotFound"), (409, "Conflict"), (429, "TooManyRequests"), (500, "InternalError")] {
+            assert!(!api_error(code, reason).needs_a_person(), "{code}");
+        }
+        assert!(Error::Collision("app-1".into()).needs_a_person());
+        assert!(!Error::Conflict("ns/app".into()).needs_a_person());
+    }
+
+    #[test]
+    fn an_api_error_reads_as_the_servers_message_reason_and_code() {
+        assert_eq!(api_error(422, "Invalid").to_string(), "create ReplicaSet app-1: it said 422 (422 Invalid)");
     }
 }

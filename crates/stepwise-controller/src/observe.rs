@@ -5,19 +5,14 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use stepwise_api::{
-    ANALYSIS_KIND_LABEL, AnalysisPhase, AnalysisRun, AnalysisTemplateSpec, POD_TEMPLATE_HASH_LABEL,
-    REVISION_ANNOTATION, Rollout, STEP_INDEX_LABEL,
-};
-use stepwise_core::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet};
+use stepwise_api::{AnalysisRun, AnalysisTemplateSpec, POD_TEMPLATE_HASH_LABEL, Rollout};
+use stepwise_core::Observed;
+use stepwise_core::objects::{observe_analysis_run, observe_replica_set};
 
 use crate::context::AnalysisStores;
 use crate::index::{Index, controller_ref};
-
-pub use stepwise_api::SCALE_DOWN_DEADLINE_ANNOTATION;
 
 /// The caches the controller reads.
 #[derive(Clone)]
@@ -117,40 +112,4 @@ fn named_templates(rollout: &Rollout, stores: &AnalysisStores) -> (Templates, Te
         }
     }
     (namespaced, cluster)
-}
-
-fn observe_replica_set(rs: &ReplicaSet) -> ObservedReplicaSet {
-    let annotations = rs.annotations();
-    let status = rs.status.clone().unwrap_or_default();
-    ObservedReplicaSet {
-        name: rs.name_any(),
-        hash: rs.labels().get(POD_TEMPLATE_HASH_LABEL).cloned().unwrap_or_default(),
-        revision: annotations.get(REVISION_ANNOTATION).and_then(|r| r.parse().ok()).unwrap_or(0),
-        spec_replicas: rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-        replicas: status.replicas,
-        ready: status.ready_replicas.unwrap_or(0),
-        available: status.available_replicas.unwrap_or(0),
-        template: rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default(),
-        scale_down_deadline: annotations.get(SCALE_DOWN_DEADLINE_ANNOTATION).and_then(|t| t.parse().ok()).map(Time),
-        created: rs.meta().creation_timestamp.clone(),
-    }
-}
-
-fn observe_analysis_run(ar: &AnalysisRun) -> ObservedAnalysisRun {
-    let labels = ar.labels();
-    let kind = match labels.get(ANALYSIS_KIND_LABEL).map(String::as_str) {
-        Some("Background") => AnalysisKind::Background,
-        Some("PrePromotion") => AnalysisKind::PrePromotion,
-        Some("PostPromotion") => AnalysisKind::PostPromotion,
-        _ => AnalysisKind::Step(labels.get(STEP_INDEX_LABEL).and_then(|i| i.parse().ok()).unwrap_or(0)),
-    };
-    let status = ar.status.clone().unwrap_or_default();
-    ObservedAnalysisRun {
-        name: ar.name_any(),
-        hash: labels.get(POD_TEMPLATE_HASH_LABEL).cloned().unwrap_or_default(),
-        kind,
-        phase: status.phase.unwrap_or(AnalysisPhase::Pending),
-        message: status.message,
-        terminating: ar.spec.terminate == Some(true),
-    }
 }

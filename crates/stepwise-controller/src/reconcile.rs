@@ -12,12 +12,15 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout};
+use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutStatus};
+use stepwise_core::failure::{clear_reconcile_error, status_after_failure};
+use stepwise_core::objects::{label_selector_string, pod_selector};
+use stepwise_core::{Observed, Plan};
 use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
-use crate::execute::{execute, publish_event};
+use crate::execute::{ExecuteError, execute, publish_event};
 use crate::observe::observe;
 
 /// Reconciles one Rollout and records the metrics of the attempt.
@@ -68,41 +71,72 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
     let now = Time(Timestamp::now());
     let mut observed = observe(rollout, &ctx.stores, &ctx.stores_analysis);
     if restart_pending(rollout, &now) {
-        observed.pods_to_restart = pods_created_before_restart(ctx, rollout).await?;
+        observed.pods_to_restart = pods_created_before_restart(ctx, rollout, &observed).await?;
     }
 
     // plan (pure)
     let plan = stepwise_core::plan(rollout, &observed, &now);
 
-    // execute (client)
-    let mut writes = execute(ctx, rollout, &plan.actions).await?;
-
-    // status (client), only when it changed
-    let old = serde_json::to_value(rollout.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
-    let new = serde_json::to_value(&plan.status).unwrap_or(Value::Null);
-    if let Some(diff) = merge_patch(&old, &new) {
-        ctx.limiter.acquire().await;
-        writes += 1;
-        // The resourceVersion makes the write fail if a user changed the Rollout meanwhile (for
-        // example an abort): the next reconcile plans again with their change.
-        let patch = json!({"metadata": {"resourceVersion": rollout.resource_version()}, "status": diff});
-        match api.patch_status(&rollout.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => return Err(Error::Conflict(key)),
-            Err(e) => return Err(e).during(|| format!("write status of {key}")),
-        }
-        if rollout.status.as_ref().and_then(|s| s.phase) != plan.status.phase
-            || rollout.status.as_ref().and_then(|s| s.message.clone()) != plan.status.message
-        {
-            info!(rollout = %key, phase = ?plan.status.phase, message = plan.status.message.as_deref().unwrap_or(""), "status");
-        }
-    }
-    ctx.metrics.set_phase(&key, plan.status.phase);
+    // execute and status (client)
+    let writes = act(ctx, rollout, &plan, &now).await?;
     let requeue = match plan.requeue_after {
         Some(after) => Requeue::requeue(after.max(Duration::from_millis(200))),
         None => Requeue::await_change(),
     };
     Ok((requeue, writes))
+}
+
+/// Carries out the plan and writes the status; returns the number of writes. When an action
+/// fails, the status written says so (and takes back what was not done) before the error is
+/// returned, so that the Rollout tells what the log tells.
+pub async fn act(ctx: &Context, rollout: &Rollout, plan: &Plan, now: &Time) -> Result<usize, Error> {
+    let key = format!("{}/{}", rollout.namespace().unwrap_or_default(), rollout.name_any());
+    match execute(ctx, rollout, &plan.actions).await {
+        Ok(writes) => {
+            let mut status = plan.status.clone();
+            clear_reconcile_error(&mut status);
+            let written = write_status(ctx, rollout, &status).await?;
+            ctx.metrics.set_phase(&key, status.phase);
+            Ok(writes + written)
+        }
+        Err(ExecuteError { done, error }) => {
+            let prev = rollout.status.clone().unwrap_or_default();
+            let status =
+                status_after_failure(rollout, &prev, plan, done, &error.to_string(), error.needs_a_person(), now);
+            match write_status(ctx, rollout, &status).await {
+                Ok(_) => ctx.metrics.set_phase(&key, status.phase),
+                // The action's error is the one to retry on; a lost status write is planned again.
+                Err(e) => warn!(rollout = %key, error = %e, "could not record the reconcile error in the status"),
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Writes `status` through the status subresource when it differs from the Rollout's; returns
+/// the number of writes made.
+async fn write_status(ctx: &Context, rollout: &Rollout, status: &RolloutStatus) -> Result<usize, Error> {
+    let key = format!("{}/{}", rollout.namespace().unwrap_or_default(), rollout.name_any());
+    let old = serde_json::to_value(rollout.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
+    let new = serde_json::to_value(status).unwrap_or(Value::Null);
+    let Some(diff) = merge_patch(&old, &new) else { return Ok(0) };
+    ctx.limiter.acquire().await;
+    // The resourceVersion makes the write fail if a user changed the Rollout meanwhile (for
+    // example an abort): the next reconcile plans again with their change.
+    let patch = json!({"metadata": {"resourceVersion": rollout.resource_version()}, "status": diff});
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
+    match api.patch_status(&rollout.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => return Err(Error::Conflict(key)),
+        Err(e) => return Err(e).during(|| format!("write status of {key}")),
+    }
+    let before = rollout.status.as_ref();
+    if before.and_then(|s| s.phase) != status.phase
+        || before.and_then(|s| s.message.as_ref()) != status.message.as_ref()
+    {
+        info!(rollout = %key, phase = ?status.phase, message = status.message.as_deref().unwrap_or(""), "status");
+    }
+    Ok(1)
 }
 
 /// What to do after a failed reconcile.
@@ -145,12 +179,22 @@ fn restart_pending(rollout: &Rollout, now: &Time) -> bool {
 }
 
 /// Pods of the Rollout created before spec.restartAt, by pod template hash. Only listed while a
-/// restart is pending, so a steady-state reconcile makes no request.
-async fn pods_created_before_restart(ctx: &Context, rollout: &Rollout) -> Result<Vec<(String, i32)>, Error> {
+/// restart is pending, so a steady-state reconcile makes no request. Without a selector no pod
+/// is the Rollout's: an empty one would list every pod of the namespace.
+async fn pods_created_before_restart(
+    ctx: &Context,
+    rollout: &Rollout,
+    observed: &Observed,
+) -> Result<Vec<(String, i32)>, Error> {
     let Some(at) = &rollout.spec.restart_at else { return Ok(Vec::new()) };
+    let Some(selector) = pod_selector(rollout, observed) else { return Ok(Vec::new()) };
+    let selector = label_selector_string(&selector).map_err(Error::Selector)?;
+    if selector.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Only pods of a ReplicaSet stepwise made carry the hash the counts are keyed by.
+    let selector = format!("{selector},{POD_TEMPLATE_HASH_LABEL}");
     let ns = rollout.namespace().unwrap_or_default();
-    let labels = rollout.spec.selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
-    let selector = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let list = pods.list(&ListParams::default().labels(&selector)).await.during(|| "list pods for restart".into())?;
     let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.clone());

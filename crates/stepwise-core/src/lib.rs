@@ -10,8 +10,10 @@
 //! `spec.paused`. `docs/operations.md` lists the exact patches.
 
 pub mod analysis_run;
+pub mod failure;
 pub mod hash;
 mod machine;
+pub mod objects;
 mod observed;
 pub mod replicas;
 mod time;
@@ -34,4 +36,6 @@ pub mod condition {
     pub const HEALTHY: &str = "Healthy";
     /// The spec cannot be carried out; the message says why.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// An action of the last plan failed; the message is the error. Written by the controller.
+    pub const RECONCILE_ERROR: &str = "ReconcileError";
 }
