@@ -162,28 +162,43 @@ impl Draft {
     }
 }
 
+/// Actions grouped by when they must happen.
+#[derive(Default)]
+struct Ordered {
+    make_room: Vec<Action>,
+    scale_up: Vec<Action>,
+    traffic: Vec<Action>,
+    scale_down: Vec<Action>,
+    other: Vec<Action>,
+    events: Vec<Action>,
+}
+
+impl Ordered {
+    fn event(&mut self, reason: &str, message: String) {
+        self.events.push(Action::Event { type_: EventType::Normal, reason: reason.into(), message });
+    }
+}
+
 /// The actions that take the observed world to the desired state, in the safe order: room made
 /// by older versions first (a canary without routing), then new pods, then traffic, then the
 /// pods traffic has left, then bookkeeping, then the events.
 pub(crate) fn actions(ctx: &Ctx, draft: Draft) -> Vec<Action> {
-    let Draft { desired, mut events, .. } = draft;
-    let mut make_room = Vec::new();
-    let mut scale_up = Vec::new();
-    let mut traffic = Vec::new();
-    let mut scale_down = Vec::new();
-    let mut other = Vec::new();
-    let mut emit = |type_, reason: &str, message: String| {
-        events.push(Action::Event { type_, reason: reason.into(), message });
-    };
+    let Draft { mut desired, events, .. } = draft;
+    let mut ordered = Ordered { events, ..Default::default() };
+    replica_set_actions(ctx, &mut desired, &mut ordered);
+    traffic_actions(ctx, &mut desired, &mut ordered);
+    analysis_actions(ctx, &mut desired, &mut ordered);
+    ordered.other.extend(desired.restart);
+    ordered.other.extend(desired.deleted.into_iter().map(|name| Action::DeleteReplicaSet { name }));
+    let Ordered { make_room, scale_up, traffic, scale_down, other, events } = ordered;
+    [make_room, scale_up, traffic, scale_down, other, events].into_iter().flatten().collect()
+}
 
-    if let Some(new) = desired.new_replica_set {
+fn replica_set_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
+    if let Some(new) = desired.new_replica_set.take() {
         let replicas = desired.replicas.get(&ctx.hash).copied().unwrap_or(0);
-        emit(
-            EventType::Normal,
-            "NewReplicaSetCreated",
-            format!("Created ReplicaSet {} (revision {})", new.name, new.revision),
-        );
-        scale_up.push(Action::CreateReplicaSet {
+        out.event("NewReplicaSetCreated", format!("Created ReplicaSet {} (revision {})", new.name, new.revision));
+        out.scale_up.push(Action::CreateReplicaSet {
             name: new.name,
             hash: ctx.hash.clone(),
             revision: new.revision,
@@ -193,8 +208,8 @@ pub(crate) fn actions(ctx: &Ctx, draft: Draft) -> Vec<Action> {
             min_ready_seconds: ctx.spec.min_ready_seconds.unwrap_or(0),
         });
     }
-    if let Some((name, revision)) = desired.revision {
-        other.push(Action::SetRevision { name, revision });
+    if let Some((name, revision)) = desired.revision.take() {
+        out.other.push(Action::SetRevision { name, revision });
     }
     for rs in &ctx.observed.replica_sets {
         let Some(&target) = desired.replicas.get(&rs.hash) else { continue };
@@ -203,78 +218,71 @@ pub(crate) fn actions(ctx: &Ctx, draft: Draft) -> Vec<Action> {
         }
         let action = Action::ScaleReplicaSet { name: rs.name.clone(), replicas: target };
         let verb = if target > rs.spec_replicas { "up" } else { "down" };
-        emit(
-            EventType::Normal,
+        out.event(
             "ScalingReplicaSet",
             format!("Scaled {verb} ReplicaSet {} from {} to {target}", rs.name, rs.spec_replicas),
         );
         if target > rs.spec_replicas {
-            scale_up.push(action);
+            out.scale_up.push(action);
         } else if rs.hash != ctx.hash && ctx.basic_canary() {
             // Without a router, older pods that may go (within maxUnavailable) make room for the
             // new ones; the canary itself only shrinks after its Service moved away.
-            make_room.push(action);
+            out.make_room.push(action);
         } else {
-            scale_down.push(action);
+            out.scale_down.push(action);
         }
-    }
-    for (service, hash) in &desired.services {
-        if ctx.observed.services.get(service).and_then(|h| h.as_deref()) == Some(hash.as_str()) {
-            continue;
-        }
-        traffic.push(Action::SetServiceSelector { service: service.clone(), hash: hash.clone() });
-        emit(EventType::Normal, "SwitchService", format!("Switched selector of Service {service} to {hash}"));
-    }
-    if let Some(weight) = desired.weight
-        && weight.previous != Some(weight.canary)
-    {
-        traffic.push(Action::SetTrafficWeight {
-            canary_weight: weight.canary,
-            canary_hash: ctx.hash.clone(),
-            stable_hash: weight.stable_hash,
-        });
-        emit(
-            EventType::Normal,
-            "TrafficWeightUpdated",
-            format!("Traffic weight updated from {} to {}", weight.previous.unwrap_or(0), weight.canary),
-        );
-    }
-    for route in desired.routes {
-        traffic.push(match route {
-            RouteChange::Header(r) => Action::SetHeaderRoute(r),
-            RouteChange::Mirror(r) => Action::SetMirrorRoute(r),
-            RouteChange::RemoveAll => Action::RemoveManagedRoutes,
-        });
     }
     for rs in &ctx.observed.replica_sets {
         if let Some(deadline) = desired.deadlines.get(&rs.hash)
             && *deadline != rs.scale_down_deadline
         {
-            other.push(Action::SetScaleDownDeadline { name: rs.name.clone(), deadline: deadline.clone() });
+            out.other.push(Action::SetScaleDownDeadline { name: rs.name.clone(), deadline: deadline.clone() });
         }
     }
+}
+
+fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
+    for (service, hash) in &desired.services {
+        if ctx.observed.services.get(service).and_then(|h| h.as_deref()) == Some(hash.as_str()) {
+            continue;
+        }
+        out.traffic.push(Action::SetServiceSelector { service: service.clone(), hash: hash.clone() });
+        out.event("SwitchService", format!("Switched selector of Service {service} to {hash}"));
+    }
+    if let Some(weight) = desired.weight.take()
+        && weight.previous != Some(weight.canary)
+    {
+        let message = format!("Traffic weight updated from {} to {}", weight.previous.unwrap_or(0), weight.canary);
+        out.traffic.push(Action::SetTrafficWeight {
+            canary_weight: weight.canary,
+            canary_hash: ctx.hash.clone(),
+            stable_hash: weight.stable_hash,
+        });
+        out.event("TrafficWeightUpdated", message);
+    }
+    for route in desired.routes.drain(..) {
+        out.traffic.push(match route {
+            RouteChange::Header(r) => Action::SetHeaderRoute(r),
+            RouteChange::Mirror(r) => Action::SetMirrorRoute(r),
+            RouteChange::RemoveAll => Action::RemoveManagedRoutes,
+        });
+    }
+}
+
+/// Runs the plan wants are started; unfinished runs it no longer wants are stopped.
+fn analysis_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
     if let Some(live) = &desired.live_runs {
         for run in &ctx.observed.analysis_runs {
             if !run.phase.is_completed() && !run.terminating && !live.contains(&run.name) {
-                other.push(Action::TerminateAnalysisRun { name: run.name.clone() });
+                out.other.push(Action::TerminateAnalysisRun { name: run.name.clone() });
             }
         }
     }
-    for (kind, run) in desired.new_runs {
+    for (kind, run) in desired.new_runs.drain(..) {
         let name = run.metadata.name.clone().unwrap_or_default();
-        emit(EventType::Normal, "AnalysisRunCreated", format!("Started {} analysis {name}", kind.label()));
-        other.push(Action::CreateAnalysisRun { kind, run: Box::new(run) });
+        out.event("AnalysisRunCreated", format!("Started {} analysis {name}", kind.label()));
+        out.other.push(Action::CreateAnalysisRun { kind, run: Box::new(run) });
     }
-    other.extend(desired.restart);
-    other.extend(desired.deleted.into_iter().map(|name| Action::DeleteReplicaSet { name }));
-
-    let mut all = make_room;
-    all.extend(scale_up);
-    all.extend(traffic);
-    all.extend(scale_down);
-    all.extend(other);
-    all.extend(events);
-    all
 }
 
 /// The pod template and selector of a new ReplicaSet: the Rollout's, with the hash label.
