@@ -59,9 +59,9 @@ fn canary_pods(c: &Canary, d: &Decision, target_weight: i32) -> i32 {
 }
 
 /// The weight the canary gets now: traffic only ever goes to available pods. Toward the canary it
-/// never exceeds what the canary's available pods carry; back toward the stable (a lower step, an
-/// abort) it moves only as far as the stable's available pods carry, so a stable that
-/// dynamicStableScale shrank is scaled up first.
+/// never exceeds what the canary's available pods carry; back toward a stable that
+/// dynamicStableScale shrank (a lower step, an abort) it moves only as far as the stable's
+/// available pods carry, while the stable is scaled up.
 fn weight_now(c: &Canary, d: &Decision, others: &Others, target_weight: i32, canary_pods: i32) -> i32 {
     let ctx = c.ctx;
     let r = ctx.replicas;
@@ -78,7 +78,10 @@ fn weight_now(c: &Canary, d: &Decision, others: &Others, target_weight: i32, can
     } else {
         c.prev_weight.unwrap_or(0).max(d.completed_weight.unwrap_or(0)).min(supported).min(target_weight)
     };
-    let Some(stable) = others.stable.as_deref().filter(|_| !d.promoted) else { return toward_canary };
+    // Only dynamicStableScale shrinks the stable; otherwise it keeps all its pods and a stable pod
+    // that is not available is not this plan's to wait for (as in Argo).
+    let dynamic = c.spec.dynamic_stable_scale == Some(true);
+    let Some(stable) = others.stable.as_deref().filter(|_| dynamic && !d.promoted) else { return toward_canary };
     let stable_carries = weight_supported_by(ctx.counts(stable).kept_available(), r, c.max_weight);
     let floor = c.max_weight - stable_carries;
     toward_canary.max(floor.min(c.prev_weight.unwrap_or(0)))
