@@ -12,14 +12,14 @@
 pub mod analysis_run;
 pub mod failure;
 pub mod hash;
-mod machine;
 pub mod objects;
 mod observed;
+mod plan;
 pub mod replicas;
 mod time;
 
-pub use machine::{Action, EventType, Plan, RolloutIdentity, plan};
 pub use observed::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet};
+pub use plan::{Action, EventType, Plan, plan};
 pub use time::{add_seconds, seconds_between};
 
 /// Condition types written by the step machine.

@@ -1,0 +1,133 @@
+//! What a plan asks the controller to do: the actions, in the order they must be carried out.
+
+use std::time::Duration as StdDuration;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use stepwise_api::{AnalysisRun, RolloutStatus, SetHeaderRoute, SetMirrorRoute};
+
+use crate::observed::AnalysisKind;
+
+/// Whether an event reports normal progress or something a person should look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Normal progress.
+    Normal,
+    /// Something went wrong.
+    Warning,
+}
+
+/// One thing the controller must do. The plan lists them in a safe order: pods are added before
+/// traffic moves to them, and traffic moves away before pods are removed.
+// A plan holds a handful of actions, so the size of CreateReplicaSet's pod template costs
+// nothing that matters; boxing it would change the type the controller matches on.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Create a ReplicaSet for a new version, owned by the Rollout.
+    CreateReplicaSet {
+        /// `<rollout>-<hash>`.
+        name: String,
+        /// The pod template hash.
+        hash: String,
+        /// Revision number.
+        revision: i64,
+        /// Initial spec.replicas.
+        replicas: i32,
+        /// The pod template, with the hash label.
+        template: PodTemplateSpec,
+        /// The selector, with the hash label.
+        selector: LabelSelector,
+        /// minReadySeconds of the Rollout.
+        min_ready_seconds: i32,
+    },
+    /// Change a ReplicaSet's spec.replicas.
+    ScaleReplicaSet {
+        /// Name of the ReplicaSet.
+        name: String,
+        /// New spec.replicas.
+        replicas: i32,
+    },
+    /// Change the revision annotation of a ReplicaSet (an old template became new again).
+    SetRevision {
+        /// Name of the ReplicaSet.
+        name: String,
+        /// New revision.
+        revision: i64,
+    },
+    /// Set or clear the time at which a ReplicaSet is scaled to zero.
+    SetScaleDownDeadline {
+        /// Name of the ReplicaSet.
+        name: String,
+        /// The deadline, or none to clear it.
+        deadline: Option<Time>,
+    },
+    /// Delete an old ReplicaSet beyond the revision history limit.
+    DeleteReplicaSet {
+        /// Name of the ReplicaSet.
+        name: String,
+    },
+    /// Point a Service's selector at a version.
+    SetServiceSelector {
+        /// Name of the Service.
+        service: String,
+        /// Pod template hash to select.
+        hash: String,
+    },
+    /// Set the canary's traffic weight through the router.
+    SetTrafficWeight {
+        /// Weight of the canary, out of maxTrafficWeight.
+        canary_weight: i32,
+        /// Pod template hash of the canary.
+        canary_hash: String,
+        /// Pod template hash of the stable version.
+        stable_hash: Option<String>,
+    },
+    /// Create or remove a header route.
+    SetHeaderRoute(SetHeaderRoute),
+    /// Create or remove a mirror route.
+    SetMirrorRoute(SetMirrorRoute),
+    /// Remove every header and mirror route.
+    RemoveManagedRoutes,
+    /// Start an AnalysisRun.
+    CreateAnalysisRun {
+        /// What it judges.
+        kind: AnalysisKind,
+        /// The run, complete: metrics, arguments, labels and owner.
+        run: Box<AnalysisRun>,
+    },
+    /// Ask an AnalysisRun to stop measuring.
+    TerminateAnalysisRun {
+        /// Name of the run.
+        name: String,
+    },
+    /// Replace pods of a version created before a time (spec.restartAt).
+    RestartPods {
+        /// Pod template hash of the pods.
+        hash: String,
+        /// Pods created before this are replaced.
+        before: Time,
+        /// At most this many at once.
+        max: i32,
+    },
+    /// Record a Kubernetes Event on the Rollout.
+    Event {
+        /// Normal or Warning.
+        type_: EventType,
+        /// CamelCase reason.
+        reason: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// What `plan` decided.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Actions, in the order they must be carried out.
+    pub actions: Vec<Action>,
+    /// The status to write once the actions are done.
+    pub status: RolloutStatus,
+    /// When to plan again even if nothing changes.
+    pub requeue_after: Option<StdDuration>,
+}

@@ -1,0 +1,146 @@
+//! Versions and their history: a new pod template starts a rollout with a new revision, a return
+//! to the stable template skips the steps, old ReplicaSets beyond the history limit go, and
+//! `spec.restartAt` replaces pods.
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use stepwise_api::{CanaryStatus, RolloutStatus};
+
+use super::action::{Action, EventType};
+use super::context::Ctx;
+use super::desired::{Draft, new_replica_set};
+use super::pause::end_all_pauses;
+use crate::hash::steps_hash;
+use crate::observed::ObservedReplicaSet;
+use crate::replicas::resolve_fenceposts;
+use crate::time::seconds_between;
+
+/// A new pod template (or the first reconcile) resets the step state; a return to the stable
+/// template skips the steps; edited steps start again from the first. The newest template's
+/// ReplicaSet exists with the highest revision.
+pub(crate) fn start_new_version_if_needed(
+    ctx: &Ctx,
+    prev: &RolloutStatus,
+    status: &mut RolloutStatus,
+    draft: &mut Draft,
+) {
+    let steps = ctx.spec.strategy.canary.as_ref().and_then(|c| c.steps.as_deref()).unwrap_or_default();
+    let steps_h = steps_hash(steps);
+    if prev.current_pod_hash.as_deref() != Some(ctx.hash.as_str()) {
+        start_new_version(ctx, prev, status, draft, steps.len() as i32, steps_h);
+    } else if prev.current_step_hash.as_deref() != Some(steps_h.as_str()) && ctx.spec.strategy.canary.is_some() {
+        status.current_step_hash = Some(steps_h);
+        let promoted = ctx.promoted(status);
+        status.current_step_index = Some(if promoted { steps.len() as i32 } else { 0 });
+        end_all_pauses(status);
+        if !promoted {
+            draft.event(EventType::Normal, "StepsChanged", "The steps changed: starting again from step 1");
+        }
+    }
+    ensure_newest_revision(ctx, status, draft);
+}
+
+fn start_new_version(
+    ctx: &Ctx,
+    prev: &RolloutStatus,
+    status: &mut RolloutStatus,
+    draft: &mut Draft,
+    steps: i32,
+    steps_h: String,
+) {
+    end_all_pauses(status);
+    status.abort = None;
+    status.aborted_at = None;
+    status.promote_full = None;
+    status.canary = status.canary.take().map(|c| CanaryStatus { weights: c.weights, ..Default::default() });
+    if let Some(bg) = status.blue_green.as_mut() {
+        bg.pre_promotion_analysis_run_status = None;
+        bg.post_promotion_analysis_run_status = None;
+        bg.scale_up_preview_check_point = None;
+    }
+    status.current_pod_hash = Some(ctx.hash.clone());
+    status.current_step_hash = Some(steps_h);
+    let first_deploy = prev.stable_rs.is_none();
+    if first_deploy {
+        status.stable_rs = Some(ctx.hash.clone());
+    }
+    let back_to_stable = ctx.promoted(status);
+    status.current_step_index =
+        if ctx.spec.strategy.canary.is_some() { Some(if back_to_stable { steps } else { 0 }) } else { None };
+    if first_deploy {
+        draft.event(
+            EventType::Normal,
+            "RolloutCompleted",
+            format!("Initial deploy of revision with hash {}", ctx.hash),
+        );
+    } else if back_to_stable {
+        draft.event(EventType::Normal, "SkipSteps", "Rollback to stable ReplicaSet: steps skipped");
+    } else if prev.current_pod_hash.is_some() {
+        draft.event(EventType::Normal, "RolloutUpdated", format!("Rollout updated to pod template hash {}", ctx.hash));
+    }
+}
+
+/// The newest template always has the highest revision: an old template that became new again
+/// gets a new one.
+fn ensure_newest_revision(ctx: &Ctx, status: &mut RolloutStatus, draft: &mut Draft) {
+    let max_rev = ctx.max_revision();
+    let revision = match ctx.new_rs() {
+        Some(rs) if rs.revision == max_rev && rs.revision > 0 => rs.revision,
+        _ => max_rev + 1,
+    };
+    status.current_revision = Some(revision);
+    match ctx.new_rs() {
+        Some(rs) if rs.revision != revision => draft.desired.revision = Some((rs.name.clone(), revision)),
+        Some(_) => {}
+        None => draft.desired.new_replica_set = Some(new_replica_set(ctx, revision)),
+    }
+}
+
+/// Old ReplicaSets with no pods, beyond revisionHistoryLimit, oldest first.
+pub(crate) fn trim_history(ctx: &Ctx, status: &RolloutStatus, draft: &mut Draft) {
+    let limit = ctx.spec.revision_history_limit.unwrap_or(stepwise_api::DEFAULT_REVISION_HISTORY_LIMIT).max(0) as usize;
+    let mut old: Vec<&ObservedReplicaSet> = ctx
+        .observed
+        .replica_sets
+        .iter()
+        .filter(|rs| rs.hash != ctx.hash && Some(&rs.hash) != status.stable_rs.as_ref())
+        .filter(|rs| rs.spec_replicas == 0 && rs.replicas == 0)
+        .collect();
+    if old.len() <= limit {
+        return;
+    }
+    old.sort_by_key(|rs| rs.revision);
+    let excess = old.len() - limit;
+    draft.desired.deleted.extend(old.into_iter().take(excess).map(|rs| rs.name.clone()));
+}
+
+/// `spec.restartAt`: pods created before it are replaced one at a time, within maxUnavailable.
+pub(crate) fn restart_pods(ctx: &Ctx, status: &mut RolloutStatus, draft: &mut Draft) {
+    let Some(restart_at) = &ctx.spec.restart_at else { return };
+    if status.restarted_at.as_ref() == Some(restart_at) {
+        return;
+    }
+    let wait = seconds_between(ctx.now, restart_at);
+    if wait > 0.0 {
+        draft.requeue_in(wait);
+        return;
+    }
+    let pending: Vec<&(String, i32)> = ctx.observed.pods_to_restart.iter().filter(|(_, n)| *n > 0).collect();
+    let Some((hash, _)) = pending.first() else {
+        status.restarted_at = Some(restart_at.clone());
+        draft.event(EventType::Normal, "RolloutRestarted", "All pods created before spec.restartAt were replaced");
+        return;
+    };
+    let r = ctx.replicas;
+    let (_, unavailable) = match (&ctx.spec.strategy.canary, &ctx.spec.strategy.blue_green) {
+        (Some(c), _) => resolve_fenceposts(c.max_surge.as_ref(), c.max_unavailable.as_ref(), r),
+        (None, Some(b)) => resolve_fenceposts(Some(&IntOrString::Int(0)), b.max_unavailable.as_ref(), r),
+        _ => (0, 1),
+    };
+    let budget = unavailable.max(1);
+    let available: i32 = ctx.observed.replica_sets.iter().map(|rs| rs.available.min(rs.spec_replicas)).sum();
+    let spec_total: i32 = ctx.observed.replica_sets.iter().map(|rs| rs.spec_replicas).sum();
+    if available > r.max(spec_total) - budget {
+        draft.desired.restart = Some(Action::RestartPods { hash: hash.clone(), before: restart_at.clone(), max: 1 });
+    }
+    draft.requeue_in(5.0);
+}

@@ -1,0 +1,258 @@
+//! What the schema cannot check: the facts only the controller has (Services, templates, the
+//! routers this build drives), and fields of objects written before the schema had a rule. Each
+//! message names the field.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use stepwise_api::{Rollout, RolloutAnalysis, RolloutSpec};
+
+use crate::analysis_run::{RunRequest, build_analysis_run};
+use crate::hash::steps_hash;
+use crate::observed::{AnalysisKind, Observed};
+
+/// Checks what the schema cannot: the facts that only the controller has, and fields of objects
+/// written before the schema had a rule. The message names the field.
+/// Why a spec cannot be carried out.
+pub(crate) struct Invalid {
+    /// The message, which names the field.
+    pub message: String,
+    /// Whether the cause is an object that may yet appear without the Rollout changing (an
+    /// AnalysisTemplate, which does not wake the Rollout when it is created): plan again later.
+    pub look_again: bool,
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid { message, look_again: false }
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(message: &str) -> Self {
+        Invalid { message: message.into(), look_again: false }
+    }
+}
+
+/// The pod template and selector of the Rollout's pods, once everything checks out.
+pub(crate) fn validate(rollout: &Rollout, observed: &Observed) -> Result<(PodTemplateSpec, LabelSelector), Invalid> {
+    let spec = &rollout.spec;
+    let strategies = usize::from(spec.strategy.canary.is_some()) + usize::from(spec.strategy.blue_green.is_some());
+    if strategies != 1 {
+        return Err("spec.strategy must set exactly one of canary and blueGreen".into());
+    }
+    if spec.replicas.is_some_and(|r| r < 0) {
+        return Err("spec.replicas must not be negative".into());
+    }
+    let (template, selector) = template_and_selector(spec, observed)?;
+    if let (Some(deadline), Some(min_ready)) = (spec.progress_deadline_seconds, spec.min_ready_seconds)
+        && deadline <= min_ready
+    {
+        return Err("spec.progressDeadlineSeconds must be greater than spec.minReadySeconds".into());
+    }
+    validate_steps(rollout)?;
+    validate_services(spec, observed)?;
+    validate_fenceposts(spec)?;
+    validate_routers(spec, observed)?;
+    validate_analyses(rollout, observed).map_err(|message| Invalid { message, look_again: true })?;
+    Ok((template, selector))
+}
+
+fn template_and_selector(spec: &RolloutSpec, observed: &Observed) -> Result<(PodTemplateSpec, LabelSelector), String> {
+    let (template, selector) = match (&spec.template, &spec.workload_ref) {
+        (Some(_), Some(_)) => return Err("spec.template and spec.workloadRef cannot both be set".into()),
+        (Some(t), None) => (t.clone(), spec.selector.clone()),
+        (None, Some(w)) => match &observed.workload {
+            Some((t, sel)) => (t.clone(), spec.selector.clone().or_else(|| sel.clone())),
+            None => return Err(format!("spec.workloadRef: {} {} not found", w.kind, w.name)),
+        },
+        (None, None) => return Err("spec.template is required unless spec.workloadRef is set".into()),
+    };
+    let selector = selector.ok_or("spec.selector is required")?;
+    let match_labels = selector.match_labels.clone().unwrap_or_default();
+    if match_labels.is_empty() && selector.match_expressions.as_ref().is_none_or(Vec::is_empty) {
+        return Err("spec.selector must not be empty".into());
+    }
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    for (k, v) in &match_labels {
+        if labels.get(k) != Some(v) {
+            return Err(format!("spec.selector.matchLabels {k}={v} does not match spec.template.metadata.labels"));
+        }
+    }
+    Ok((template, selector))
+}
+
+fn validate_steps(rollout: &Rollout) -> Result<(), String> {
+    let Some(canary) = &rollout.spec.strategy.canary else { return Ok(()) };
+    let steps = canary.steps.as_deref().unwrap_or_default();
+    let max_weight = canary.traffic_routing.as_ref().and_then(|t| t.max_traffic_weight).unwrap_or(100);
+    for (i, step) in steps.iter().enumerate() {
+        let field = format!("spec.strategy.canary.steps[{i}]");
+        let kinds = [
+            step.set_weight.is_some(),
+            step.pause.is_some(),
+            step.set_canary_scale.is_some(),
+            step.analysis.is_some(),
+            step.set_header_route.is_some(),
+            step.set_mirror_route.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(format!(
+                "{field} must set exactly one of setWeight, pause, setCanaryScale, analysis, setHeaderRoute and setMirrorRoute"
+            ));
+        }
+        if let Some(w) = step.set_weight
+            && !(0..=max_weight).contains(&w)
+        {
+            return Err(format!("{field}.setWeight {w} must be between 0 and {max_weight}"));
+        }
+        if let Some(d) = step.pause.as_ref().and_then(|p| p.duration.as_ref())
+            && let Err(e) = d.to_std()
+        {
+            return Err(format!("{field}.pause.duration: {e}"));
+        }
+        let needs_router =
+            step.set_canary_scale.is_some() || step.set_header_route.is_some() || step.set_mirror_route.is_some();
+        if needs_router && canary.traffic_routing.is_none() {
+            return Err(format!("{field} needs spec.strategy.canary.trafficRouting"));
+        }
+    }
+    let status = rollout.status.clone().unwrap_or_default();
+    if let Some(idx) = status.current_step_index
+        && status.current_step_hash.as_deref() == Some(steps_hash(steps).as_str())
+        && (idx < 0 || idx as usize > steps.len())
+    {
+        return Err(format!(
+            "status.currentStepIndex {idx} is outside spec.strategy.canary.steps, which has {} steps",
+            steps.len()
+        ));
+    }
+    Ok(())
+}
+
+fn validate_services(spec: &RolloutSpec, observed: &Observed) -> Result<(), String> {
+    let exists = |field: &str, svc: Option<&String>| match svc {
+        Some(svc) if !observed.services.contains_key(svc) => Err(format!("{field}: Service {svc} not found")),
+        _ => Ok(()),
+    };
+    if let Some(canary) = &spec.strategy.canary {
+        if let (Some(c), Some(s)) = (&canary.canary_service, &canary.stable_service)
+            && c == s
+        {
+            return Err("spec.strategy.canary.canaryService must differ from stableService".into());
+        }
+        if canary.traffic_routing.is_some() && (canary.canary_service.is_none() || canary.stable_service.is_none()) {
+            return Err("spec.strategy.canary.trafficRouting needs canaryService and stableService".into());
+        }
+        exists("spec.strategy.canary.canaryService", canary.canary_service.as_ref())?;
+        exists("spec.strategy.canary.stableService", canary.stable_service.as_ref())?;
+    }
+    if let Some(bg) = &spec.strategy.blue_green {
+        if bg.preview_service.as_deref() == Some(bg.active_service.as_str()) {
+            return Err("spec.strategy.blueGreen.previewService must differ from activeService".into());
+        }
+        exists("spec.strategy.blueGreen.activeService", Some(&bg.active_service))?;
+        exists("spec.strategy.blueGreen.previewService", bg.preview_service.as_ref())?;
+    }
+    Ok(())
+}
+
+/// maxSurge and maxUnavailable that are neither a number nor a percentage: the schema cannot
+/// always tell (a string of digits is a percentage to Argo), so core refuses what it cannot read.
+fn validate_fenceposts(spec: &RolloutSpec) -> Result<(), String> {
+    let canary = spec.strategy.canary.as_ref();
+    let bg = spec.strategy.blue_green.as_ref();
+    let fields = [
+        ("spec.strategy.canary.maxSurge", canary.and_then(|c| c.max_surge.as_ref())),
+        ("spec.strategy.canary.maxUnavailable", canary.and_then(|c| c.max_unavailable.as_ref())),
+        ("spec.strategy.blueGreen.maxUnavailable", bg.and_then(|b| b.max_unavailable.as_ref())),
+    ];
+    for (field, value) in fields {
+        if let Some(v) = value
+            && crate::replicas::scaled_value(v, 100, true).is_none_or(|n| n < 0)
+        {
+            let shown = match v {
+                IntOrString::Int(n) => n.to_string(),
+                IntOrString::String(s) => format!("{s:?}"),
+            };
+            return Err(format!(
+                "{field} {shown} must be a non-negative number of pods or a percentage such as \"25%\""
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The routers a Rollout names, by their field under trafficRouting.
+fn named_routers(spec: &RolloutSpec) -> Vec<String> {
+    let Some(routing) = spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()) else {
+        return Vec::new();
+    };
+    let mut kinds: Vec<String> = [
+        ("istio", routing.istio.is_some()),
+        ("nginx", routing.nginx.is_some()),
+        ("traefik", routing.traefik.is_some()),
+        ("gatewayAPI", routing.gateway_api.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, named)| *named)
+    .map(|(kind, _)| kind.to_string())
+    .collect();
+    kinds.extend(routing.plugins.iter().flat_map(|p| p.keys()).map(|k| format!("plugins.{k}")));
+    kinds
+}
+
+/// A Rollout that names a router this build cannot drive is refused before anything moves: it
+/// would otherwise shift pods while no traffic follows them.
+fn validate_routers(spec: &RolloutSpec, observed: &Observed) -> Result<(), String> {
+    let named = named_routers(spec);
+    if spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some()) && named.is_empty() {
+        return Err("spec.strategy.canary.trafficRouting must name a router".into());
+    }
+    for kind in named {
+        if !observed.router_kinds.contains(&kind) {
+            return Err(format!(
+                "spec.strategy.canary.trafficRouting.{kind}: the {kind} router is not available in this build of stepwise"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every analysis the Rollout may start, with the field where it sits.
+fn analyses(spec: &RolloutSpec) -> Vec<(String, &RolloutAnalysis)> {
+    let mut all = Vec::new();
+    if let Some(canary) = &spec.strategy.canary {
+        if let Some(bg) = &canary.analysis {
+            all.push(("spec.strategy.canary.analysis".to_string(), &bg.analysis));
+        }
+        for (i, step) in canary.steps.iter().flatten().enumerate() {
+            if let Some(a) = &step.analysis {
+                all.push((format!("spec.strategy.canary.steps[{i}].analysis"), a));
+            }
+        }
+    }
+    if let Some(bg) = &spec.strategy.blue_green {
+        if let Some(a) = &bg.pre_promotion_analysis {
+            all.push(("spec.strategy.blueGreen.prePromotionAnalysis".to_string(), a));
+        }
+        if let Some(a) = &bg.post_promotion_analysis {
+            all.push(("spec.strategy.blueGreen.postPromotionAnalysis".to_string(), a));
+        }
+    }
+    all
+}
+
+/// Each analysis can be turned into a run: its templates exist and combine, its arguments have
+/// values. Checked on every plan, as Argo does, so that a missing template is reported when the
+/// Rollout is applied rather than when the step is reached.
+fn validate_analyses(rollout: &Rollout, observed: &Observed) -> Result<(), String> {
+    for (field, analysis) in analyses(&rollout.spec) {
+        if analysis.templates.is_empty() {
+            return Err(format!("{field}.templates must name at least one template"));
+        }
+        let request = RunRequest { name: "validate", kind: AnalysisKind::Background, hash: "validate", revision: 1 };
+        build_analysis_run(rollout, observed, analysis, &request).map_err(|e| format!("{field}: {e}"))?;
+    }
+    Ok(())
+}
