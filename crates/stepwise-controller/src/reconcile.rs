@@ -13,9 +13,9 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutStatus};
-use stepwise_core::failure::{clear_reconcile_error, status_after_failure};
+use stepwise_core::failure::{clear_reconcile_error, decision_events, status_after_failure};
 use stepwise_core::objects::{label_selector_string, pod_selector};
-use stepwise_core::{Observed, Plan};
+use stepwise_core::{Action, Observed, Plan};
 use tracing::{info, warn};
 
 use crate::context::Context;
@@ -104,7 +104,12 @@ pub async fn act(ctx: &Context, rollout: &Rollout, plan: &Plan, now: &Time) -> R
             let status =
                 status_after_failure(rollout, &prev, plan, done, &error.to_string(), error.needs_a_person(), now);
             match write_status(ctx, rollout, &status).await {
-                Ok(_) => ctx.metrics.set_phase(&key, status.phase),
+                Ok(_) => {
+                    ctx.metrics.set_phase(&key, status.phase);
+                    // Events only: publishing cannot fail.
+                    let decisions: Vec<Action> = decision_events(plan).into_iter().cloned().collect();
+                    let _ = execute(ctx, rollout, &decisions).await;
+                }
                 // The action's error is the one to retry on; a lost status write is planned again.
                 Err(e) => warn!(rollout = %key, error = %e, "could not record the reconcile error in the status"),
             }

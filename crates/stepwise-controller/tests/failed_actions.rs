@@ -257,6 +257,10 @@ const ACTION_NAMES: [&str; 6] = [
 
 const STATUS_REQUEST: &str = "PATCH /apis/stepwise.dev/v1alpha1/namespaces/ns/rollouts/app/status";
 
+/// The plan's decision (a new version) is recorded by the status written after a failure, so it
+/// is told then: the next plan starts from that status and will not tell it again.
+const DECISION_EVENT_REQUEST: &str = "POST /apis/events.k8s.io/v1/namespaces/ns/events";
+
 /// Applies a JSON merge patch (RFC 7386).
 fn merged(mut target: Value, patch: &Value) -> Value {
     match (target.as_object_mut(), patch.as_object()) {
@@ -299,7 +303,9 @@ async fn each_failed_action_stops_the_plan_there_and_the_status_tells_what_was_d
         let lines: Vec<String> = sent.iter().map(Sent::line).collect();
         let mut expected: Vec<String> = ACTION_REQUESTS[..=failed].iter().map(|s| s.to_string()).collect();
         expected.push(STATUS_REQUEST.into());
+        expected.push(DECISION_EVENT_REQUEST.into());
         assert_eq!(lines, expected, "requests when action {failed} fails");
+        assert_eq!(sent[failed + 2].body["reason"], json!("RolloutUpdated"), "only the decision is told");
 
         let cause = format!("{}: the server says InternalError (500 InternalError)", ACTION_NAMES[failed]);
         assert_eq!(error.to_string(), cause);
@@ -362,7 +368,8 @@ async fn a_replica_set_the_api_server_refuses_degrades_the_rollout_with_a_reconc
     let error = act(&context(client), &rollout, &plan, &now()).await.expect_err("the create is refused");
     assert!(error.needs_a_person(), "retrying the same ReplicaSet cannot help");
     let sent = sent.lock().unwrap().clone();
-    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[2].line(), DECISION_EVENT_REQUEST);
     let st = written_status(&rollout, &sent[1]);
     assert_eq!(st.phase, Some(RolloutPhase::Degraded));
     assert_eq!(
@@ -380,7 +387,8 @@ async fn a_name_taken_by_another_owners_replica_set_is_a_collision_on_the_status
     let error = act(&context(client), &rollout, &plan, &now()).await.expect_err("a collision");
     let sent = sent.lock().unwrap().clone();
     let lines: Vec<String> = sent.iter().map(Sent::line).collect();
-    assert_eq!(lines, [ACTION_REQUESTS[0], "GET /apis/apps/v1/namespaces/ns/replicasets/app-new", STATUS_REQUEST]);
+    let get = "GET /apis/apps/v1/namespaces/ns/replicasets/app-new";
+    assert_eq!(lines, [ACTION_REQUESTS[0], get, STATUS_REQUEST, DECISION_EVENT_REQUEST]);
     assert_eq!(error.to_string(), "ReplicaSet app-new exists and is not owned by this Rollout");
     let st = written_status(&rollout, &sent[2]);
     assert_eq!(st.phase, Some(RolloutPhase::Degraded));

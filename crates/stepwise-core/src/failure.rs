@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use stepwise_api::{RolloutAnalysisRunStatus, RolloutCondition, RolloutPhase, RolloutStatus};
 
 use crate::condition::RECONCILE_ERROR;
-use crate::{Action, Plan};
+use crate::{Action, Plan, action_event};
 
 /// The status after `plan.actions[failed_at]` failed with `error` (the actions before it were
 /// done, none after it). `needs_a_person` marks an error that no retry can fix by itself: the
@@ -46,6 +46,19 @@ pub fn status_after_failure(
         _ => report,
     });
     status
+}
+
+/// The events of a plan that failed part-way that are still true, since the status written
+/// records their decisions (a step completed, a pause, an abort, the progress deadline): the next
+/// plan starts from that status and will not tell them again, so the controller tells them now.
+/// (Events come last in a plan, so none was told before the failure.) Events of actions are left
+/// out, done or not: one not done is untrue, and one done is seen by the next plan, which does
+/// not repeat it.
+pub fn decision_events(plan: &Plan) -> Vec<&Action> {
+    plan.actions
+        .iter()
+        .filter(|a| matches!(a, Action::Event { reason, .. } if !action_event::ALL.contains(&reason.as_str())))
+        .collect()
 }
 
 /// Drops the ReconcileError condition: the plan copies it from the last status, and only the
@@ -276,6 +289,23 @@ mod tests {
             event(),
         ];
         (prev, Plan { actions, status: planned, requeue_after: None })
+    }
+
+    #[test]
+    fn the_decisions_are_told_after_a_failure_and_the_actions_are_not() {
+        let (_, mut plan) = blue_green_plan();
+        let told =
+            |reason: &str| Action::Event { type_: EventType::Normal, reason: reason.into(), message: "m".into() };
+        plan.actions.extend(action_event::ALL.map(told));
+        plan.actions.push(told("RolloutStepCompleted"));
+        let reasons: Vec<&str> = decision_events(&plan)
+            .into_iter()
+            .map(|a| match a {
+                Action::Event { reason, .. } => reason.as_str(),
+                other => panic!("not an event: {other:?}"),
+            })
+            .collect();
+        assert_eq!(reasons, ["Something", "RolloutStepCompleted"]);
     }
 
     #[test]

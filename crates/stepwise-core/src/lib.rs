@@ -19,7 +19,7 @@ pub mod replicas;
 mod time;
 
 pub use observed::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet};
-pub use plan::{Action, EventType, Plan, plan};
+pub use plan::{Action, EventType, Plan, action_event, plan};
 pub use time::{add_seconds, seconds_between};
 
 /// Condition types written by the step machine.

@@ -121,6 +121,23 @@ pub enum Action {
     },
 }
 
+/// The reasons of the events that tell of an action being carried out (a ReplicaSet created or
+/// scaled, a Service switched, a weight set, a run started), as opposed to a decision.
+pub mod action_event {
+    /// A ReplicaSet was created.
+    pub const REPLICA_SET_CREATED: &str = "NewReplicaSetCreated";
+    /// A ReplicaSet was scaled.
+    pub const SCALED: &str = "ScalingReplicaSet";
+    /// A Service selector was switched.
+    pub const SERVICE_SWITCHED: &str = "SwitchService";
+    /// The traffic weight was set.
+    pub const WEIGHT_SET: &str = "TrafficWeightUpdated";
+    /// An AnalysisRun was started.
+    pub const RUN_STARTED: &str = "AnalysisRunCreated";
+    /// All of them.
+    pub const ALL: [&str; 5] = [REPLICA_SET_CREATED, SCALED, SERVICE_SWITCHED, WEIGHT_SET, RUN_STARTED];
+}
+
 /// What `plan` decided.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use stepwise_api::AnalysisRun;
 
-use super::action::{Action, EventType};
+use super::action::{Action, EventType, action_event};
 use super::context::Ctx;
 use crate::observed::AnalysisKind;
 use crate::time::{add_seconds, seconds_between};
@@ -197,7 +197,10 @@ pub(crate) fn actions(ctx: &Ctx, draft: Draft) -> Vec<Action> {
 fn replica_set_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
     if let Some(new) = desired.new_replica_set.take() {
         let replicas = desired.replicas.get(&ctx.hash).copied().unwrap_or(0);
-        out.event("NewReplicaSetCreated", format!("Created ReplicaSet {} (revision {})", new.name, new.revision));
+        out.event(
+            action_event::REPLICA_SET_CREATED,
+            format!("Created ReplicaSet {} (revision {})", new.name, new.revision),
+        );
         out.scale_up.push(Action::CreateReplicaSet {
             name: new.name,
             hash: ctx.hash.clone(),
@@ -219,7 +222,7 @@ fn replica_set_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
         let action = Action::ScaleReplicaSet { name: rs.name.clone(), replicas: target };
         let verb = if target > rs.spec_replicas { "up" } else { "down" };
         out.event(
-            "ScalingReplicaSet",
+            action_event::SCALED,
             format!("Scaled {verb} ReplicaSet {} from {} to {target}", rs.name, rs.spec_replicas),
         );
         if target > rs.spec_replicas {
@@ -247,7 +250,7 @@ fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
             continue;
         }
         out.traffic.push(Action::SetServiceSelector { service: service.clone(), hash: hash.clone() });
-        out.event("SwitchService", format!("Switched selector of Service {service} to {hash}"));
+        out.event(action_event::SERVICE_SWITCHED, format!("Switched selector of Service {service} to {hash}"));
     }
     if let Some(weight) = desired.weight.take()
         && weight.previous != Some(weight.canary)
@@ -258,7 +261,7 @@ fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
             canary_hash: ctx.hash.clone(),
             stable_hash: weight.stable_hash,
         });
-        out.event("TrafficWeightUpdated", message);
+        out.event(action_event::WEIGHT_SET, message);
     }
     for route in desired.routes.drain(..) {
         out.traffic.push(match route {
@@ -280,7 +283,7 @@ fn analysis_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
     }
     for (kind, run) in desired.new_runs.drain(..) {
         let name = run.metadata.name.clone().unwrap_or_default();
-        out.event("AnalysisRunCreated", format!("Started {} analysis {name}", kind.label()));
+        out.event(action_event::RUN_STARTED, format!("Started {} analysis {name}", kind.label()));
         out.other.push(Action::CreateAnalysisRun { kind, run: Box::new(run) });
     }
 }

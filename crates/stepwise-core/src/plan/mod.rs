@@ -23,7 +23,7 @@ mod validate;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use stepwise_api::Rollout;
 
-pub use action::{Action, EventType, Plan};
+pub use action::{Action, EventType, Plan, action_event};
 use context::Ctx;
 use desired::Draft;
 
