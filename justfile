@@ -56,3 +56,7 @@ demo:
 # Benchmark: N Rollouts updated at once (N=100 and N=500 by default).
 bench *counts:
     scripts/bench.sh {{counts}}
+
+# The property tests at 100,000 cases each, optimised (about 20 minutes on 2 cores).
+test-deep:
+    PROPTEST_CASES=100000 cargo test --release -p stepwise-core --test properties

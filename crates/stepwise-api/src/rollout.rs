@@ -175,7 +175,8 @@ impl RolloutStrategy {
     {"rule": "!has(self.dynamicStableScale) || !self.dynamicStableScale || !has(self.scaleDownDelaySeconds)", "message": "spec.strategy.canary.dynamicStableScale cannot be combined with scaleDownDelaySeconds"},
     {"rule": "has(self.trafficRouting) || !has(self.minPodsPerReplicaSet)", "message": "spec.strategy.canary.minPodsPerReplicaSet needs trafficRouting"},
     {"rule": "has(self.trafficRouting) || !has(self.steps) || self.steps.all(s, !has(s.setCanaryScale) && !has(s.setHeaderRoute) && !has(s.setMirrorRoute))", "message": "spec.strategy.canary.steps: setCanaryScale, setHeaderRoute and setMirrorRoute need trafficRouting"},
-    {"rule": "!has(self.trafficRouting) || (has(self.canaryService) && has(self.stableService))", "message": "spec.strategy.canary.trafficRouting needs canaryService and stableService"}
+    {"rule": "!has(self.trafficRouting) || (has(self.canaryService) && has(self.stableService))", "message": "spec.strategy.canary.trafficRouting needs canaryService and stableService"},
+    {"rule": "!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))", "message": "spec.strategy.canary.steps: setWeight must be at most 100, or at most trafficRouting.maxTrafficWeight when that is set"}
 ]))]
 pub struct CanaryStrategy {
     /// Service whose selector stepwise points at the canary pods.
@@ -238,9 +239,11 @@ pub struct CanaryStrategy {
     {"rule": "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.setCanaryScale) ? 1 : 0) + (has(self.analysis) ? 1 : 0) + (has(self.setHeaderRoute) ? 1 : 0) + (has(self.setMirrorRoute) ? 1 : 0) == 1", "message": "each step must set exactly one of setWeight, pause, setCanaryScale, analysis, setHeaderRoute and setMirrorRoute"}
 ]))]
 pub struct CanaryStep {
-    /// Percentage of traffic (and, without traffic routing, of pods) for the canary, 0 to 100.
+    /// Weight of the traffic (and, without traffic routing, of the pods) for the canary: 0 to
+    /// 100, or to trafficRouting.maxTrafficWeight when that is set (checked by the strategy's
+    /// rules, which see both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 100))]
+    #[schemars(range(min = 0))]
     pub set_weight: Option<i32>,
     /// Wait: with a duration for that long, without one until promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -276,7 +279,8 @@ pub struct PauseStep {
     {"rule": "(has(self.replicas) ? 1 : 0) + (has(self.weight) ? 1 : 0) + (has(self.matchTrafficWeight) && self.matchTrafficWeight ? 1 : 0) == 1", "message": "setCanaryScale must set exactly one of replicas, weight and matchTrafficWeight: true"}
 ]))]
 pub struct SetCanaryScale {
-    /// An absolute number of canary pods.
+    /// An absolute number of canary pods. It may exceed spec.replicas, as in Argo Rollouts (a
+    /// larger canary, for example to load-test it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,

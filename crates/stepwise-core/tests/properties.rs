@@ -1,9 +1,27 @@
-//! Property tests of the six safety invariants (DESIGN.md) and of idempotence, over random
-//! Rollouts and random sequences of observations and user requests: pods that are slow or never
-//! become ready, analyses that fail, aborts, retries, promotions, new templates and scaling.
+//! Property tests of the safety invariants and of idempotence, over random Rollouts and random
+//! sequences of observations and user requests: pods that are slow or never become ready,
+//! analyses that start, pass, fail or are inconclusive, aborts and retries (with
+//! dynamicStableScale too), promotions and full promotions, user pauses, new templates, scaling,
+//! and changes of maxSurge and maxUnavailable; canaries with setCanaryScale (above spec.replicas
+//! too) and with a maxTrafficWeight other than 100.
+//!
+//! The invariants, checked after every plan (`check_plan`):
+//! 1. traffic to the new version only moves up once its pods are available;
+//! 2. on abort, traffic returns to stable before any new pod is removed;
+//! 3. without traffic routing, available pods never fall below replicas − maxUnavailable;
+//! 4. the stable ReplicaSet is not scaled down until the new one is promoted;
+//! 5. every wait has a deadline (checked at the end of a history);
+//! 6. the controller touches only what it owns;
+//! 7. traffic is only ever routed to available pods;
+//! 8. without traffic routing, a total above replicas + maxSurge only moves toward it;
+//!
+//! and planning again from the result asks for nothing more (idempotence).
+//!
+//! `PROPTEST_CASES` sets the number of cases (`just test-deep` runs 100,000).
 
 mod support;
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proptest::prelude::*;
 use stepwise_api::{AnalysisPhase, RolloutPhase};
 use stepwise_core::replicas::{replicas_for_weight, resolve_fenceposts};
@@ -17,9 +35,12 @@ fn cases(default: u32) -> u32 {
 
 #[derive(Clone, Debug)]
 enum Op {
-    NewImage { never_ready: bool },
+    NewImage {
+        never_ready: bool,
+    },
     OnePodEach,
     PodsSettle,
+    AnalysesStart,
     AnalysesFinish(AnalysisPhase),
     Wait(i64),
     Promote,
@@ -28,6 +49,9 @@ enum Op {
     Retry,
     Scale(i32),
     Pause(bool),
+    /// A new maxSurge (canary) or maxUnavailable (both strategies), as written in YAML.
+    MaxSurge(String),
+    MaxUnavailable(String),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -42,6 +66,7 @@ fn op() -> impl Strategy<Value = Op> {
             Just(AnalysisPhase::Error)
         ]
         .prop_map(Op::AnalysesFinish),
+        1 => Just(Op::AnalysesStart),
         3 => (1i64..120).prop_map(Op::Wait),
         2 => Just(Op::Promote),
         1 => Just(Op::PromoteFull),
@@ -49,22 +74,32 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Retry),
         1 => (0i32..9).prop_map(Op::Scale),
         1 => any::<bool>().prop_map(Op::Pause),
+        1 => int_or_pct().prop_map(Op::MaxSurge),
+        1 => int_or_pct().prop_map(Op::MaxUnavailable),
     ]
 }
 
 fn step() -> impl Strategy<Value = String> {
+    routable_step(100)
+}
+
+/// A step that needs no router, with setWeight out of `max_weight`.
+fn routable_step(max_weight: i32) -> impl Strategy<Value = String> {
     prop_oneof![
-        (0i32..=100).prop_map(|w| format!("      - setWeight: {w}\n")),
+        (0i32..=max_weight).prop_map(|w| format!("      - setWeight: {w}\n")),
         Just("      - pause: {}\n".to_string()),
         (0i64..90).prop_map(|d| format!("      - pause: {{duration: {d}s}}\n")),
         Just("      - analysis: {templates: [{templateName: t}]}\n".to_string()),
     ]
 }
 
-fn routed_step() -> impl Strategy<Value = String> {
+/// A step of a routed canary; setCanaryScale may ask for more pods than spec.replicas (up to
+/// 11, with at most 6 replicas), as Argo Rollouts allows.
+fn routed_step(max_weight: i32) -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => step(),
-        1 => (0i32..6).prop_map(|r| format!("      - setCanaryScale: {{replicas: {r}}}\n")),
+        4 => routable_step(max_weight),
+        1 => (0i32..12).prop_map(|r| format!("      - setCanaryScale: {{replicas: {r}}}\n")),
+        1 => (0i32..=100).prop_map(|w| format!("      - setCanaryScale: {{weight: {w}}}\n")),
         1 => Just("      - setCanaryScale: {matchTrafficWeight: true}\n".to_string()),
     ]
 }
@@ -89,21 +124,35 @@ fn strategy() -> impl Strategy<Value = (String, Kind)> {
         }
         (y, Kind::Basic)
     });
-    let routed = (prop::collection::vec(routed_step(), 0..6), any::<bool>(), 0i32..40).prop_map(|(steps, dynamic, delay)| {
-        let mut y = "    canary:\n      canaryService: c\n      stableService: s\n      trafficRouting: {istio: {virtualService: {name: vs}}}\n".to_string();
-        if dynamic {
-            y.push_str("      dynamicStableScale: true\n");
-        } else {
-            y.push_str(&format!("      scaleDownDelaySeconds: {delay}\n      abortScaleDownDelaySeconds: {delay}\n"));
-        }
-        if !steps.is_empty() {
-            y.push_str("      steps:\n");
-            for st in &steps {
-                y.push_str(st);
+    let routed = prop_oneof![Just(100), Just(100), Just(1000), Just(10), Just(7)]
+        .prop_flat_map(|max| {
+            (Just(max), prop::collection::vec(routed_step(max), 0..6), any::<bool>(), 0i32..40, any::<bool>(), any::<bool>())
+        })
+        .prop_map(|(max, steps, dynamic, delay, explicit_abort_delay, bg)| {
+            let mut y = "    canary:\n      canaryService: c\n      stableService: s\n      trafficRouting: {istio: {virtualService: {name: vs}}".to_string();
+            if max != 100 {
+                y.push_str(&format!(", maxTrafficWeight: {max}"));
             }
-        }
-        (y, if dynamic { Kind::RoutedDynamic } else { Kind::Routed })
-    });
+            y.push_str("}\n");
+            if dynamic {
+                y.push_str("      dynamicStableScale: true\n");
+                if explicit_abort_delay {
+                    y.push_str(&format!("      abortScaleDownDelaySeconds: {delay}\n"));
+                }
+            } else {
+                y.push_str(&format!("      scaleDownDelaySeconds: {delay}\n      abortScaleDownDelaySeconds: {delay}\n"));
+            }
+            if bg {
+                y.push_str("      analysis: {templates: [{templateName: bg}]}\n");
+            }
+            if !steps.is_empty() {
+                y.push_str("      steps:\n");
+                for st in &steps {
+                    y.push_str(st);
+                }
+            }
+            (y, if dynamic { Kind::RoutedDynamic } else { Kind::Routed })
+        });
     let blue_green = (any::<bool>(), 0i32..40, prop::option::of(0i32..4), any::<bool>()).prop_map(|(auto, secs, preview, pre)| {
         let mut y = format!("    blueGreen:\n      activeService: a\n      previewService: p\n      autoPromotionEnabled: {auto}\n      scaleDownDelaySeconds: {secs}\n");
         if auto && secs % 2 == 0 {
@@ -135,6 +184,26 @@ fn spec_pods(w: &World, hash: &str) -> (i32, i32) {
         .find(|r| r.hash == hash)
         .map(|r| (r.spec_replicas, r.available.min(r.spec_replicas)))
         .unwrap_or((0, 0))
+}
+
+/// The weight that means "all traffic" (maxTrafficWeight, 100 without a router).
+fn max_weight(w: &World) -> i32 {
+    let canary = w.rollout.spec.strategy.canary.as_ref();
+    canary.and_then(|c| c.traffic_routing.as_ref()).and_then(|t| t.max_traffic_weight).unwrap_or(100)
+}
+
+/// The share of traffic each version's pods take, by pod template hash: the router gives the
+/// canary Service its weight and the stable Service the rest, and each Service sends its share
+/// to the version its selector holds (both shares to one version when both select it, as on
+/// abort). Only for routed canaries. A share whose Service selects nothing yet goes under "".
+fn traffic_by_version(w: &World) -> std::collections::BTreeMap<String, i32> {
+    let max = max_weight(w);
+    let canary_weight = w.router_weight.unwrap_or(0).clamp(0, max);
+    let mut load = std::collections::BTreeMap::new();
+    for (service, share) in [("c", canary_weight), ("s", max - canary_weight)] {
+        *load.entry(w.service(service).unwrap_or_default()).or_insert(0) += share;
+    }
+    load
 }
 
 fn available_total(w: &World) -> i32 {
@@ -182,7 +251,9 @@ fn check_plan(kind: Kind, before: &World, p: &Plan, after: &World) -> Result<(),
                 // setCanaryScale may size the canary below what the weight needs: then all the
                 // pods the plan leaves it must be available.
                 let spec_after = spec_pods(after, &new_hash).0;
-                let needed = replicas_for_weight(*canary_weight, r, 100).min(new_spec.max(1)).min(spec_after.max(1));
+                let needed = replicas_for_weight(*canary_weight, r, max_weight(before))
+                    .min(new_spec.max(1))
+                    .min(spec_after.max(1));
                 prop_assert!(
                     new_avail >= needed.max(1),
                     "weight {canary_weight} with {new_avail} available canary pods (needed {needed})"
@@ -261,6 +332,73 @@ fn check_plan(kind: Kind, before: &World, p: &Plan, after: &World) -> Result<(),
         }
     }
 
+    // 7. Traffic is only ever routed to available pods. A version's pods "carry" a share of
+    // traffic when, at the spec the plan leaves them (a ReplicaSet keeps no more pods than its
+    // spec, and pods it is given now are not available yet), at least
+    // `replicas_for_weight(share)` of them are available: as many as that share of replicas.
+    // After each plan, with the weight in effect at the router and the versions the Services
+    // select:
+    // - the canary Service's version takes a weight above 0 only with an available pod (the
+    //   stable Service's version takes the rest whatever it has: with no other version, traffic
+    //   has nowhere else to go);
+    // - a version whose share grew carries its new share. Transitional rule, as in invariant 1:
+    //   setCanaryScale may size the canary below what its weight needs, and then every pod the
+    //   plan leaves it must be available. A share that did not grow is not judged: pods do not
+    //   vanish by themselves in the simulation, and a user who raises spec.replicas has not
+    //   moved traffic. Nor is traffic that had no pods before (a Service that selected nothing
+    //   yet, as on a first deploy): it was moved off no pod. Nor traffic that leaves a version
+    //   whose available pods did not carry it before the plan (spec.replicas was raised beneath
+    //   it): it may go where it is least overloaded, and no choice keeps both sides carried.
+    if matches!(kind, Kind::Routed | Kind::RoutedDynamic) && r > 0 {
+        let max = max_weight(after);
+        let available_after = |hash: &str| spec_pods(before, hash).1.min(spec_pods(after, hash).0);
+        if let Some(canary) = after.service("c")
+            && after.router_weight.unwrap_or(0) > 0
+        {
+            prop_assert!(
+                available_after(&canary) > 0,
+                "weight {:?} of {max} goes to {canary}, which has no available pod",
+                after.router_weight
+            );
+        }
+        let (load_before, load_after) = (traffic_by_version(before), traffic_by_version(after));
+        let had_nowhere_to_go = load_before.get("").is_some_and(|&share| share > 0);
+        let leaves_overloaded_pods = |hash: &String| {
+            load_before.iter().any(|(from, &was)| {
+                from != hash
+                    && load_after.get(from).copied().unwrap_or(0) < was
+                    && spec_pods(before, from).1 < replicas_for_weight(was, r, max)
+            })
+        };
+        for (hash, &share) in load_after.iter().filter(|(hash, _)| !hash.is_empty()) {
+            let available = available_after(hash);
+            let was = load_before.get(hash).copied().unwrap_or(0);
+            if share > was && !had_nowhere_to_go && !leaves_overloaded_pods(hash) {
+                let spec_after = spec_pods(after, hash).0;
+                let mut needed = replicas_for_weight(share, r, max);
+                if hash == &new_hash {
+                    needed = needed.min(spec_after.max(1));
+                }
+                prop_assert!(
+                    available >= needed,
+                    "traffic to {hash} rose from {was} to {share} of {max} with {available} available pods (needs {needed}; weight {:?} -> {:?})",
+                    before.router_weight,
+                    after.router_weight
+                );
+            }
+        }
+    }
+
+    // 8. Without traffic routing, pods in all never exceed replicas + maxSurge, and a total above
+    // it (maxSurge or replicas lowered mid-rollout) only moves toward it.
+    if kind == Kind::Basic {
+        let c = spec.strategy.canary.as_ref().unwrap();
+        let (surge, _) = resolve_fenceposts(c.max_surge.as_ref(), c.max_unavailable.as_ref(), r);
+        let total = |w: &World| w.observed.replica_sets.iter().map(|rs| rs.spec_replicas).sum::<i32>();
+        let (was, now) = (total(before), total(after));
+        prop_assert!(now <= was.max(r + surge), "pods in all went from {was} to {now}; the limit is {}", r + surge);
+    }
+
     // Idempotence: planning again from the new status, with the world as the actions left it,
     // asks for nothing more.
     let again = plan(&after.rollout, &after.observed, &after.now);
@@ -319,6 +457,7 @@ fn run_history(
             }
             Op::OnePodEach => w.one_pod_each(),
             Op::PodsSettle => w.pods_settle(),
+            Op::AnalysesStart => w.analyses_start(),
             Op::AnalysesFinish(phase) => {
                 w.analysis_outcome = phase;
                 w.analyses_finish();
@@ -330,6 +469,19 @@ fn run_history(
             Op::Retry => w.retry(),
             Op::Scale(n) => w.rollout.spec.replicas = Some(n),
             Op::Pause(p) => w.rollout.spec.paused = Some(p),
+            Op::MaxSurge(v) => {
+                if let Some(c) = w.rollout.spec.strategy.canary.as_mut() {
+                    c.max_surge = Some(int_or_string(&v));
+                }
+            }
+            Op::MaxUnavailable(v) => {
+                let v = Some(int_or_string(&v));
+                match (w.rollout.spec.strategy.canary.as_mut(), w.rollout.spec.strategy.blue_green.as_mut()) {
+                    (Some(c), _) => c.max_unavailable = v,
+                    (None, Some(b)) => b.max_unavailable = v,
+                    (None, None) => {}
+                }
+            }
         }
         reconcile_checked(kind, &mut w)?;
     }
@@ -366,6 +518,14 @@ fn run_history(
     }
     prop_assert!(st.message.as_deref().is_some_and(|m| !m.is_empty()), "no message");
     Ok(())
+}
+
+/// An IntOrString as `int_or_pct` writes it in YAML.
+fn int_or_string(yaml: &str) -> IntOrString {
+    match yaml.parse() {
+        Ok(n) => IntOrString::Int(n),
+        Err(_) => IntOrString::String(yaml.trim_matches('\'').to_string()),
+    }
 }
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {

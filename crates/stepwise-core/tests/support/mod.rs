@@ -188,6 +188,15 @@ impl World {
         }
     }
 
+    /// Pending analyses start measuring.
+    pub fn analyses_start(&mut self) {
+        for r in &mut self.observed.analysis_runs {
+            if r.phase == AnalysisPhase::Pending && !r.terminating {
+                r.phase = AnalysisPhase::Running;
+            }
+        }
+    }
+
     pub fn analyses_finish(&mut self) {
         for r in &mut self.observed.analysis_runs {
             if !r.phase.is_completed() {

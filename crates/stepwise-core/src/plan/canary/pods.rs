@@ -123,11 +123,10 @@ impl<'c> Canary<'c> {
         let new_counts = ctx.counts(&ctx.hash);
         if self.routed {
             let want = self.routed_canary(idx, w);
-            // A stable that dynamicStableScale shrank must carry its share again before a lower
-            // weight is done.
+            // The stable (which dynamicStableScale may have shrunk) must carry its share before a
+            // lower weight is done.
             let stable_share = replicas_for_weight(self.max_weight - w, ctx.replicas, self.max_weight);
-            let stable_ok = self.spec.dynamic_stable_scale != Some(true)
-                || others.stable.as_deref().is_none_or(|h| ctx.counts(h).kept_available() >= stable_share);
+            let stable_ok = others.stable.as_deref().is_none_or(|h| ctx.counts(h).kept_available() >= stable_share);
             return new_counts.available_once_scaled_to(want) >= want && stable_ok;
         }
         let pods = |h: &str| ctx.rs(h).map(|rs| rs.replicas);

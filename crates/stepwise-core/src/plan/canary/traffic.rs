@@ -17,18 +17,58 @@ pub(crate) fn desire(
 ) {
     // A promotion in this plan has made the previous stable one of the older ReplicaSets.
     let others = c.others(status);
-    let target_weight = target_weight(c, d, &others);
-    let canary_pods = canary_pods(c, d, target_weight);
-    let weight = weight_now(c, d, &others, target_weight, canary_pods);
-    if c.routed {
-        routed_pods(c, d, &others, target_weight, weight, canary_pods, draft);
-    } else {
+    if !c.routed {
         basic_pods(c, d, &others, draft);
+        point_stable_service(c, status, draft);
+        point_basic_canary_service(c, d, status, draft);
+        return;
     }
-    point_services(c, d, status, draft);
-    if c.routed {
-        record_weight(c, status, weight, canary_status, draft);
+    let target_weight = target_weight(c, d, &others);
+    // The canary keeps the pods for the share the stable cannot take back yet.
+    let held = replicas_for_weight(off_stable(c, d, &others), c.ctx.replicas, c.max_weight);
+    let canary_pods =
+        if d.aborted { canary_pods(c, d, target_weight) } else { canary_pods(c, d, target_weight).max(held) };
+    let side = canary_side(c, d, &others, canary_pods);
+    let weight = weight_now(c, d, &others, target_weight, canary_pods, &side);
+    routed_pods(c, d, &others, target_weight, weight, canary_pods, &side, draft);
+    point_stable_service(c, status, draft);
+    point_routed_canary_service(c, d, &others, weight, &side, draft);
+    record_weight(c, status, weight, canary_status, draft);
+}
+
+/// The version the router's canary share reaches (through the canary Service) once the plan is
+/// done, and its available pods. During an abort, the one the canary Service selects. Otherwise
+/// the new version, unless the canary Service selects a canary the new version superseded and the
+/// new one cannot yet carry the share that must stay off the stable: that canary then keeps the
+/// share, and its pods, until the stable or the new version can carry it.
+struct CanarySide {
+    hash: String,
+    available: i32,
+}
+
+fn canary_side(c: &Canary, d: &Decision, others: &Others, canary_pods: i32) -> CanarySide {
+    let ctx = c.ctx;
+    let new = ctx.counts(&ctx.hash);
+    let new_available = if d.aborted { new.kept_available() } else { new.available_once_scaled_to(canary_pods) };
+    let new_side = CanarySide { hash: ctx.hash.clone(), available: new_available };
+    let selected = c.spec.canary_service.as_deref().and_then(|s| ctx.observed.services.get(s).cloned().flatten());
+    let Some(selected) = selected.filter(|h| *h != ctx.hash) else { return new_side };
+    let selected_side = CanarySide { available: ctx.counts(&selected).kept_available(), hash: selected };
+    if d.aborted {
+        return selected_side;
     }
+    let superseded = others.stable.as_deref() != Some(selected_side.hash.as_str());
+    let new_carries = weight_supported_by(new_available, ctx.replicas, c.max_weight);
+    if superseded && (new_available == 0 || new_carries < off_stable(c, d, others)) { selected_side } else { new_side }
+}
+
+/// The share of the traffic the stable cannot take back yet: what it had last time beyond what
+/// its available pods carry (a stable that dynamicStableScale shrank, or one still coming up).
+fn off_stable(c: &Canary, d: &Decision, others: &Others) -> i32 {
+    let ctx = c.ctx;
+    let Some(stable) = others.stable.as_deref().filter(|_| !d.promoted) else { return 0 };
+    let stable_carries = weight_supported_by(ctx.counts(stable).kept_available(), ctx.replicas, c.max_weight);
+    (c.max_weight - stable_carries).min(c.prev_weight.unwrap_or(0)).max(0)
 }
 
 /// The weight the step wants for the canary.
@@ -59,38 +99,36 @@ fn canary_pods(c: &Canary, d: &Decision, target_weight: i32) -> i32 {
 }
 
 /// The weight the canary gets now: traffic only ever goes to available pods. Toward the canary it
-/// never exceeds what the canary's available pods carry; back toward a stable that
-/// dynamicStableScale shrank (a lower step, an abort) it moves only as far as the stable's
-/// available pods carry, while the stable is scaled up.
-fn weight_now(c: &Canary, d: &Decision, others: &Others, target_weight: i32, canary_pods: i32) -> i32 {
+/// never exceeds what the canary's available pods carry; back toward the stable (a lower step, an
+/// abort, a new version) it moves only as far as the stable's available pods carry, while the
+/// stable is scaled up, and the rest stays where it is.
+fn weight_now(c: &Canary, d: &Decision, others: &Others, target: i32, canary_pods: i32, side: &CanarySide) -> i32 {
     let ctx = c.ctx;
     let r = ctx.replicas;
-    let canary_available = ctx.counts(&ctx.hash).available_once_scaled_to(canary_pods);
-    if canary_available == 0 {
+    if side.available == 0 {
         return 0;
     }
-    let stepping = c.routed && !d.aborted && !d.promoted && d.idx < c.n && !d.promote_full;
-    let needed = if stepping { canary_pods } else { replicas_for_weight(target_weight, r, c.max_weight) };
-    let supported =
-        if canary_available >= needed { target_weight } else { weight_supported_by(canary_available, r, c.max_weight) };
-    let toward_canary = if target_weight <= supported || d.aborted || d.promoted {
-        target_weight
+    let toward_canary = if side.hash != ctx.hash {
+        0
     } else {
-        c.prev_weight.unwrap_or(0).max(d.completed_weight.unwrap_or(0)).min(supported).min(target_weight)
+        let stepping = !d.aborted && !d.promoted && d.idx < c.n && !d.promote_full;
+        let needed = if stepping { canary_pods } else { replicas_for_weight(target, r, c.max_weight) };
+        let supported =
+            if side.available >= needed { target } else { weight_supported_by(side.available, r, c.max_weight) };
+        if target <= supported || d.aborted || d.promoted {
+            target
+        } else {
+            c.prev_weight.unwrap_or(0).max(d.completed_weight.unwrap_or(0)).min(supported).min(target)
+        }
     };
-    // Only dynamicStableScale shrinks the stable; otherwise it keeps all its pods and a stable pod
-    // that is not available is not this plan's to wait for (as in Argo).
-    let dynamic = c.spec.dynamic_stable_scale == Some(true);
-    let Some(stable) = others.stable.as_deref().filter(|_| dynamic && !d.promoted) else { return toward_canary };
-    let stable_carries = weight_supported_by(ctx.counts(stable).kept_available(), r, c.max_weight);
-    let floor = c.max_weight - stable_carries;
-    toward_canary.max(floor.min(c.prev_weight.unwrap_or(0)))
+    toward_canary.max(off_stable(c, d, others).min(weight_supported_by(side.available, r, c.max_weight)))
 }
 
 /// Pods with a router: the canary's as decided; the stable keeps all its pods, or with
 /// dynamicStableScale the pods for the largest share of traffic it may carry; older versions go
 /// after scaleDownDelaySeconds; on abort the canary goes once traffic is back on a stable that
 /// can carry it.
+#[allow(clippy::too_many_arguments)]
 fn routed_pods(
     c: &Canary,
     d: &Decision,
@@ -98,6 +136,7 @@ fn routed_pods(
     target: i32,
     weight: i32,
     canary_pods: i32,
+    side: &CanarySide,
     draft: &mut Draft,
 ) {
     let ctx = c.ctx;
@@ -109,7 +148,9 @@ fn routed_pods(
         // which it will carry once it has the pods. A router that cannot confirm weights has the
         // new weight once it is set, so the stable shrinks in the same plan, after the traffic
         // moved (scale-downs come after traffic).
-        let mut lowest = weight.min(target);
+        // Nor does it give up more than the canary's available pods can carry: a setCanaryScale
+        // canary may take a weight its pods cannot carry, and the stable stays ready for it.
+        let mut lowest = weight.min(target).min(weight_supported_by(side.available, r, c.max_weight));
         if !c.weight_reached(weight, true) {
             lowest = lowest.min(c.prev_weight.unwrap_or(0));
         }
@@ -144,6 +185,10 @@ fn routed_pods(
         Some(c.spec.scale_down_delay_seconds.unwrap_or(stepwise_api::DEFAULT_SCALE_DOWN_DELAY_SECONDS))
     };
     for hash in &others.older {
+        // A superseded canary that still takes traffic keeps its pods.
+        if *hash == side.hash && weight > 0 {
+            continue;
+        }
         draft.scale_down_after(ctx, hash, delay);
     }
 }
@@ -186,18 +231,52 @@ fn basic_pods(c: &Canary, d: &Decision, others: &Others, draft: &mut Draft) {
     }
 }
 
-/// Stable Service to the stable pods, canary Service to the new pods (to stable on abort), each
-/// once the pods behind it are available.
-fn point_services(c: &Canary, d: &Decision, status: &RolloutStatus, draft: &mut Draft) {
+/// The stable Service selects the stable pods once they are available.
+fn point_stable_service(c: &Canary, status: &RolloutStatus, draft: &mut Draft) {
     let ctx = c.ctx;
-    let stable = status.stable_rs.clone();
-    if let (Some(service), Some(sh)) = (c.spec.stable_service.as_deref(), stable.as_deref())
+    if let (Some(service), Some(sh)) = (c.spec.stable_service.as_deref(), status.stable_rs.as_deref())
         && draft.desired.available(ctx, sh) > 0
     {
         draft.desired.select(service, sh);
     }
-    let canary_target = if d.aborted { stable } else { Some(ctx.hash.clone()) };
-    if let (Some(service), Some(target)) = (c.spec.canary_service.as_deref(), canary_target)
+}
+
+/// Without a router the canary Service selects the new pods once they are available, and the
+/// stable pods on abort.
+fn point_basic_canary_service(c: &Canary, d: &Decision, status: &RolloutStatus, draft: &mut Draft) {
+    let ctx = c.ctx;
+    let target = if d.aborted { status.stable_rs.clone() } else { Some(ctx.hash.clone()) };
+    if let (Some(service), Some(target)) = (c.spec.canary_service.as_deref(), target)
+        && draft.desired.available(ctx, &target) > 0
+    {
+        draft.desired.select(service, &target);
+    }
+}
+
+/// With a router the canary Service selects the version that carries the canary's share (see
+/// [`canary_side`]) once it has available pods; on abort it goes to the stable pods only once the
+/// weight is back at 0 and the stable carries it all, since until then the canary's share must
+/// reach pods that are available.
+fn point_routed_canary_service(
+    c: &Canary,
+    d: &Decision,
+    others: &Others,
+    weight: i32,
+    side: &CanarySide,
+    draft: &mut Draft,
+) {
+    let ctx = c.ctx;
+    let Some(service) = c.spec.canary_service.as_deref() else { return };
+    let target = match others.stable.as_deref() {
+        Some(sh) if d.aborted => {
+            let back = weight == 0 && draft.desired.available(ctx, sh) >= ctx.replicas;
+            back.then(|| sh.to_string())
+        }
+        // Nothing to go back to: the new version is (or becomes) stable.
+        _ if d.aborted => None,
+        _ => Some(side.hash.clone()),
+    };
+    if let Some(target) = target
         && draft.desired.available(ctx, &target) > 0
     {
         draft.desired.select(service, &target);
