@@ -30,10 +30,23 @@ pub(crate) fn desire(
         if d.aborted { canary_pods(c, d, target_weight) } else { canary_pods(c, d, target_weight).max(held) };
     let side = canary_side(c, d, &others, canary_pods);
     let weight = weight_now(c, d, &others, target_weight, canary_pods, &side);
-    routed_pods(c, d, &others, target_weight, weight, canary_pods, &side, draft);
+    let routed = Routed { target: target_weight, weight, canary_pods, side };
+    routed_pods(c, d, &others, &routed, draft);
     point_stable_service(c, status, draft);
-    point_routed_canary_service(c, d, &others, weight, &side, draft);
+    point_routed_canary_service(c, d, &others, &routed, draft);
     record_weight(c, status, weight, canary_status, draft);
+}
+
+/// What a routed canary's plan settled on.
+struct Routed {
+    /// The weight the step wants.
+    target: i32,
+    /// The weight set now.
+    weight: i32,
+    /// The new version's pods.
+    canary_pods: i32,
+    /// Where the canary's share goes.
+    side: CanarySide,
 }
 
 /// The version the router's canary share reaches (through the canary Service) once the plan is
@@ -82,14 +95,14 @@ fn target_weight(c: &Canary, d: &Decision, others: &Others) -> i32 {
     }
 }
 
-/// The canary's pods with a router (without one, the basic arithmetic decides): the step's
+/// The canary's pods with a router: the step's
 /// (setCanaryScale may set fewer or more than the weight needs), all of them at the end, and on
 /// abort they stay until traffic is back on stable.
 fn canary_pods(c: &Canary, d: &Decision, target_weight: i32) -> i32 {
     let ctx = c.ctx;
     if d.promoted {
         ctx.replicas
-    } else if d.aborted || !c.routed {
+    } else if d.aborted {
         ctx.counts(&ctx.hash).spec
     } else if d.idx >= c.n || d.promote_full {
         ctx.replicas
@@ -128,17 +141,8 @@ fn weight_now(c: &Canary, d: &Decision, others: &Others, target: i32, canary_pod
 /// dynamicStableScale the pods for the largest share of traffic it may carry; older versions go
 /// after scaleDownDelaySeconds; on abort the canary goes once traffic is back on a stable that
 /// can carry it.
-#[allow(clippy::too_many_arguments)]
-fn routed_pods(
-    c: &Canary,
-    d: &Decision,
-    others: &Others,
-    target: i32,
-    weight: i32,
-    canary_pods: i32,
-    side: &CanarySide,
-    draft: &mut Draft,
-) {
+fn routed_pods(c: &Canary, d: &Decision, others: &Others, routed: &Routed, draft: &mut Draft) {
+    let Routed { target, weight, canary_pods, ref side } = *routed;
     let ctx = c.ctx;
     let r = ctx.replicas;
     let dynamic = c.spec.dynamic_stable_scale == Some(true);
@@ -257,14 +261,8 @@ fn point_basic_canary_service(c: &Canary, d: &Decision, status: &RolloutStatus, 
 /// [`canary_side`]) once it has available pods; on abort it goes to the stable pods only once the
 /// weight is back at 0 and the stable carries it all, since until then the canary's share must
 /// reach pods that are available.
-fn point_routed_canary_service(
-    c: &Canary,
-    d: &Decision,
-    others: &Others,
-    weight: i32,
-    side: &CanarySide,
-    draft: &mut Draft,
-) {
+fn point_routed_canary_service(c: &Canary, d: &Decision, others: &Others, routed: &Routed, draft: &mut Draft) {
+    let Routed { weight, ref side, .. } = *routed;
     let ctx = c.ctx;
     let Some(service) = c.spec.canary_service.as_deref() else { return };
     let target = match others.stable.as_deref() {
