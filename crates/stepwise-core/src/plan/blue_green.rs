@@ -2,7 +2,9 @@
 //! pre-promotion analysis and the pause, takes over the active Service, passes its
 //! post-promotion analysis and becomes stable. Decided first, then the desired state.
 
-use stepwise_api::{BlueGreenStatus, BlueGreenStrategy, PauseReason, RolloutStatus};
+use stepwise_api::{
+    BlueGreenStatus, BlueGreenStrategy, PauseReason, RolloutAnalysis, RolloutAnalysisRunStatus, RolloutStatus,
+};
 
 use super::abort::{abort, aborted};
 use super::action::EventType;
@@ -142,21 +144,11 @@ fn gates(
     // A promote that accepted an inconclusive analysis also ends the pause: one promote, one "go on".
     let mut analysis_accepted = false;
     if let Some(analysis) = bg.pre_promotion_analysis.as_ref().filter(|_| !promote_full && !switched) {
-        let revision = status.current_revision.unwrap_or(1);
-        let recorded = bgs.pre_promotion_analysis_run_status.clone();
-        let mut run = ensure_run(ctx, draft, recorded.as_ref(), AnalysisKind::PrePromotion, analysis, revision);
-        let seen = prev.blue_green.as_ref().and_then(|b| b.pre_promotion_analysis_run_status.as_ref());
-        let verdict = judge(&mut run, prev, seen, status);
-        bgs.pre_promotion_analysis_run_status = Some(run.clone());
+        let (verdict, run) = judge_gate(ctx, prev, status, bgs, draft, AnalysisKind::PrePromotion, analysis);
         match verdict {
             Verdict::Pass => analysis_accepted = run.status == stepwise_api::AnalysisPhase::Inconclusive,
-            Verdict::Fail => return Gate::Failed(analysis_verdict(&run, "Pre-promotion")),
-            Verdict::Hold => {
-                let message = analysis_verdict(&run, "Pre-promotion");
-                add_pause(ctx, status, draft, PauseReason::InconclusiveAnalysisRun, message);
-                return Gate::Closed;
-            }
-            Verdict::Waiting => return Gate::Closed,
+            Verdict::Fail => return Gate::Failed(analysis_verdict(&run, gate_name(AnalysisKind::PrePromotion))),
+            Verdict::Hold | Verdict::Waiting => return Gate::Closed,
         }
     }
     let auto = bg.auto_promotion_enabled.unwrap_or(true);
@@ -211,20 +203,11 @@ fn promote_after_switch(
         _ if stable_now => {}
         None => stable_now = true,
         Some(analysis) if active_switched(ctx, bg, status) => {
-            let revision = status.current_revision.unwrap_or(1);
-            let recorded = bgs.post_promotion_analysis_run_status.clone();
-            let mut run = ensure_run(ctx, draft, recorded.as_ref(), AnalysisKind::PostPromotion, analysis, revision);
-            let seen = prev.blue_green.as_ref().and_then(|b| b.post_promotion_analysis_run_status.as_ref());
-            let verdict = judge(&mut run, prev, seen, status);
-            bgs.post_promotion_analysis_run_status = Some(run.clone());
+            let (verdict, run) = judge_gate(ctx, prev, status, bgs, draft, AnalysisKind::PostPromotion, analysis);
             match verdict {
                 Verdict::Pass => stable_now = true,
-                Verdict::Fail => return Err(analysis_verdict(&run, "Post-promotion")),
-                Verdict::Hold => {
-                    let message = analysis_verdict(&run, "Post-promotion");
-                    add_pause(ctx, status, draft, PauseReason::InconclusiveAnalysisRun, message);
-                }
-                Verdict::Waiting => {}
+                Verdict::Fail => return Err(analysis_verdict(&run, gate_name(AnalysisKind::PostPromotion))),
+                Verdict::Hold | Verdict::Waiting => {}
             }
         }
         Some(_) => {}
@@ -242,6 +225,43 @@ fn promote_after_switch(
         }
     }
     Ok(())
+}
+
+/// Where the status records the run of a gate.
+fn gate_run(bgs: &mut BlueGreenStatus, kind: AnalysisKind) -> &mut Option<RolloutAnalysisRunStatus> {
+    if kind == AnalysisKind::PrePromotion {
+        &mut bgs.pre_promotion_analysis_run_status
+    } else {
+        &mut bgs.post_promotion_analysis_run_status
+    }
+}
+
+fn gate_name(kind: AnalysisKind) -> &'static str {
+    if kind == AnalysisKind::PrePromotion { "Pre-promotion" } else { "Post-promotion" }
+}
+
+/// Judges the run of a gate, starting it when there is none, and records it; an inconclusive
+/// result pauses for a person.
+fn judge_gate(
+    ctx: &Ctx,
+    prev: &RolloutStatus,
+    status: &mut RolloutStatus,
+    bgs: &mut BlueGreenStatus,
+    draft: &mut Draft,
+    kind: AnalysisKind,
+    analysis: &RolloutAnalysis,
+) -> (Verdict, RolloutAnalysisRunStatus) {
+    let revision = status.current_revision.unwrap_or(1);
+    let recorded = gate_run(bgs, kind).clone();
+    let mut run = ensure_run(ctx, draft, recorded.as_ref(), kind, analysis, revision);
+    let mut seen_before = prev.blue_green.clone().unwrap_or_default();
+    let verdict = judge(&mut run, prev, gate_run(&mut seen_before, kind).as_ref(), status);
+    *gate_run(bgs, kind) = Some(run.clone());
+    if verdict == Verdict::Hold {
+        let message = analysis_verdict(&run, gate_name(kind));
+        add_pause(ctx, status, draft, PauseReason::InconclusiveAnalysisRun, message);
+    }
+    (verdict, run)
 }
 
 fn desire(
