@@ -274,8 +274,10 @@ fn point_routed_canary_service(c: &Canary, d: &Decision, others: &Others, routed
         _ if d.aborted => None,
         _ => Some(side.hash.clone()),
     };
+    // With no replicas wanted the stable has no pods to wait for: the Service goes back at once
+    // rather than hold on to a canary that is about to go.
     if let Some(target) = target
-        && draft.desired.available(ctx, &target) > 0
+        && (draft.desired.available(ctx, &target) > 0 || (d.aborted && ctx.replicas == 0))
     {
         draft.desired.select(service, &target);
     }
