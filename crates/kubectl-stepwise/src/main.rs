@@ -1,20 +1,541 @@
-//! `kubectl stepwise`: the command-line plugin. Its commands (get, promote, abort, retry, undo,
-//! status) arrive with the plugin issue; until then it names them and says where they stand.
+//! `kubectl stepwise`: drive stepwise Rollouts from the command line. The decisions and the
+//! rendering live in the library (`decide`, `render`); this file reads, patches and prints.
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("version") => println!(
-            "kubectl-stepwise {} (API {}/{})",
-            env!("CARGO_PKG_VERSION"),
-            stepwise_api::GROUP,
-            stepwise_api::VERSION
-        ),
-        _ => {
-            eprintln!(
-                "kubectl stepwise: the plugin's commands are not built yet; see docs/operations.md for the fields to patch"
-            );
-            std::process::exit(2);
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Config, ResourceExt};
+use kubectl_stepwise::decide::{self, Decision, Verdict};
+use kubectl_stepwise::{RolloutTree, render};
+use serde_json::Value;
+use stepwise_api::operations::{Patches, revision_of};
+use stepwise_api::{AnalysisRun, POD_TEMPLATE_HASH_LABEL, Rollout};
+
+/// Drive stepwise Rollouts: see them, promote, abort, retry, undo.
+#[derive(Parser)]
+#[command(name = "kubectl stepwise", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// kubectl's connection flags, accepted before or after the command.
+#[derive(Args, Clone)]
+struct Global {
+    /// Path of the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: the current context).
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Namespace (default: the context's namespace, else "default").
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a Rollout as a tree: revisions, ReplicaSets, pods, AnalysisRuns.
+    Get {
+        #[command(subcommand)]
+        what: GetWhat,
+    },
+    /// List Rollouts, one line each.
+    List {
+        #[command(subcommand)]
+        what: ListWhat,
+    },
+    /// For CI: exit 0 when Healthy, 1 when Degraded or aborted, 2 when not there at the timeout
+    /// (at once without --watch or --timeout). The reason is on the last line.
+    Status {
+        name: String,
+        /// Wait until the Rollout is Healthy, Degraded or aborted.
+        #[arg(short, long)]
+        watch: bool,
+        /// Give up after this long (e.g. 90s, 5m); implies --watch.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// End the current pause (or skip the current step); --full skips every remaining step.
+    Promote {
+        name: String,
+        #[arg(long)]
+        full: bool,
+    },
+    /// Send traffic and pods back to the stable version.
+    Abort { name: String },
+    /// Start an aborted update again from step 1.
+    Retry { name: String },
+    /// Pause by hand: nothing scales and no step advances.
+    Pause { name: String },
+    /// Resume a Rollout paused by hand.
+    Resume { name: String },
+    /// Replace every pod, one at a time.
+    Restart { name: String },
+    /// Put back the pod template of an earlier revision (default: the one before the current).
+    Undo {
+        name: String,
+        #[arg(long)]
+        to_revision: Option<i64>,
+    },
+    /// Change a Rollout.
+    Set {
+        #[command(subcommand)]
+        what: SetWhat,
+    },
+    /// The plugin's version and the cluster's.
+    Version,
+    /// A shell completion script for `kubectl-stepwise` on stdout.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum GetWhat {
+    /// One Rollout.
+    #[command(visible_aliases = ["rollouts", "ro"])]
+    Rollout {
+        name: String,
+        /// Output format for scripts.
+        #[arg(short, long, value_enum)]
+        output: Option<Output>,
+        /// Redraw whenever the Rollout, its ReplicaSets or pods change.
+        #[arg(short, long)]
+        watch: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListWhat {
+    /// Rollouts of the namespace (or of all with -A).
+    #[command(visible_aliases = ["rollout", "ro"])]
+    Rollouts {
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SetWhat {
+    /// Set a container's image, which starts an update.
+    Image {
+        name: String,
+        /// CONTAINER=IMAGE
+        assignment: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Json,
+    Yaml,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    stepwise_api::duration::parse_go_duration(text).map_err(|e| e.to_string())
+}
+
+/// A connected client and where the command acts.
+struct Cx {
+    client: Client,
+    namespace: String,
+    server: String,
+    context: String,
+}
+
+impl Cx {
+    async fn connect(global: &Global) -> anyhow::Result<Self> {
+        let options = KubeConfigOptions { context: global.context.clone(), ..Default::default() };
+        let kubeconfig = match &global.kubeconfig {
+            Some(path) => {
+                Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?
+            }
+            None => Kubeconfig::read().context("no kubeconfig: set KUBECONFIG or pass --kubeconfig")?,
+        };
+        let context = global.context.clone().or(kubeconfig.current_context.clone()).unwrap_or_default();
+        let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .with_context(|| format!("cannot use context {context:?} of the kubeconfig"))?;
+        let namespace = global.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config).context("cannot build a client from the kubeconfig")?;
+        Ok(Cx { client, namespace, server, context })
+    }
+
+    fn rollouts(&self) -> Api<Rollout> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// A kube error as something a person can act on.
+    fn explain(&self, e: kube::Error, verb: &str, resource: &str, name: Option<&str>) -> anyhow::Error {
+        let ns = &self.namespace;
+        match e {
+            kube::Error::Api(status) if status.code == 404 => {
+                if status.message.contains("could not find the requested resource") {
+                    anyhow!(
+                        "the stepwise CRDs are not installed in this cluster ({resource}.stepwise.dev is not served): install them with `kubectl apply -f crds/`"
+                    )
+                } else {
+                    match name {
+                        Some(n) => anyhow!(
+                            "Rollout {n:?} not found in namespace {ns:?} (`kubectl stepwise list rollouts -A` lists them all)"
+                        ),
+                        None => anyhow!("{}", status.message),
+                    }
+                }
+            }
+            kube::Error::Api(status) if status.code == 403 => anyhow!(
+                "forbidden: you may not {verb} {resource} in namespace {ns:?} (ask for RBAC that grants it): {}",
+                status.message
+            ),
+            kube::Error::Api(status) if status.code == 401 => {
+                anyhow!(
+                    "unauthorized: the server {} refused the credentials of context {:?}",
+                    self.server,
+                    self.context
+                )
+            }
+            e @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => anyhow!(
+                "cannot reach the cluster at {} (context {:?}): {e}; is it running? check --kubeconfig and --context",
+                self.server,
+                self.context
+            ),
+            e => anyhow::Error::new(e).context(format!("{verb} {resource}")),
+        }
+    }
+
+    async fn get(&self, name: &str) -> anyhow::Result<Rollout> {
+        self.rollouts().get(name).await.map_err(|e| self.explain(e, "get", "rollouts", Some(name)))
+    }
+
+    /// The Rollout and what it owns.
+    async fn tree(&self, name: &str) -> anyhow::Result<RolloutTree> {
+        let rollout = self.get(name).await?;
+        let uid = rollout.uid();
+        let owned = |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference]| {
+            refs.iter().any(|o| Some(&o.uid) == uid.as_ref())
+        };
+        let labelled = ListParams::default().labels(POD_TEMPLATE_HASH_LABEL);
+        let rs_api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &self.namespace);
+        let replica_sets: Vec<ReplicaSet> = rs_api
+            .list(&labelled)
+            .await
+            .map_err(|e| self.explain(e, "list", "replicasets", None))?
+            .items
+            .into_iter()
+            .filter(|rs| owned(rs.owner_references()))
+            .collect();
+        let rs_uids: Vec<Option<String>> = replica_sets.iter().map(|rs| rs.uid()).collect();
+        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let pods = pod_api
+            .list(&labelled)
+            .await
+            .map_err(|e| self.explain(e, "list", "pods", None))?
+            .items
+            .into_iter()
+            .filter(|p| p.owner_references().iter().any(|o| rs_uids.contains(&Some(o.uid.clone()))))
+            .collect();
+        let run_api: Api<AnalysisRun> = Api::namespaced(self.client.clone(), &self.namespace);
+        let analysis_runs = run_api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.explain(e, "list", "analysisruns", None))?
+            .items
+            .into_iter()
+            .filter(|r| owned(r.owner_references()))
+            .collect();
+        Ok(RolloutTree { rollout, replica_sets, pods, analysis_runs })
+    }
+
+    async fn apply(&self, name: &str, patches: &Patches) -> Result<(), kube::Error> {
+        if let Some(spec) = &patches.spec {
+            self.rollouts().patch(name, &PatchParams::default(), &Patch::Merge(spec)).await?;
+        }
+        if let Some(status) = &patches.status {
+            self.rollouts().patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads, decides and patches; on a 409 (the controller changed the Rollout after it was
+    /// read) reads and decides again, so nothing is decided from a state the person never saw.
+    async fn operate(&self, name: &str, decide: impl Fn(&Rollout) -> Result<Decision, String>) -> anyhow::Result<()> {
+        for _ in 0..10 {
+            let rollout = self.get(name).await?;
+            let decision = decide(&rollout).map_err(|reason| anyhow!("{reason}"))?;
+            match self.apply(name, &decision.patches).await {
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(self.explain(e, "patch", "rollouts", Some(name))),
+                Ok(()) => {
+                    println!("{}", decision.done);
+                    return Ok(());
+                }
+            }
+        }
+        bail!("rollout {name:?} changed under every one of 10 attempts; try again")
+    }
+
+    async fn json_patch(&self, name: &str, patch: Value) -> anyhow::Result<()> {
+        let patch = Patch::<Value>::Json(serde_json::from_value(patch)?);
+        match self.rollouts().patch(name, &PatchParams::default(), &patch).await {
+            Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("test") => {
+                bail!("rollout {name:?} changed while the patch was made; try again")
+            }
+            result => result.map(drop).map_err(|e| self.explain(e, "patch", "rollouts", Some(name))),
+        }
+    }
+}
+
+fn colour_phase(text: String) -> String {
+    if !std::io::stdout().is_terminal() || std::env::var_os("NO_COLOR").is_some() {
+        return text;
+    }
+    text.lines()
+        .map(|line| match line.strip_prefix("Phase:") {
+            Some(rest) => {
+                let code = match rest.trim() {
+                    "Healthy" => "32",
+                    "Degraded" => "31",
+                    "Paused" => "33",
+                    _ => "36",
+                };
+                format!("Phase:{}\x1b[{code}m{}\x1b[0m", &rest[..rest.len() - rest.trim_start().len()], rest.trim())
+            }
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+async fn get_rollout(cx: &Cx, name: &str, output: Option<Output>, watch: bool) -> anyhow::Result<()> {
+    let print = |t: &RolloutTree, redraw: bool| -> anyhow::Result<()> {
+        match output {
+            Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&render::summary(t))?),
+            Some(Output::Yaml) => print!("{}", serde_yaml::to_string(&render::summary(t))?),
+            None => {
+                // Redraw in place only on a terminal; piped output gets one tree after another.
+                if redraw && std::io::stdout().is_terminal() {
+                    print!("\x1b[H\x1b[2J");
+                } else if redraw {
+                    println!();
+                }
+                print!("{}", colour_phase(render::tree(t, Timestamp::now())));
+            }
+        }
+        Ok(())
+    };
+    let first = cx.tree(name).await?;
+    print(&first, false)?;
+    if !watch {
+        return Ok(());
+    }
+    // Any change of the Rollout, a ReplicaSet, a pod or an AnalysisRun in the namespace wakes a
+    // redraw; the tree is then read again, so what is drawn is consistent.
+    let labelled = watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL);
+    let rollout = watcher(cx.rollouts(), watcher::Config::default().fields(&format!("metadata.name={name}")))
+        .default_backoff()
+        .map_ok(drop)
+        .boxed();
+    let rs = watcher(Api::<ReplicaSet>::namespaced(cx.client.clone(), &cx.namespace), labelled.clone())
+        .default_backoff()
+        .map_ok(drop)
+        .boxed();
+    let pods = watcher(Api::<Pod>::namespaced(cx.client.clone(), &cx.namespace), labelled)
+        .default_backoff()
+        .map_ok(drop)
+        .boxed();
+    let runs = watcher(Api::<AnalysisRun>::namespaced(cx.client.clone(), &cx.namespace), watcher::Config::default())
+        .default_backoff()
+        .map_ok(drop)
+        .boxed();
+    let mut changes = futures::stream::select_all([rollout, rs, pods, runs]);
+    let mut last = render::tree(&first, Timestamp::now());
+    while let Some(change) = changes.next().await {
+        if change.is_err() {
+            continue;
+        }
+        // A burst of events (a scale-up touches many pods) gives one redraw.
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), changes.next()).await {}
+        let tree = cx.tree(name).await?;
+        let text = render::tree(&tree, Timestamp::now());
+        if text != last || output.is_some() {
+            print(&tree, true)?;
+            last = text;
+        }
+    }
+    Ok(())
+}
+
+async fn status(cx: &Cx, name: &str, watch: bool, timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
+    let rollout = cx.get(name).await?;
+    let mut verdict = decide::verdict(&rollout);
+    if !watch && timeout.is_none() || !matches!(verdict, Verdict::InProgress(_)) {
+        println!("{}", verdict.reason());
+        return Ok(ExitCode::from(verdict.exit_code() as u8));
+    }
+    println!("{}", verdict.reason());
+    let changes = kube::runtime::watcher::watch_object(cx.rollouts(), name);
+    let wait = async {
+        let mut changes = std::pin::pin!(changes);
+        while let Some(change) = changes.next().await {
+            match change {
+                Ok(Some(ro)) => {
+                    let next = decide::verdict(&ro);
+                    if next != verdict {
+                        println!("{}", next.reason());
+                    }
+                    verdict = next;
+                    if !matches!(verdict, Verdict::InProgress(_)) {
+                        return Ok(verdict.exit_code());
+                    }
+                }
+                Ok(None) => bail!("Rollout {name:?} was deleted"),
+                // The watcher starts again by itself; a passing error is not the rollout's state.
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+        bail!("the watch of rollout {name:?} ended")
+    };
+    match timeout {
+        None => Ok(ExitCode::from(wait.await? as u8)),
+        Some(limit) => match tokio::time::timeout(limit, wait).await {
+            Ok(code) => Ok(ExitCode::from(code? as u8)),
+            Err(_) => {
+                let last = decide::verdict(&cx.get(name).await?);
+                println!("timed out after {}: {}", humantime(limit), last.reason());
+                Ok(ExitCode::from(2))
+            }
+        },
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+async fn undo(cx: &Cx, name: &str, to: Option<i64>) -> anyhow::Result<()> {
+    let tree = cx.tree(name).await?;
+    let revisions: Vec<(i64, Value)> = tree
+        .replica_sets
+        .iter()
+        .map(|rs| {
+            let template = rs.spec.as_ref().and_then(|s| s.template.clone());
+            (revision_of(rs.annotations()), serde_json::to_value(template).unwrap_or(Value::Null))
+        })
+        .collect();
+    let (patch, done) = decide::undo(&tree.rollout, &revisions, to).map_err(|e| anyhow!("{e}"))?;
+    cx.json_patch(name, patch).await?;
+    println!("{done}");
+    Ok(())
+}
+
+async fn set_image(cx: &Cx, name: &str, assignment: &str) -> anyhow::Result<()> {
+    let Some((container, image)) = assignment.split_once('=').filter(|(c, i)| !c.is_empty() && !i.is_empty()) else {
+        bail!("expected CONTAINER=IMAGE, got {assignment:?}");
+    };
+    let rollout = cx.get(name).await?;
+    let (patch, done) = decide::set_image(&rollout, container, image).map_err(|e| anyhow!("{e}"))?;
+    cx.json_patch(name, patch).await?;
+    println!("{done}");
+    Ok(())
+}
+
+async fn version(global: &Global) -> anyhow::Result<()> {
+    println!(
+        "client: kubectl-stepwise {} (API {}/{})",
+        env!("CARGO_PKG_VERSION"),
+        stepwise_api::GROUP,
+        stepwise_api::VERSION
+    );
+    let cx = Cx::connect(global).await?;
+    let server = cx.client.apiserver_version().await.map_err(|e| cx.explain(e, "get", "version", None))?;
+    println!("server: Kubernetes {} at {}", server.git_version, cx.server);
+    let crds = match cx.rollouts().list(&ListParams::default().limit(1)).await {
+        Ok(_) => format!("installed ({}/{} served)", stepwise_api::GROUP, stepwise_api::VERSION),
+        Err(e) => cx.explain(e, "list", "rollouts", None).to_string(),
+    };
+    println!("stepwise CRDs: {crds}");
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Version => {
+            version(&cli.global).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "kubectl-stepwise", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let cx = Cx::connect(&cli.global).await?;
+    match cli.command {
+        Command::Get { what: GetWhat::Rollout { name, output, watch } } => {
+            get_rollout(&cx, &name, output, watch).await?
+        }
+        Command::List { what: ListWhat::Rollouts { all_namespaces } } => {
+            let api: Api<Rollout> = if all_namespaces { Api::all(cx.client.clone()) } else { cx.rollouts() };
+            let mut items =
+                api.list(&ListParams::default()).await.map_err(|e| cx.explain(e, "list", "rollouts", None))?.items;
+            if items.is_empty() {
+                let scope =
+                    if all_namespaces { "any namespace".to_string() } else { format!("namespace {:?}", cx.namespace) };
+                eprintln!("no Rollouts in {scope}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            items.sort_by_key(|r| (r.namespace(), r.name_any()));
+            print!("{}", render::list(&items, all_namespaces, Timestamp::now()));
+        }
+        Command::Status { name, watch, timeout } => return status(&cx, &name, watch, timeout).await,
+        Command::Promote { name, full } => cx.operate(&name, |ro| decide::promote(ro, full)).await?,
+        Command::Abort { name } => cx.operate(&name, decide::abort).await?,
+        Command::Retry { name } => cx.operate(&name, decide::retry).await?,
+        Command::Pause { name } => cx.operate(&name, |ro| decide::set_paused(ro, true)).await?,
+        Command::Resume { name } => cx.operate(&name, |ro| decide::set_paused(ro, false)).await?,
+        Command::Restart { name } => {
+            let at = Timestamp::from_second(Timestamp::now().as_second())?.to_string();
+            cx.operate(&name, |ro| Ok(decide::restart(ro, &at))).await?
+        }
+        Command::Undo { name, to_revision } => undo(&cx, &name, to_revision).await?,
+        Command::Set { what: SetWhat::Image { name, assignment } } => set_image(&cx, &name, &assignment).await?,
+        Command::Version | Command::Completion { .. } => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

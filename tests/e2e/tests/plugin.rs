@@ -1,0 +1,228 @@
+//! `kubectl stepwise …` through the real kubectl, with the built plugin on PATH, against the local
+//! control plane and a controller: what a person or a CI job typing the commands gets.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use stepwise_api::RolloutPhase;
+use stepwise_e2e::{Env, kubeconfig_path, repo_root, secs};
+
+const STEPS: &str = "    canary:\n      steps:\n      - setWeight: 25\n      - pause: {}\n      - setWeight: 50\n      - pause: {}\n      - setWeight: 75\n      - pause: {}\n";
+
+/// What one `kubectl stepwise` run printed and how it exited.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or_default()
+    }
+}
+
+/// kubectl as the project's scripts install it.
+fn kubectl() -> PathBuf {
+    let env = std::fs::read_to_string(repo_root().join("target/cluster/env")).unwrap_or_default();
+    env.lines()
+        .find_map(|l| l.strip_prefix("KUBECTL="))
+        .map(|p| PathBuf::from(p.trim_matches('\'')))
+        .unwrap_or_else(|| repo_root().join("target/cluster/bin/kubectl"))
+}
+
+/// Runs `kubectl stepwise <args> -n <namespace>` with the debug build of the plugin on PATH.
+async fn stepwise(ns: &str, args: &[&str]) -> anyhow::Result<Run> {
+    let plugin_dir = repo_root().join("target/debug");
+    anyhow::ensure!(
+        plugin_dir.join("kubectl-stepwise").exists(),
+        "target/debug/kubectl-stepwise not built: run `cargo build --bins` first"
+    );
+    let path = std::env::join_paths(
+        std::iter::once(plugin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )?;
+    let out = tokio::process::Command::new(kubectl())
+        .arg("stepwise")
+        .args(args)
+        .args(["-n", ns])
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig_path())
+        .output()
+        .await?;
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!("$ kubectl stepwise {} -n {}\n{}{}[exit {}]", args.join(" "), ns, run.stdout, run.stderr, run.code);
+    Ok(run)
+}
+
+/// Runs a command that must succeed and returns what it printed.
+async fn ok(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    let run = stepwise(ns, args).await?;
+    anyhow::ensure!(run.code == 0, "`kubectl stepwise {}` exited {}: {}", args.join(" "), run.code, run.stderr);
+    Ok(run.stdout)
+}
+
+async fn canary(name: &str) -> anyhow::Result<Env> {
+    let env = Env::new(name).await?;
+    env.given_rollout(4, STEPS).await?;
+    Ok(env)
+}
+
+fn image(rollout: &stepwise_api::Rollout) -> String {
+    let template = rollout.spec.template.clone().unwrap_or_default();
+    template.spec.unwrap_or_default().containers[0].image.clone().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_image_starts_an_update_promote_continues_it_and_promote_full_skips_the_rest() -> anyhow::Result<()> {
+    let env = canary("plugin-promote").await?;
+    let refused = stepwise(&env.ns, &["promote", "app"]).await?;
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("is Healthy: there is no update in progress"), "{}", refused.stderr);
+
+    let said = ok(&env.ns, &["set", "image", "app", "app=example.invalid/demo:2"]).await?;
+    assert!(said.contains(r#"container "app" set to example.invalid/demo:2"#), "{said}");
+    env.then_paused_at_step(1, secs(60)).await?;
+
+    let said = ok(&env.ns, &["promote", "app"]).await?;
+    assert!(said.contains("pause at step 2/6 ended"), "{said}");
+    env.then_paused_at_step(3, secs(60)).await?;
+    let tree = ok(&env.ns, &["get", "rollout", "app"]).await?;
+    assert!(tree.contains("Step:      4/6"), "{tree}");
+    assert!(tree.contains("revision 2 (canary)  example.invalid/demo:2"), "{tree}");
+
+    ok(&env.ns, &["promote", "app", "--full"]).await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    env.then_pods(4, 0, secs(30)).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn abort_returns_to_stable_and_retry_starts_the_update_again() -> anyhow::Result<()> {
+    let env = canary("plugin-abort").await?;
+    let refused = stepwise(&env.ns, &["retry", "app"]).await?;
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("is not aborted (it is Healthy)"), "{}", refused.stderr);
+
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    let said = ok(&env.ns, &["abort", "app"]).await?;
+    assert!(said.contains("aborted: traffic and pods go back to the stable version"), "{said}");
+    env.then_phase(RolloutPhase::Degraded, secs(60)).await?;
+    env.then_pods(0, 4, secs(60)).await?;
+
+    ok(&env.ns, &["retry", "app"]).await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.then_pods(1, 3, secs(60)).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_exits_0_when_healthy_2_at_the_timeout_and_1_when_aborted_with_the_reason_last() -> anyhow::Result<()> {
+    let env = canary("plugin-status").await?;
+    let healthy = stepwise(&env.ns, &["status", "app"]).await?;
+    assert_eq!((healthy.code, healthy.last_line()), (0, "Healthy at revision 1"));
+
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    let waiting = stepwise(&env.ns, &["status", "app", "--timeout", "2s"]).await?;
+    assert_eq!(waiting.code, 2);
+    assert_eq!(waiting.last_line(), "timed out after 2s: Paused at step 2/6: pause, waiting for promote");
+
+    // A watching status sees the abort happen and exits with it.
+    let ns = env.ns.clone();
+    let watching = tokio::spawn(async move { stepwise(&ns, &["status", "app", "--watch", "--timeout", "60s"]).await });
+    tokio::time::sleep(secs(1)).await;
+    env.when_abort().await?;
+    let aborted = watching.await??;
+    assert_eq!(aborted.code, 1, "{}", aborted.stdout);
+    assert!(aborted.last_line().starts_with("Aborted"), "{}", aborted.stdout);
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_rolls_back_to_the_previous_revision_and_restart_replaces_the_pods() -> anyhow::Result<()> {
+    let env = canary("plugin-undo").await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+
+    let said = ok(&env.ns, &["undo", "app"]).await?;
+    assert!(said.contains("rolled back to the template of revision 1"), "{said}");
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    assert_eq!(image(&env.get().await?), "example.invalid/demo:1");
+    env.then_pods(4, 0, secs(60)).await?;
+
+    let before = epoch_seconds();
+    // Creation times count whole seconds: a pod created after the restart is then strictly newer.
+    tokio::time::sleep(secs(1)).await;
+    ok(&env.ns, &["restart", "app"]).await?;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    stepwise_e2e::eventually("every pod replaced after the restart", secs(90), || async {
+        let pods = pods.list(&ListParams::default()).await?.items;
+        let live: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        Ok(live.len() == 4
+            && live.iter().all(|p| p.metadata.creation_timestamp.as_ref().is_some_and(|t| t.0.as_second() > before)))
+    })
+    .await?;
+    env.cleanup().await
+}
+
+/// Seconds since the epoch, as the API server's creation timestamps count them.
+fn epoch_seconds() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_watch_redraws_a_step_change_within_a_second() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let env = canary("plugin-watch").await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+
+    let path = std::env::join_paths(
+        std::iter::once(repo_root().join("target/debug"))
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )?;
+    let mut watch = tokio::process::Command::new(kubectl())
+        .args(["stepwise", "get", "rollout", "app", "--watch", "-n", &env.ns])
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let mut stdout = BufReader::new(watch.stdout.take().expect("piped")).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let step_2_drawn = tokio::time::timeout(secs(10), async {
+        while let Some(line) = lines.recv().await {
+            if line == "Step:      2/6" {
+                return;
+            }
+        }
+    });
+    assert!(step_2_drawn.await.is_ok(), "the first tree shows step 2/6");
+
+    env.when_promote().await?;
+    env.then_paused_at_step(3, secs(60)).await?;
+    // then_paused_at_step polls every 200 ms, so the change happened at most that long ago.
+    let step_4_drawn = tokio::time::timeout(std::time::Duration::from_millis(1000), async {
+        while let Some(line) = lines.recv().await {
+            if line == "Step:      4/6" {
+                return;
+            }
+        }
+    });
+    assert!(step_4_drawn.await.is_ok(), "the tree is redrawn at step 4/6 within a second");
+    watch.kill().await?;
+    env.cleanup().await
+}
