@@ -24,12 +24,20 @@ pub(crate) fn desire(
         return;
     }
     let target_weight = target_weight(c, d, &others);
-    // The canary keeps the pods for the share the stable cannot take back yet.
-    let held = replicas_for_weight(off_stable(c, d, &others), c.ctx.replicas, c.max_weight);
-    let canary_pods =
-        if d.aborted { canary_pods(c, d, target_weight) } else { canary_pods(c, d, target_weight).max(held) };
-    let side = canary_side(c, d, &others, canary_pods);
-    let weight = weight_now(c, d, &others, target_weight, canary_pods, &side);
+    let step_pods = canary_pods(c, d, target_weight);
+    let side = canary_side(c, d, &others, step_pods);
+    // The share the stable cannot take back yet stays where it is, on pods that carry it now.
+    let held = off_stable(c, d, &others).min(weight_supported_by(side.kept, c.ctx.replicas, c.max_weight));
+    let weight = weight_now(c, d, target_weight, step_pods, &side, held);
+    // With dynamicStableScale the canary keeps the pods for that share. (Without it the stable
+    // keeps all its pods, and a canary that setCanaryScale sizes below its weight is the user's
+    // choice, as in Argo.)
+    let dynamic = c.spec.dynamic_stable_scale == Some(true);
+    let canary_pods = if dynamic && !d.aborted && side.hash == c.ctx.hash {
+        step_pods.max(replicas_for_weight(held, c.ctx.replicas, c.max_weight))
+    } else {
+        step_pods
+    };
     let routed = Routed { target: target_weight, weight, canary_pods, side };
     routed_pods(c, d, &others, &routed, draft);
     point_stable_service(c, status, draft);
@@ -56,17 +64,21 @@ struct Routed {
 /// share, and its pods, until the stable or the new version can carry it.
 struct CanarySide {
     hash: String,
+    /// Its available pods once the plan has scaled it to the step's size.
     available: i32,
+    /// Its available pods now, at the spec it has.
+    kept: i32,
 }
 
 fn canary_side(c: &Canary, d: &Decision, others: &Others, canary_pods: i32) -> CanarySide {
     let ctx = c.ctx;
     let new = ctx.counts(&ctx.hash);
     let new_available = if d.aborted { new.kept_available() } else { new.available_once_scaled_to(canary_pods) };
-    let new_side = CanarySide { hash: ctx.hash.clone(), available: new_available };
+    let new_side = CanarySide { hash: ctx.hash.clone(), available: new_available, kept: new.kept_available() };
     let selected = c.spec.canary_service.as_deref().and_then(|s| ctx.observed.services.get(s).cloned().flatten());
     let Some(selected) = selected.filter(|h| *h != ctx.hash) else { return new_side };
-    let selected_side = CanarySide { available: ctx.counts(&selected).kept_available(), hash: selected };
+    let kept = ctx.counts(&selected).kept_available();
+    let selected_side = CanarySide { available: kept, kept, hash: selected };
     if d.aborted {
         return selected_side;
     }
@@ -115,26 +127,22 @@ fn canary_pods(c: &Canary, d: &Decision, target_weight: i32) -> i32 {
 /// never exceeds what the canary's available pods carry; back toward the stable (a lower step, an
 /// abort, a new version) it moves only as far as the stable's available pods carry, while the
 /// stable is scaled up, and the rest stays where it is.
-fn weight_now(c: &Canary, d: &Decision, others: &Others, target: i32, canary_pods: i32, side: &CanarySide) -> i32 {
+fn weight_now(c: &Canary, d: &Decision, target: i32, step_pods: i32, side: &CanarySide, held: i32) -> i32 {
     let ctx = c.ctx;
     let r = ctx.replicas;
-    if side.available == 0 {
-        return 0;
+    if side.hash != ctx.hash || side.available == 0 {
+        return held;
     }
-    let toward_canary = if side.hash != ctx.hash {
-        0
+    let stepping = !d.aborted && !d.promoted && d.idx < c.n && !d.promote_full;
+    let needed = if stepping { step_pods } else { replicas_for_weight(target, r, c.max_weight) };
+    let supported =
+        if side.available >= needed { target } else { weight_supported_by(side.available, r, c.max_weight) };
+    let toward_canary = if target <= supported || d.aborted || d.promoted {
+        target
     } else {
-        let stepping = !d.aborted && !d.promoted && d.idx < c.n && !d.promote_full;
-        let needed = if stepping { canary_pods } else { replicas_for_weight(target, r, c.max_weight) };
-        let supported =
-            if side.available >= needed { target } else { weight_supported_by(side.available, r, c.max_weight) };
-        if target <= supported || d.aborted || d.promoted {
-            target
-        } else {
-            c.prev_weight.unwrap_or(0).max(d.completed_weight.unwrap_or(0)).min(supported).min(target)
-        }
+        c.prev_weight.unwrap_or(0).max(d.completed_weight.unwrap_or(0)).min(supported).min(target)
     };
-    toward_canary.max(off_stable(c, d, others).min(weight_supported_by(side.available, r, c.max_weight)))
+    toward_canary.max(held)
 }
 
 /// Pods with a router: the canary's as decided; the stable keeps all its pods, or with
