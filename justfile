@@ -46,6 +46,7 @@ smoke: cluster-up
 
 # End-to-end tests of the controller on the local control plane.
 e2e: cluster-up
+    tests/cluster/router-crds.sh
     cargo build --bins
     cargo test -p stepwise-e2e -- --test-threads=4
 

@@ -399,6 +399,7 @@ pub struct TrafficRouting {
     pub gateway_api: Option<GatewayApiTrafficRouting>,
     /// Out-of-process router plugins, by plugin name, with their configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::plugin_configs")]
     pub plugins: Option<BTreeMap<String, serde_json::Value>>,
     /// Routes stepwise may create for setHeaderRoute and setMirrorRoute steps, in precedence
     /// order.

@@ -109,10 +109,12 @@ async fn execute_one(ctx: &Context, rollout: &Rollout, action: &Action) -> Resul
                 .during(|| format!("point Service {service} at {hash}"))?;
             info!(rollout = %name, service = %service, hash = %hash, "switched Service selector");
         }
-        Action::SetTrafficWeight { .. }
-        | Action::SetHeaderRoute(_)
-        | Action::SetMirrorRoute(_)
-        | Action::RemoveManagedRoutes => route(rollout)?,
+        Action::SetTrafficWeight { canary_weight, .. } => {
+            crate::route::set_weight(ctx, rollout, *canary_weight).await?
+        }
+        Action::SetHeaderRoute(_) | Action::SetMirrorRoute(_) => crate::route::managed_routes_unavailable(rollout)?,
+        // The routers built so far create no header or mirror routes, so there are none to remove.
+        Action::RemoveManagedRoutes => {}
         Action::CreateAnalysisRun { run, .. } => {
             let run_name = run.name_any();
             match runs.create(&create, run).await {
@@ -187,15 +189,5 @@ pub async fn publish_event(ctx: &Context, rollout: &Rollout, type_: KubeEventTyp
     };
     if let Err(e) = ctx.recorder.publish(&event, &rollout.object_ref(&())).await {
         tracing::warn!(rollout = %rollout.name_any(), error = %e, "could not record event");
-    }
-}
-
-/// Without a router there is nothing to route (an abort asks to remove managed routes whether
-/// or not there are any). With one, core refuses the Rollout in validate, as this build drives
-/// no router; were a traffic action to reach here anyway, pods must not move without traffic.
-fn route(rollout: &Rollout) -> Result<(), Error> {
-    match rollout.spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()) {
-        None => Ok(()),
-        Some(_) => Err(Error::Traffic("no traffic router is available in this build of stepwise".into())),
     }
 }

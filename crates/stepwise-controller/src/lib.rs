@@ -9,4 +9,5 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
+pub mod route;
 pub mod run;

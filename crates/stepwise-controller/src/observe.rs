@@ -1,6 +1,6 @@
 //! Observe: what the reflector caches say about one Rollout (no client required, no GETs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -89,9 +89,8 @@ pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores) -
         pods_to_restart: Vec::new(),
         analysis_templates,
         cluster_analysis_templates,
-        // The routers arrive with the traffic-routing work; until then core refuses a Rollout
-        // that names one.
-        router_kinds: BTreeSet::new(),
+        // Core refuses a Rollout naming any other router before a pod moves.
+        router_kinds: stepwise_traffic::KINDS.iter().map(ToString::to_string).collect(),
     }
 }
 

@@ -1,30 +1,300 @@
-//! Traffic routers: the [`TrafficRouter`] seam between the controller and Istio, nginx, Traefik,
-//! Gateway API and plugins. Each router lives in its own module (added by the traffic-routing
-//! issue); [`fake::FakeRouter`] records calls for controller tests.
+//! Traffic routers: the seam between the controller and Istio, Gateway API and the routers to
+//! come. A router is pure: given a routing object as the API server holds it now and the weight
+//! wanted, it returns the JSON patch (RFC 6902) that gets there, or an error naming what a person
+//! must fix. The controller reads the objects and applies the patches in one place; nothing here
+//! does I/O, so every router is tested from fixtures. Each router is one module
+//! ([`istio`], [`gateway_api`]); [`fake::FakeRouter`] stands in for them in tests.
+//!
+//! A patch changes only the weights the router manages, each addressed by its index, and carries
+//! the object's resourceVersion: were the object changed between the read and the write (a
+//! route inserted before ours), the API server refuses the patch with a Conflict and the next
+//! reconcile reads again, instead of the weight landing on somebody else's route.
+
+use serde_json::{Value, json};
+use stepwise_api::{CanaryStrategy, GatewayApiTrafficRouting, TrafficRouting};
 
 pub mod fake;
+pub mod gateway_api;
+pub mod istio;
 
-/// What the controller asks of a router. Weights are on the scale of `maxTrafficWeight`.
-pub trait TrafficRouter {
-    /// The router's name, as used in events and metrics (`istio`, `nginx`, ...).
-    fn kind(&self) -> &'static str;
-    /// Sends `canary_weight` to the canary and the rest to stable.
-    fn set_weight(&mut self, canary_weight: i32) -> Result<(), Error>;
-    /// Whether the weight last set is in effect; `None` when the router cannot tell.
-    fn verify_weight(&mut self, canary_weight: i32) -> Result<Option<bool>, Error>;
-    /// Removes every route the router created for header and mirror steps.
-    fn remove_managed_routes(&mut self) -> Result<(), Error>;
+/// The routers this build drives, by their field under `trafficRouting` (a plugin as
+/// `plugins.<name>`): what core compares a Rollout's routers with.
+pub const KINDS: [&str; 3] = ["istio", "gatewayAPI", gateway_api::PLUGIN_KIND];
+
+/// One object a router reads and patches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// API group (`networking.istio.io`).
+    pub group: &'static str,
+    /// API version (`v1`).
+    pub version: &'static str,
+    /// Kind (`VirtualService`).
+    pub kind: &'static str,
+    /// The resource's plural (`virtualservices`).
+    pub plural: &'static str,
+    /// Namespace of the object.
+    pub namespace: String,
+    /// Name of the object.
+    pub name: String,
 }
 
-/// Errors of the routers.
-#[derive(Debug, thiserror::Error)]
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Where traffic should go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// The Service in front of the canary's pods.
+    pub canary_service: String,
+    /// The Service in front of the stable pods.
+    pub stable_service: String,
+    /// The canary's weight, out of `max_weight`.
+    pub canary_weight: i32,
+    /// The weight that means all traffic (`trafficRouting.maxTrafficWeight`, 100 by default).
+    pub max_weight: i32,
+}
+
+impl Desired {
+    /// What the canary does not get goes to stable.
+    pub fn stable_weight(&self) -> i32 {
+        self.max_weight - self.canary_weight
+    }
+
+    /// The desired state of a canary strategy at `canary_weight`.
+    pub fn for_canary(canary: &CanaryStrategy, canary_weight: i32) -> Result<Desired, Error> {
+        let (Some(canary_service), Some(stable_service)) = (&canary.canary_service, &canary.stable_service) else {
+            return Err(Error::Config("trafficRouting needs canaryService and stableService".into()));
+        };
+        let max_weight = canary.traffic_routing.as_ref().and_then(|t| t.max_traffic_weight).unwrap_or(100);
+        Ok(Desired {
+            canary_service: canary_service.clone(),
+            stable_service: stable_service.clone(),
+            canary_weight,
+            max_weight,
+        })
+    }
+}
+
+/// A JSON patch (RFC 6902): the operations, in order.
+pub type JsonPatch = Vec<Value>;
+
+/// What the controller asks of a router. Everything is decided from the objects as read; the
+/// controller does the reading and the writing.
+pub trait TrafficRouter: Send + Sync {
+    /// The router's field under `trafficRouting` (`istio`, `gatewayAPI`, ...), for messages.
+    fn kind(&self) -> &'static str;
+    /// The objects the router reads and patches.
+    fn targets(&self) -> Vec<Target>;
+    /// The patch that brings `current` (one of [`targets`](Self::targets), as read) to
+    /// `desired`; None when it is there already. An error names what is wrong with the object.
+    fn patch(&self, target: &Target, current: &Value, desired: &Desired) -> Result<Option<JsonPatch>, Error>;
+    /// The canary weight `current` carries: Some when every route the router manages sends that
+    /// weight to the canary and the rest to stable, None when they disagree.
+    fn canary_weight(&self, target: &Target, current: &Value, desired: &Desired) -> Result<Option<i32>, Error>;
+}
+
+/// A router of any kind, as the controller holds it.
+pub type BoxedRouter = Box<dyn TrafficRouter>;
+
+/// The routers `routing` names, for a Rollout in `namespace`.
+pub fn routers(routing: &TrafficRouting, namespace: &str) -> Result<Vec<BoxedRouter>, Error> {
+    let mut out: Vec<BoxedRouter> = Vec::new();
+    if let Some(config) = &routing.istio {
+        out.push(Box::new(istio::Istio::new(config, namespace)?));
+    }
+    if let Some(config) = &routing.gateway_api {
+        out.push(Box::new(gateway_api::GatewayApi::new(config, namespace)?));
+    }
+    for (name, config) in routing.plugins.iter().flatten() {
+        if name != gateway_api::PLUGIN_NAME {
+            return Err(Error::Config(format!("the router plugin {name} is not available in this build of stepwise")));
+        }
+        // Argo users configure Gateway API through its plugin; the same fields drive the
+        // built-in router, so their manifests work by changing apiVersion only.
+        let config: GatewayApiTrafficRouting = gateway_api::from_plugin_config(config)?;
+        let router = gateway_api::GatewayApi::new(&config, namespace).map_err(|_| {
+            Error::Config(format!("trafficRouting.plugins[\"{name}\"] must name an httpRoute or httpRoutes"))
+        })?;
+        out.push(Box::new(router));
+    }
+    for kind in [("nginx", routing.nginx.is_some()), ("traefik", routing.traefik.is_some())] {
+        if kind.1 {
+            return Err(Error::Config(format!("the {} router is not available in this build of stepwise", kind.0)));
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Config("trafficRouting must name a router".into()));
+    }
+    Ok(out)
+}
+
+/// Errors of the routers: each names the object and what a person must fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    /// The router's object (VirtualService, Ingress, HTTPRoute ...) does not exist.
-    #[error("{kind} {name} not found")]
-    NotFound {
-        /// Kind of the missing object.
-        kind: &'static str,
-        /// Name of the missing object.
-        name: String,
+    /// The router's object (VirtualService, HTTPRoute ...) does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A route the Rollout names is not in the object.
+    #[error("{object}: route {route} not found")]
+    RouteNotFound {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// The route's name.
+        route: String,
     },
+    /// A route to split lacks the canary or the stable Service.
+    #[error("{object}: {route} has no destination for Service {service}")]
+    DestinationMissing {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// Which route.
+        route: String,
+        /// The Service it lacks.
+        service: String,
+    },
+    /// A route to split sends traffic elsewhere too: its weight cannot be decided.
+    #[error(
+        "{object}: {route} sends traffic to {destination}, which is neither the canary Service {canary} nor the stable Service {stable}"
+    )]
+    UnknownDestination {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// Which route.
+        route: String,
+        /// The destination naming neither Service.
+        destination: String,
+        /// The canary Service.
+        canary: String,
+        /// The stable Service.
+        stable: String,
+    },
+    /// The object is not shaped as the router needs (no routes, several routes and none named).
+    #[error("{object}: {message}")]
+    Malformed {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The Rollout's routing configuration cannot be used.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Appends to `ops` the operation that sets the integer at `path` to `want`, unless it is there.
+/// `add` sets a member whether or not it exists, so an omitted weight is written too.
+pub(crate) fn set_weight(ops: &mut JsonPatch, path: String, current: Option<&Value>, want: i32) {
+    if current.and_then(Value::as_i64) != Some(i64::from(want)) {
+        ops.push(json!({"op": "add", "path": path, "value": want}));
+    }
+}
+
+/// The operations, guarded by the object's resourceVersion (see the crate docs), or None when
+/// there are none.
+pub(crate) fn guarded(current: &Value, ops: JsonPatch) -> Option<JsonPatch> {
+    if ops.is_empty() {
+        return None;
+    }
+    let mut patch = Vec::with_capacity(ops.len() + 1);
+    if let Some(rv) = current.pointer("/metadata/resourceVersion") {
+        patch.push(json!({"op": "replace", "path": "/metadata/resourceVersion", "value": rv}));
+    }
+    patch.extend(ops);
+    Some(patch)
+}
+
+/// Namespace and name of an object named `name` or, as Argo allows, `name.namespace`.
+pub(crate) fn split_name(name: &str, namespace: &str) -> (String, String) {
+    match name.split_once('.') {
+        Some((name, ns)) => (ns.to_string(), name.to_string()),
+        None => (namespace.to_string(), name.to_string()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use serde_json::Value;
+
+    /// `patch` applied to `object`, as the API server would (only the operations routers emit).
+    pub fn apply(object: &Value, patch: &[Value]) -> Value {
+        let mut out = object.clone();
+        for op in patch {
+            let path = op["path"].as_str().unwrap();
+            let (parent, key) = path.rsplit_once('/').unwrap();
+            let target = out.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent}"));
+            match op["op"].as_str().unwrap() {
+                "add" | "replace" => match target {
+                    Value::Object(map) => {
+                        map.insert(key.to_string(), op["value"].clone());
+                    }
+                    Value::Array(items) => items[key.parse::<usize>().unwrap()] = op["value"].clone(),
+                    _ => panic!("cannot set {path}"),
+                },
+                other => panic!("unexpected op {other}"),
+            }
+        }
+        out
+    }
+
+    /// The object with its weights taken out, to check that nothing else changed.
+    pub fn without_weights(object: &Value) -> Value {
+        match object {
+            Value::Object(map) => Value::Object(
+                map.iter().filter(|(k, _)| *k != "weight").map(|(k, v)| (k.clone(), without_weights(v))).collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(without_weights).collect()),
+            other => other.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing(yaml: &str) -> TrafficRouting {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn the_argo_gateway_api_plugin_is_driven_by_the_built_in_router() {
+        let built =
+            routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {httpRoute: web, namespace: edge}\n"), "ns")
+                .unwrap();
+        assert_eq!(built.len(), 1);
+        assert_eq!(built[0].kind(), "gatewayAPI");
+        assert_eq!(built[0].targets()[0].to_string(), "HTTPRoute edge/web");
+        let err = routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {}\n"), "ns").err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "trafficRouting.plugins[\"argoproj-labs/gatewayAPI\"] must name an httpRoute or httpRoutes"
+        );
+    }
+
+    #[test]
+    fn a_router_this_build_lacks_is_an_error_naming_it() {
+        let err = routers(&routing("traefik: {weightedTraefikServiceName: web}\n"), "ns").err().unwrap();
+        assert_eq!(err.to_string(), "the traefik router is not available in this build of stepwise");
+        let err = routers(&routing("plugins:\n  example.com/other: {}\n"), "ns").err().unwrap();
+        assert_eq!(err.to_string(), "the router plugin example.com/other is not available in this build of stepwise");
+    }
+
+    #[test]
+    fn a_name_with_a_dot_names_the_namespace_too() {
+        assert_eq!(split_name("web.edge", "ns"), ("edge".into(), "web".into()));
+        assert_eq!(split_name("web", "ns"), ("ns".into(), "web".into()));
+    }
+
+    #[test]
+    fn the_desired_state_needs_both_services_and_defaults_max_weight_to_100() {
+        let canary: CanaryStrategy =
+            serde_yaml::from_str("canaryService: c\nstableService: s\ntrafficRouting: {istio: {}}\n").unwrap();
+        let desired = Desired::for_canary(&canary, 30).unwrap();
+        assert_eq!((desired.canary_weight, desired.stable_weight()), (30, 70));
+        let no_stable: CanaryStrategy = serde_yaml::from_str("canaryService: c\n").unwrap();
+        assert!(Desired::for_canary(&no_stable, 30).is_err());
+    }
 }

@@ -66,12 +66,12 @@ async fn a_traffic_router_this_build_lacks_makes_the_spec_invalid() -> anyhow::R
     .await?;
     when_spec(
         &env,
-        json!({"strategy": {"canary": {"trafficRouting": {"istio": {"virtualService": {"name": "app"}}}}}}),
+        json!({"strategy": {"canary": {"trafficRouting": {"traefik": {"weightedTraefikServiceName": "app"}}}}}),
     )
     .await?;
     then_invalid_spec(
         &env,
-        "spec.strategy.canary.trafficRouting.istio: the istio router is not available in this build of stepwise",
+        "spec.strategy.canary.trafficRouting.traefik: the traefik router is not available in this build of stepwise",
     )
     .await?;
     env.cleanup().await

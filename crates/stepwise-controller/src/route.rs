@@ -1,0 +1,82 @@
+//! Traffic: the one place that reads the routing objects (VirtualServices, HTTPRoutes) and
+//! applies the patches the routers decide (crates/stepwise-traffic, which is pure).
+//!
+//! Every object is read and every patch decided before anything is written, so a Rollout whose
+//! second VirtualService is missing or malformed changes none of them: a half-shifted split is
+//! worse than an unshifted one. The objects are read with a GET on each change of weight, which
+//! happens a handful of times per rollout; a cache would also let the controller verify weights
+//! between changes.
+
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use stepwise_api::Rollout;
+use stepwise_traffic::{Desired, JsonPatch, Target};
+use tracing::info;
+
+use crate::context::Context;
+use crate::error::{Error, KubeContext};
+use crate::execute::FIELD_MANAGER;
+
+fn traffic(e: stepwise_traffic::Error) -> Error {
+    Error::Traffic(e.to_string())
+}
+
+fn api(ctx: &Context, target: &Target) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: target.group.into(),
+        version: target.version.into(),
+        api_version: format!("{}/{}", target.group, target.version),
+        kind: target.kind.into(),
+        plural: target.plural.into(),
+    };
+    Api::namespaced_with(ctx.client.clone(), &target.namespace, &resource)
+}
+
+/// Sends `canary_weight` (out of maxTrafficWeight) to the canary Service and the rest to the
+/// stable one, through every router the Rollout names. Without a router there is nothing to do.
+pub async fn set_weight(ctx: &Context, rollout: &Rollout, canary_weight: i32) -> Result<(), Error> {
+    let Some(canary) = rollout.spec.strategy.canary.as_ref() else { return Ok(()) };
+    let Some(routing) = canary.traffic_routing.as_ref() else { return Ok(()) };
+    let ns = rollout.namespace().unwrap_or_default();
+    let routers = stepwise_traffic::routers(routing, &ns).map_err(traffic)?;
+    let desired = Desired::for_canary(canary, canary_weight).map_err(traffic)?;
+
+    let mut patches: Vec<(Target, JsonPatch)> = Vec::new();
+    for router in &routers {
+        for target in router.targets() {
+            let current = api(ctx, &target).get_opt(&target.name).await.during(|| format!("get {target}"))?;
+            let Some(current) = current else {
+                return Err(traffic(stepwise_traffic::Error::NotFound(target.to_string())));
+            };
+            let current = serde_json::to_value(&current).map_err(|e| Error::Traffic(format!("{target}: {e}")))?;
+            if let Some(patch) = router.patch(&target, &current, &desired).map_err(traffic)? {
+                patches.push((target, patch));
+            }
+        }
+    }
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    for (target, patch) in patches {
+        let patch = Patch::Json::<()>(
+            serde_json::from_value(serde_json::Value::Array(patch))
+                .map_err(|e| Error::Traffic(format!("patch of {target}: {e}")))?,
+        );
+        // A Conflict means the object changed since it was read (the patch carries its
+        // resourceVersion); the next reconcile reads it again.
+        api(ctx, &target)
+            .patch(&target.name, &params, &patch)
+            .await
+            .during(|| format!("set the weights of {target}"))?;
+        info!(rollout = %rollout.name_any(), object = %target, canary_weight, "set traffic weight");
+    }
+    Ok(())
+}
+
+/// Header and mirror routes are not built for these routers yet; a step that asks for one is
+/// told on the Rollout rather than skipped, as its traffic would silently not move.
+pub fn managed_routes_unavailable(rollout: &Rollout) -> Result<(), Error> {
+    let routed = rollout.spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()).is_some();
+    if !routed {
+        return Ok(());
+    }
+    Err(Error::Traffic("setHeaderRoute and setMirrorRoute are not available in this build of stepwise".into()))
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs the real CRDs of the traffic routers stepwise drives (Istio's networking.istio.io and
+# Gateway API's gateway.networking.k8s.io, standard channel) into the local control plane. They
+# are taken from those projects' own Go modules at pinned versions, so the e2e tests run against
+# the schemas users have, and cached by version under ~/.cache/stepwise/: with a warm cache this
+# takes a few seconds (the apply).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+# The module versions whose CRDs are installed. Bump them here; the cache key follows.
+ISTIO_API_VERSION=v1.32.0
+GATEWAY_API_VERSION=v1.6.3
+
+CACHE_ROOT=${STEPWISE_CACHE:-$HOME/.cache/stepwise}
+OUT=$CACHE_ROOT/router-crds-istio-$ISTIO_API_VERSION-gateway-api-$GATEWAY_API_VERSION
+STATE=${STEPWISE_CLUSTER_DIR:-$repo/target/cluster}
+export GOTOOLCHAIN=local GOWORK=off GOFLAGS=
+log() { printf '[router-crds] %s\n' "$*" >&2; }
+
+# Several test binaries may call this at once: one downloads and applies, the others wait.
+mkdir -p "$CACHE_ROOT"
+exec 8>"$CACHE_ROOT/.router-crds.lock"
+flock -w 1800 8 || { log "timed out waiting for $CACHE_ROOT/.router-crds.lock"; exit 1; }
+
+# download MODULE@VERSION: prints the module's directory, telling the elapsed time and the bytes
+# downloaded so far every 5 s (a cold download of istio.io/api takes a while on a slow link).
+download() {
+  local mod=$1 json pid started partial
+  json=$(mktemp)
+  started=$SECONDS
+  log "downloading $mod from its Go module"
+  go mod download -json "$mod" >"$json" &
+  pid=$!
+  partial="$(go env GOMODCACHE)/cache/download/${mod%@*}/@v"
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 5
+    if kill -0 "$pid" 2>/dev/null; then
+      log "  $mod: $((SECONDS - started)) s, $(du -sh "$partial" 2>/dev/null | cut -f1 || echo 0) so far"
+    fi
+  done
+  if ! wait "$pid"; then
+    log "go mod download $mod failed:"; cat "$json" >&2; rm -f "$json"; exit 1
+  fi
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["Dir"]) if "Dir" in d else sys.exit(d.get("Error","no Dir"))' "$json"
+  rm -f "$json"
+  log "  $mod: done in $((SECONDS - started)) s"
+}
+
+if [ ! -s "$OUT/istio.yaml" ]; then
+  dir=$(download "istio.io/api@$ISTIO_API_VERSION")
+  mkdir -p "$OUT"
+  cp "$dir/kubernetes/customresourcedefinitions.gen.yaml" "$OUT/istio.yaml.tmp"
+  mv "$OUT/istio.yaml.tmp" "$OUT/istio.yaml"
+fi
+if [ ! -s "$OUT/gateway-api.yaml" ]; then
+  dir=$(download "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")
+  mkdir -p "$OUT"
+  for f in "$dir"/config/crd/standard/*.yaml; do cat "$f"; printf '\n---\n'; done >"$OUT/gateway-api.yaml.tmp"
+  mv "$OUT/gateway-api.yaml.tmp" "$OUT/gateway-api.yaml"
+fi
+
+[ -s "$STATE/env" ] || { log "no $STATE/env: start the local control plane first (tests/cluster/up.sh)"; exit 1; }
+# shellcheck disable=SC1091
+. "$STATE/env"
+export KUBECONFIG
+# Server-side: the Istio CRDs are too large for the last-applied annotation of a client-side apply.
+for f in istio gateway-api; do
+  log "applying $f CRDs ($OUT/$f.yaml)"
+  "$KUBECTL" apply --server-side --force-conflicts --field-manager=stepwise-router-crds -f "$OUT/$f.yaml" >/dev/null
+done
+"$KUBECTL" wait --for condition=established --timeout=60s \
+  crd/virtualservices.networking.istio.io crd/destinationrules.networking.istio.io \
+  crd/httproutes.gateway.networking.k8s.io >/dev/null
+log "Istio $ISTIO_API_VERSION and Gateway API $GATEWAY_API_VERSION CRDs are served"

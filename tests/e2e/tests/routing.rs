@@ -1,0 +1,427 @@
+//! Traffic routers on the local control plane, against the real CRDs of Istio and Gateway API
+//! (installed from their Go modules by tests/cluster/router-crds.sh): the weights of the routing
+//! object after every step, everything else in it untouched, and traffic back on stable before
+//! the canary loses its pods.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
+use stepwise_e2e::{Env, eventually, repo_root, secs};
+
+/// Installs the routers' CRDs once per test binary, unless they are served already (`just e2e`
+/// installs them before the tests).
+async fn router_crds(env: &Env) -> anyhow::Result<()> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    let served = crds.get_opt("virtualservices.networking.istio.io").await?.is_some()
+        && crds.get_opt("httproutes.gateway.networking.k8s.io").await?.is_some();
+    if served {
+        return Ok(());
+    }
+    let result = tokio::task::spawn_blocking(|| {
+        INSTALLED
+            .get_or_init(|| {
+                let status = std::process::Command::new(repo_root().join("tests/cluster/router-crds.sh"))
+                    .status()
+                    .map_err(|e| e.to_string())?;
+                if status.success() { Ok(()) } else { Err(format!("router-crds.sh failed: {status}")) }
+            })
+            .clone()
+    })
+    .await?;
+    result.map_err(anyhow::Error::msg)
+}
+
+fn virtual_services(env: &Env) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1".into(),
+        api_version: "networking.istio.io/v1".into(),
+        kind: "VirtualService".into(),
+        plural: "virtualservices".into(),
+    };
+    Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+}
+
+fn http_routes(env: &Env) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "HTTPRoute".into(),
+        plural: "httproutes".into(),
+    };
+    Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+}
+
+/// A VirtualService as users write them: a header route to a preview Service, the route to
+/// split with retries and a timeout.
+fn virtual_service() -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "app"},
+        "spec": {
+            "hosts": ["app.example.invalid"],
+            "http": [
+                {"name": "preview", "match": [{"headers": {"x-preview": {"exact": "1"}}}],
+                 "route": [{"destination": {"host": "app-preview"}}]},
+                {"name": "primary", "retries": {"attempts": 3, "perTryTimeout": "2s"}, "timeout": "10s",
+                 "route": [
+                    {"destination": {"host": "app-stable", "port": {"number": 80}}, "weight": 100},
+                    {"destination": {"host": "app-canary", "port": {"number": 80}}, "weight": 0}
+                 ]}
+            ]
+        }
+    })
+}
+
+/// An HTTPRoute as users write them: a rule for /admin to another Service, the rule to split
+/// with a timeout.
+fn http_route() -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "app"},
+        "spec": {
+            "parentRefs": [{"name": "gateway"}],
+            "hostnames": ["app.example.invalid"],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                 "backendRefs": [{"name": "admin", "port": 80}]},
+                {"timeouts": {"request": "10s"},
+                 "backendRefs": [
+                    {"name": "app-stable", "port": 80, "weight": 100},
+                    {"name": "app-canary", "port": 80, "weight": 0}
+                 ]}
+            ]
+        }
+    })
+}
+
+/// Creates `object` and returns it as stored, with the defaults its CRD's schema adds (Gateway
+/// API defaults a backendRef's kind, group and weight, for instance).
+async fn given_object(api: &Api<DynamicObject>, object: Value) -> anyhow::Result<Value> {
+    let created = api.create(&PostParams::default(), &serde_json::from_value(object)?).await?;
+    Ok(serde_json::to_value(created)?)
+}
+
+/// The object's spec with its weights taken out: what must never change.
+fn without_weights(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter().filter(|(k, _)| *k != "weight").map(|(k, v)| (k.clone(), without_weights(v))).collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_weights).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Where the split destinations are in each router's object: (canary, stable) pointers.
+#[derive(Clone, Copy)]
+enum Router {
+    Istio,
+    GatewayApi,
+}
+
+impl Router {
+    fn api(self, env: &Env) -> Api<DynamicObject> {
+        match self {
+            Router::Istio => virtual_services(env),
+            Router::GatewayApi => http_routes(env),
+        }
+    }
+
+    fn object(self) -> Value {
+        match self {
+            Router::Istio => virtual_service(),
+            Router::GatewayApi => http_route(),
+        }
+    }
+
+    /// (canary, stable) weights of the split route.
+    fn weights(self, object: &Value) -> (Option<i64>, Option<i64>) {
+        let (canary, stable) = match self {
+            Router::Istio => ("/spec/http/1/route/1/weight", "/spec/http/1/route/0/weight"),
+            Router::GatewayApi => ("/spec/rules/1/backendRefs/1/weight", "/spec/rules/1/backendRefs/0/weight"),
+        };
+        (object.pointer(canary).and_then(Value::as_i64), object.pointer(stable).and_then(Value::as_i64))
+    }
+
+    /// Waits until the object (named as the Rollout) splits `canary` / 100 − `canary`, and checks that nothing but the
+    /// weights differs from `created`, the object as the user created it.
+    async fn then_weight(self, env: &Env, created: &Value, canary: i64) -> anyhow::Result<()> {
+        let api = self.api(env);
+        let seen = Arc::new(Mutex::new(None));
+        let result = eventually(&format!("canary weight {canary}"), secs(20), || {
+            let (api, seen) = (api.clone(), seen.clone());
+            async move {
+                let object = serde_json::to_value(api.get(&env.rollout).await?)?;
+                let weights = self.weights(&object);
+                *seen.lock().unwrap() = Some(weights);
+                Ok(weights == (Some(canary), Some(100 - canary)))
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            anyhow::bail!("{e}: (canary, stable) = {:?}", seen.lock().unwrap());
+        }
+        let object = serde_json::to_value(api.get(&env.rollout).await?)?;
+        assert_eq!(
+            without_weights(&object["spec"]),
+            without_weights(&created["spec"]),
+            "only the weights of the split route changed"
+        );
+        Ok(())
+    }
+}
+
+const STEPS: &str =
+    "      steps:\n      - setWeight: 20\n      - pause: {}\n      - setWeight: 60\n      - pause: {}\n";
+
+/// A namespace with the two Services, the router's object and a Healthy Rollout of 5 pods routed
+/// through it; and the object as created.
+async fn routed_env(name: &str, router: Router, routing: &str) -> anyhow::Result<(Env, Value)> {
+    let env = Env::new(name).await?;
+    router_crds(&env).await?;
+    env.given_services(&["app-stable", "app-canary"]).await?;
+    let created = given_object(&router.api(&env), router.object()).await?;
+    let strategy = format!(
+        "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      abortScaleDownDelaySeconds: 1\n      scaleDownDelaySeconds: 2\n      trafficRouting:\n{routing}{STEPS}"
+    );
+    env.given_rollout(5, &strategy).await?;
+    Ok((env, created))
+}
+
+/// Walks a canary through its steps, checking the router's object after each.
+async fn walk(env: &Env, router: Router, created: &Value) -> anyhow::Result<()> {
+    router.then_weight(env, created, 0).await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.then_pods(1, 5, secs(30)).await?;
+    router.then_weight(env, created, 20).await?;
+
+    env.when_promote().await?;
+    env.then_paused_at_step(3, secs(60)).await?;
+    env.then_pods(3, 5, secs(30)).await?;
+    router.then_weight(env, created, 60).await?;
+
+    env.when_promote().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    // With a router the stable keeps all its pods until the canary is promoted; the old ones
+    // go after scaleDownDelaySeconds.
+    env.then_pods(5, 0, secs(60)).await?;
+    // Promoted: the stable Service now selects the new pods and carries all the traffic.
+    router.then_weight(env, created, 0).await?;
+    let st = env.get().await?.status.unwrap();
+    assert_eq!(env.service_hash("app-stable").await?, st.current_pod_hash);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_istio_canary_sets_the_virtual_service_weights_at_every_step() -> anyhow::Result<()> {
+    let routing = "        istio:\n          virtualService: {name: app, routes: [primary]}\n";
+    let (env, created) = routed_env("istio-walk", Router::Istio, routing).await?;
+    walk(&env, Router::Istio, &created).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_api_canary_sets_the_http_route_weights_at_every_step() -> anyhow::Result<()> {
+    let routing = "        gatewayAPI: {httpRoute: app}\n";
+    let (env, created) = routed_env("gateway-walk", Router::GatewayApi, routing).await?;
+    walk(&env, Router::GatewayApi, &created).await?;
+    env.cleanup().await
+}
+
+/// Argo users configure Gateway API through the `argoproj-labs/gatewayAPI` plugin: the same
+/// manifest, with only the apiVersion changed, drives the built-in router.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_argo_gateway_api_plugin_manifest_sets_the_http_route_weights_at_every_step() -> anyhow::Result<()> {
+    let routing = "        plugins:\n          argoproj-labs/gatewayAPI: {httpRoute: app}\n";
+    let (env, created) = routed_env("gateway-plugin", Router::GatewayApi, routing).await?;
+    walk(&env, Router::GatewayApi, &created).await?;
+    env.cleanup().await
+}
+
+/// What the watches saw, in the API server's order (resourceVersions): when the canary's weight
+/// reached 0, and when its ReplicaSet was first scaled down.
+#[derive(Default, Debug)]
+struct AbortOrder {
+    weight_zero_at: Option<u64>,
+    scaled_down_at: Option<u64>,
+}
+
+/// Aborts at step 3 and checks, from watches of the router's object and the ReplicaSets, that the
+/// weight was 0 before the canary's ReplicaSet was scaled down.
+async fn abort_moves_traffic_before_pods(env: &Env, router: Router, created: &Value) -> anyhow::Result<()> {
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.when_promote().await?;
+    env.then_paused_at_step(3, secs(60)).await?;
+    env.then_pods(3, 5, secs(30)).await?;
+    router.then_weight(env, created, 60).await?;
+    let canary = env.get().await?.status.unwrap().current_pod_hash.unwrap();
+
+    let order = Arc::new(Mutex::new(AbortOrder::default()));
+    let rv = |meta: &kube::api::ObjectMeta| meta.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
+    let objects = {
+        let order = order.clone();
+        watcher(router.api(env), watcher::Config::default()).for_each(move |event| {
+            if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event
+                && let Ok(value) = serde_json::to_value(&o)
+                && router.weights(&value).0 == Some(0)
+            {
+                let mut order = order.lock().unwrap();
+                order.weight_zero_at = order.weight_zero_at.or(rv(&o.metadata));
+            }
+            futures::future::ready(())
+        })
+    };
+    let replica_sets = {
+        let order = order.clone();
+        let api: Api<ReplicaSet> = Api::namespaced(env.client.clone(), &env.ns);
+        watcher(api, watcher::Config::default()).for_each(move |event| {
+            if let Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) = event
+                && rs.labels().get(POD_TEMPLATE_HASH_LABEL) == Some(&canary)
+                && rs.spec.as_ref().and_then(|s| s.replicas).is_some_and(|r| r < 3)
+            {
+                let mut order = order.lock().unwrap();
+                order.scaled_down_at = order.scaled_down_at.or(rv(&rs.metadata));
+            }
+            futures::future::ready(())
+        })
+    };
+    let watches = [tokio::spawn(objects), tokio::spawn(replica_sets)];
+    // The watches have listed before the abort.
+    tokio::time::sleep(secs(1)).await;
+
+    env.when_abort().await?;
+    env.then_phase(RolloutPhase::Degraded, secs(30)).await?;
+    env.then_pods(0, 5, secs(60)).await?;
+    router.then_weight(env, created, 0).await?;
+    eventually("the watches to see the abort", secs(10), || {
+        let order = order.clone();
+        async move {
+            let order = order.lock().unwrap();
+            Ok(order.weight_zero_at.is_some() && order.scaled_down_at.is_some())
+        }
+    })
+    .await?;
+    for w in watches {
+        w.abort();
+    }
+    let order = order.lock().unwrap();
+    assert!(order.weight_zero_at < order.scaled_down_at, "the weight is 0 before the canary is scaled down: {order:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_api_abort_sends_all_traffic_to_stable_before_the_canary_is_scaled_down() -> anyhow::Result<()> {
+    let routing = "        gatewayAPI: {httpRoutes: [app]}\n";
+    let (env, created) = routed_env("gateway-abort", Router::GatewayApi, routing).await?;
+    abort_moves_traffic_before_pods(&env, Router::GatewayApi, &created).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_istio_abort_sends_all_traffic_to_stable_before_the_canary_is_scaled_down() -> anyhow::Result<()> {
+    let routing = "        istio:\n          virtualService: {name: app, routes: [primary]}\n";
+    let (env, created) = routed_env("istio-abort", Router::Istio, routing).await?;
+    abort_moves_traffic_before_pods(&env, Router::Istio, &created).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_the_rollout_names_that_is_absent_is_a_reconcile_error_and_nothing_is_written() -> anyhow::Result<()> {
+    let env = Env::new("istio-absent").await?;
+    router_crds(&env).await?;
+    env.given_services(&["app-stable", "app-canary"]).await?;
+    let created = given_object(&virtual_services(&env), virtual_service()).await?;
+    let yaml = "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {name: app}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: demo}}\n  template:\n    metadata: {labels: {app: demo}}\n    spec: {containers: [{name: app, image: 'example.invalid/demo:1'}]}\n  strategy:\n    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      trafficRouting:\n        istio:\n          virtualService: {name: app, routes: [primary, secondary]}\n      steps:\n      - setWeight: 20\n";
+    let rollout: Rollout = serde_yaml::from_str(yaml)?;
+    Api::<Rollout>::namespaced(env.client.clone(), &env.ns).create(&PostParams::default(), &rollout).await?;
+
+    let expected = format!("VirtualService {}/app: route secondary not found", env.ns);
+    env.then("a ReconcileError condition naming the absent route", secs(30), |ro| {
+        ro.status.as_ref().is_some_and(|st| {
+            st.conditions.iter().any(|c| {
+                c.r#type == "ReconcileError"
+                    && c.status == "True"
+                    && c.message.as_deref().is_some_and(|m| m.contains(&expected))
+            })
+        })
+    })
+    .await?;
+    eventually("a ReconcileError event", secs(30), || async {
+        Ok(env.events().await?.iter().any(|(r, m)| r == "ReconcileError" && m.contains(&expected)))
+    })
+    .await?;
+    let vs = serde_json::to_value(virtual_services(&env).get("app").await?)?;
+    assert_eq!(vs["spec"], created["spec"], "nothing was written");
+    env.cleanup().await
+}
+
+/// The API of a kind the examples hold.
+fn api_of(env: &Env, kind: &str) -> anyhow::Result<Api<DynamicObject>> {
+    let resource = |group: &str, version: &str, kind: &str, plural: &str| ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: if group.is_empty() { version.into() } else { format!("{group}/{version}") },
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    Ok(match kind {
+        "VirtualService" => virtual_services(env),
+        "HTTPRoute" => http_routes(env),
+        "Service" => Api::namespaced_with(env.client.clone(), &env.ns, &resource("", "v1", kind, "services")),
+        "Rollout" => {
+            Api::namespaced_with(env.client.clone(), &env.ns, &resource("stepwise.dev", "v1alpha1", kind, "rollouts"))
+        }
+        other => anyhow::bail!("no API for {other} in the examples"),
+    })
+}
+
+/// Applies `examples/<file>` as a user would, then walks its canary to the first pause and
+/// promotes it: the example in docs/routers.md works as written.
+async fn the_example_shifts_traffic(name: &str, file: &str, router: Router) -> anyhow::Result<()> {
+    let mut env = Env::new(name).await?;
+    router_crds(&env).await?;
+    env.rollout = "demo".into();
+    let text = std::fs::read_to_string(repo_root().join("examples").join(file))?;
+    let mut created = Value::Null;
+    for doc in text.split("\n---\n") {
+        let object: Value = serde_yaml::from_str(doc)?;
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        let stored = given_object(&api_of(&env, &kind)?, object).await?;
+        if matches!(kind.as_str(), "VirtualService" | "HTTPRoute") {
+            created = stored;
+        }
+    }
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    router.then_weight(&env, &created, 0).await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    router.then_weight(&env, &created, 20).await?;
+    env.when_promote_full().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    router.then_weight(&env, &created, 0).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_istio_example_shifts_traffic_as_documented() -> anyhow::Result<()> {
+    the_example_shifts_traffic("istio-example", "canary-istio.yaml", Router::Istio).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_api_example_shifts_traffic_as_documented() -> anyhow::Result<()> {
+    the_example_shifts_traffic("gateway-example", "canary-gateway-api.yaml", Router::GatewayApi).await
+}
