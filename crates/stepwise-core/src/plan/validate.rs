@@ -116,6 +116,16 @@ fn validate_steps(rollout: &Rollout) -> Result<(), String> {
         if needs_router && canary.traffic_routing.is_none() {
             return Err(format!("{field} needs spec.strategy.canary.trafficRouting"));
         }
+        // Refused before the rollout starts rather than failing when the step is reached.
+        if let Some(kind) =
+            [("setHeaderRoute", step.set_header_route.is_some()), ("setMirrorRoute", step.set_mirror_route.is_some())]
+                .into_iter()
+                .find_map(|(kind, set)| set.then_some(kind))
+        {
+            return Err(format!(
+                "{field}.{kind}: managed routes are not built for any router in this build of stepwise"
+            ));
+        }
     }
     let status = rollout.status.clone().unwrap_or_default();
     if let Some(idx) = status.current_step_index
