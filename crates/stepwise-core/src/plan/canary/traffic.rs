@@ -26,18 +26,22 @@ pub(crate) fn desire(
     let target_weight = target_weight(c, d, &others);
     let step_pods = canary_pods(c, d, target_weight);
     let side = canary_side(c, d, &others, step_pods);
-    // The share the stable cannot take back yet stays where it is, on pods that carry it now.
-    let held = off_stable(c, d, &others).min(weight_supported_by(side.kept, c.ctx.replicas, c.max_weight));
-    let weight = weight_now(c, d, target_weight, step_pods, &side, held);
-    // With dynamicStableScale the canary keeps the pods for that share. (Without it the stable
-    // keeps all its pods, and a canary that setCanaryScale sizes below its weight is the user's
-    // choice, as in Argo.)
+    // The share the stable cannot take back yet stays where it is, on pods that carry it. With
+    // dynamicStableScale the canary keeps the pods for that share. (Without it the stable keeps
+    // all its pods, and a canary that setCanaryScale sizes below its weight is the user's choice,
+    // as in Argo.)
+    let r = c.ctx.replicas;
+    let off_stable = off_stable(c, d, &others);
     let dynamic = c.spec.dynamic_stable_scale == Some(true);
-    let canary_pods = if dynamic && !d.aborted && side.hash == c.ctx.hash {
-        step_pods.max(replicas_for_weight(held, c.ctx.replicas, c.max_weight))
-    } else {
-        step_pods
-    };
+    let new_side = side.hash == c.ctx.hash && !d.aborted;
+    let held_now = off_stable.min(weight_supported_by(side.kept, r, c.max_weight));
+    let canary_pods =
+        if dynamic && new_side { step_pods.max(replicas_for_weight(held_now, r, c.max_weight)) } else { step_pods };
+    // Judged on the pods the canary keeps once this plan has scaled it, so that planning again
+    // holds the same share.
+    let kept_after = if new_side { c.ctx.counts(&c.ctx.hash).available_once_scaled_to(canary_pods) } else { side.kept };
+    let held = off_stable.min(weight_supported_by(kept_after, r, c.max_weight));
+    let weight = weight_now(c, d, target_weight, step_pods, &side, held);
     let routed = Routed { target: target_weight, weight, canary_pods, side };
     routed_pods(c, d, &others, &routed, draft);
     point_stable_service(c, status, draft);
