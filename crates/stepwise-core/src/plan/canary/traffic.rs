@@ -19,7 +19,7 @@ pub(crate) fn desire(
     let others = c.others(status);
     if !c.routed {
         basic_pods(c, d, &others, draft);
-        point_stable_service(c, status, draft);
+        point_stable_service(c, status, 0, draft);
         point_basic_canary_service(c, d, status, draft);
         return;
     }
@@ -44,7 +44,7 @@ pub(crate) fn desire(
     let weight = weight_now(c, d, target_weight, step_pods, &side, held);
     let routed = Routed { target: target_weight, weight, canary_pods, side };
     routed_pods(c, d, &others, &routed, draft);
-    point_stable_service(c, status, draft);
+    point_stable_service(c, status, weight, draft);
     point_routed_canary_service(c, d, &others, &routed, draft);
     record_weight(c, status, weight, canary_status, draft);
 }
@@ -247,12 +247,17 @@ fn basic_pods(c: &Canary, d: &Decision, others: &Others, draft: &mut Draft) {
     }
 }
 
-/// The stable Service selects the stable pods once they are available.
-fn point_stable_service(c: &Canary, status: &RolloutStatus, draft: &mut Draft) {
+/// The stable Service selects the stable pods once they carry its share (all the traffic but the
+/// canary's `canary_weight`), or carry more of it than the pods it selects now (a Rollout scaled
+/// from zero has nothing better to wait for).
+fn point_stable_service(c: &Canary, status: &RolloutStatus, canary_weight: i32, draft: &mut Draft) {
     let ctx = c.ctx;
-    if let (Some(service), Some(sh)) = (c.spec.stable_service.as_deref(), status.stable_rs.as_deref())
-        && draft.desired.available(ctx, sh) > 0
-    {
+    let (Some(service), Some(sh)) = (c.spec.stable_service.as_deref(), status.stable_rs.as_deref()) else { return };
+    let available = draft.desired.available(ctx, sh);
+    let share = replicas_for_weight(c.max_weight - canary_weight.clamp(0, c.max_weight), ctx.replicas, c.max_weight);
+    let selected = draft.desired.selected(ctx, service);
+    let selected_available = selected.as_deref().map(|h| draft.desired.available(ctx, h)).unwrap_or(0);
+    if available > 0 && (available >= share || available > selected_available) {
         draft.desired.select(service, sh);
     }
 }
