@@ -82,6 +82,11 @@ impl<'c> Canary<'c> {
         scale.replicas.or_else(|| scale.weight.map(|w| replicas_for_weight(w, self.ctx.replicas, 100)))
     }
 
+    /// Whether a setCanaryScale step sizes the canary at step `idx`.
+    pub fn sized_by_step(&self, idx: i32) -> bool {
+        self.canary_scale_at(idx).is_some()
+    }
+
     /// The canary pods with a router at step `idx` wanting `weight`: as setCanaryScale says (which
     /// may be more than spec.replicas, as in Argo), or enough for the weight.
     pub fn routed_canary(&self, idx: i32, weight: i32) -> i32 {

@@ -26,17 +26,17 @@ pub(crate) fn desire(
     let target_weight = target_weight(c, d, &others);
     let step_pods = canary_pods(c, d, target_weight);
     let side = canary_side(c, d, &others, step_pods);
-    // The share the stable cannot take back yet stays where it is, on pods that carry it. With
-    // dynamicStableScale the canary keeps the pods for that share. (Without it the stable keeps
-    // all its pods, and a canary that setCanaryScale sizes below its weight is the user's choice,
-    // as in Argo.)
+    // The share the stable cannot take back yet stays where it is, on pods that carry it: the
+    // canary keeps the pods for that share, unless a setCanaryScale step sizes it without
+    // dynamicStableScale (a canary below its weight is then the user's choice, as in Argo).
     let r = c.ctx.replicas;
     let off_stable = off_stable(c, d, &others);
     let dynamic = c.spec.dynamic_stable_scale == Some(true);
     let new_side = side.hash == c.ctx.hash && !d.aborted;
     let held_now = off_stable.min(weight_supported_by(side.kept, r, c.max_weight));
+    let keeps_pods = dynamic || !c.sized_by_step(d.idx);
     let canary_pods =
-        if dynamic && new_side { step_pods.max(replicas_for_weight(held_now, r, c.max_weight)) } else { step_pods };
+        if keeps_pods && new_side { step_pods.max(replicas_for_weight(held_now, r, c.max_weight)) } else { step_pods };
     // Judged on the pods the canary keeps once this plan has scaled it, so that planning again
     // holds the same share.
     let kept_after = if new_side { c.ctx.counts(&c.ctx.hash).available_once_scaled_to(canary_pods) } else { side.kept };
