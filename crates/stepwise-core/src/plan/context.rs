@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use stepwise_api::{Rollout, RolloutSpec, RolloutStatus};
 
 use crate::hash::version_hash;
+use crate::objects::label_selector_string;
 use crate::observed::{Observed, ObservedAnalysisRun, ObservedReplicaSet};
 use crate::replicas::Counts;
 
@@ -86,13 +87,20 @@ impl<'a> Ctx<'a> {
         candidate
     }
 
-    /// The selector in `key=value,…` form, for the scale subresource.
+    /// The selector in the API server's syntax, for the scale subresource (an HPA selects the
+    /// pods with it). A selector whose expressions cannot be written falls back to its labels.
     pub fn selector_string(&self, with_hash: Option<&str>) -> String {
-        let mut labels: BTreeMap<String, String> = self.selector.match_labels.clone().unwrap_or_default();
+        let mut selector = self.selector.clone();
         if let Some(h) = with_hash {
-            labels.insert(stepwise_api::POD_TEMPLATE_HASH_LABEL.into(), h.into());
+            selector
+                .match_labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(stepwise_api::POD_TEMPLATE_HASH_LABEL.into(), h.into());
         }
-        labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        label_selector_string(&selector).unwrap_or_else(|_| {
+            label_selector_string(&LabelSelector { match_labels: selector.match_labels, match_expressions: None })
+                .unwrap_or_default()
+        })
     }
 
     /// Whether the newest version is the stable one.
