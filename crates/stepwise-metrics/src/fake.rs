@@ -1,36 +1,79 @@
-//! A provider that returns scripted values, for tests.
+//! A provider that returns scripted readings, for tests of the AnalysisRun controller.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 
-use stepwise_api::Metric;
+use stepwise_api::{Measurement, Metric};
 
-use crate::{Error, MeasuredValue, MetricProvider};
+use crate::{Error, MetricProvider, RunRef, Taken};
 
-/// Returns its scripted values in order, then reports no data.
+/// Returns its scripted results in order (for `run` and `resume` alike), then reports no data;
+/// records every call.
 #[derive(Debug, Default)]
 pub struct FakeProvider {
-    /// Values still to return.
-    pub script: VecDeque<MeasuredValue>,
+    script: Mutex<VecDeque<Result<Taken, String>>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeProvider {
+    /// A provider that answers with `script`, in order; an `Err` becomes a source error.
+    pub fn new(script: impl IntoIterator<Item = Result<Taken, String>>) -> Self {
+        FakeProvider { script: Mutex::new(script.into_iter().collect()), calls: Mutex::default() }
+    }
+
+    /// The calls made so far, as `run <metric>`, `resume <metric>`, `terminate <metric>` or
+    /// `gc <metric> <n>`.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("calls lock").clone()
+    }
+
+    fn next(&self, call: String, metric: &Metric) -> Result<Taken, Error> {
+        self.calls.lock().expect("calls lock").push(call);
+        match self.script.lock().expect("script lock").pop_front() {
+            Some(Ok(taken)) => Ok(taken),
+            Some(Err(message)) => Err(Error::Source { target: "fake".into(), message }),
+            None => Err(Error::NoData { metric: metric.name.clone() }),
+        }
+    }
 }
 
 impl MetricProvider for FakeProvider {
     fn kind(&self) -> &'static str {
         "fake"
     }
-    fn measure(&mut self, metric: &Metric) -> Result<MeasuredValue, Error> {
-        self.script.pop_front().ok_or_else(|| Error::NoData { metric: metric.name.clone() })
+
+    async fn run(&self, _run: &RunRef, metric: &Metric) -> Result<Taken, Error> {
+        self.next(format!("run {}", metric.name), metric)
+    }
+
+    async fn resume(&self, _run: &RunRef, metric: &Metric, _measurement: &Measurement) -> Result<Taken, Error> {
+        self.next(format!("resume {}", metric.name), metric)
+    }
+
+    async fn terminate(&self, _run: &RunRef, metric: &Metric, _measurement: &Measurement) -> Result<(), Error> {
+        self.calls.lock().expect("calls lock").push(format!("terminate {}", metric.name));
+        Ok(())
+    }
+
+    async fn garbage_collect(&self, _run: &RunRef, metric: &Metric, dropped: &[Measurement]) -> Result<(), Error> {
+        self.calls.lock().expect("calls lock").push(format!("gc {} {}", metric.name, dropped.len()));
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Reading;
 
-    #[test]
-    fn scripted_values_come_back_in_order_then_no_data() {
-        let mut p = FakeProvider { script: VecDeque::from([MeasuredValue::Scalar(0.99)]) };
+    #[tokio::test]
+    async fn scripted_readings_come_back_in_order_then_no_data() {
+        let p = FakeProvider::new([Ok(Taken::new(Reading::Value(serde_json::json!([0.99])))), Err("down".into())]);
         let m = Metric { name: "success-rate".into(), ..Default::default() };
-        assert_eq!(p.measure(&m).unwrap(), MeasuredValue::Scalar(0.99));
-        assert!(matches!(p.measure(&m), Err(Error::NoData { .. })));
+        let run = RunRef::default();
+        assert_eq!(p.run(&run, &m).await.unwrap().reading, Reading::Value(serde_json::json!([0.99])));
+        assert_eq!(p.run(&run, &m).await.unwrap_err().to_string(), "fake: down");
+        assert!(matches!(p.run(&run, &m).await, Err(Error::NoData { .. })));
+        assert_eq!(p.calls(), ["run success-rate", "run success-rate", "run success-rate"]);
     }
 }

@@ -1,35 +1,164 @@
-//! Metric providers: the [`MetricProvider`] seam between the analysis controller and Prometheus,
-//! web, Job and the Kubernetes metrics APIs. Each provider lives in its own module (added by the
-//! analysis issue); [`fake::FakeProvider`] returns scripted values for tests.
+//! Metric providers: the [`MetricProvider`] seam between the AnalysisRun controller and
+//! Prometheus, web and Job measurements. Each provider lives in its own module; [`fake`] beside the
+//! trait returns scripted readings for tests.
+//!
+//! A provider only fetches: it turns a metric (its arguments already substituted) into a
+//! [`Reading`]. What the reading means (the metric's conditions, limits and phases) is decided in
+//! pure code by `stepwise-core`, never here.
 
-use stepwise_api::Metric;
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use k8s_openapi::jiff::Timestamp;
+use stepwise_api::{AnalysisPhase, Measurement, Metric};
 
 pub mod fake;
 
-/// One value measured by a provider, before conditions are evaluated.
+/// The run a measurement belongs to: providers that create objects (a Job) name and own them by
+/// it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunRef {
+    /// Namespace of the AnalysisRun.
+    pub namespace: String,
+    /// Name of the AnalysisRun.
+    pub name: String,
+    /// UID of the AnalysisRun, for owner references.
+    pub uid: String,
+}
+
+/// What a provider saw.
 #[derive(Clone, Debug, PartialEq)]
-pub enum MeasuredValue {
-    /// A single number.
-    Scalar(f64),
-    /// A vector of numbers (for example one per Prometheus series).
-    Vector(Vec<f64>),
+pub enum Reading {
+    /// A value: the metric's conditions decide what it means. Prometheus vectors and matrices are
+    /// JSON arrays of numbers, scalars are numbers, a web answer is the JSON its path selects.
+    Value(serde_json::Value),
+    /// The provider judged the measurement itself (a Job succeeded or failed).
+    Verdict {
+        /// Successful, Failed, Inconclusive or Error.
+        phase: AnalysisPhase,
+        /// Why.
+        message: Option<String>,
+    },
+    /// The measurement is still going (a Job runs): ask again with `resume` at `resume_at`.
+    InProgress {
+        /// When to look again.
+        resume_at: Timestamp,
+    },
 }
 
-/// What the analysis controller asks of a provider.
-pub trait MetricProvider {
-    /// The provider's name (`prometheus`, `web`, ...).
+/// A reading with what the provider wants kept beside it (the query it ran, the Job's name,
+/// Prometheus warnings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Taken {
+    /// What was seen.
+    pub reading: Reading,
+    /// Kept in the measurement's `metadata`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Taken {
+    /// A reading without metadata.
+    pub fn new(reading: Reading) -> Self {
+        Taken { reading, metadata: BTreeMap::new() }
+    }
+}
+
+/// What the AnalysisRun controller asks of a provider. Shaped like Argo Rollouts' providers so
+/// that their semantics carry over: a single-shot provider (Prometheus, web) only implements
+/// [`run`](MetricProvider::run); a long one (Job) also resumes, terminates and cleans up.
+pub trait MetricProvider: Send + Sync {
+    /// The provider's field name in a metric (`prometheus`, `web`, `job`).
     fn kind(&self) -> &'static str;
-    /// Takes one measurement of `metric`.
-    fn measure(&mut self, metric: &Metric) -> Result<MeasuredValue, Error>;
+
+    /// Starts (and for a single-shot provider, finishes) a measurement of `metric`.
+    fn run(&self, run: &RunRef, metric: &Metric) -> impl Future<Output = Result<Taken, Error>> + Send;
+
+    /// Looks again at an unfinished measurement (one that was [`Reading::InProgress`]).
+    fn resume(
+        &self,
+        run: &RunRef,
+        metric: &Metric,
+        measurement: &Measurement,
+    ) -> impl Future<Output = Result<Taken, Error>> + Send {
+        let _ = (run, measurement);
+        async move { Err(Error::NotResumable { metric: metric.name.clone() }) }
+    }
+
+    /// Stops an unfinished measurement because the run ends.
+    fn terminate(
+        &self,
+        run: &RunRef,
+        metric: &Metric,
+        measurement: &Measurement,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (run, metric, measurement);
+        async { Ok(()) }
+    }
+
+    /// Cleans up after measurements no longer kept (a Job of a measurement trimmed by
+    /// `measurementRetention`, or of a run that ended).
+    fn garbage_collect(
+        &self,
+        run: &RunRef,
+        metric: &Metric,
+        dropped: &[Measurement],
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (run, metric, dropped);
+        async { Ok(()) }
+    }
 }
 
-/// Errors of the providers.
+/// Why a provider could not measure. Each becomes a measurement in Error with this text.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The metric's provider configuration is unusable (a bad address, a bad JSON path).
+    #[error("{field}: {message}")]
+    Config {
+        /// The field, e.g. `provider.prometheus.address`.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The request did not get an answer in time.
+    #[error("no answer within {seconds} s from {target}")]
+    Timeout {
+        /// Seconds waited.
+        seconds: u64,
+        /// What was asked.
+        target: String,
+    },
+    /// The source answered with an error or could not be reached.
+    #[error("{target}: {message}")]
+    Source {
+        /// What was asked.
+        target: String,
+        /// The source's error.
+        message: String,
+    },
+    /// The answer could not be turned into a value.
+    #[error("{message}")]
+    Answer {
+        /// What was wrong with the answer.
+        message: String,
+    },
     /// The provider returned no data.
     #[error("metric {metric} returned no data")]
     NoData {
         /// Name of the metric.
         metric: String,
+    },
+    /// `resume` was called on a provider whose measurements always finish at once.
+    #[error("metric {metric}: its provider does not resume measurements")]
+    NotResumable {
+        /// Name of the metric.
+        metric: String,
+    },
+    /// A Kubernetes call of the Job provider failed.
+    #[error("{action}: {message}")]
+    Kubernetes {
+        /// What was being done, e.g. `create Job run-1-success-1`.
+        action: String,
+        /// The API's error.
+        message: String,
     },
 }
