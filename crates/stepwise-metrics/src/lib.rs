@@ -13,6 +13,9 @@ use k8s_openapi::jiff::Timestamp;
 use stepwise_api::{AnalysisPhase, Measurement, Metric};
 
 pub mod fake;
+pub mod job;
+pub mod prometheus;
+pub mod web;
 
 /// The run a measurement belongs to: providers that create objects (a Job) name and own them by
 /// it.
