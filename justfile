@@ -44,8 +44,12 @@ cluster-down:
 smoke: cluster-up
     tests/cluster/smoke.sh
 
+# Unpack Debian's Prometheus server into ~/.cache/stepwise (once) for the Prometheus provider tests.
+prometheus:
+    tests/cluster/prometheus.sh
+
 # End-to-end tests of the controller on the local control plane.
-e2e: cluster-up
+e2e: cluster-up prometheus
     tests/cluster/router-crds.sh
     cargo build --bins
     cargo test -p stepwise-e2e -- --test-threads=4

@@ -49,6 +49,72 @@ healthy() {
   )
 }
 
+# --- process management --------------------------------------------------------------------
+# start NAME BINARY ARGS...: detached (own session, stdin closed, lock fd closed), output to
+# logs/NAME.log; records "PID BINARY" in run/NAME.pid. Extra env via START_ENV=(K=V ...).
+START_ENV=()
+start() {
+  local name=$1 bin=$2 pidfile=$RUN/$1.pid i
+  shift 2
+  rm -f "$pidfile"
+  (
+    exec 9>&-
+    cd "$STATE"
+    # shellcheck disable=SC2016 # $$, $0 and $1 are the inner shell's
+    # The inner shell closes every inherited fd above 2 (a CI runner waiting for its pipes to
+    # close must not wait for the cluster), writes its pid, then becomes the component.
+    exec env ${START_ENV[@]+"${START_ENV[@]}"} setsid bash -c '
+      for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null || true; fi; done
+      echo "$$ $1" >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
+      "$pidfile" "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1
+  ) &
+  for ((i = 0; i < 100; i++)); do
+    [ -s "$pidfile" ] && break
+    sleep 0.05
+  done
+  [ -s "$pidfile" ] || die "$name did not start"
+  log "started $name (pid $(pid_of "$name"), log $LOGS/$name.log)"
+}
+
+# wait_for DESCRIPTION CMD...: poll until CMD succeeds; fail early if a component died.
+wait_for() {
+  local what=$1 deadline c t=$SECONDS
+  shift
+  deadline=$(($(date +%s) + WAIT))
+  until "$@" >/dev/null 2>&1; do
+    for c in "${COMPONENTS[@]}"; do
+      if [ -e "$RUN/$c.pid" ] && ! alive "$c"; then
+        die "$c exited while waiting for $what (see $LOGS/$c.log)"
+      fi
+    done
+    [ "$(date +%s)" -lt "$deadline" ] || die "timed out after ${WAIT}s waiting for $what"
+    sleep 0.25
+  done
+  log "$what: ok ($((SECONDS - t))s)"
+}
+
+# --- kwok ----------------------------------------------------------------------------------
+# kwok reads its stages only when it starts: the upstream ones from the binary cache plus ours
+# (kwok-test-stages.yaml). The hash of ours is recorded so that a reused cluster whose kwok runs
+# older stages gets kwok restarted (and only kwok).
+KWOK_TEST_STAGES=$CLUSTER_SRC/kwok-test-stages.yaml
+kwok_stages_hash() { sha256sum "$KWOK_TEST_STAGES" | cut -d' ' -f1; }
+# start_kwok: needs BIN and KWOK_PORT.
+start_kwok() {
+  # KWOK_WORKDIR keeps kwok away from ~/.kwok; no --node-ip so nothing ever dials a fake node.
+  START_ENV=("KWOK_WORKDIR=$STATE/kwok")
+  start kwok "$BIN/kwok" \
+    --kubeconfig="$KUBECONFIG_FILE" \
+    --manage-all-nodes=true \
+    --node-lease-duration-seconds=40 \
+    --cidr=10.244.0.0/16 \
+    --server-address="127.0.0.1:$KWOK_PORT" \
+    --config="$BIN/kwok-stages.yaml" \
+    --config="$KWOK_TEST_STAGES"
+  START_ENV=()
+  kwok_stages_hash >"$RUN/kwok-test-stages.sha256"
+}
+
 take_lock
 mkdir -p "$STATE" "$LOGS"
 chmod 700 "$STATE"
@@ -56,6 +122,15 @@ chmod 700 "$STATE"
 if healthy; then
   # shellcheck disable=SC1090
   . "$ENV_FILE"
+  if [ "$(cat "$RUN/kwok-test-stages.sha256" 2>/dev/null)" != "$(kwok_stages_hash)" ]; then
+    log "kwok runs other stages than $KWOK_TEST_STAGES; restarting kwok"
+    BIN=$(cat "$RUN/bin-dir")
+    # shellcheck disable=SC1091
+    . "$RUN/ports.env"
+    stop_component kwok
+    start_kwok
+    wait_for "kwok /healthz" http_ok "http://127.0.0.1:$KWOK_PORT/healthz"
+  fi
   log "reusing the running cluster"
   print_usage "$KUBECTL" "$API_SERVER"
   exit 0
@@ -161,50 +236,6 @@ EOF
 chmod 600 "$KUBECONFIG_FILE"
 K=("$KUBECTL" --kubeconfig "$KUBECONFIG_FILE")
 
-# --- process management --------------------------------------------------------------------
-# start NAME BINARY ARGS...: detached (own session, stdin closed, lock fd closed), output to
-# logs/NAME.log; records "PID BINARY" in run/NAME.pid. Extra env via START_ENV=(K=V ...).
-START_ENV=()
-start() {
-  local name=$1 bin=$2 pidfile=$RUN/$1.pid i
-  shift 2
-  rm -f "$pidfile"
-  (
-    exec 9>&-
-    cd "$STATE"
-    # shellcheck disable=SC2016 # $$, $0 and $1 are the inner shell's
-    # The inner shell closes every inherited fd above 2 (a CI runner waiting for its pipes to
-    # close must not wait for the cluster), writes its pid, then becomes the component.
-    exec env ${START_ENV[@]+"${START_ENV[@]}"} setsid bash -c '
-      for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null || true; fi; done
-      echo "$$ $1" >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
-      "$pidfile" "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1
-  ) &
-  for ((i = 0; i < 100; i++)); do
-    [ -s "$pidfile" ] && break
-    sleep 0.05
-  done
-  [ -s "$pidfile" ] || die "$name did not start"
-  log "started $name (pid $(pid_of "$name"), log $LOGS/$name.log)"
-}
-
-# wait_for DESCRIPTION CMD...: poll until CMD succeeds; fail early if a component died.
-wait_for() {
-  local what=$1 deadline c t=$SECONDS
-  shift
-  deadline=$(($(date +%s) + WAIT))
-  until "$@" >/dev/null 2>&1; do
-    for c in "${COMPONENTS[@]}"; do
-      if [ -e "$RUN/$c.pid" ] && ! alive "$c"; then
-        die "$c exited while waiting for $what (see $LOGS/$c.log)"
-      fi
-    done
-    [ "$(date +%s)" -lt "$deadline" ] || die "timed out after ${WAIT}s waiting for $what"
-    sleep 0.25
-  done
-  log "$what: ok ($((SECONDS - t))s)"
-}
-
 # --- etcd ----------------------------------------------------------------------------------
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   ETCD_DATA=$(mktemp -d /dev/shm/stepwise-etcd.XXXXXX)
@@ -264,17 +295,7 @@ start kube-scheduler "$BIN/kube-scheduler" \
   --config="$STATE/kube-scheduler.yaml" \
   --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --profiling=false
 
-# --- kwok ----------------------------------------------------------------------------------
-# KWOK_WORKDIR keeps kwok away from ~/.kwok; no --node-ip so nothing ever dials a fake node.
-START_ENV=("KWOK_WORKDIR=$STATE/kwok")
-start kwok "$BIN/kwok" \
-  --kubeconfig="$KUBECONFIG_FILE" \
-  --manage-all-nodes=true \
-  --node-lease-duration-seconds=40 \
-  --cidr=10.244.0.0/16 \
-  --server-address="127.0.0.1:$KWOK_PORT" \
-  --config="$BIN/kwok-stages.yaml"
-START_ENV=()
+start_kwok
 
 wait_for "kube-controller-manager /healthz" http_ok "https://127.0.0.1:$KCM_PORT/healthz" insecure
 wait_for "kube-scheduler /healthz" http_ok "https://127.0.0.1:$SCHED_PORT/healthz" insecure

@@ -99,10 +99,13 @@ pub struct Metric {
     /// Name of the metric, unique within the analysis.
     pub name: String,
     /// Time between measurements. Without it, one measurement is taken (unless count says more).
+    /// May be `{{args.name}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::duration::templatable_duration_schema")]
     pub interval: Option<Duration>,
-    /// Time to wait after the run starts before the first measurement.
+    /// Time to wait after the run starts before the first measurement. May be `{{args.name}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::duration::templatable_duration_schema")]
     pub initial_delay: Option<Duration>,
     /// Number of measurements. Defaults to 1 without an interval and to unlimited with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -357,6 +360,30 @@ pub struct AnalysisRunStatus {
     /// When the run completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// How many metrics ended in each phase (dry-run metrics excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_summary: Option<RunSummary>,
+}
+
+/// How many metrics of a run ended in each phase.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Metrics in the run (dry-run metrics excluded).
+    #[serde(default)]
+    pub count: i32,
+    /// Metrics that ended Successful.
+    #[serde(default)]
+    pub successful: i32,
+    /// Metrics that ended Failed.
+    #[serde(default)]
+    pub failed: i32,
+    /// Metrics that ended Inconclusive.
+    #[serde(default)]
+    pub inconclusive: i32,
+    /// Metrics that ended in Error.
+    #[serde(default)]
+    pub error: i32,
 }
 
 /// The measurements and counters of one metric.

@@ -81,6 +81,11 @@ pub fn analysis_run() -> CustomResourceDefinition {
         &["ar"],
         vec![
             column("Phase", "string", ".status.phase", "Pending, Running, Successful, Failed, Error or Inconclusive"),
+            column("Metrics", "integer", ".status.runSummary.count", "Metrics in the run (dry-run excluded)"),
+            column("Successful", "integer", ".status.runSummary.successful", "Metrics that ended Successful"),
+            column("Failed", "integer", ".status.runSummary.failed", "Metrics that ended Failed"),
+            column("Inconclusive", "integer", ".status.runSummary.inconclusive", "Metrics that ended Inconclusive"),
+            column("Error", "integer", ".status.runSummary.error", "Metrics that ended in Error"),
             column("Message", "string", ".status.message", "Why the run is in its phase"),
             column("Age", "date", ".metadata.creationTimestamp", "Time since creation"),
         ],

@@ -58,6 +58,25 @@ impl From<&str> for Duration {
 /// language as [`parse_go_duration`].
 pub const DURATION_PATTERN: &str = r"^([0-9]+|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$";
 
+/// The schema of a duration in an analysis metric: a duration, or a whole `{{args.name}}` that
+/// the AnalysisRun controller replaces before it reads the duration (Argo's own examples template
+/// `interval` and `initialDelay`).
+pub fn templatable_duration_schema(_: &mut SchemaGenerator) -> Schema {
+    // Character classes instead of escapes: CEL string literals have no `\{` escape.
+    let argument = "^[{][{] *args[.][-._a-zA-Z0-9]+ *[}][}]$";
+    let rule = format!(
+        "type(self) == int ? self >= 0 : (self.matches('{}') || self.matches('{argument}'))",
+        DURATION_PATTERN.replace('\\', "\\\\")
+    );
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "maxLength": 64,
+        "x-kubernetes-validations": [
+            {"rule": rule, "message": "must be a duration such as 30s, 5m or 1h30m, a number of seconds, or {{args.name}}"}
+        ],
+    })
+}
+
 impl JsonSchema for Duration {
     fn schema_name() -> Cow<'static, str> {
         "Duration".into()

@@ -1,5 +1,6 @@
 //! The stepwise controller: observe → plan → execute → status, for every Rollout.
 
+pub mod analysis;
 pub mod context;
 pub mod error;
 pub mod execute;

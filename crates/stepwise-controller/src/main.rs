@@ -53,6 +53,9 @@ struct Args {
     /// Identity of this instance (default: host name and process id).
     #[arg(long, env = "STEPWISE_IDENTITY")]
     identity: Option<String>,
+    /// The Prometheus server of analysis metrics that name no address.
+    #[arg(long, env = "STEPWISE_PROMETHEUS_ADDRESS")]
+    prometheus_address: Option<String>,
     /// Log format.
     #[arg(long, env = "STEPWISE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -155,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         burst: args.burst,
         concurrency: args.concurrency,
         identity,
+        prometheus_address: args.prometheus_address.clone(),
     };
     // In-flight reconciles get a grace period after SIGTERM; then the process ends regardless.
     let grace = {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::channel::mpsc::UnboundedSender;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use kube::core::DeserializeGuard;
@@ -16,6 +16,12 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use stepwise_api::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, POD_TEMPLATE_HASH_LABEL, Rollout};
 
+use k8s_openapi::api::batch::v1::Job;
+use stepwise_metrics::job::{ANALYSIS_RUN_LABEL, JobProvider};
+use stepwise_metrics::prometheus::PrometheusProvider;
+use stepwise_metrics::web::WebProvider;
+
+use crate::analysis::{AnalysisContext, Providers, reconcile_run, run_error_policy};
 use crate::context::{AnalysisStores, Context, Limiter};
 use crate::index::{Index, controller_ref, controller_uid};
 use crate::metrics::Metrics;
@@ -35,6 +41,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Name of this instance in events.
     pub identity: String,
+    /// The Prometheus server of metrics that name no address.
+    pub prometheus_address: Option<String>,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -55,7 +63,7 @@ fn shared_cache<K>(
     api: Api<K>,
     config: watcher::Config,
     on_event: impl Fn(&watcher::Event<K>) + Send + Sync + 'static,
-) -> (Store<K>, impl futures::Stream<Item = Arc<K>> + Send + 'static, impl Future<Output = ()> + Send + 'static)
+) -> (Store<K>, reflector::ReflectHandle<K>, impl Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -219,7 +227,7 @@ pub async fn run(
             replica_sets: rs_store,
             replica_sets_by_owner: rs_index,
             services: svc_store,
-            analysis_runs: ar_store,
+            analysis_runs: ar_store.clone(),
             analysis_runs_by_owner: ar_index,
             deployments: dep_store,
         },
@@ -229,28 +237,62 @@ pub async fn run(
         limiter: Limiter::new(settings.qps, settings.burst),
     });
 
+    let (shutdown_rollouts, shutdown_runs) = {
+        let shared = shutdown.shared();
+        (shared.clone(), shared)
+    };
+    let runs = run_controller(&client, &settings, ctx.clone(), ar_store.clone(), ar_events.clone(), shutdown_runs);
     let controller = Controller::for_shared_stream(rollout_events, rollout_store);
     let by_service = rollout_index.clone();
     let by_deployment = rollout_index;
     ready.store(true, Ordering::Relaxed);
-    controller
+    let rollouts = controller
         .reconcile_on(deleted_rx)
         .owns_shared_stream(rs_events)
         .owns_shared_stream(ar_events)
         .watches_shared_stream(svc_events, move |svc: Arc<Service>| by_service.get(&key_of(&*svc, "Service")))
         .watches_shared_stream(dep_events, move |dep: Arc<Deployment>| by_deployment.get(&key_of(&*dep, "Deployment")))
         .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown_rollouts)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile error");
             }
             futures::future::ready(())
-        })
-        .await;
-    tracing::info!("controller stopped");
+        });
+    futures::join!(rollouts, runs);
+    tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// The AnalysisRun controller, on the same cache of runs as the Rollout controller, woken also by
+/// the Jobs its measurements own.
+fn run_controller(
+    client: &Client,
+    settings: &Settings,
+    shared: Arc<Context>,
+    runs: Store<AnalysisRun>,
+    run_events: reflector::ReflectHandle<AnalysisRun>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Future<Output = ()> + Send {
+    let providers = Providers {
+        prometheus: PrometheusProvider::new(settings.prometheus_address.clone()),
+        web: WebProvider::new(),
+        job: JobProvider::new(client.clone()),
+    };
+    let ctx = Arc::new(AnalysisContext::new(shared, providers));
+    Controller::for_shared_stream(run_events, runs)
+        .owns(api::<Job>(client, &settings.namespace), watcher::Config::default().labels(ANALYSIS_RUN_LABEL))
+        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_run, run_error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile error of an AnalysisRun");
+            }
+            futures::future::ready(())
+        })
 }
 
 /// The index key of an object a Rollout names.

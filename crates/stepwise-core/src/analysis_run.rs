@@ -96,6 +96,16 @@ pub fn build_analysis_run(
             None => args.push(Argument { name: given.name.clone(), value: Some(value), value_from: None }),
         }
     }
+    // A template's fieldRef reads the Rollout, which only this side has; a secretKeyRef stays
+    // for the AnalysisRun controller, which reads the Secret when it measures.
+    for a in args.iter_mut().filter(|a| a.value.is_none()) {
+        if let Some(path) = a.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).map(|f| f.field_path.clone()) {
+            let value = field_of(rollout, &path)
+                .ok_or_else(|| format!("args.{}: field {path} not found on the Rollout", a.name))?;
+            a.value = Some(value);
+            a.value_from = None;
+        }
+    }
     if let Some(missing) = args.iter().find(|a| a.value.is_none() && a.value_from.is_none()) {
         return Err(format!("args.{} is not given a value", missing.name));
     }

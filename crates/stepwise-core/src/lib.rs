@@ -12,6 +12,7 @@
 pub mod analysis_run;
 pub mod failure;
 pub mod hash;
+pub mod measure;
 pub mod objects;
 mod observed;
 mod plan;

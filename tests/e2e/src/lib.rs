@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use stepwise_api::operations::{self, Patches};
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
 
+pub mod prometheus;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")

@@ -5,10 +5,11 @@
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use stepwise_api::{Rollout, RolloutAnalysis, RolloutSpec};
+use stepwise_api::{Metric, Rollout, RolloutAnalysis, RolloutSpec};
 
 use crate::analysis_run::{RunRequest, build_analysis_run};
 use crate::hash::steps_hash;
+use crate::measure::check_condition;
 use crate::observed::{AnalysisKind, Observed};
 
 /// Checks what the schema cannot: the facts that only the controller has, and fields of objects
@@ -262,7 +263,22 @@ fn validate_analyses(rollout: &Rollout, observed: &Observed) -> Result<(), Strin
             return Err(format!("{field}.templates must name at least one template"));
         }
         let request = RunRequest { name: "validate", kind: AnalysisKind::Background, hash: "validate", revision: 1 };
-        build_analysis_run(rollout, observed, analysis, &request).map_err(|e| format!("{field}: {e}"))?;
+        let run = build_analysis_run(rollout, observed, analysis, &request).map_err(|e| format!("{field}: {e}"))?;
+        check_conditions(&run.spec.metrics).map_err(|e| format!("{field}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A broken condition is told when the Rollout that uses it is applied, not when its analysis
+/// is reached. A condition with an `{{args.name}}` in it is checked once the run fills it in.
+fn check_conditions(metrics: &[Metric]) -> Result<(), String> {
+    for metric in metrics {
+        for (which, condition) in
+            [("successCondition", &metric.success_condition), ("failureCondition", &metric.failure_condition)]
+        {
+            let Some(expression) = condition.as_deref().filter(|e| !e.contains("{{")) else { continue };
+            check_condition(expression).map_err(|e| format!("metric {} {which}: {e}", metric.name))?;
+        }
     }
     Ok(())
 }

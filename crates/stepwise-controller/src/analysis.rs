@@ -1,0 +1,266 @@
+//! The AnalysisRun controller: what is due (pure) → measure through the providers, all metrics at
+//! once → record (pure) → status, events and clean-up → requeue at the next measurement. One
+//! controller for every run: no task or timer per run, and a run with nothing due writes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType as KubeEventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+use stepwise_api::{AnalysisRun, AnalysisRunStatus, Measurement, RunSummary};
+use stepwise_core::EventType;
+use stepwise_core::measure::{self, Outcome, Reading, SecretValues, Step, Task};
+use stepwise_metrics::job::JobProvider;
+use stepwise_metrics::prometheus::PrometheusProvider;
+use stepwise_metrics::web::WebProvider;
+use stepwise_metrics::{MetricProvider, RunRef, Taken};
+
+use crate::context::Context;
+use crate::error::{Error, KubeContext};
+
+/// The providers measurements go through.
+pub struct Providers {
+    /// Prometheus queries.
+    pub prometheus: PrometheusProvider,
+    /// HTTP requests with a JSON answer.
+    pub web: WebProvider,
+    /// Kubernetes Jobs.
+    pub job: JobProvider,
+}
+
+/// What every reconcile of a run shares.
+pub struct AnalysisContext {
+    /// The client, recorder, metrics and write limiter the Rollout controller uses too.
+    pub shared: Arc<Context>,
+    /// The metric providers.
+    pub providers: Providers,
+    /// The last status written per run (by UID), with the resourceVersion it replaced: until the
+    /// cache shows a newer object, a reconcile starts from what was written, so that a
+    /// measurement is never taken twice because the cache lags.
+    written: Mutex<HashMap<String, (String, AnalysisRunStatus)>>,
+}
+
+impl AnalysisContext {
+    /// A context for the AnalysisRun controller.
+    pub fn new(shared: Arc<Context>, providers: Providers) -> Self {
+        AnalysisContext { shared, providers, written: Mutex::default() }
+    }
+
+    /// The run as this controller last left it.
+    fn latest(&self, run: &AnalysisRun) -> AnalysisRun {
+        let uid = run.uid().unwrap_or_default();
+        let rv = run.resource_version().unwrap_or_default();
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        match written.get(&uid) {
+            Some((replaced, status)) if *replaced == rv => {
+                let mut newer = run.clone();
+                newer.status = Some(status.clone());
+                newer
+            }
+            Some(_) => {
+                written.remove(&uid);
+                run.clone()
+            }
+            None => run.clone(),
+        }
+    }
+
+    fn remember(&self, run: &AnalysisRun, status: &AnalysisRunStatus) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.insert(run.uid().unwrap_or_default(), (run.resource_version().unwrap_or_default(), status.clone()));
+    }
+}
+
+/// Reconciles one AnalysisRun.
+pub async fn reconcile_run(obj: Arc<AnalysisRun>, ctx: Arc<AnalysisContext>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let result = measure_run(&ctx, &ctx.latest(&obj)).await;
+    let (writes, kind) = match &result {
+        Ok((_, w)) => (*w, None),
+        Err(e) => (0, Some(e.kind())),
+    };
+    ctx.shared.metrics.reconciled(started.elapsed().as_secs_f64(), kind, writes);
+    result.map(|(requeue, _)| requeue)
+}
+
+/// Backs off after a failed reconcile of a run.
+pub fn run_error_policy(run: Arc<AnalysisRun>, error: &Error, _ctx: Arc<AnalysisContext>) -> Requeue {
+    tracing::warn!(run = %run.name_any(), error = %error, "reconcile of AnalysisRun failed");
+    Requeue::requeue(std::time::Duration::from_secs(5))
+}
+
+async fn measure_run(ctx: &AnalysisContext, run: &AnalysisRun) -> Result<(Requeue, usize), Error> {
+    if run.metadata.deletion_timestamp.is_some() || run.status.as_ref().and_then(|s| s.completed_at.as_ref()).is_some() {
+        return Ok((Requeue::await_change(), 0));
+    }
+    let ns = run.namespace().unwrap_or_default();
+    let secrets = read_secrets(ctx, &ns, measure::secrets_needed(&run.spec)).await?;
+    let due = measure::due(run, &secrets, &now());
+    let run_ref = RunRef { namespace: ns.clone(), name: run.name_any(), uid: run.uid().unwrap_or_default() };
+    let outcomes = futures::future::join_all(due.tasks.iter().map(|task| perform(&ctx.providers, &run_ref, task))).await;
+    let mut update = measure::record(run, &due, outcomes, &now());
+    update.status.run_summary = Some(summary(&update.status));
+    for (metric, dropped) in &update.collect {
+        if let Err(e) = collect(&ctx.providers, &run_ref, metric, dropped).await {
+            tracing::warn!(run = %run_ref.name, metric = %metric.name, error = %e, "could not clean up after measurements");
+        }
+    }
+    let mut writes = 0;
+    if run.status.as_ref() != Some(&update.status) {
+        write_status(ctx, run, &update.status).await?;
+        writes += 1;
+    }
+    for event in &update.events {
+        publish(ctx, run, event.type_, &event.reason, &event.message).await;
+    }
+    let requeue = update.requeue_after.map_or_else(Requeue::await_change, Requeue::requeue);
+    Ok((requeue, writes))
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// The values of the Secrets the run's arguments read. A Secret or key that does not exist is
+/// left out: `measure::due` then names the argument it leaves unresolved.
+async fn read_secrets(ctx: &AnalysisContext, ns: &str, needed: Vec<(String, String)>) -> Result<SecretValues, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), ns);
+    let mut values = SecretValues::new();
+    for (name, key) in needed {
+        let secret = api.get_opt(&name).await.during(|| format!("read Secret {ns}/{name}"))?;
+        let value = secret.and_then(|s| s.data).and_then(|mut data| data.remove(&key));
+        if let Some(bytes) = value {
+            values.insert((name, key), String::from_utf8_lossy(&bytes.0).into_owned());
+        }
+    }
+    Ok(values)
+}
+
+/// Takes one measurement (or resumes or stops one) through the metric's provider.
+async fn perform(providers: &Providers, run: &RunRef, task: &Task) -> Outcome {
+    let started_at = now();
+    let provider = &task.metric.provider;
+    let (reading, metadata) = if provider.prometheus.is_some() {
+        take(&providers.prometheus, run, task).await
+    } else if provider.web.is_some() {
+        take(&providers.web, run, task).await
+    } else if provider.job.is_some() {
+        take(&providers.job, run, task).await
+    } else {
+        let which = if provider.kubernetes.is_some() { "kubernetes" } else { "plugin" };
+        (Reading::Error(format!("the {which} provider is not available in this version of stepwise")), BTreeMap::new())
+    };
+    Outcome { metric: task.metric.name.clone(), reading, metadata, started_at, finished_at: now() }
+}
+
+async fn take<P: MetricProvider>(provider: &P, run: &RunRef, task: &Task) -> (Reading, BTreeMap<String, String>) {
+    match &task.step {
+        Step::Run => reading_of(provider.run(run, &task.metric).await, BTreeMap::new()),
+        Step::Resume(m) => reading_of(provider.resume(run, &task.metric, m).await, kept_metadata(m)),
+        Step::Terminate(m) => match provider.terminate(run, &task.metric, m).await {
+            Ok(()) => (Reading::Terminated, kept_metadata(m)),
+            Err(e) => (Reading::Error(e.to_string()), kept_metadata(m)),
+        },
+    }
+}
+
+fn kept_metadata(m: &Measurement) -> BTreeMap<String, String> {
+    m.metadata.clone().unwrap_or_default()
+}
+
+/// A provider's answer as core reads it; what the provider kept before (a Job's name) stays.
+fn reading_of(
+    taken: Result<Taken, stepwise_metrics::Error>,
+    mut metadata: BTreeMap<String, String>,
+) -> (Reading, BTreeMap<String, String>) {
+    match taken {
+        Ok(taken) => {
+            metadata.extend(taken.metadata);
+            let reading = match taken.reading {
+                stepwise_metrics::Reading::Value(v) => Reading::Value(v),
+                stepwise_metrics::Reading::Verdict { phase, message } => Reading::Verdict { phase, message },
+                stepwise_metrics::Reading::InProgress { resume_at } => Reading::InProgress { resume_at: Time(resume_at) },
+            };
+            (reading, metadata)
+        }
+        Err(e) => (Reading::Error(e.to_string()), metadata),
+    }
+}
+
+async fn collect(
+    providers: &Providers,
+    run: &RunRef,
+    metric: &stepwise_api::Metric,
+    dropped: &[Measurement],
+) -> Result<(), stepwise_metrics::Error> {
+    let provider = &metric.provider;
+    if provider.prometheus.is_some() {
+        providers.prometheus.garbage_collect(run, metric, dropped).await
+    } else if provider.web.is_some() {
+        providers.web.garbage_collect(run, metric, dropped).await
+    } else if provider.job.is_some() {
+        providers.job.garbage_collect(run, metric, dropped).await
+    } else {
+        Ok(())
+    }
+}
+
+/// The counts `kubectl get analysisrun` shows.
+fn summary(status: &AnalysisRunStatus) -> RunSummary {
+    let counted = status.metric_results.iter().filter(|m| m.dry_run != Some(true));
+    let mut s = RunSummary::default();
+    for m in counted {
+        s.count += 1;
+        match m.phase {
+            stepwise_api::AnalysisPhase::Successful => s.successful += 1,
+            stepwise_api::AnalysisPhase::Failed => s.failed += 1,
+            stepwise_api::AnalysisPhase::Inconclusive => s.inconclusive += 1,
+            stepwise_api::AnalysisPhase::Error => s.error += 1,
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Writes the whole status. Fields the new status no longer has are removed (a merge patch
+/// leaves absent fields as they were).
+async fn write_status(ctx: &AnalysisContext, run: &AnalysisRun, status: &AnalysisRunStatus) -> Result<(), Error> {
+    let mut patch = serde_json::to_value(status).unwrap_or(Value::Null);
+    if let (Some(old), Value::Object(new)) = (run.status.as_ref().map(serde_json::to_value), &mut patch)
+        && let Some(Value::Object(old)) = old.ok()
+    {
+        for key in old.keys().filter(|k| !new.contains_key(*k)).cloned().collect::<Vec<_>>() {
+            new.insert(key, Value::Null);
+        }
+    }
+    let api: Api<AnalysisRun> = Api::namespaced(ctx.shared.client.clone(), &run.namespace().unwrap_or_default());
+    ctx.shared.limiter.acquire().await;
+    api.patch_status(&run.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": patch })))
+        .await
+        .during(|| format!("write status of AnalysisRun {}", run.name_any()))?;
+    ctx.remember(run, status);
+    Ok(())
+}
+
+async fn publish(ctx: &AnalysisContext, run: &AnalysisRun, type_: EventType, reason: &str, message: &str) {
+    let event = Event {
+        type_: match type_ {
+            EventType::Normal => KubeEventType::Normal,
+            EventType::Warning => KubeEventType::Warning,
+        },
+        reason: reason.to_string(),
+        note: Some(message.chars().take(1000).collect()),
+        action: reason.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.shared.recorder.publish(&event, &run.object_ref(&())).await {
+        tracing::warn!(run = %run.name_any(), error = %e, "could not record event");
+    }
+}

@@ -1,0 +1,106 @@
+//! Messages a person reads in `kubectl describe` and events: what failed, with the values, and
+//! which limit it crossed.
+
+use stepwise_api::{AnalysisPhase, Measurement, MetricResult};
+
+use super::assess::decisive;
+use super::resolve::MetricSpec;
+
+/// How many recent values a message quotes.
+const VALUES_SHOWN: usize = 5;
+
+/// Why a completed metric is in its phase, e.g. `success-rate: result[0] >= 0.95 was false for
+/// 0.82, 0.8, 0.85 — 3 failed measurements, more than failureLimit 2`.
+pub(crate) fn metric_message(r: &MetricResult, spec: &MetricSpec, terminated: bool) -> Option<String> {
+    let name = &r.name;
+    let text = match r.phase {
+        AnalysisPhase::Failed => crossed(r, AnalysisPhase::Failed, "failed", "failureLimit", spec.failure_limit),
+        AnalysisPhase::Inconclusive => {
+            crossed(r, AnalysisPhase::Inconclusive, "inconclusive", "inconclusiveLimit", spec.inconclusive_limit)
+        }
+        AnalysisPhase::Error => {
+            let last = last_of(r, AnalysisPhase::Error).and_then(|m| m.message.clone());
+            let n = r.consecutive_error;
+            format!(
+                "{} — {n} consecutive {}, more than consecutiveErrorLimit {}",
+                last.unwrap_or_else(|| "measurement error".into()),
+                plural(n, "error", "errors"),
+                spec.consecutive_error_limit
+            )
+        }
+        AnalysisPhase::Successful if terminated => format!("terminated after {}", tally(r)),
+        AnalysisPhase::Successful => tally(r),
+        AnalysisPhase::Pending | AnalysisPhase::Running => return None,
+    };
+    Some(format!("{name}: {text}"))
+}
+
+/// `<reason> for <values> — N <word> measurements, more than <limit field> L`.
+fn crossed(r: &MetricResult, phase: AnalysisPhase, word: &str, field: &str, limit: i32) -> String {
+    let of_phase: Vec<&Measurement> = r.measurements.iter().filter(|m| m.phase == phase).collect();
+    let reason = of_phase.last().and_then(|m| m.message.clone());
+    let skip = of_phase.len().saturating_sub(VALUES_SHOWN);
+    let values: Vec<String> = of_phase[skip..].iter().filter_map(|m| m.value.as_deref().map(shown)).collect();
+    let n = if phase == AnalysisPhase::Failed { r.failed } else { r.inconclusive };
+    let what = match (reason, values.is_empty()) {
+        (Some(reason), false) => format!("{reason} for {}", values.join(", ")),
+        (Some(reason), true) => reason,
+        (None, false) => format!("values {}", values.join(", ")),
+        (None, true) => format!("{word} measurements"),
+    };
+    format!("{what} — {n} {word} {}, more than {field} {limit}", plural(n, "measurement", "measurements"))
+}
+
+/// A value as a person reads it: a one-element vector (a Prometheus instant query) shows its
+/// element.
+fn shown(value: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Array(a)) if a.len() == 1 => a[0].to_string(),
+        _ => value.to_string(),
+    }
+}
+
+fn last_of(r: &MetricResult, phase: AnalysisPhase) -> Option<&Measurement> {
+    r.measurements.iter().rev().find(|m| m.phase == phase)
+}
+
+/// `5 measurements: 4 successful, 1 failed, 2 errors`, leaving out the zeros.
+fn tally(r: &MetricResult) -> String {
+    let mut parts = vec![format!("{} successful", r.successful)];
+    if r.failed > 0 {
+        parts.push(format!("{} failed", r.failed));
+    }
+    if r.inconclusive > 0 {
+        parts.push(format!("{} inconclusive", r.inconclusive));
+    }
+    if r.error > 0 {
+        parts.push(format!("{} {}", r.error, plural(r.error, "error", "errors")));
+    }
+    format!("{} {}: {}", r.count, plural(r.count, "measurement", "measurements"), parts.join(", "))
+}
+
+fn plural<'a>(n: i32, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// The run's message once it completed: the metrics that decided it, then what dry-run metrics
+/// would have done. `None` for a plain success.
+pub(crate) fn run_message(results: &[MetricResult], terminated: bool) -> Option<String> {
+    let said = |r: &MetricResult| r.message.clone().unwrap_or_else(|| format!("{}: {}", r.name, r.phase));
+    let deciding: Vec<String> =
+        results.iter().filter(|r| r.dry_run != Some(true) && decisive(r.phase)).map(said).collect();
+    let dry: Vec<String> = results
+        .iter()
+        .filter(|r| r.dry_run == Some(true) && decisive(r.phase))
+        .map(|r| format!("dry-run {}", said(r)))
+        .collect();
+    let mut message = deciding.join("; ");
+    if terminated {
+        message = if message.is_empty() { "Run Terminated".into() } else { format!("Run Terminated: {message}") };
+    }
+    if !dry.is_empty() {
+        let sep = if message.is_empty() { "" } else { "; " };
+        message = format!("{message}{sep}{}", dry.join("; "));
+    }
+    Some(message).filter(|m| !m.is_empty())
+}
