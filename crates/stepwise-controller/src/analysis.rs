@@ -97,14 +97,16 @@ pub fn run_error_policy(run: Arc<AnalysisRun>, error: &Error, _ctx: Arc<Analysis
 }
 
 async fn measure_run(ctx: &AnalysisContext, run: &AnalysisRun) -> Result<(Requeue, usize), Error> {
-    if run.metadata.deletion_timestamp.is_some() || run.status.as_ref().and_then(|s| s.completed_at.as_ref()).is_some() {
+    if run.metadata.deletion_timestamp.is_some() || run.status.as_ref().and_then(|s| s.completed_at.as_ref()).is_some()
+    {
         return Ok((Requeue::await_change(), 0));
     }
     let ns = run.namespace().unwrap_or_default();
     let secrets = read_secrets(ctx, &ns, measure::secrets_needed(&run.spec)).await?;
     let due = measure::due(run, &secrets, &now());
     let run_ref = RunRef { namespace: ns.clone(), name: run.name_any(), uid: run.uid().unwrap_or_default() };
-    let outcomes = futures::future::join_all(due.tasks.iter().map(|task| perform(&ctx.providers, &run_ref, task))).await;
+    let outcomes =
+        futures::future::join_all(due.tasks.iter().map(|task| perform(&ctx.providers, &run_ref, task))).await;
     let mut update = measure::record(run, &due, outcomes, &now());
     update.status.run_summary = Some(summary(&update.status));
     for (metric, dropped) in &update.collect {
@@ -186,7 +188,9 @@ fn reading_of(
             let reading = match taken.reading {
                 stepwise_metrics::Reading::Value(v) => Reading::Value(v),
                 stepwise_metrics::Reading::Verdict { phase, message } => Reading::Verdict { phase, message },
-                stepwise_metrics::Reading::InProgress { resume_at } => Reading::InProgress { resume_at: Time(resume_at) },
+                stepwise_metrics::Reading::InProgress { resume_at } => {
+                    Reading::InProgress { resume_at: Time(resume_at) }
+                }
             };
             (reading, metadata)
         }

@@ -80,8 +80,8 @@ impl MetricProvider for PrometheusProvider {
         // and its errors lose Prometheus' text for non-JSON (proxy) answers.
         let exchange = async {
             let response = query.get_raw().await.map_err(|e| match &e {
-                prometheus_http_query::Error::Client(c) if c.inner().is_some() => {
-                    c.inner().map(reqwest_error).unwrap_or_default()
+                prometheus_http_query::Error::Client(c) => {
+                    c.inner().map(reqwest_error).unwrap_or_else(|| error_chain(&e))
                 }
                 _ => error_chain(&e),
             })?;

@@ -166,11 +166,16 @@ async fn a_path_that_selects_nothing_is_an_error_naming_the_path() {
 }
 
 #[tokio::test]
-async fn an_unreachable_server_is_a_source_error() {
+async fn an_unreachable_server_is_a_source_error_that_hides_the_query() {
     // Bound then dropped: nothing listens there any more.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = measure(WebMetric { url: format!("http://127.0.0.1:{port}/"), ..Default::default() }).await.unwrap_err();
+    let err = measure(WebMetric { url: format!("http://127.0.0.1:{port}/check?token=s3cret"), ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Source { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("cannot connect") && text.contains(&format!("127.0.0.1:{port}/check")), "{text}");
+    assert!(!text.contains("s3cret"), "arguments may be Secrets: {text}");
 }
 
 #[tokio::test]

@@ -14,8 +14,25 @@ use stepwise_api::{AnalysisPhase, Metric};
 
 /// Compiles a CEL condition; `Err` is a human message with the line and column of the problem.
 /// Used to refuse a Rollout whose template has a broken condition before any run starts.
+///
+/// A template's condition may hold `{{args.NAME}}` placeholders whose values are not known yet:
+/// each is read as an identifier of the same length, so `result[0] >= {{args.threshold}}` checks
+/// and the columns of a problem stay where the user wrote them.
 pub fn check_condition(expression: &str) -> Result<(), String> {
-    compile(expression).map(|_| ())
+    compile(&placeholders_as_identifiers(expression)).map(|_| ())
+}
+
+fn placeholders_as_identifiers(expression: &str) -> String {
+    let mut out = String::with_capacity(expression.len());
+    let mut rest = expression;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open..].find("}}") else { break };
+        out.push_str(&rest[..open]);
+        out.push_str(&"_".repeat(rest[open..open + close + 2].chars().count()));
+        rest = &rest[open + close + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The standard CEL environment, built once: it holds only the standard library.
@@ -253,7 +270,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn judge(success: Option<&str>, failure: Option<&str>, value: serde_json::Value) -> (AnalysisPhase, Option<String>) {
+    fn judge(
+        success: Option<&str>,
+        failure: Option<&str>,
+        value: serde_json::Value,
+    ) -> (AnalysisPhase, Option<String>) {
         let metric = Metric {
             success_condition: success.map(String::from),
             failure_condition: failure.map(String::from),

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use stepwise_api::{AnalysisPhase, Measurement, MetricResult};
 
 use super::args::Redactor;
@@ -58,7 +59,9 @@ fn measurement(spec: &MetricSpec, outcome: Outcome, redactor: &Redactor) -> Meas
             m.finished_at = finished;
         }
         // A provider that has not decided yet: look again as after an error.
-        Reading::Verdict { message, .. } => in_flight(&mut m, crate::add_seconds(&finished_at, ERROR_RETRY.as_secs() as i64), redactor.opt(message)),
+        Reading::Verdict { message, .. } => {
+            in_flight(&mut m, crate::add_seconds(&finished_at, ERROR_RETRY.as_secs() as i64), redactor.opt(message))
+        }
         Reading::InProgress { resume_at } => in_flight(&mut m, resume_at, None),
         Reading::Error(text) => {
             m.phase = AnalysisPhase::Error;
@@ -74,7 +77,7 @@ fn measurement(spec: &MetricSpec, outcome: Outcome, redactor: &Redactor) -> Meas
     m
 }
 
-fn in_flight(m: &mut Measurement, resume_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time, message: Option<String>) {
+fn in_flight(m: &mut Measurement, resume_at: Time, message: Option<String>) {
     m.phase = AnalysisPhase::Running;
     m.resume_at = Some(resume_at);
     m.message = message;

@@ -5,7 +5,7 @@
 //!
 //! Semantics are Argo Rollouts' (measurement, metric and run phases, limits, counters,
 //! scheduling), with conditions in CEL instead of expr-lang and a few of Argo's defects fixed;
-//! `docs/` lists the differences.
+//! `docs/compatibility.md` lists the differences.
 
 mod args;
 mod assess;

@@ -6,9 +6,7 @@ use std::time::Duration as StdDuration;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use regex::Regex;
-use stepwise_api::{
-    AnalysisRunSpec, DEFAULT_CONSECUTIVE_ERROR_LIMIT, DEFAULT_MEASUREMENT_RETENTION, Duration, Metric,
-};
+use stepwise_api::{AnalysisRunSpec, DEFAULT_CONSECUTIVE_ERROR_LIMIT, DEFAULT_MEASUREMENT_RETENTION, Duration, Metric};
 
 use super::SecretValues;
 use super::args::{ArgValues, Redactor, substitute};
@@ -61,6 +59,9 @@ fn metric_spec(metric: Metric, i: usize, dry_run: bool, retention: usize) -> Res
         return Err(format!("metrics[{i}].interval must be longer than zero"));
     }
     let count = whole(&metric.count, &format!("metrics[{i}].count"), 0)?;
+    let failure_limit = whole(&metric.failure_limit, &format!("metrics[{i}].failureLimit"), 0)?;
+    let inconclusive_limit = whole(&metric.inconclusive_limit, &format!("metrics[{i}].inconclusiveLimit"), 0)?;
+    check_count(i, count, interval, failure_limit, inconclusive_limit)?;
     Ok(MetricSpec {
         // Argo: no count (or 0) is one measurement without an interval, unbounded with one.
         count: match (count, interval) {
@@ -70,8 +71,8 @@ fn metric_spec(metric: Metric, i: usize, dry_run: bool, retention: usize) -> Res
         },
         interval,
         initial_delay: duration(&metric.initial_delay, &format!("metrics[{i}].initialDelay"))?.unwrap_or_default(),
-        failure_limit: whole(&metric.failure_limit, &format!("metrics[{i}].failureLimit"), 0)?,
-        inconclusive_limit: whole(&metric.inconclusive_limit, &format!("metrics[{i}].inconclusiveLimit"), 0)?,
+        failure_limit,
+        inconclusive_limit,
         consecutive_error_limit: whole(
             &metric.consecutive_error_limit,
             &format!("metrics[{i}].consecutiveErrorLimit"),
@@ -82,6 +83,28 @@ fn metric_spec(metric: Metric, i: usize, dry_run: bool, retention: usize) -> Res
         conditions: Conditions::compile(&metric, i)?,
         metric,
     })
+}
+
+/// Argo's checks of a count, which the API server cannot make on a templated one: more than one
+/// measurement needs an interval, and a count no larger than a limit could never cross it.
+fn check_count(
+    i: usize,
+    count: i32,
+    interval: Option<StdDuration>,
+    failure: i32,
+    inconclusive: i32,
+) -> Result<(), String> {
+    if count > 1 && interval.is_none() {
+        return Err(format!("metrics[{i}].count {count} needs an interval between the measurements"));
+    }
+    for (field, limit) in [("failureLimit", failure), ("inconclusiveLimit", inconclusive)] {
+        if count > 0 && count < limit {
+            return Err(format!(
+                "metrics[{i}].count {count} is less than {field} {limit}: the limit could never be crossed"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A count or limit: an integer, or a string holding one (after templating), not negative.
@@ -107,7 +130,8 @@ fn duration(value: &Option<Duration>, field: &str) -> Result<Option<StdDuration>
 /// use it, but it is not a valid regular expression there.
 fn name_pattern(pattern: &str, field: &str) -> Result<Regex, String> {
     let pattern = if pattern.trim() == "*" { ".*" } else { pattern };
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("{field} {pattern:?} is not a valid regular expression: {e}"))
+    Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| format!("{field} {pattern:?} is not a valid regular expression: {e}"))
 }
 
 /// Which metrics run in dry-run mode. A rule that matches no metric is an error: it is

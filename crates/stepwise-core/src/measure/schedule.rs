@@ -68,7 +68,12 @@ pub(crate) struct Next {
 }
 
 /// The metric's next step, or `None` when it has nothing more to do.
-pub(crate) fn next(spec: &MetricSpec, result: Option<&MetricResult>, started: &Time, terminating: bool) -> Option<Next> {
+pub(crate) fn next(
+    spec: &MetricSpec,
+    result: Option<&MetricResult>,
+    started: &Time,
+    terminating: bool,
+) -> Option<Next> {
     if result.is_some_and(|r| r.phase.is_completed()) {
         return None;
     }

@@ -1,0 +1,218 @@
+//! Analysis end to end: a real Prometheus scraping a test exporter whose error rate each test
+//! sets, the controller measuring through it, and the rollout promoted or aborted on the verdict.
+
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::{Value, json};
+use stepwise_api::{AnalysisPhase, AnalysisRun, AnalysisTemplate, Rollout, RolloutPhase};
+use stepwise_e2e::prometheus::{Prometheus, RATE_WINDOW, TestExporter, success_rate_query};
+use stepwise_e2e::{Env, eventually, repo_root, secs};
+
+/// A Prometheus scraping an exporter of `app`, with data to query.
+async fn given_prometheus(app: &str) -> anyhow::Result<(TestExporter, Prometheus)> {
+    let exporter = TestExporter::start(&[app])?;
+    let prometheus = Prometheus::start(&exporter).await?;
+    prometheus.wait_for_data(&success_rate_query(app), secs(60)).await?;
+    Ok((exporter, prometheus))
+}
+
+/// Sets the app's error rate and waits until Prometheus' success rate shows it.
+async fn when_error_rate(exporter: &TestExporter, prometheus: &Prometheus, app: &str, rate: f64) -> anyhow::Result<()> {
+    exporter.set_app_error_rate(app, rate);
+    eventually(&format!("a success rate of {}", 1.0 - rate), secs(30), || async {
+        let result = prometheus.query(&success_rate_query(app)).await?;
+        let value = result[0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok());
+        Ok(value.is_some_and(|v| (v - (1.0 - rate)).abs() < 0.02))
+    })
+    .await
+}
+
+/// The documents of `examples/canary-analysis.yaml`.
+fn example() -> anyhow::Result<(AnalysisTemplate, Value)> {
+    let text = std::fs::read_to_string(repo_root().join("examples/canary-analysis.yaml"))?;
+    let mut docs = text.split("\n---\n");
+    let template = serde_yaml::from_str(docs.next().unwrap_or_default())?;
+    let rollout = serde_yaml::from_str(docs.next().unwrap_or_default())?;
+    Ok((template, rollout))
+}
+
+/// The example's AnalysisTemplate, as a user applies it.
+async fn given_template(env: &Env, template: &AnalysisTemplate) -> anyhow::Result<()> {
+    let api: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), &env.ns);
+    api.create(&PostParams::default(), template).await?;
+    Ok(())
+}
+
+/// What the Rollout's analyses pass to the example template on the test machine: the fixture's
+/// Prometheus, measurements a second apart over the fixture's rate window.
+fn local_args(app: &str, prometheus: &Prometheus) -> Value {
+    json!([
+        {"name": "app", "value": app},
+        {"name": "prometheus", "value": prometheus.address()},
+        {"name": "interval", "value": "1s"},
+        {"name": "window", "value": RATE_WINDOW},
+    ])
+}
+
+async fn runs(env: &Env) -> anyhow::Result<Vec<AnalysisRun>> {
+    let api: Api<AnalysisRun> = Api::namespaced(env.client.clone(), &env.ns);
+    let mut runs = api.list(&ListParams::default()).await?.items;
+    runs.sort_by_key(|r| r.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    Ok(runs)
+}
+
+fn phase(run: &AnalysisRun) -> Option<AnalysisPhase> {
+    run.status.as_ref().and_then(|s| s.phase)
+}
+
+fn aborted(ro: &Rollout) -> bool {
+    ro.status.as_ref().is_some_and(|s| s.abort == Some(true) && s.phase == Some(RolloutPhase::Degraded))
+}
+
+/// The newest run ended in `expected`, with three measurements kept.
+async fn then_last_run(env: &Env, expected: AnalysisPhase) -> anyhow::Result<AnalysisRun> {
+    let run = runs(env).await?.pop().ok_or_else(|| anyhow::anyhow!("no AnalysisRun"))?;
+    assert_eq!(phase(&run), Some(expected), "{:?}", run.status);
+    Ok(run)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_canary_is_promoted_while_its_success_rate_holds_and_aborted_back_to_stable_when_it_drops()
+-> anyhow::Result<()> {
+    let (exporter, prometheus) = given_prometheus("api").await?;
+    let mut env = Env::new("analysis-example").await?;
+    env.rollout = "api".into();
+    let (template, mut rollout) = example()?;
+    given_template(&env, &template).await?;
+    rollout["spec"]["strategy"]["canary"]["steps"][1]["analysis"]["args"] = local_args("api", &prometheus);
+    rollout["spec"]["strategy"]["canary"]["steps"][3] = json!({"pause": {"duration": "1s"}});
+    let api: Api<Rollout> = Api::namespaced(env.client.clone(), &env.ns);
+    api.create(&PostParams::default(), &serde_json::from_value(rollout)?).await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+
+    // A healthy version: three good measurements, then the rest of the steps.
+    env.when_template(json!({"spec": {"containers": [{"name": "api", "image": "example.invalid/api:2"}]}})).await?;
+    env.then("the new version promoted", secs(90), |ro| {
+        let st = ro.status.clone().unwrap_or_default();
+        st.phase == Some(RolloutPhase::Healthy) && st.stable_rs.is_some() && st.stable_rs == st.current_pod_hash
+    })
+    .await?;
+    let good = then_last_run(&env, AnalysisPhase::Successful).await?;
+    let metric = &good.status.as_ref().unwrap().metric_results[0];
+    assert_eq!((metric.count, metric.successful), (3, 3), "{metric:?}");
+    let value: Vec<f64> = serde_json::from_str(metric.measurements[0].value.as_deref().unwrap_or("[]"))?;
+    assert!(value[0] > 0.99, "measured {value:?}");
+    let stable = env.get().await?.status.unwrap().stable_rs.unwrap();
+
+    // Half the requests fail: two failed measurements exceed failureLimit 1.
+    when_error_rate(&exporter, &prometheus, "api", 0.5).await?;
+    env.when_template(json!({"spec": {"containers": [{"name": "api", "image": "example.invalid/api:3"}]}})).await?;
+    env.then("the rollout aborted", secs(90), aborted).await?;
+    env.then_pods(0, 4, secs(60)).await?;
+    let message = env.get().await?.status.unwrap().message.unwrap_or_default();
+    assert!(message.contains("success-rate") && message.contains("0.5"), "{message}");
+    let bad = then_last_run(&env, AnalysisPhase::Failed).await?;
+    let failed = &bad.status.as_ref().unwrap().metric_results[0];
+    assert_eq!(failed.failed, 2, "{failed:?}");
+    assert_eq!(env.get().await?.status.unwrap().stable_rs, Some(stable), "the stable version stays");
+    let events = env.events().await?;
+    assert!(events.iter().any(|(_, m)| m.contains("success-rate")), "{events:?}");
+    drop(prometheus);
+    env.cleanup().await
+}
+
+/// The example template as background analysis of a canary of `demo`.
+fn background(prometheus: &Prometheus) -> String {
+    format!(
+        "    canary:\n      analysis:\n        templates: [{{templateName: success-rate}}]\n        args: {}\n      steps:\n      - setWeight: 50\n      - pause: {{duration: 8s}}\n",
+        local_args("demo", prometheus)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn background_analysis_lets_a_good_canary_through_and_aborts_a_bad_one_before_its_steps_end() -> anyhow::Result<()>
+{
+    let (exporter, prometheus) = given_prometheus("demo").await?;
+    let env = Env::new("analysis-background").await?;
+    given_template(&env, &example()?.0).await?;
+    env.given_rollout(2, &background(&prometheus)).await?;
+
+    env.when_image("example.invalid/demo:2").await?;
+    env.then("the new version promoted", secs(90), |ro| {
+        let st = ro.status.clone().unwrap_or_default();
+        st.phase == Some(RolloutPhase::Healthy) && st.stable_rs == st.current_pod_hash
+    })
+    .await?;
+    then_last_run(&env, AnalysisPhase::Successful).await?;
+
+    when_error_rate(&exporter, &prometheus, "demo", 0.5).await?;
+    env.when_image("example.invalid/demo:3").await?;
+    env.then("the rollout aborted", secs(60), aborted).await?;
+    let st = env.get().await?.status.unwrap();
+    assert_ne!(st.stable_rs, st.current_pod_hash, "the bad version never became stable");
+    env.then_pods(0, 2, secs(60)).await?;
+    then_last_run(&env, AnalysisPhase::Failed).await?;
+    env.cleanup().await
+}
+
+fn blue_green(prometheus: &Prometheus, which: &str) -> String {
+    format!(
+        "    blueGreen:\n      activeService: app-active\n      previewService: app-preview\n      {which}:\n        templates: [{{templateName: success-rate}}]\n        args: {}\n",
+        local_args("demo", prometheus)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_pre_promotion_analysis_keeps_the_active_service_on_the_old_version() -> anyhow::Result<()> {
+    let (exporter, prometheus) = given_prometheus("demo").await?;
+    let env = Env::new("analysis-prepromotion").await?;
+    env.given_services(&["app-active", "app-preview"]).await?;
+    given_template(&env, &example()?.0).await?;
+    env.given_rollout(2, &blue_green(&prometheus, "prePromotionAnalysis")).await?;
+    let blue = env.get().await?.status.unwrap().stable_rs.unwrap();
+
+    when_error_rate(&exporter, &prometheus, "demo", 0.5).await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then("the rollout aborted", secs(90), aborted).await?;
+    assert_eq!(env.service_hash("app-active").await?.as_deref(), Some(blue.as_str()), "never switched");
+    then_last_run(&env, AnalysisPhase::Failed).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_post_promotion_analysis_switches_the_active_service_back() -> anyhow::Result<()> {
+    let (exporter, prometheus) = given_prometheus("demo").await?;
+    let env = Env::new("analysis-postpromotion").await?;
+    env.given_services(&["app-active", "app-preview"]).await?;
+    given_template(&env, &example()?.0).await?;
+    env.given_rollout(2, &blue_green(&prometheus, "postPromotionAnalysis")).await?;
+    let blue = env.get().await?.status.unwrap().stable_rs.unwrap();
+
+    when_error_rate(&exporter, &prometheus, "demo", 0.5).await?;
+    env.when_image("example.invalid/demo:2").await?;
+    let green = wait_for_switch(&env, &blue).await?;
+    env.then("the rollout aborted", secs(90), aborted).await?;
+    eventually("the active Service back on the old version", secs(30), || async {
+        Ok(env.service_hash("app-active").await?.as_deref() == Some(blue.as_str()))
+    })
+    .await?;
+    assert_ne!(green, blue);
+    then_last_run(&env, AnalysisPhase::Failed).await?;
+    env.cleanup().await
+}
+
+/// Waits until the active Service selects a version other than `blue`, and returns it.
+async fn wait_for_switch(env: &Env, blue: &str) -> anyhow::Result<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(hash) = env.service_hash("app-active").await?
+            && hash != blue
+        {
+            return Ok(hash);
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the active Service never switched");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
