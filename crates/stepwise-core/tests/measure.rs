@@ -978,6 +978,9 @@ mod cel {
             ("isNaN(result)", json!("NaN"), Successful),
             ("!isNaN(result) && result > 0.9", json!(0.95), Successful),
             ("isInf(result)", json!("+Inf"), Successful),
+            // Prometheus' NaN (0/0) and infinities, spelled as text in JSON, compare as numbers.
+            ("result[0] >= 0.95", json!(["+Inf"]), Successful),
+            ("result[0] < 0", json!(["-Inf"]), Successful),
             ("isInf(result)", json!(1e300), Failed),
             ("default(result, 0) == 0", json!(null), Successful),
             ("default(result, 0) == 0", json!(3), Failed),
@@ -986,10 +989,22 @@ mod cel {
             ("asInt(result) == 3", json!(3.7), Successful),
             ("asFloat(result) > 0.5", json!("0.75"), Successful),
             ("size(result) == 0", json!([]), Successful),
+            ("string(result.code).matches('^2..$')", json!({"code": 204}), Successful),
         ];
         for (condition, value, expected) in cases {
             assert_eq!(phase(condition, value.clone()), expected, "{condition} with result = {value}");
         }
+    }
+
+    #[test]
+    fn a_nan_result_is_an_error_that_says_how_to_decide_with_is_nan() {
+        let m = judged(Some("result[0] >= 0.95"), None, json!(["NaN"]));
+        assert_eq!(m.phase, AnalysisPhase::Error);
+        assert!(m.message.as_deref().unwrap_or_default().contains("isNaN(result[0]) ||"), "{:?}", m.message);
+        assert_eq!(
+            judged(Some("isNaN(result[0]) || result[0] >= 0.95"), None, json!(["NaN"])).phase,
+            AnalysisPhase::Successful
+        );
     }
 
     #[test]

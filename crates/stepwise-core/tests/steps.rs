@@ -807,3 +807,28 @@ fn an_inconclusive_background_verdict_stops_the_steps_in_the_plan_that_sees_it()
     assert_eq!(w.phase(), Some(stepwise_api::RolloutPhase::Paused), "{:?}", w.status().message);
     assert_eq!(w.step(), 0, "a step was completed in the plan that saw the verdict");
 }
+
+/// A typo in a template's condition is told when the Rollout that uses it is applied, with its
+/// position, rather than when its analysis step is reached.
+#[test]
+fn a_broken_condition_in_a_template_makes_the_spec_invalid_before_any_step_runs() {
+    let strategy = "    canary:\n      steps:\n      - setWeight: 50\n      - analysis: {templates: [{templateName: success-rate}]}\n";
+    let mut w = World::new(rollout_with(4, strategy));
+    let metric = &mut w.observed.analysis_templates.get_mut("success-rate").unwrap().metrics[0];
+    metric.success_condition = Some("result[0] >=".into());
+    let p = w.reconcile();
+    let invalid = p.status.conditions.iter().find(|c| c.r#type == "InvalidSpec");
+    let message = invalid.and_then(|c| c.message.clone()).unwrap_or_default();
+    assert!(
+        message.contains("spec.strategy.canary.steps[1].analysis: metric success-rate successCondition")
+            && message.contains("column"),
+        "{message:?}"
+    );
+    assert_eq!(p.status.phase, Some(stepwise_api::RolloutPhase::Degraded));
+
+    // The same condition with an argument in it is valid: the run fills the value in.
+    w.observed.analysis_templates.get_mut("success-rate").unwrap().metrics[0].success_condition =
+        Some("result[0] >= {{args.threshold}}".into());
+    let p = w.reconcile();
+    assert!(!p.status.conditions.iter().any(|c| c.r#type == "InvalidSpec"), "{:?}", p.status.conditions);
+}

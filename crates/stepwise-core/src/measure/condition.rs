@@ -138,7 +138,24 @@ fn no_data_or(value: &serde_json::Value, error: String) -> String {
         serde_json::Value::Array(a) => a.is_empty(),
         _ => false,
     };
-    if empty { format!("no data: the query returned an empty result ({error})") } else { error }
+    if empty {
+        format!("no data: the query returned an empty result ({error})")
+    } else if holds_nan(value) {
+        format!(
+            "the result holds NaN (a query dividing by zero, e.g. no requests in its window), which no \
+             comparison orders; say what it means with isNaN, e.g. `isNaN(result[0]) || result[0] >= 0.95` ({error})"
+        )
+    } else {
+        error
+    }
+}
+
+fn holds_nan(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s == "NaN",
+        serde_json::Value::Array(a) => a.iter().any(holds_nan),
+        _ => false,
+    }
 }
 
 /// The evaluator's error in words, with a hint where CEL surprises users coming from Argo.
@@ -198,6 +215,11 @@ fn to_cel(v: &serde_json::Value) -> Value {
             (None, Some(u)) => Value::UInt(u),
             _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
+        // JSON cannot hold NaN or the infinities, so providers spell them as Prometheus does;
+        // as numbers again they compare as Argo users expect (`NaN >= 0.95` is false).
+        serde_json::Value::String(s) if matches!(s.as_str(), "NaN" | "+Inf" | "-Inf") => {
+            Value::Float(s.parse().unwrap_or(f64::NAN))
+        }
         serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
         serde_json::Value::Array(a) => Value::List(Arc::new(a.iter().map(to_cel).collect())),
         serde_json::Value::Object(o) => {
