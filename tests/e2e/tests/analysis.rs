@@ -216,3 +216,69 @@ async fn wait_for_switch(env: &Env, blue: &str) -> anyhow::Result<String> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A smoke test as a Job; `outcome` becomes a label of its pod, by which the local cluster makes
+/// the pod fail (`fail`) or complete.
+const SMOKE_TEST: &str = "apiVersion: stepwise.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: smoke-test}
+spec:
+  args: [{name: outcome}]
+  metrics:
+  - name: smoke-test
+    provider:
+      job:
+        spec:
+          backoffLimit: 0
+          template:
+            metadata: {labels: {stepwise.dev/test-outcome: '{{args.outcome}}'}}
+            spec:
+              restartPolicy: Never
+              containers: [{name: smoke, image: example.invalid/smoke:1}]
+";
+
+fn smoke_step(outcome: &str) -> String {
+    format!(
+        "    canary:\n      steps:\n      - setWeight: 50\n      - analysis: {{templates: [{{templateName: smoke-test}}], args: [{{name: outcome, value: {outcome}}}]}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_analysis_promotes_when_its_job_completes_and_aborts_when_it_fails() -> anyhow::Result<()> {
+    let env = Env::new("analysis-job").await?;
+    let api: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), &env.ns);
+    api.create(&PostParams::default(), &serde_yaml::from_str(SMOKE_TEST)?).await?;
+    env.given_rollout(2, &smoke_step("pass")).await?;
+
+    env.when_image("example.invalid/demo:2").await?;
+    env.then("the new version promoted", secs(90), |ro| {
+        let st = ro.status.clone().unwrap_or_default();
+        st.phase == Some(RolloutPhase::Healthy) && st.stable_rs == st.current_pod_hash
+    })
+    .await?;
+    let run = then_last_run(&env, AnalysisPhase::Successful).await?;
+    let job = run.status.as_ref().unwrap().metric_results[0].measurements[0].metadata.clone().unwrap_or_default();
+    assert!(job.contains_key("job-name"), "{job:?}");
+
+    let rollouts: Api<Rollout> = Api::namespaced(env.client.clone(), &env.ns);
+    let mut ro = rollouts.get(&env.rollout).await?;
+    let strategy: Value = serde_yaml::from_str(&format!("strategy:\n{}", smoke_step("fail")))?;
+    ro.spec.strategy = serde_json::from_value(strategy["strategy"].clone())?;
+    ro.spec.template.as_mut().unwrap().spec.as_mut().unwrap().containers[0].image =
+        Some("example.invalid/demo:3".into());
+    rollouts.replace(&env.rollout, &PostParams::default(), &ro).await?;
+    env.then("the rollout aborted", secs(90), aborted).await?;
+    env.then_pods(0, 2, secs(60)).await?;
+    let failed = then_last_run(&env, AnalysisPhase::Failed).await?;
+    let message = failed.status.as_ref().unwrap().message.clone().unwrap_or_default();
+    assert!(message.contains("smoke-test"), "{message}");
+    // The run is over: the Job that failed it is cleaned up.
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(env.client.clone(), &env.ns);
+    let measured = failed.status.as_ref().unwrap().metric_results[0].measurements[0].metadata.clone();
+    let job = measured.and_then(|m| m.get("job-name").cloned()).ok_or_else(|| anyhow::anyhow!("no job-name"))?;
+    eventually(&format!("Job {job} deleted"), secs(30), || async {
+        Ok(jobs.get_opt(&job).await?.is_none_or(|j| j.metadata.deletion_timestamp.is_some()))
+    })
+    .await?;
+    env.cleanup().await
+}
