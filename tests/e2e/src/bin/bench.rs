@@ -2,6 +2,14 @@
 //! setWeight 100) updated at once on the local control plane. Reports the time until all are
 //! Healthy, the time beyond the pauses, the controller's CPU seconds and peak RSS, and the API
 //! writes per Rollout.
+//!
+//! The analysed fleet (`bench --analysed N`): N Rollouts paused at 50 % with a background
+//! Prometheus analysis measuring every 5 s against a real Prometheus on 127.0.0.1 (the fixture of
+//! `stepwise_e2e::prometheus`). Reports, over a steady window, the controller's CPU and RSS, its
+//! writes, and the queries per second Prometheus answered, expected against measured.
+//!
+//! Usage: `bench [N...] [--analysed N]...`; no arguments runs N = 100 and 500, then the analysed
+//! fleet at N = 100. `STEPWISE_BENCH_WINDOW` sets the analysed fleet's window (seconds, 60).
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +19,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use stepwise_api::{Rollout, RolloutPhase};
+use stepwise_api::{AnalysisPhase, AnalysisRun, AnalysisTemplate, Rollout, RolloutPhase};
+use stepwise_e2e::prometheus::{Prometheus, TestExporter, success_rate_query};
 use stepwise_e2e::{ControllerProcess, client, install_crds};
 
 const STRATEGY: &str = "canary:\n  steps:\n  - setWeight: 25\n  - pause: {duration: 5s}\n  - setWeight: 50\n  - pause: {duration: 5s}\n  - setWeight: 100\n";
@@ -25,6 +34,7 @@ fn rollout(i: usize) -> anyhow::Result<Rollout> {
     Ok(serde_yaml::from_str(&yaml)?)
 }
 
+/// CPU seconds and peak RSS (KiB) of a process.
 fn proc_stats(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
@@ -189,12 +199,331 @@ async fn run(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seconds between the measurements of the analysed fleet's metric.
+const ANALYSIS_INTERVAL: f64 = 5.0;
+
+/// The analysed fleet's template: one metric, a measurement every 5 s with no count (measuring
+/// until the run is stopped), the fixture's success rate of the Rollout's app.
+fn analysis_template() -> anyhow::Result<AnalysisTemplate> {
+    let query = success_rate_query("{{args.app}}");
+    let yaml = format!(
+        "apiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: success-rate}}\nspec:\n  args: [{{name: app}}, {{name: prometheus}}]\n  metrics:\n  - name: success-rate\n    interval: {ANALYSIS_INTERVAL}s\n    failureLimit: 1\n    successCondition: result[0] >= 0.95\n    provider:\n      prometheus:\n        address: '{{{{args.prometheus}}}}'\n        query: {}\n",
+        serde_json::to_string(&query)?
+    );
+    Ok(serde_yaml::from_str(&yaml)?)
+}
+
+/// An analysed Rollout: a background analysis of its app, and a canary that stops at 50 % for
+/// good (`pause: {}`), so that the analysis goes on measuring.
+fn analysed_rollout(i: usize, prometheus: &str) -> anyhow::Result<Rollout> {
+    let yaml = format!(
+        "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: r{i}}}\nspec:\n  replicas: 4\n  selector: {{matchLabels: {{app: r{i}}}}}\n  template:\n    metadata: {{labels: {{app: r{i}}}}}\n    spec: {{containers: [{{name: app, image: 'example.invalid/bench:1'}}]}}\n  strategy:\n    canary:\n      analysis:\n        templates: [{{templateName: success-rate}}]\n        args: [{{name: app, value: r{i}}}, {{name: prometheus, value: '{prometheus}'}}]\n      steps:\n      - setWeight: 50\n      - pause: {{}}\n"
+    );
+    Ok(serde_yaml::from_str(&yaml)?)
+}
+
+/// The resident set (KiB) of a process now.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The body of `GET path` on 127.0.0.1:port over HTTP/1.0 (neither chunked nor kept alive).
+async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).await?;
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await?;
+        anyhow::Ok(String::from_utf8_lossy(&answer).to_string())
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), exchange).await??;
+    let (head, body) = answer.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("an answer without a head"))?;
+    anyhow::ensure!(head.lines().next().is_some_and(|l| l.contains(" 200 ")), "GET {path}: {head}");
+    Ok(body.to_string())
+}
+
+/// What Prometheus counted of the queries it answered, from its own `/metrics`: the requests to
+/// `/api/v1/query`, and the queries its engine evaluated.
+async fn prometheus_queries(port: u16) -> anyhow::Result<(f64, f64)> {
+    let body = http_get(port, "/metrics").await?;
+    let sum = |name: &str, label: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Ok((
+        sum("prometheus_http_requests_total{", "handler=\"/api/v1/query\""),
+        sum("prometheus_engine_query_duration_seconds_count{", "slice=\"inner_eval\""),
+    ))
+}
+
+/// Measurements taken (errors included) by each run, by name, from the watch-fed cache.
+fn measurement_counts(runs: &Store<AnalysisRun>) -> std::collections::HashMap<String, i32> {
+    runs.state()
+        .iter()
+        .map(|r| {
+            let taken = r.status.as_ref().map_or(0, |s| s.metric_results.iter().map(|m| m.count + m.error).sum());
+            (r.name_any(), taken)
+        })
+        .collect()
+}
+
+/// The runs measuring (Running, at least one measurement, none failed nor in error).
+fn measuring(runs: &Store<AnalysisRun>) -> usize {
+    runs.state()
+        .iter()
+        .filter(|r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.phase == Some(AnalysisPhase::Running)
+                    && s.metric_results.iter().any(|m| m.count >= 1)
+                    && s.metric_results.iter().all(|m| m.failed == 0 && m.error == 0)
+            })
+        })
+        .count()
+}
+
+/// The analysed fleet: N Rollouts, each updated to a canary paused at 50 % with a background
+/// AnalysisRun querying Prometheus every 5 s, measured over a steady window. Fails when the runs
+/// do not measure.
+async fn run_analysed(n: usize) -> anyhow::Result<()> {
+    let window: u64 = std::env::var("STEPWISE_BENCH_WINDOW").ok().and_then(|w| w.parse().ok()).unwrap_or(60);
+    let apps: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let exporter = TestExporter::start(&apps.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let prometheus = Prometheus::start(&exporter).await?;
+    prometheus.wait_for_data(&success_rate_query("r0"), Duration::from_secs(60)).await?;
+    let prometheus_port: u16 = prometheus
+        .address()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no port in {}", prometheus.address()))?;
+
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = format!("bench-analysed-{n}");
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = nss.delete(&ns, &DeleteParams::default()).await;
+    stepwise_e2e::eventually("old namespace gone", Duration::from_secs(180), || async {
+        Ok(nss.get_opt(&ns).await?.is_none())
+    })
+    .await?;
+    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
+    let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
+    let templates: Api<AnalysisTemplate> = Api::namespaced(client.clone(), &ns);
+    templates.create(&PostParams::default(), &analysis_template()?).await?;
+    let (rollouts, writer) = reflector::store();
+    let watch = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default()).default_backoff().reflect(writer).for_each(|_| async {}),
+    );
+    let (runs, run_writer) = reflector::store();
+    let run_watch = tokio::spawn(
+        watcher(Api::<AnalysisRun>::namespaced(client.clone(), &ns), watcher::Config::default())
+            .default_backoff()
+            .reflect(run_writer)
+            .for_each(|_| async {}),
+    );
+    rollouts.wait_until_ready().await?;
+    runs.wait_until_ready().await?;
+
+    let bin = std::env::var("STEPWISE_BENCH_BIN").unwrap_or_else(|_| "target/release/stepwise-controller".into());
+    let mut controller = ControllerProcess::start_binary(
+        &bin,
+        &ns,
+        "bench",
+        &["--leader-elect=false", "--qps=1000", "--burst=2000", "--concurrency=32"],
+    )?;
+    let pid = controller.pid();
+
+    let address = prometheus.address();
+    for i in 0..n {
+        api.create(&PostParams::default(), &analysed_rollout(i, &address)?).await?;
+    }
+    let t0 = Instant::now();
+    while all_healthy(&rollouts, None) < n {
+        if t0.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("initial deploy of {n} Rollouts did not finish");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let initial = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "example.invalid/bench:2"}]}}}});
+    let patched: Vec<kube::Result<Rollout>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (api, patch) = (&api, &patch);
+            async move { api.patch(&format!("r{i}"), &PatchParams::default(), &Patch::Merge(patch)).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    patched.into_iter().collect::<kube::Result<Vec<_>>>()?;
+    // Every Rollout paused at 50 % and every run measuring.
+    let paused = |rollouts: &Store<Rollout>| {
+        rollouts
+            .state()
+            .iter()
+            .filter(|r| r.status.as_ref().is_some_and(|s| s.phase == Some(RolloutPhase::Paused)))
+            .count()
+    };
+    while paused(&rollouts) < n || runs.state().len() < n || measuring(&runs) < n {
+        if t1.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!(
+                "after 600 s, {} of {n} Rollouts paused, {} AnalysisRuns, {} measuring",
+                paused(&rollouts),
+                runs.state().len(),
+                measuring(&runs)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let started = t1.elapsed().as_secs_f64();
+    // Let the update's own work (pods, ReplicaSets) settle before the window.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let counts_before = measurement_counts(&runs);
+    let writes_before = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0);
+    let reconciles_before = controller.metric_sum("stepwise_reconciles_total").await?;
+    let (queries_before, evals_before) = prometheus_queries(prometheus_port).await?;
+    let (cpu_before, _) = proc_stats(pid);
+    let cluster_before = cluster_cpu();
+    let w0 = Instant::now();
+    let mut rss_max = 0;
+    while w0.elapsed() < Duration::from_secs(window) {
+        rss_max = rss_max.max(rss_kib(pid));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (cpu_after, hwm_kib) = proc_stats(pid);
+    let (queries_after, evals_after) = prometheus_queries(prometheus_port).await?;
+    let elapsed = w0.elapsed().as_secs_f64();
+    let cluster_after = cluster_cpu();
+    let writes = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0) - writes_before;
+    let reconciles = controller.metric_sum("stepwise_reconciles_total").await? - reconciles_before;
+    let rss_end = rss_kib(pid);
+    let counts_after = measurement_counts(&runs);
+    let still_measuring = measuring(&runs);
+    let log = controller.log_tail();
+    controller.kill_hard();
+
+    let taken: Vec<i32> =
+        counts_after.iter().map(|(name, after)| after - counts_before.get(name).copied().unwrap_or(0)).collect();
+    let measurements: i32 = taken.iter().sum();
+    let fewest = taken.iter().copied().min().unwrap_or(0);
+    let most = taken.iter().copied().max().unwrap_or(0);
+    let sample = runs
+        .state()
+        .iter()
+        .find(|r| r.name_any().starts_with("r0-"))
+        .cloned()
+        .or_else(|| runs.state().first().cloned());
+    let sample_result = sample.as_ref().and_then(|r| r.status.as_ref()).and_then(|s| s.metric_results.first().cloned());
+    let expected = n as f64 / ANALYSIS_INTERVAL;
+    let cpu = cpu_after - cpu_before;
+
+    println!(
+        "bench: analysed fleet, N={n} Rollouts x 4 replicas paused at setWeight 50, each with a background Prometheus analysis every {ANALYSIS_INTERVAL:.0} s"
+    );
+    println!("  initial deploy of all:          {initial:.1} s");
+    println!("  update until all runs measuring: {started:.1} s");
+    println!("  steady window:                  {elapsed:.1} s");
+    println!("  controller CPU in the window:   {cpu:.1} s  ({:.1} % of one core)", 100.0 * cpu / elapsed);
+    let cluster: Vec<String> = cluster_after
+        .iter()
+        .zip(&cluster_before)
+        .map(|((name, after), (_, before))| format!("{name} {:.1}", after - before))
+        .collect();
+    println!("  control plane CPU in the window: {} s", cluster.join(", "));
+    println!(
+        "  controller RSS:                 {:.1} MiB at the end, {:.1} MiB most in the window, {:.1} MiB peak of the run",
+        rss_end as f64 / 1024.0,
+        rss_max as f64 / 1024.0,
+        hwm_kib as f64 / 1024.0
+    );
+    println!(
+        "  Prometheus queries per second:  {:.1} measured (/api/v1/query requests), {:.1} evaluated, {expected:.1} expected (N / {ANALYSIS_INTERVAL:.0} s)",
+        (queries_after - queries_before) / elapsed,
+        (evals_after - evals_before) / elapsed
+    );
+    println!(
+        "  measurements in the window:     {measurements} ({:.1}/s; per run {fewest} to {most}, {:.0} expected)",
+        measurements as f64 / elapsed,
+        elapsed / ANALYSIS_INTERVAL
+    );
+    println!(
+        "  controller API writes:          {writes} ({:.1}/s, {:.2} per measurement)",
+        writes / elapsed,
+        writes / f64::from(measurements.max(1))
+    );
+    println!("  reconciles:                     {reconciles} ({:.1}/s)", reconciles / elapsed);
+    if let (Some(run), Some(result)) = (&sample, &sample_result) {
+        println!(
+            "  sample run {}: {:?}, count {}, successful {}, last value {}",
+            run.name_any(),
+            run.status.as_ref().and_then(|s| s.phase),
+            result.count,
+            result.successful,
+            result.measurements.last().and_then(|m| m.value.clone()).unwrap_or_default()
+        );
+    }
+
+    watch.abort();
+    run_watch.abort();
+    let _ = nss.delete(&ns, &DeleteParams::background()).await;
+    stepwise_e2e::eventually("namespace deleted", Duration::from_secs(600), || async {
+        Ok(nss.get_opt(&ns).await?.is_none())
+    })
+    .await?;
+    drop(prometheus);
+    drop(exporter);
+
+    // A benchmark that measured nothing fails.
+    let floor = (elapsed / ANALYSIS_INTERVAL) as i32 - 2;
+    anyhow::ensure!(
+        counts_after.len() == n && still_measuring == n && fewest >= floor.max(1),
+        "the analyses did not measure: {} runs, {still_measuring} Running without failures, {fewest} to {most} measurements per run in {elapsed:.0} s (at least {} expected)\n----- controller log -----\n{log}",
+        counts_after.len(),
+        floor.max(1)
+    );
+    let measured_qps = (queries_after - queries_before) / elapsed;
+    anyhow::ensure!(
+        measured_qps > 0.5 * expected,
+        "Prometheus answered {measured_qps:.1} queries/s, expected about {expected:.1}"
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let counts: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let counts = if counts.is_empty() { vec![100, 500] } else { counts };
+    let mut counts = Vec::new();
+    let mut analysed = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--analysed" {
+            let n = args.next().and_then(|n| n.parse().ok());
+            analysed.push(n.ok_or_else(|| anyhow::anyhow!("--analysed needs a number of Rollouts"))?);
+        } else if let Ok(n) = arg.parse() {
+            counts.push(n);
+        } else {
+            anyhow::bail!("unknown argument {arg:?}: usage: bench [N...] [--analysed N]...");
+        }
+    }
+    if counts.is_empty() && analysed.is_empty() {
+        (counts, analysed) = (vec![100, 500], vec![100]);
+    }
     for n in counts {
         run(n).await?;
+    }
+    for n in analysed {
+        run_analysed(n).await?;
     }
     Ok(())
 }
