@@ -45,8 +45,10 @@ pub const DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
 ]))]
 pub struct RolloutSpec {
     /// Number of desired pods. Defaults to 1. The scale subresource (and so an HPA) changes this.
+    // Defaulted by the API server, so the scale subresource always finds a value and the
+    // controller never writes the spec (which GitOps tools would show as drift).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0), extend("default" = DEFAULT_REPLICAS))]
     pub replicas: Option<i32>,
     /// Label selector for the pods. It must match the template's labels and cannot change after
     /// creation. Not needed with workloadRef, which supplies it.

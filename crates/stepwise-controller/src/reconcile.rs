@@ -52,20 +52,6 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
         ctx.metrics.set_phase(&key, None);
         return Ok((Requeue::await_change(), 0));
     }
-    let ns = rollout.namespace().unwrap_or_default();
-    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
-    if rollout.spec.replicas.is_none() {
-        // The scale subresource (and so an HPA) needs a value at spec.replicas.
-        ctx.limiter.acquire().await;
-        api.patch(
-            &rollout.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": stepwise_api::DEFAULT_REPLICAS}})),
-        )
-        .await
-        .during(|| format!("default spec.replicas of {key}"))?;
-        return Ok((Requeue::await_change(), 1));
-    }
 
     // observe (no client required)
     let now = Time(Timestamp::now());

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Builds Helm from its Go module (helm.sh/helm/v3/cmd/helm) at a pinned version into
+# ~/.cache/stepwise/helm-<version>/, once; later runs return at once. Prints the binary's path on
+# stdout; progress goes to stderr. Used by tests/helm/test.sh and `just helm-test`; users may run
+# it too (`$(scripts/helm.sh) version`).
+#
+# Like tests/cluster/build.sh, it uses Go's default module and build caches (`go env GOMODCACHE`,
+# `go env GOCACHE`), so modules Helm shares with Kubernetes are downloaded and compiled once.
+set -euo pipefail
+
+# The Helm version. Bump it here; the cache key follows.
+HELM_VERSION=v3.22.0
+
+CACHE_ROOT=${STEPWISE_CACHE:-$HOME/.cache/stepwise}
+OUT=$CACHE_ROOT/helm-$HELM_VERSION
+log() { printf '[helm] %s\n' "$*" >&2; }
+
+if [ -x "$OUT/helm" ]; then
+  echo "$OUT/helm"
+  exit 0
+fi
+
+command -v go >/dev/null || { log "ERROR: go not found (Go 1.26 builds Helm from its module)"; exit 1; }
+
+# Several callers may build at once: one builds, the others wait and reuse it.
+mkdir -p "$CACHE_ROOT"
+exec 8>"$CACHE_ROOT/.helm.lock"
+flock -w 1800 8 || { log "ERROR: timed out waiting for $CACHE_ROOT/.helm.lock"; exit 1; }
+if [ -x "$OUT/helm" ]; then
+  echo "$OUT/helm"
+  exit 0
+fi
+
+export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=mod
+log "building helm $HELM_VERSION (first time, a few minutes) into $OUT"
+started=$SECONDS
+tmp=$(mktemp -d "$CACHE_ROOT/.helm-build.XXXXXX")
+trap 'rm -rf -- "$tmp"' EXIT
+# The version is stamped the way Helm's Makefile does, so `helm version` tells the truth.
+ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+GOBIN="$tmp" go install -trimpath -ldflags="$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" &
+pid=$!
+while kill -0 "$pid" 2>/dev/null; do
+  sleep 15
+  if kill -0 "$pid" 2>/dev/null; then log "  still building: $((SECONDS - started)) s"; fi
+done
+if ! wait "$pid"; then
+  log "ERROR: go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION failed after $((SECONDS - started)) s"
+  exit 1
+fi
+"$tmp/helm" version --short >/dev/null
+mkdir -p "$OUT"
+mv "$tmp/helm" "$OUT/helm"
+log "built helm $HELM_VERSION in $((SECONDS - started)) s: $OUT/helm"
+echo "$OUT/helm"
