@@ -282,3 +282,83 @@ async fn a_job_analysis_promotes_when_its_job_completes_and_aborts_when_it_fails
     .await?;
     env.cleanup().await
 }
+
+/// An HTTP server on 127.0.0.1 answering `{"ok": <ok>}` to requests that carry
+/// `Authorization: Bearer <token>`, and 401 to others; returns its address and what it saw.
+async fn given_health_endpoint(
+    token: &'static str,
+    ok: bool,
+) -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}/health", listener.local_addr()?);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            let authorized = request.lines().any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {token}")));
+            log.lock().unwrap().push(if authorized { "authorized" } else { "refused" }.to_string());
+            let (status, body) =
+                if authorized { ("200 OK", format!("{{\"ok\": {ok}}}")) } else { ("401 Unauthorized", "{}".into()) };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    Ok((address, seen))
+}
+
+/// A web check whose bearer token comes from a Secret through an argument.
+fn web_check(url: &str) -> String {
+    format!(
+        "apiVersion: stepwise.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: health}}
+spec:
+  args:
+  - name: token
+    valueFrom: {{secretKeyRef: {{name: health-token, key: token}}}}
+  metrics:
+  - name: health
+    successCondition: result.ok == true
+    provider:
+      web:
+        url: {url}
+        jsonPath: '{{$}}'
+        headers: [{{key: Authorization, value: 'Bearer {{{{args.token}}}}'}}]
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_web_analysis_authenticates_with_a_secret_that_never_shows_in_the_run() -> anyhow::Result<()> {
+    const TOKEN: &str = "s3cr3t-t0ken-e2e";
+    let (url, seen) = given_health_endpoint(TOKEN, false).await?;
+    let env = Env::new("analysis-web").await?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "health-token"}, "stringData": {"token": TOKEN}}))?,
+        )
+        .await?;
+    let api: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), &env.ns);
+    api.create(&PostParams::default(), &serde_yaml::from_str(&web_check(&url))?).await?;
+    let strategy =
+        "    canary:\n      steps:\n      - setWeight: 50\n      - analysis: {templates: [{templateName: health}]}\n";
+    env.given_rollout(2, strategy).await?;
+
+    env.when_image("example.invalid/demo:2").await?;
+    env.then("the rollout aborted", secs(60), aborted).await?;
+    assert_eq!(seen.lock().unwrap().first().map(String::as_str), Some("authorized"), "the token was sent");
+    let run = then_last_run(&env, AnalysisPhase::Failed).await?;
+    let text = serde_json::to_string(&run)?;
+    assert!(text.contains("result.ok == true was false"), "{text}");
+    assert!(!text.contains(TOKEN), "the Secret's value shows in the run: {text}");
+    env.cleanup().await
+}
