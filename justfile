@@ -6,7 +6,7 @@ default:
     @just --list
 
 # Everything CI runs: format, lints, unit and property tests, the control-plane smoke test and the e2e tests.
-test: fmt-check clippy check-crds test-unit smoke e2e
+test: fmt-check clippy check-crds test-unit smoke e2e helm-test
 
 # Format the code.
 fmt:
@@ -53,6 +53,12 @@ e2e: cluster-up prometheus
     tests/cluster/router-crds.sh
     cargo build --bins
     cargo test -p stepwise-e2e -- --test-threads=4
+
+# The Helm chart on the local control plane: lint, schema, dry-runs, install, a canary as the chart's ServiceAccount, upgrade, uninstall, namespaced mode.
+helm-test: cluster-up
+    tests/cluster/router-crds.sh
+    cargo build --bins
+    tests/helm/test.sh
 
 # Run the demo: control plane, CRDs, controller, a canary rolling out step by step.
 demo:

@@ -36,8 +36,17 @@ log "building helm $HELM_VERSION (first time, a few minutes) into $OUT"
 started=$SECONDS
 tmp=$(mktemp -d "$CACHE_ROOT/.helm-build.XXXXXX")
 trap 'rm -rf -- "$tmp"' EXIT
-# The version is stamped the way Helm's Makefile does, so `helm version` tells the truth.
+# Stamped the way Helm's Makefile does: the version, and the Kubernetes version that `helm lint`
+# and `helm template` assume without a cluster (the client-go minor Helm is built with; unstamped
+# it would be 1.20, below the chart's kubeVersion).
+dir=$(GOFLAGS= go mod download -json "helm.sh/helm/v3@$HELM_VERSION" |
+  python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["Dir"]) if "Dir" in d else sys.exit(d.get("Error","no Dir"))')
+k8s_minor=$(sed -n 's|^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*|\1|p' "$dir/go.mod" | head -n1)
+[ -n "$k8s_minor" ] || { log "ERROR: no k8s.io/client-go version in $dir/go.mod"; exit 1; }
 ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  ld="$ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$k8s_minor"
+done
 GOBIN="$tmp" go install -trimpath -ldflags="$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" &
 pid=$!
 while kill -0 "$pid" 2>/dev/null; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the real CRDs of the traffic routers stepwise drives (Istio's networking.istio.io and
-# Gateway API's gateway.networking.k8s.io, standard channel) into the local control plane. They
+# Installs the real CRDs of the traffic routers stepwise drives (Istio's networking.istio.io,
+# Gateway API's gateway.networking.k8s.io, standard channel, and Traefik's traefik.io) into the
+# local control plane. They
 # are taken from those projects' own Go modules at pinned versions, so the e2e tests run against
 # the schemas users have, and cached by version under ~/.cache/stepwise/: with a warm cache this
 # takes a few seconds (the apply).
@@ -11,9 +12,10 @@ repo=$(cd "$here/../.." && pwd)
 # The module versions whose CRDs are installed. Bump them here; the cache key follows.
 ISTIO_API_VERSION=v1.32.0
 GATEWAY_API_VERSION=v1.6.3
+TRAEFIK_VERSION=v3.7.13
 
 CACHE_ROOT=${STEPWISE_CACHE:-$HOME/.cache/stepwise}
-OUT=$CACHE_ROOT/router-crds-istio-$ISTIO_API_VERSION-gateway-api-$GATEWAY_API_VERSION
+OUT=$CACHE_ROOT/router-crds-istio-$ISTIO_API_VERSION-gateway-api-$GATEWAY_API_VERSION-traefik-$TRAEFIK_VERSION
 STATE=${STEPWISE_CLUSTER_DIR:-$repo/target/cluster}
 export GOTOOLCHAIN=local GOWORK=off GOFLAGS=
 log() { printf '[router-crds] %s\n' "$*" >&2; }
@@ -60,16 +62,23 @@ if [ ! -s "$OUT/gateway-api.yaml" ]; then
   mv "$OUT/gateway-api.yaml.tmp" "$OUT/gateway-api.yaml"
 fi
 
+if [ ! -s "$OUT/traefik.yaml" ]; then
+  dir=$(download "github.com/traefik/traefik/v3@$TRAEFIK_VERSION")
+  mkdir -p "$OUT"
+  cp "$dir/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml" "$OUT/traefik.yaml.tmp"
+  mv "$OUT/traefik.yaml.tmp" "$OUT/traefik.yaml"
+fi
+
 [ -s "$STATE/env" ] || { log "no $STATE/env: start the local control plane first (tests/cluster/up.sh)"; exit 1; }
 # shellcheck disable=SC1091
 . "$STATE/env"
 export KUBECONFIG
 # Server-side: the Istio CRDs are too large for the last-applied annotation of a client-side apply.
-for f in istio gateway-api; do
+for f in istio gateway-api traefik; do
   log "applying $f CRDs ($OUT/$f.yaml)"
   "$KUBECTL" apply --server-side --force-conflicts --field-manager=stepwise-router-crds -f "$OUT/$f.yaml" >/dev/null
 done
 "$KUBECTL" wait --for condition=established --timeout=60s \
   crd/virtualservices.networking.istio.io crd/destinationrules.networking.istio.io \
-  crd/httproutes.gateway.networking.k8s.io >/dev/null
-log "Istio $ISTIO_API_VERSION and Gateway API $GATEWAY_API_VERSION CRDs are served"
+  crd/httproutes.gateway.networking.k8s.io crd/traefikservices.traefik.io >/dev/null
+log "Istio $ISTIO_API_VERSION, Gateway API $GATEWAY_API_VERSION and Traefik $TRAEFIK_VERSION CRDs are served"

@@ -7,6 +7,10 @@ use serde_json::{Value, json};
 use stepwise_api::operations::{self, Patches};
 use stepwise_api::{Rollout, RolloutPhase};
 
+/// Annotation by which a controller publishes its version on its leader-election Lease, read by
+/// `version`. A contract the controller does not fulfil yet (its Lease carries only the holder).
+pub const CONTROLLER_VERSION_ANNOTATION: &str = "stepwise.dev/controller-version";
+
 /// An operation's patches and the sentence that says what it did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {

@@ -2,8 +2,14 @@
 //! to patch (or refuses), from objects as read. `main.rs` only reads, patches and prints, so
 //! everything a person sees can be tested from fixtures without a cluster.
 
+pub mod complete;
+pub mod convert;
 pub mod decide;
+pub mod expr;
+pub mod lint;
+pub mod manifest;
 pub mod render;
+pub mod schema;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;

@@ -149,7 +149,8 @@ fn lint_one(p: &Parsed<'_>, world: &World) -> DocLint {
     let mut lint = DocLint { number: p.doc.number, kind: p.kind.clone(), name: p.name.clone(), ..Default::default() };
     let api_version = p.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     if api_version.starts_with("argoproj.io/") {
-        lint.skipped = Some(format!("{api_version} is Argo Rollouts' API: `kubectl stepwise convert` turns it into stepwise's"));
+        lint.skipped =
+            Some(format!("{api_version} is Argo Rollouts' API: `kubectl stepwise convert` turns it into stepwise's"));
         return lint;
     }
     if !p.stepwise {
@@ -183,21 +184,16 @@ fn lint_one(p: &Parsed<'_>, world: &World) -> DocLint {
             Err(e) => lint.findings.push(finding(p.doc, "", &format!("cannot be read as a Rollout: {e}"))),
         },
         "AnalysisTemplate" | "ClusterAnalysisTemplate" | "AnalysisRun" => {
-            match value.get("spec").cloned().map(serde_yaml::from_value::<AnalysisTemplateSpecLike>) {
-                Some(Ok(spec)) => check_conditions(p.doc, &spec.metrics, &mut lint),
-                Some(Err(e)) => lint.findings.push(finding(p.doc, "spec", &format!("cannot be read: {e}"))),
+            let metrics = value.get("spec").and_then(|s| s.get("metrics")).cloned();
+            match metrics.map(serde_yaml::from_value::<Vec<Metric>>) {
+                Some(Ok(metrics)) => check_conditions(p.doc, &metrics, &mut lint),
+                Some(Err(e)) => lint.findings.push(finding(p.doc, "spec.metrics", &format!("cannot be read: {e}"))),
                 None => {}
             }
         }
         _ => {}
     }
     lint
-}
-
-/// The metrics of a template or a run.
-#[derive(serde::Deserialize)]
-struct AnalysisTemplateSpecLike {
-    metrics: Vec<Metric>,
 }
 
 fn check_conditions(doc: &Document, metrics: &[Metric], lint: &mut DocLint) {

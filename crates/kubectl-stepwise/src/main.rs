@@ -17,7 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
 use kubectl_stepwise::decide::{self, Decision, Verdict};
-use kubectl_stepwise::{RolloutTree, render};
+use kubectl_stepwise::{RolloutTree, convert, lint, render};
 use serde_json::Value;
 use stepwise_api::operations::{Patches, revision_of};
 use stepwise_api::{AnalysisRun, POD_TEMPLATE_HASH_LABEL, Rollout};
@@ -96,9 +96,29 @@ enum Command {
         #[command(subcommand)]
         what: SetWhat,
     },
-    /// The plugin's version and the cluster's.
-    Version,
-    /// A shell completion script for `kubectl-stepwise` on stdout.
+    /// The plugin's version, the cluster's and the controller's.
+    Version {
+        /// The controller's leader-election Lease, NAMESPACE/NAME (its --lease-namespace and
+        /// --lease-name).
+        #[arg(long, default_value = "default/stepwise-controller")]
+        controller_lease: String,
+    },
+    /// Check Rollout and analysis manifests offline: the CRD's schema and rules, then the
+    /// controller's own checks. Exit 1 when anything is wrong.
+    Lint {
+        /// The manifest file (multi-document YAML), or - for stdin.
+        #[arg(short = 'f', long = "filename")]
+        filename: String,
+    },
+    /// Turn Argo Rollouts manifests into stepwise's (stdout), report each change and each field
+    /// stepwise lacks (stderr), then lint the result. Other documents pass through unchanged.
+    Convert {
+        /// The manifest file (multi-document YAML), or - for stdin.
+        #[arg(short = 'f', long = "filename")]
+        filename: String,
+    },
+    /// A shell completion script for `kubectl-stepwise` on stdout (for `kubectl stepwise`, link
+    /// the binary as kubectl_complete-stepwise on PATH).
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -462,7 +482,74 @@ async fn set_image(cx: &Cx, name: &str, assignment: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn version(global: &Global) -> anyhow::Result<()> {
+/// Reads a manifest file, or stdin for `-`; returns the name to show and the text.
+fn read_manifest(filename: &str) -> anyhow::Result<(String, String)> {
+    if filename == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("cannot read stdin")?;
+        Ok(("<stdin>".into(), text))
+    } else {
+        let text = std::fs::read_to_string(filename).with_context(|| format!("cannot read {filename}"))?;
+        Ok((filename.to_string(), text))
+    }
+}
+
+fn lint(filename: &str) -> anyhow::Result<ExitCode> {
+    let (name, text) = read_manifest(filename)?;
+    let (report, problems) = lint::report(&name, &lint::lint(&text));
+    print!("{report}");
+    Ok(if problems { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn convert(filename: &str) -> anyhow::Result<ExitCode> {
+    let (name, text) = read_manifest(filename)?;
+    let converted = convert::convert(&text);
+    print!("{}", converted.yaml);
+    eprint!("{}", converted.report(&name));
+    // The result is checked as `lint` would check it.
+    let (report, problems) = lint::report(&format!("{name} (converted)"), &lint::lint(&converted.yaml));
+    eprint!("{report}");
+    Ok(if problems { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// What can be told of the controller from the cluster: its leader-election Lease, and the
+/// version it publishes there (`stepwise.dev/controller-version`), if it does.
+async fn controller_version(cx: &Cx, lease: &str) -> String {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let Some((ns, name)) = lease.split_once('/') else {
+        return format!("unknown (--controller-lease must be NAMESPACE/NAME, not {lease:?})");
+    };
+    let leases: Api<Lease> = Api::namespaced(cx.client.clone(), ns);
+    match leases.get_opt(name).await {
+        Ok(Some(object)) => {
+            let spec = object.spec.clone().unwrap_or_default();
+            let holder = spec.holder_identity.filter(|h| !h.is_empty());
+            let renewed = spec
+                .renew_time
+                .map(|t| {
+                    let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t.0);
+                    format!(", renewed {} ago", render::age(Some(&at), Timestamp::now()))
+                })
+                .unwrap_or_default();
+            let version = object.annotations().get(decide::CONTROLLER_VERSION_ANNOTATION);
+            match (version, holder) {
+                (Some(v), Some(h)) => format!("{v} (leader {h}, Lease {lease}{renewed})"),
+                (Some(v), None) => format!("{v} (Lease {lease} has no holder now)"),
+                (None, Some(h)) => format!(
+                    "unknown (the Lease {lease} is held by {h}{renewed}, but has no {} annotation: this controller does not publish its version)",
+                    decide::CONTROLLER_VERSION_ANNOTATION
+                ),
+                (None, None) => format!("unknown (the Lease {lease} has no holder: no controller is leading)"),
+            }
+        }
+        Ok(None) => format!(
+            "unknown (no Lease {lease}: the controller runs without leader election, or with another --lease-name; see --controller-lease)"
+        ),
+        Err(e) => format!("unknown ({})", cx.explain(e, "get", "leases", None)),
+    }
+}
+
+async fn version(global: &Global, controller_lease: &str) -> anyhow::Result<()> {
     println!(
         "client: kubectl-stepwise {} (API {}/{})",
         env!("CARGO_PKG_VERSION"),
@@ -477,15 +564,18 @@ async fn version(global: &Global) -> anyhow::Result<()> {
         Err(e) => cx.explain(e, "list", "rollouts", None).to_string(),
     };
     println!("stepwise CRDs: {crds}");
+    println!("controller: {}", controller_version(&cx, controller_lease).await);
     Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Version => {
-            version(&cli.global).await?;
+        Command::Version { controller_lease } => {
+            version(&cli.global, &controller_lease).await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Lint { filename } => return lint(&filename),
+        Command::Convert { filename } => return convert(&filename),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "kubectl-stepwise", &mut std::io::stdout());
@@ -523,13 +613,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Undo { name, to_revision } => undo(&cx, &name, to_revision).await?,
         Command::Set { what: SetWhat::Image { name, assignment } } => set_image(&cx, &name, &assignment).await?,
-        Command::Version | Command::Completion { .. } => unreachable!("handled above"),
+        Command::Version { .. } | Command::Completion { .. } | Command::Lint { .. } | Command::Convert { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// kubectl's completion of `kubectl stepwise …`: called as `kubectl_complete-stepwise WORDS…`
+/// (a link to this binary) or `kubectl-stepwise __complete WORDS…`.
+fn completion_request() -> Option<Vec<String>> {
+    let mut args = std::env::args();
+    let argv0 = args.next().unwrap_or_default();
+    let called = std::path::Path::new(&argv0).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    if called.starts_with(kubectl_stepwise::complete::HELPER_NAME) {
+        return Some(rest);
+    }
+    match rest.split_first() {
+        Some((first, words)) if first == "__complete" => Some(words.to_vec()),
+        _ => None,
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Some(words) = completion_request() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        command.build();
+        print!("{}", kubectl_stepwise::complete::answer(&command, &words));
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,

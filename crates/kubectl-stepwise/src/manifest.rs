@@ -131,7 +131,7 @@ fn locate(text: &str, path: &str) -> Option<usize> {
                         break;
                     }
                 }
-                let (i, column) = hit?;
+                let Some((i, column)) = hit else { return found };
                 found = Some(i + 1);
                 // The value: following lines right of the key, or a sequence at its column.
                 let mut j = i + 1;
@@ -147,15 +147,16 @@ fn locate(text: &str, path: &str) -> Option<usize> {
                 (start, end, parent) = (i + 1, j, Some(column));
             }
             Segment::Index(index) => {
-                let items: Vec<usize> = (start..end)
-                    .filter(|&i| lines[i].as_ref().is_some_and(|l| !l.dashes.is_empty()))
-                    .collect();
-                let dash = lines[*items.first()?].as_ref()?.dashes[0];
+                let items: Vec<usize> =
+                    (start..end).filter(|&i| lines[i].as_ref().is_some_and(|l| !l.dashes.is_empty())).collect();
+                let Some(dash) = items.first().and_then(|&i| lines[i].as_ref()).map(|l| l.dashes[0]) else {
+                    return found;
+                };
                 let items: Vec<usize> = items
                     .into_iter()
                     .filter(|&i| lines[i].as_ref().is_some_and(|l| l.dashes.first() == Some(&dash)))
                     .collect();
-                let i = *items.get(index)?;
+                let Some(&i) = items.get(index) else { return found };
                 let next = items.get(index + 1).copied().unwrap_or(end);
                 found = Some(i + 1);
                 (start, end, parent) = (i, next, Some(dash));

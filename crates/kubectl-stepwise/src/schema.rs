@@ -47,17 +47,15 @@ pub fn check_object(schema: &JSONSchemaProps, object: &mut Value, prune: bool) -
         checked.problems.push(Problem { path: String::new(), message: "must be an object".into(), unknown: false });
         return checked;
     };
-    // metadata is validated by the API server itself, status is written by the controller.
-    let metadata = map.remove("metadata");
-    let status = map.remove("status");
+    // The API server checks apiVersion, kind and metadata itself; status is the controller's.
+    let own = ["apiVersion", "kind", "metadata", "status"];
+    let kept: Vec<(&str, Value)> = own.into_iter().filter_map(|k| Some((k, map.remove(k)?))).collect();
     walk(schema, object, "", prune, &mut checked);
     if let Value::Mapping(map) = object {
-        if let Some(m) = metadata {
-            map.insert("metadata".into(), m);
-        }
-        if let Some(s) = status {
-            map.insert("status".into(), s);
-        }
+        // Back in front, where people write them.
+        let rest = std::mem::take(map);
+        map.extend(kept.into_iter().map(|(k, v)| (Value::from(k), v)));
+        map.extend(rest);
     }
     checked
 }
@@ -102,7 +100,7 @@ fn article(type_: &str) -> String {
 
 fn walk(schema: &JSONSchemaProps, value: &mut Value, path: &str, prune: bool, out: &mut Checked) {
     let problems_before = out.problems.len();
-    let mut problem = |out: &mut Checked, path: &str, message: String| {
+    let problem = |out: &mut Checked, path: &str, message: String| {
         out.problems.push(Problem { path: path.to_string(), message, unknown: false })
     };
     if value.is_null() {

@@ -40,7 +40,7 @@ pub const DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.template) != has(self.workloadRef)", "message": "exactly one of spec.template and spec.workloadRef must be set"},
     {"rule": "has(self.workloadRef) || has(self.selector)", "message": "spec.selector is required unless spec.workloadRef is set"},
-    {"rule": "has(self.strategy.canary) != has(self.strategy.blueGreen)", "message": "spec.strategy must set exactly one of canary and blueGreen"},
+    {"rule": "(has(self.strategy.canary) ? 1 : 0) + (has(self.strategy.blueGreen) ? 1 : 0) + (has(self.strategy.recreate) ? 1 : 0) == 1", "message": "spec.strategy must set exactly one of canary, blueGreen and recreate"},
     {"rule": "!has(self.progressDeadlineSeconds) || !has(self.minReadySeconds) || self.progressDeadlineSeconds > self.minReadySeconds", "message": "spec.progressDeadlineSeconds must be greater than spec.minReadySeconds"}
 ]))]
 pub struct RolloutSpec {
@@ -86,7 +86,7 @@ pub struct RolloutSpec {
     /// Pods created before this time are replaced, a few at a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_at: Option<Time>,
-    /// How a new version is released: canary or blue-green.
+    /// How a new version is released: canary, blue-green or recreate.
     pub strategy: RolloutStrategy,
 }
 
@@ -122,7 +122,7 @@ pub enum WorkloadScaleDown {
     Progressively,
 }
 
-/// The release strategy. Exactly one of canary and blueGreen is set.
+/// The release strategy. Exactly one of canary, blueGreen and recreate is set.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStrategy {
@@ -133,6 +133,11 @@ pub struct RolloutStrategy {
     /// switched to it at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreenStrategy>,
+    /// Recreate: every pod of the older versions is gone before the new version's pods are
+    /// created, so two versions never run at once (a Deployment's Recreate; not in Argo
+    /// Rollouts). Written `recreate: {}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreate: Option<RecreateStrategy>,
 }
 
 impl RolloutStrategy {
@@ -165,6 +170,15 @@ impl RolloutStrategy {
         .collect()
     }
 }
+
+/// The recreate strategy: the older versions are scaled to zero, the new version is scaled up
+/// once none of their pods is left (terminating pods included), and it becomes stable once all
+/// its pods are available. An abort, or a return to an older template, goes back the same way.
+/// It has no settings: maxSurge and maxUnavailable do not apply (every old pod goes at once, and
+/// no new pod starts before they are gone), and there are no steps, Services or analyses.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecreateStrategy {}
 
 /// The canary strategy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -87,5 +87,5 @@ fn the_step_schema_carries_the_exactly_one_action_rule() {
     assert!(yaml.contains("each step must set exactly one of setWeight"));
     assert!(yaml.contains("maxSurge and maxUnavailable cannot both be zero"));
     assert!(yaml.contains("canaryService must differ from stableService"));
-    assert!(yaml.contains("exactly one of canary and blueGreen"));
+    assert!(yaml.contains("exactly one of canary, blueGreen and recreate"));
 }

@@ -30,6 +30,8 @@ pub fn observe_replica_set(rs: &ReplicaSet) -> ObservedReplicaSet {
         // The API server defaults spec.replicas to 1.
         spec_replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
         replicas: status.replicas,
+        terminating: status.terminating_replicas.unwrap_or(0),
+        status_stale: status.observed_generation.unwrap_or(0) < meta.generation.unwrap_or(0),
         ready: status.ready_replicas.unwrap_or(0),
         available: status.available_replicas.unwrap_or(0),
         template: spec.and_then(|s| s.template.clone()).unwrap_or_default(),
@@ -198,6 +200,8 @@ mod tests {
                 revision: 3,
                 spec_replicas: 2,
                 replicas: 2,
+                terminating: 0,
+                status_stale: false,
                 ready: 2,
                 available: 1,
                 template,
@@ -213,6 +217,27 @@ mod tests {
         let rs = ReplicaSet { spec: Some(ReplicaSetSpec::default()), ..Default::default() };
         assert_eq!(observe_replica_set(&rs).spec_replicas, 1);
         assert_eq!(observe_replica_set(&rs).revision, 0);
+    }
+
+    #[test]
+    fn a_replica_set_reads_back_its_terminating_pods_and_whether_its_status_caught_up_with_its_spec() {
+        let mut rs = ReplicaSet {
+            metadata: ObjectMeta { generation: Some(3), ..Default::default() },
+            spec: Some(ReplicaSetSpec { replicas: Some(0), ..Default::default() }),
+            status: Some(ReplicaSetStatus {
+                replicas: 0,
+                terminating_replicas: Some(2),
+                observed_generation: Some(2),
+                ..Default::default()
+            }),
+        };
+        let seen = observe_replica_set(&rs);
+        assert_eq!((seen.terminating, seen.status_stale), (2, true), "status of generation 2, spec of 3");
+        rs.status = Some(ReplicaSetStatus { replicas: 0, observed_generation: Some(3), ..Default::default() });
+        let seen = observe_replica_set(&rs);
+        assert_eq!((seen.terminating, seen.status_stale), (0, false), "no terminatingReplicas: none reported");
+        rs.status = None;
+        assert!(observe_replica_set(&rs).status_stale, "a ReplicaSet with no status yet");
     }
 
     #[test]

@@ -41,8 +41,15 @@ pub struct ObservedReplicaSet {
     pub revision: i64,
     /// spec.replicas.
     pub spec_replicas: i32,
-    /// status.replicas: pods that exist.
+    /// status.replicas: pods that exist and are not terminating.
     pub replicas: i32,
+    /// status.terminatingReplicas: pods being deleted that have not stopped yet. The API server
+    /// reports it only with the DeploymentReplicaSetTerminatingReplicas feature (alpha in
+    /// Kubernetes 1.33 and 1.34); 0 where it does not.
+    pub terminating: i32,
+    /// Whether its status predates its spec (status.observedGeneration below
+    /// metadata.generation): its pod counts may not show the latest scale yet.
+    pub status_stale: bool,
     /// status.readyReplicas.
     pub ready: i32,
     /// status.availableReplicas.

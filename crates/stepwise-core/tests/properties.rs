@@ -14,6 +14,8 @@
 //! 6. the controller touches only what it owns;
 //! 7. traffic is only ever routed to available pods;
 //! 8. without traffic routing, a total above replicas + maxSurge only moves toward it;
+//! 9. with Recreate, never pods of two versions at once (terminating pods included), checked on
+//!    every state the world passes through;
 //!
 //! and planning again from the result asks for nothing more (idempotence).
 //!
@@ -166,7 +168,8 @@ fn strategy() -> impl Strategy<Value = (String, Kind)> {
         }
         (y, Kind::BlueGreen)
     });
-    prop_oneof![basic, routed, blue_green]
+    let recreate = Just(("    recreate: {}\n".to_string(), Kind::Recreate));
+    prop_oneof![3 => basic, 3 => routed, 3 => blue_green, 1 => recreate]
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -175,6 +178,16 @@ enum Kind {
     Routed,
     RoutedDynamic,
     BlueGreen,
+    Recreate,
+}
+
+/// 9. With Recreate, never pods of two versions at once.
+fn check_one_version(kind: Kind, w: &World) -> Result<(), TestCaseError> {
+    if kind == Kind::Recreate {
+        let versions = w.versions_with_pods();
+        prop_assert!(versions.len() <= 1, "pods of versions {versions:?} at once: {:?}", w.observed.replica_sets);
+    }
+    Ok(())
 }
 
 fn spec_pods(w: &World, hash: &str) -> (i32, i32) {
@@ -411,6 +424,7 @@ fn reconcile_checked(kind: Kind, w: &mut World) -> Result<Plan, TestCaseError> {
     let before = w.clone();
     let p = w.reconcile();
     check_plan(kind, &before, &p, w)?;
+    check_one_version(kind, w)?;
     Ok(p)
 }
 
@@ -444,6 +458,7 @@ fn run_history(
     for _ in 0..10 {
         reconcile_checked(kind, &mut w)?;
         w.pods_settle();
+        check_one_version(kind, &w)?;
     }
     for op in ops {
         match op {
@@ -483,6 +498,7 @@ fn run_history(
                 }
             }
         }
+        check_one_version(kind, &w)?;
         reconcile_checked(kind, &mut w)?;
     }
 
@@ -494,6 +510,7 @@ fn run_history(
     for _ in 0..200 {
         let p = reconcile_checked(kind, &mut w)?;
         w.pods_settle();
+        check_one_version(kind, &w)?;
         w.analyses_finish();
         let wait = p.requeue_after.map(|d| d.as_secs() as i64 + 1).unwrap_or(30).min(600);
         w.wait(wait);

@@ -3,7 +3,7 @@
 //! wanted, it returns the JSON patch (RFC 6902) that gets there, or an error naming what a person
 //! must fix. The controller reads the objects and applies the patches in one place; nothing here
 //! does I/O, so every router is tested from fixtures. Each router is one module
-//! ([`istio`], [`gateway_api`]); [`fake::FakeRouter`] stands in for them in tests.
+//! ([`istio`], [`gateway_api`], [`traefik`]); [`fake::FakeRouter`] stands in for them in tests.
 //!
 //! A patch changes only the weights the router manages, each addressed by its index, and carries
 //! the object's resourceVersion: were the object changed between the read and the write (a
@@ -16,10 +16,11 @@ use stepwise_api::{CanaryStrategy, GatewayApiTrafficRouting, TrafficRouting};
 pub mod fake;
 pub mod gateway_api;
 pub mod istio;
+pub mod traefik;
 
 /// The routers this build drives, by their field under `trafficRouting` (a plugin as
 /// `plugins.<name>`): what core compares a Rollout's routers with.
-pub const KINDS: [&str; 3] = ["istio", "gatewayAPI", gateway_api::PLUGIN_KIND];
+pub const KINDS: [&str; 4] = ["istio", "gatewayAPI", "traefik", gateway_api::PLUGIN_KIND];
 
 /// One object a router reads and patches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +106,9 @@ pub fn routers(routing: &TrafficRouting, namespace: &str) -> Result<Vec<BoxedRou
     if let Some(config) = &routing.istio {
         out.push(Box::new(istio::Istio::new(config, namespace)?));
     }
+    if let Some(config) = &routing.traefik {
+        out.push(Box::new(traefik::Traefik::new(config, namespace)?));
+    }
     if let Some(config) = &routing.gateway_api {
         out.push(Box::new(gateway_api::GatewayApi::new(config, namespace)?));
     }
@@ -120,10 +124,8 @@ pub fn routers(routing: &TrafficRouting, namespace: &str) -> Result<Vec<BoxedRou
         })?;
         out.push(Box::new(router));
     }
-    for kind in [("nginx", routing.nginx.is_some()), ("traefik", routing.traefik.is_some())] {
-        if kind.1 {
-            return Err(Error::Config(format!("the {} router is not available in this build of stepwise", kind.0)));
-        }
+    if routing.nginx.is_some() {
+        return Err(Error::Config("the nginx router is not available in this build of stepwise".into()));
     }
     if out.is_empty() {
         return Err(Error::Config("trafficRouting must name a router".into()));
@@ -276,8 +278,8 @@ mod tests {
 
     #[test]
     fn a_router_this_build_lacks_is_an_error_naming_it() {
-        let err = routers(&routing("traefik: {weightedTraefikServiceName: web}\n"), "ns").err().unwrap();
-        assert_eq!(err.to_string(), "the traefik router is not available in this build of stepwise");
+        let err = routers(&routing("nginx: {stableIngress: web}\n"), "ns").err().unwrap();
+        assert_eq!(err.to_string(), "the nginx router is not available in this build of stepwise");
         let err = routers(&routing("plugins:\n  example.com/other: {}\n"), "ns").err().unwrap();
         assert_eq!(err.to_string(), "the router plugin example.com/other is not available in this build of stepwise");
     }

@@ -32,7 +32,7 @@ async fn rejected(env: &Env, strategy: &str) -> anyhow::Result<String> {
 async fn bad_rollouts_are_rejected_at_apply_time_with_a_message_naming_the_field() -> anyhow::Result<()> {
     let env = Env::without_controller("admission").await?;
     let cases = [
-        ("    canary: {}\n    blueGreen: {activeService: a}\n", "exactly one of canary and blueGreen"),
+        ("    canary: {}\n    blueGreen: {activeService: a}\n", "exactly one of canary, blueGreen and recreate"),
         ("    canary:\n      steps:\n      - {setWeight: 10, pause: {}}\n", "each step must set exactly one of"),
         ("    canary:\n      steps:\n      - setWeight: 150\n", "setWeight"),
         ("    canary:\n      steps:\n      - setWeight: -1\n", "setWeight"),

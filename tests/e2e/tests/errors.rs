@@ -64,14 +64,10 @@ async fn a_traffic_router_this_build_lacks_makes_the_spec_invalid() -> anyhow::R
         "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      steps:\n      - setWeight: 50\n",
     )
     .await?;
-    when_spec(
-        &env,
-        json!({"strategy": {"canary": {"trafficRouting": {"traefik": {"weightedTraefikServiceName": "app"}}}}}),
-    )
-    .await?;
+    when_spec(&env, json!({"strategy": {"canary": {"trafficRouting": {"nginx": {"stableIngress": "app"}}}}})).await?;
     then_invalid_spec(
         &env,
-        "spec.strategy.canary.trafficRouting.traefik: the traefik router is not available in this build of stepwise",
+        "spec.strategy.canary.trafficRouting.nginx: the nginx router is not available in this build of stepwise",
     )
     .await?;
     env.cleanup().await

@@ -1,4 +1,4 @@
-//! Traffic routers on the local control plane, against the real CRDs of Istio and Gateway API
+//! Traffic routers on the local control plane, against the real CRDs of Istio, Gateway API and Traefik
 //! (installed from their Go modules by tests/cluster/router-crds.sh): the weights of the routing
 //! object after every step, everything else in it untouched, and traffic back on stable before
 //! the canary loses its pods.
@@ -21,7 +21,8 @@ async fn router_crds(env: &Env) -> anyhow::Result<()> {
     static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
     let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
     let served = crds.get_opt("virtualservices.networking.istio.io").await?.is_some()
-        && crds.get_opt("httproutes.gateway.networking.k8s.io").await?.is_some();
+        && crds.get_opt("httproutes.gateway.networking.k8s.io").await?.is_some()
+        && crds.get_opt("traefikservices.traefik.io").await?.is_some();
     if served {
         return Ok(());
     }
@@ -59,6 +60,33 @@ fn http_routes(env: &Env) -> Api<DynamicObject> {
         plural: "httproutes".into(),
     };
     Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+}
+
+fn traefik_services(env: &Env) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "traefik.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "traefik.io/v1alpha1".into(),
+        kind: "TraefikService".into(),
+        plural: "traefikservices".into(),
+    };
+    Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+}
+
+/// A weighted TraefikService as users write them: ports and a sticky cookie.
+fn traefik_service() -> Value {
+    json!({
+        "apiVersion": "traefik.io/v1alpha1",
+        "kind": "TraefikService",
+        "metadata": {"name": "app"},
+        "spec": {"weighted": {
+            "sticky": {"cookie": {"name": "lb"}},
+            "services": [
+                {"name": "app-stable", "port": 80, "weight": 100},
+                {"name": "app-canary", "port": 80, "weight": 0}
+            ]
+        }}
+    })
 }
 
 /// A VirtualService as users write them: a header route to a preview Service, the route to
@@ -129,6 +157,7 @@ fn without_weights(value: &Value) -> Value {
 enum Router {
     Istio,
     GatewayApi,
+    Traefik,
 }
 
 impl Router {
@@ -136,6 +165,7 @@ impl Router {
         match self {
             Router::Istio => virtual_services(env),
             Router::GatewayApi => http_routes(env),
+            Router::Traefik => traefik_services(env),
         }
     }
 
@@ -143,6 +173,7 @@ impl Router {
         match self {
             Router::Istio => virtual_service(),
             Router::GatewayApi => http_route(),
+            Router::Traefik => traefik_service(),
         }
     }
 
@@ -151,6 +182,7 @@ impl Router {
         let (canary, stable) = match self {
             Router::Istio => ("/spec/http/1/route/1/weight", "/spec/http/1/route/0/weight"),
             Router::GatewayApi => ("/spec/rules/1/backendRefs/1/weight", "/spec/rules/1/backendRefs/0/weight"),
+            Router::Traefik => ("/spec/weighted/services/1/weight", "/spec/weighted/services/0/weight"),
         };
         (object.pointer(canary).and_then(Value::as_i64), object.pointer(stable).and_then(Value::as_i64))
     }
@@ -238,6 +270,22 @@ async fn a_gateway_api_canary_sets_the_http_route_weights_at_every_step() -> any
     let routing = "        gatewayAPI: {httpRoute: app}\n";
     let (env, created) = routed_env("gateway-walk", Router::GatewayApi, routing).await?;
     walk(&env, Router::GatewayApi, &created).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_traefik_canary_sets_the_weighted_traefik_service_weights_at_every_step() -> anyhow::Result<()> {
+    let routing = "        traefik: {weightedTraefikServiceName: app}\n";
+    let (env, created) = routed_env("traefik-walk", Router::Traefik, routing).await?;
+    walk(&env, Router::Traefik, &created).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_traefik_abort_sends_all_traffic_to_stable_before_the_canary_is_scaled_down() -> anyhow::Result<()> {
+    let routing = "        traefik: {weightedTraefikServiceName: app}\n";
+    let (env, created) = routed_env("traefik-abort", Router::Traefik, routing).await?;
+    abort_moves_traffic_before_pods(&env, Router::Traefik, &created).await?;
     env.cleanup().await
 }
 
@@ -381,6 +429,7 @@ fn api_of(env: &Env, kind: &str) -> anyhow::Result<Api<DynamicObject>> {
     Ok(match kind {
         "VirtualService" => virtual_services(env),
         "HTTPRoute" => http_routes(env),
+        "TraefikService" => traefik_services(env),
         "Service" => Api::namespaced_with(env.client.clone(), &env.ns, &resource("", "v1", kind, "services")),
         "Rollout" => {
             Api::namespaced_with(env.client.clone(), &env.ns, &resource("stepwise.dev", "v1alpha1", kind, "rollouts"))
@@ -401,7 +450,7 @@ async fn the_example_shifts_traffic(name: &str, file: &str, router: Router) -> a
         let object: Value = serde_yaml::from_str(doc)?;
         let kind = object["kind"].as_str().unwrap_or_default().to_string();
         let stored = given_object(&api_of(&env, &kind)?, object).await?;
-        if matches!(kind.as_str(), "VirtualService" | "HTTPRoute") {
+        if matches!(kind.as_str(), "VirtualService" | "HTTPRoute" | "TraefikService") {
             created = stored;
         }
     }
@@ -424,4 +473,9 @@ async fn the_istio_example_shifts_traffic_as_documented() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_api_example_shifts_traffic_as_documented() -> anyhow::Result<()> {
     the_example_shifts_traffic("gateway-example", "canary-gateway-api.yaml", Router::GatewayApi).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_traefik_example_shifts_traffic_as_documented() -> anyhow::Result<()> {
+    the_example_shifts_traffic("traefik-example", "canary-traefik.yaml", Router::Traefik).await
 }

@@ -40,6 +40,9 @@ fn steps<'a>(ctx: &Ctx<'a>) -> &'a [CanaryStep] {
 
 /// Where the rollout is: `At step 2/4: setWeight 50`, or the strategy when there are no steps.
 pub(crate) fn step_label(ctx: &Ctx, status: &RolloutStatus) -> String {
+    if ctx.spec.strategy.recreate.is_some() {
+        return "Recreate".into();
+    }
     if ctx.spec.strategy.canary.is_none() {
         return "Blue-green".into();
     }

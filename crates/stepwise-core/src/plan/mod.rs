@@ -16,6 +16,7 @@ mod deadline;
 mod desired;
 mod message;
 mod pause;
+mod recreate;
 mod revision;
 mod status;
 mod validate;
@@ -56,6 +57,8 @@ pub fn plan(rollout: &Rollout, observed: &crate::Observed, now: &Time) -> Plan {
         canary::plan(&ctx, canary, &prev, &mut status, &mut draft);
     } else if let Some(bg) = &rollout.spec.strategy.blue_green {
         blue_green::plan(&ctx, bg, &prev, &mut status, &mut draft);
+    } else if rollout.spec.strategy.recreate.is_some() {
+        recreate::plan(&ctx, &mut status, &mut draft);
     }
     draft.desired.live_runs = Some(analysis::live_runs(&ctx, &status));
     revision::restart_pods(&ctx, &mut status, &mut draft);

@@ -103,7 +103,9 @@ pub(crate) fn trim_history(ctx: &Ctx, status: &RolloutStatus, draft: &mut Draft)
         .replica_sets
         .iter()
         .filter(|rs| rs.hash != ctx.hash && Some(&rs.hash) != status.stable_rs.as_ref())
-        .filter(|rs| rs.spec_replicas == 0 && rs.replicas == 0)
+        // Not while pods of it are still stopping: they would be lost from sight (Recreate waits
+        // for them).
+        .filter(|rs| rs.spec_replicas == 0 && rs.replicas == 0 && rs.terminating == 0 && !rs.status_stale)
         .collect();
     if old.len() <= limit {
         return;

@@ -7,6 +7,7 @@ use super::action::EventType;
 use super::context::Ctx;
 use super::desired::{Desired, Draft};
 use super::message::{pause_message, step_label, waiting_run};
+use super::recreate;
 use crate::condition;
 
 pub(crate) fn set_condition(
@@ -194,8 +195,10 @@ fn phase_and_message(ctx: &Ctx, status: &RolloutStatus, healthy: bool) -> (Rollo
     let new_available = ctx.new_rs().map(|rs| rs.available).unwrap_or(0);
     let old_pods: i32 = ctx.observed.replica_sets.iter().filter(|rs| rs.hash != ctx.hash).map(|rs| rs.replicas).sum();
     let progressing = RolloutPhase::Progressing;
+    let recreate = ctx.spec.strategy.recreate.is_some();
     if status.abort == Some(true) {
-        (RolloutPhase::Degraded, format!("Aborted: {progress_message}"))
+        let back = if recreate { recreate::abort_progress(ctx, status) } else { String::new() };
+        (RolloutPhase::Degraded, format!("Aborted: {progress_message}{back}"))
     } else if progress_reason == "ProgressDeadlineExceeded" {
         (RolloutPhase::Degraded, format!("ProgressDeadlineExceeded: {progress_message}"))
     } else if ctx.user_paused() {
@@ -204,6 +207,8 @@ fn phase_and_message(ctx: &Ctx, status: &RolloutStatus, healthy: bool) -> (Rollo
         (RolloutPhase::Paused, pause_message(ctx, status, p))
     } else if let Some((at, run)) = waiting_run(ctx, status) {
         (progressing, format!("{at}: waiting for AnalysisRun {} ({})", run.name, run.status))
+    } else if recreate && !healthy {
+        (progressing, recreate::progress_message(ctx, status))
     } else if updated < r {
         (progressing, format!("{}: {updated} of {r} pods updated", step_label(ctx, status)))
     } else if new_available < updated {

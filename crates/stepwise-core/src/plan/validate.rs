@@ -38,9 +38,11 @@ impl From<&str> for Invalid {
 /// The pod template and selector of the Rollout's pods, once everything checks out.
 pub(crate) fn validate(rollout: &Rollout, observed: &Observed) -> Result<(PodTemplateSpec, LabelSelector), Invalid> {
     let spec = &rollout.spec;
-    let strategies = usize::from(spec.strategy.canary.is_some()) + usize::from(spec.strategy.blue_green.is_some());
+    let strategies = usize::from(spec.strategy.canary.is_some())
+        + usize::from(spec.strategy.blue_green.is_some())
+        + usize::from(spec.strategy.recreate.is_some());
     if strategies != 1 {
-        return Err("spec.strategy must set exactly one of canary and blueGreen".into());
+        return Err("spec.strategy must set exactly one of canary, blueGreen and recreate".into());
     }
     if spec.replicas.is_some_and(|r| r < 0) {
         return Err("spec.replicas must not be negative".into());

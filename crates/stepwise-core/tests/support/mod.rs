@@ -109,6 +109,8 @@ impl World {
                     hash: hash.clone(),
                     revision: *revision,
                     spec_replicas: *replicas,
+                    // The ReplicaSet controller has not written a status yet.
+                    status_stale: true,
                     template: template.clone(),
                     created: Some(self.now.clone()),
                     ..Default::default()
@@ -116,7 +118,11 @@ impl World {
             }
             Action::ScaleReplicaSet { name, replicas } => {
                 let rs = self.observed.replica_sets.iter_mut().find(|r| &r.name == name).expect("scaled RS exists");
-                // The controller writes spec only; pods come and go in pods_settle.
+                // The controller writes spec only; pods come and go in pods_settle, and until
+                // then the status describes the spec before.
+                if rs.spec_replicas != *replicas {
+                    rs.status_stale = true;
+                }
                 rs.spec_replicas = *replicas;
             }
             Action::SetRevision { name, revision } => {
@@ -162,9 +168,12 @@ impl World {
     }
 
     /// Pods are created for every ReplicaSet and become available, unless their version never
-    /// becomes ready; pending analyses finish with the chosen outcome.
+    /// becomes ready; pending analyses finish with the chosen outcome. Pods a ReplicaSet no
+    /// longer wants start terminating; those that were terminating have stopped.
     pub fn pods_settle(&mut self) {
         for rs in &mut self.observed.replica_sets {
+            rs.status_stale = false;
+            rs.terminating = (rs.replicas - rs.spec_replicas).max(0);
             rs.replicas = rs.spec_replicas;
             if !self.never_ready.contains(&rs.hash) {
                 rs.available = rs.spec_replicas;
@@ -178,6 +187,8 @@ impl World {
     /// One pod of each ReplicaSet becomes available (slow pods).
     pub fn one_pod_each(&mut self) {
         for rs in &mut self.observed.replica_sets {
+            rs.status_stale = false;
+            rs.terminating = (rs.replicas - rs.spec_replicas).max(0);
             rs.replicas = rs.spec_replicas;
             if !self.never_ready.contains(&rs.hash) && rs.available < rs.spec_replicas {
                 rs.available += 1;
@@ -245,6 +256,11 @@ impl World {
             .find(|r| r.hash == hash)
             .map(|r| (r.spec_replicas, r.available))
             .unwrap_or((0, 0))
+    }
+
+    /// The versions that have pods (terminating ones included), by pod template hash.
+    pub fn versions_with_pods(&self) -> Vec<String> {
+        self.observed.replica_sets.iter().filter(|r| r.replicas + r.terminating > 0).map(|r| r.hash.clone()).collect()
     }
 
     pub fn service(&self, name: &str) -> Option<String> {

@@ -1,0 +1,144 @@
+{{/* The chart name. */}}
+{{- define "stepwise.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The full name of the release's objects. */}}
+{{- define "stepwise.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The name of cluster-scoped objects: the full name qualified by the release namespace, so
+two releases of the same name in two namespaces do not collide. */}}
+{{- define "stepwise.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "stepwise.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "stepwise.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "stepwise.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: controller
+app.kubernetes.io/part-of: stepwise
+{{- end }}
+
+{{/* Labels that select the controller pods. */}}
+{{- define "stepwise.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stepwise.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount the controller runs as. */}}
+{{- define "stepwise.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "stepwise.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Lease of leader election. */}}
+{{- define "stepwise.leaseName" -}}
+{{- default (include "stepwise.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* The image reference. */}}
+{{- define "stepwise.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The rules the controller needs in the namespaces it watches, derived from the API calls in
+crates/stepwise-controller (run.rs, reconcile.rs, execute.rs, route.rs, analysis.rs) and
+crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
+*/}}
+{{- define "stepwise.rules" -}}
+# Rollouts: the cache (list, watch), defaulting spec.replicas (patch), the status subresource.
+- apiGroups: [stepwise.dev]
+  resources: [rollouts]
+  verbs: [list, watch, patch]
+- apiGroups: [stepwise.dev]
+  resources: [rollouts/status]
+  verbs: [patch]
+# AnalysisRuns: the cache, creating a step's runs, terminating them (spec.terminate), and their
+# status, which the AnalysisRun controller writes.
+- apiGroups: [stepwise.dev]
+  resources: [analysisruns]
+  verbs: [list, watch, create, patch]
+- apiGroups: [stepwise.dev]
+  resources: [analysisruns/status]
+  verbs: [patch]
+# ReplicaSets and AnalysisRuns (and the Jobs of analysis) carry an owner reference with
+# blockOwnerDeletion to their Rollout (or run); where the OwnerReferencesPermissionEnforcement
+# admission plugin is on, that needs update on the owner's finalizers.
+- apiGroups: [stepwise.dev]
+  resources: [rollouts/finalizers, analysisruns/finalizers]
+  verbs: [update]
+- apiGroups: [stepwise.dev]
+  resources: [analysistemplates]
+  verbs: [list, watch]
+# ReplicaSets: the cache, create (get after a 409), scale and annotate (patch), delete old ones.
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [list, watch, get, create, patch, delete]
+# Deployments named by spec.workloadRef: read only.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [list, watch]
+# Services: the cache, and the selectors of the canary, stable, active and preview Services.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [list, watch, patch]
+# spec.restartAt: the pods created before it are listed and evicted.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [pods/eviction]
+  verbs: [create]
+# Events on Rollouts and AnalysisRuns (kube-rs's Recorder: events.k8s.io/v1; a repeat patches
+# the event's series).
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- if .Values.analysis.job.enabled }}
+# The job metric provider: its Jobs (create, get, delete) and the AnalysisRun controller's watch
+# of the Jobs it owns.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch, get, create, delete]
+{{- end }}
+{{- if .Values.analysis.secrets.enabled }}
+# Analysis arguments with valueFrom.secretKeyRef.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
+{{- if .Values.routers.istio.enabled }}
+# trafficRouting.istio: the weights of the VirtualServices' routes (read, then a JSON patch).
+- apiGroups: [networking.istio.io]
+  resources: [virtualservices]
+  verbs: [get, patch]
+{{- end }}
+{{- if .Values.routers.gatewayAPI.enabled }}
+# trafficRouting.gatewayAPI: the weights of the HTTPRoutes' backendRefs.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, patch]
+{{- end }}
+{{- end }}

@@ -1,0 +1,191 @@
+//! Recreate on the local control plane: a watcher lists the pods every 200 ms and fails the test
+//! if it ever sees pods of two versions at once (terminating pods included), through an update,
+//! an abort and an undo.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::json;
+use stepwise_api::{POD_TEMPLATE_HASH_LABEL, RolloutPhase};
+use stepwise_e2e::{Env, eventually, secs};
+use tokio::task::JoinHandle;
+
+const RECREATE: &str = "    recreate: {}\n";
+
+/// What the watcher saw.
+struct Seen {
+    samples: usize,
+    /// Every version seen running alone, in order of first sight.
+    versions: Vec<String>,
+    /// The samples with more than one version: the versions seen together.
+    overlaps: Vec<BTreeSet<String>>,
+}
+
+/// Lists the namespace's pods every 200 ms until stopped: the versions (pod template hashes) of
+/// the pods that exist and have not ended (Succeeded or Failed), terminating ones included.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<anyhow::Result<Seen>>,
+}
+
+impl Watcher {
+    fn start(env: &Env) -> Self {
+        let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen = Seen { samples: 0, versions: Vec::new(), overlaps: Vec::new() };
+            while !stopped.load(Ordering::Relaxed) {
+                let list = pods.list(&ListParams::default().labels(POD_TEMPLATE_HASH_LABEL)).await?;
+                let versions: BTreeSet<String> = list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                        !matches!(phase, Some("Succeeded" | "Failed"))
+                    })
+                    .filter_map(|p| p.metadata.labels.as_ref()?.get(POD_TEMPLATE_HASH_LABEL).cloned())
+                    .collect();
+                seen.samples += 1;
+                if versions.len() > 1 {
+                    seen.overlaps.push(versions);
+                } else if let Some(v) = versions.into_iter().next()
+                    && !seen.versions.contains(&v)
+                {
+                    seen.versions.push(v);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(seen)
+        });
+        Watcher { stop, task }
+    }
+
+    /// Stops it; fails if it ever saw two versions at once.
+    async fn finish(self) -> anyhow::Result<Seen> {
+        self.stop.store(true, Ordering::Relaxed);
+        let seen = self.task.await??;
+        anyhow::ensure!(seen.overlaps.is_empty(), "pods of two versions at once: {:?}", seen.overlaps);
+        anyhow::ensure!(seen.samples > 5, "only {} samples", seen.samples);
+        Ok(seen)
+    }
+}
+
+fn hashes(env_status: &stepwise_api::RolloutStatus) -> (String, String) {
+    (env_status.current_pod_hash.clone().unwrap_or_default(), env_status.stable_rs.clone().unwrap_or_default())
+}
+
+async fn unschedulable_update(env: &Env) -> anyhow::Result<()> {
+    env.when_template(json!({"spec": {"nodeSelector": {"stepwise.dev/no-such-node": "true"}}})).await
+}
+
+/// Waits until the new version has `n` pods (running or not) and no other version has any.
+async fn only_new_pods(env: &Env, new: &str, n: i32) -> anyhow::Result<()> {
+    eventually(&format!("{n} pods of {new} and no other"), secs(60), || async {
+        let mut others = 0;
+        for rs in env.replica_sets().await? {
+            let h = rs.metadata.labels.unwrap_or_default().get(POD_TEMPLATE_HASH_LABEL).cloned().unwrap_or_default();
+            if h != new {
+                others += env.pods(&h).await?;
+            }
+        }
+        Ok(env.pods(new).await? == n && others == 0)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recreate_stops_every_old_pod_before_a_new_one_starts_and_completes() -> anyhow::Result<()> {
+    let env = Env::new("recreate").await?;
+    env.given_rollout(3, RECREATE).await?;
+    let v1 = env.get().await?.status.unwrap().stable_rs.unwrap();
+    let watcher = Watcher::start(&env);
+
+    env.when_image("example.invalid/demo:2").await?;
+    let v2 = env.get().await?.status.unwrap().current_pod_hash.unwrap();
+    assert_ne!(v1, v2);
+    env.then("the new version stable and Healthy", secs(60), |ro| {
+        let st = ro.status.clone().unwrap_or_default();
+        st.stable_rs.as_deref() == Some(v2.as_str()) && st.phase == Some(RolloutPhase::Healthy)
+    })
+    .await?;
+    env.then_pods(3, 0, secs(30)).await?;
+    let seen = watcher.finish().await?;
+    assert_eq!(seen.versions, [v1.clone(), v2.clone()], "the old version alone, then the new one alone");
+
+    let st = env.get().await?.status.unwrap();
+    assert_eq!(st.message.as_deref(), Some("Healthy at revision 2"));
+    assert!(st.conditions.iter().any(|c| c.r#type == "Completed" && c.status == "True"));
+    let events = env.events().await?;
+    let reasons: Vec<&str> = events.iter().map(|(r, _)| r.as_str()).collect();
+    for reason in ["RecreateScaledDown", "RecreateScaledUp", "RolloutCompleted"] {
+        assert!(reasons.contains(&reason), "no {reason} event: {events:?}");
+    }
+    let down = reasons.iter().position(|r| *r == "RecreateScaledDown").unwrap();
+    let up = reasons.iter().position(|r| *r == "RecreateScaledUp").unwrap();
+    assert!(down < up, "scaled down before scaled up: {events:?}");
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn abort_of_a_recreate_stops_the_new_pods_before_the_stable_version_comes_back() -> anyhow::Result<()> {
+    let env = Env::new("recreate-abort").await?;
+    env.given_rollout(2, RECREATE).await?;
+    let watcher = Watcher::start(&env);
+
+    // The new version's pods never get a node: the old ones are gone, the new ones pending.
+    unschedulable_update(&env).await?;
+    let (new, stable) = hashes(&env.get().await?.status.unwrap());
+    only_new_pods(&env, &new, 2).await?;
+    let message = env.get().await?.status.unwrap().message.unwrap_or_default();
+    assert_eq!(message, "Recreating: 0 of 2 pods of the new version available");
+
+    env.when_abort().await?;
+    env.then("aborted and Degraded", secs(30), |ro| {
+        let st = ro.status.clone().unwrap_or_default();
+        st.abort == Some(true) && st.phase == Some(RolloutPhase::Degraded)
+    })
+    .await?;
+    env.then_pods(0, 2, secs(60)).await?;
+    env.then("the abort message without the way back", secs(30), |ro| {
+        ro.status.as_ref().and_then(|s| s.message.as_deref()) == Some("Aborted: Rollout aborted by request")
+    })
+    .await?;
+    assert_eq!(env.pods(&new).await?, 0);
+    let seen = watcher.finish().await?;
+    assert_eq!(seen.versions, [stable.clone(), new.clone()], "{:?}", seen.versions);
+    let st = env.get().await?.status.unwrap();
+    assert_eq!(st.stable_rs.as_deref(), Some(stable.as_str()));
+    assert_eq!(st.phase, Some(RolloutPhase::Degraded));
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_of_a_recreate_mid_update_returns_to_the_previous_version_the_same_way() -> anyhow::Result<()> {
+    let env = Env::new("recreate-undo").await?;
+    env.given_rollout(2, RECREATE).await?;
+    let watcher = Watcher::start(&env);
+
+    unschedulable_update(&env).await?;
+    let (new, stable) = hashes(&env.get().await?.status.unwrap());
+    only_new_pods(&env, &new, 2).await?;
+
+    env.when_undo().await?;
+    env.then("back on the previous version and Healthy", secs(60), |ro| {
+        let st = ro.status.clone().unwrap_or_default();
+        st.current_pod_hash.as_deref() == Some(stable.as_str()) && st.phase == Some(RolloutPhase::Healthy)
+    })
+    .await?;
+    env.then_pods(2, 0, secs(30)).await?;
+    assert_eq!(env.pods(&new).await?, 0);
+    let seen = watcher.finish().await?;
+    assert_eq!(seen.versions, [stable.clone(), new.clone()], "{:?}", seen.versions);
+    let st = env.get().await?.status.unwrap();
+    assert_eq!(st.current_revision, Some(3), "the previous version comes back with a new revision");
+    env.cleanup().await
+}

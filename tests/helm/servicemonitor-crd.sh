@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs prometheus-operator's ServiceMonitor CRD (monitoring.coreos.com/v1) into the local
+# control plane, so that the chart's optional ServiceMonitor is checked by the API server. It is
+# taken from the prometheus-operator Go module at a pinned version and cached under
+# ~/.cache/stepwise/ like the routers' CRDs (tests/cluster/router-crds.sh).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
+CACHE_ROOT=${STEPWISE_CACHE:-$HOME/.cache/stepwise}
+OUT=$CACHE_ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION
+STATE=${STEPWISE_CLUSTER_DIR:-$repo/target/cluster}
+export GOTOOLCHAIN=local GOWORK=off GOFLAGS=
+log() { printf '[servicemonitor-crd] %s\n' "$*" >&2; }
+
+mkdir -p "$CACHE_ROOT"
+exec 8>"$CACHE_ROOT/.prometheus-operator-crds.lock"
+flock -w 600 8 || { log "timed out waiting for the lock"; exit 1; }
+if [ ! -s "$OUT/servicemonitors.yaml" ]; then
+  mod=github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION
+  log "downloading $mod from its Go module"
+  dir=$(go mod download -json "$mod" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["Dir"]) if "Dir" in d else sys.exit(d.get("Error","no Dir"))')
+  mkdir -p "$OUT"
+  cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$OUT/servicemonitors.yaml.tmp"
+  mv "$OUT/servicemonitors.yaml.tmp" "$OUT/servicemonitors.yaml"
+fi
+KUBECTL=$(sed -n 's/^KUBECTL=//p' "$STATE/env")
+KUBECONFIG=$(sed -n 's/^KUBECONFIG=//p' "$STATE/env")
+export KUBECONFIG
+"$KUBECTL" apply --server-side --force-conflicts -f "$OUT/servicemonitors.yaml" >/dev/null
+"$KUBECTL" wait --for=condition=Established --timeout=60s crd/servicemonitors.monitoring.coreos.com >/dev/null
+echo "$OUT/servicemonitors.yaml"
