@@ -396,6 +396,7 @@ expect_cannot "$sa_kc" delete pods -n "$app_ns"
 expect_cannot "$sa_kc" patch leases.coordination.k8s.io/kube-controller-manager -n kube-system
 expect_cannot "$sa_kc" patch leases.coordination.k8s.io/other -n "$rel_ns"
 expect_cannot "$sa_kc" create clusterroles.rbac.authorization.k8s.io
+expect_cannot "$sa_kc" delete ingresses.networking.k8s.io -n "$app_ns"
 # And a real request: the controller's own token may not make a ConfigMap.
 if k --kubeconfig="$sa_kc" -n "$app_ns" create configmap not-allowed --from-literal=a=b >"$out/refused.log" 2>&1; then
   bad "the ServiceAccount created a ConfigMap"

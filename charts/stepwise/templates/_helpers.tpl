@@ -135,6 +135,19 @@ crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
   resources: [virtualservices]
   verbs: [get, patch]
 {{- end }}
+{{- if .Values.routers.nginx.enabled }}
+# trafficRouting.nginx: the stable Ingresses are read; the canary Ingress beside each is
+# server-side applied (patch), which creates it the first time (create).
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses]
+  verbs: [get, create, patch]
+{{- end }}
+{{- if .Values.routers.traefik.enabled }}
+# trafficRouting.traefik: the weights of the weighted TraefikService.
+- apiGroups: [traefik.io]
+  resources: [traefikservices]
+  verbs: [get, patch]
+{{- end }}
 {{- if .Values.routers.gatewayAPI.enabled }}
 # trafficRouting.gatewayAPI: the weights of the HTTPRoutes' backendRefs.
 - apiGroups: [gateway.networking.k8s.io]

@@ -150,12 +150,12 @@ fn convert_one(kind: &str, value: &mut Value, note: &mut impl FnMut(&str, String
     note("apiVersion", format!("{ARGO_API_VERSION} → {API_VERSION}"));
     if let Some(Value::Mapping(meta)) = value.get_mut("metadata") {
         let server_set = ["uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink"];
-        let removed: Vec<&str> = server_set.into_iter().filter(|k| meta.remove(*k).is_some()).collect();
+        let removed: Vec<&str> = server_set.into_iter().filter(|k| meta.shift_remove(*k).is_some()).collect();
         if !removed.is_empty() {
             note("metadata", format!("removed {}: set by the API server", removed.join(", ")));
         }
         if let Some(Value::Mapping(annotations)) = meta.get_mut("annotations")
-            && annotations.remove("kubectl.kubernetes.io/last-applied-configuration").is_some()
+            && annotations.shift_remove("kubectl.kubernetes.io/last-applied-configuration").is_some()
         {
             note(
                 "metadata.annotations.kubectl.kubernetes.io/last-applied-configuration",
@@ -164,7 +164,7 @@ fn convert_one(kind: &str, value: &mut Value, note: &mut impl FnMut(&str, String
         }
     }
     if let Value::Mapping(map) = value
-        && map.remove("status").is_some()
+        && map.shift_remove("status").is_some()
     {
         note("status", "removed: the status is written by the controller".into());
     }
@@ -431,6 +431,14 @@ spec:
         assert_eq!(steps[0]["setWeight"], 20);
         assert!(steps[1].get("analysis").is_some());
         assert_eq!(notes_of(&converted, "spec.strategy.canary.steps[1]").len(), 1);
+    }
+
+    #[test]
+    fn the_fields_keep_the_order_they_were_written_in() {
+        let converted = convert(ARGO);
+        let strategy = &doc(&converted, 2)["spec"];
+        let keys: Vec<&str> = strategy.as_mapping().expect("spec").keys().filter_map(Value::as_str).collect();
+        assert_eq!(keys, ["selector", "template", "strategy"]);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Checked {
     pub problems: Vec<Problem>,
     /// Rules that could not be evaluated offline, with why.
     pub unchecked: Vec<String>,
+    /// Values of the wrong type found so far: a rule above one is not evaluated.
+    misshapen: usize,
 }
 
 /// The openAPIV3Schema of the stepwise CRD of `kind`, if stepwise has that kind.
@@ -49,7 +51,7 @@ pub fn check_object(schema: &JSONSchemaProps, object: &mut Value, prune: bool) -
     };
     // The API server checks apiVersion, kind and metadata itself; status is the controller's.
     let own = ["apiVersion", "kind", "metadata", "status"];
-    let kept: Vec<(&str, Value)> = own.into_iter().filter_map(|k| Some((k, map.remove(k)?))).collect();
+    let kept: Vec<(&str, Value)> = own.into_iter().filter_map(|k| Some((k, map.shift_remove(k)?))).collect();
     walk(schema, object, "", prune, &mut checked);
     if let Value::Mapping(map) = object {
         // Back in front, where people write them.
@@ -99,26 +101,30 @@ fn article(type_: &str) -> String {
 }
 
 fn walk(schema: &JSONSchemaProps, value: &mut Value, path: &str, prune: bool, out: &mut Checked) {
-    let problems_before = out.problems.len();
+    let misshapen_before = out.misshapen;
     let problem = |out: &mut Checked, path: &str, message: String| {
         out.problems.push(Problem { path: path.to_string(), message, unknown: false })
+    };
+    let misshapen = |out: &mut Checked, path: &str, message: String| {
+        out.misshapen += 1;
+        problem(out, path, message);
     };
     if value.is_null() {
         if schema.nullable != Some(true) && schema.x_kubernetes_preserve_unknown_fields != Some(true) {
             let expected = schema.type_.as_deref().map(article).unwrap_or_else(|| "a value".into());
-            problem(out, path, format!("must be {expected}, not null"));
+            misshapen(out, path, format!("must be {expected}, not null"));
         }
         return;
     }
     if schema.x_kubernetes_int_or_string == Some(true) {
         if !(value.is_string() || value.as_i64().is_some()) {
-            problem(out, path, format!("must be an integer or a string, not {}", describe(value)));
+            misshapen(out, path, format!("must be an integer or a string, not {}", describe(value)));
             return;
         }
     } else if let Some(type_) = schema.type_.as_deref()
         && !type_matches(type_, value)
     {
-        problem(out, path, format!("must be {}, not {}", article(type_), describe(value)));
+        misshapen(out, path, format!("must be {}, not {}", article(type_), describe(value)));
         return;
     }
     if let Some(allowed) = &schema.enum_ {
@@ -150,7 +156,7 @@ fn walk(schema: &JSONSchemaProps, value: &mut Value, path: &str, prune: bool, ou
             }
             if prune {
                 for key in unknown {
-                    map.remove(key.as_str());
+                    map.shift_remove(key.as_str());
                 }
             }
             for required in schema.required.iter().flatten() {
@@ -205,8 +211,9 @@ fn walk(schema: &JSONSchemaProps, value: &mut Value, path: &str, prune: bool, ou
         _ => {}
     }
     // As the API server does not judge a rule on a value of the wrong shape, rules run only
-    // where everything below checked out.
-    if out.problems.len() == problems_before {
+    // where everything below has the type the schema says (unknown fields, which the server
+    // prunes, and bounds do not stop them).
+    if out.misshapen == misshapen_before {
         for rule in schema.x_kubernetes_validations.iter().flatten() {
             match evaluate(&rule.rule, value) {
                 Ok(true) => {}

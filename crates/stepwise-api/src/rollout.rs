@@ -486,9 +486,14 @@ pub struct NginxTrafficRouting {
     /// Prefix of the nginx annotations. Defaults to nginx.ingress.kubernetes.io.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotation_prefix: Option<String>,
-    /// Extra annotations for the generated canary Ingress.
+    /// Extra annotations for the generated canary Ingress; a key without a `/` gets the
+    /// annotation prefix (`canary-by-header` becomes `nginx.ingress.kubernetes.io/canary-by-header`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_ingress_annotations: Option<BTreeMap<String, String>>,
+    /// Annotations for the generated canary Ingress, as written (full keys); they override
+    /// additionalIngressAnnotations, but never the canary and canary-weight annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_ingress_annotations: Option<BTreeMap<String, String>>,
 }
 
 /// Traefik traffic routing.

@@ -1,5 +1,6 @@
-//! Traffic: the one place that reads the routing objects (VirtualServices, HTTPRoutes) and
-//! applies the patches the routers decide (crates/stepwise-traffic, which is pure).
+//! Traffic: the one place that reads the routing objects (VirtualServices, HTTPRoutes,
+//! TraefikServices, Ingresses) and applies the patches and generated objects the routers decide
+//! (crates/stepwise-traffic, which is pure).
 //!
 //! Every object is read and every patch decided before anything is written, so a Rollout whose
 //! second VirtualService is missing or malformed changes none of them: a half-shifted split is
@@ -10,7 +11,7 @@
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use stepwise_api::Rollout;
-use stepwise_traffic::{Desired, JsonPatch, Target};
+use stepwise_traffic::{Desired, Generated, JsonPatch, Target};
 use tracing::info;
 
 use crate::context::Context;
@@ -38,10 +39,11 @@ pub async fn set_weight(ctx: &Context, rollout: &Rollout, canary_weight: i32) ->
     let Some(canary) = rollout.spec.strategy.canary.as_ref() else { return Ok(()) };
     let Some(routing) = canary.traffic_routing.as_ref() else { return Ok(()) };
     let ns = rollout.namespace().unwrap_or_default();
-    let routers = stepwise_traffic::routers(routing, &ns).map_err(traffic)?;
+    let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns).map_err(traffic)?;
     let desired = Desired::for_canary(canary, canary_weight).map_err(traffic)?;
 
     let mut patches: Vec<(Target, JsonPatch)> = Vec::new();
+    let mut generated: Vec<Generated> = Vec::new();
     for router in &routers {
         for target in router.targets() {
             let current = api(ctx, &target).get_opt(&target.name).await.during(|| format!("get {target}"))?;
@@ -50,9 +52,16 @@ pub async fn set_weight(ctx: &Context, rollout: &Rollout, canary_weight: i32) ->
             };
             let current = serde_json::to_value(&current).map_err(|e| Error::Traffic(format!("{target}: {e}")))?;
             if let Some(patch) = router.patch(&target, &current, &desired).map_err(traffic)? {
-                patches.push((target, patch));
+                patches.push((target.clone(), patch));
             }
+            generated.extend(router.generated(&target, &current, &desired).map_err(traffic)?);
         }
+    }
+    for object in &generated {
+        check_owned(ctx, rollout, &object.target).await?;
+    }
+    for object in generated {
+        apply_generated(ctx, rollout, object, canary_weight).await?;
     }
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     for (target, patch) in patches {
@@ -68,6 +77,38 @@ pub async fn set_weight(ctx: &Context, rollout: &Rollout, canary_weight: i32) ->
             .during(|| format!("set the weights of {target}"))?;
         info!(rollout = %rollout.name_any(), object = %target, canary_weight, "set traffic weight");
     }
+    Ok(())
+}
+
+/// A generated object may replace only one this Rollout owns: an Ingress of the same name that a
+/// person wrote is theirs.
+async fn check_owned(ctx: &Context, rollout: &Rollout, target: &Target) -> Result<(), Error> {
+    let Some(existing) = api(ctx, target).get_opt(&target.name).await.during(|| format!("get {target}"))? else {
+        return Ok(());
+    };
+    let ours = existing
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == rollout.uid().as_ref());
+    if ours { Ok(()) } else { Err(Error::Traffic(format!("{target} exists and is not owned by this Rollout"))) }
+}
+
+/// Applies a generated object as it is (server-side apply: fields it no longer has are removed,
+/// fields other managers own are kept), owned by the Rollout so that it goes with it.
+async fn apply_generated(
+    ctx: &Context,
+    rollout: &Rollout,
+    generated: Generated,
+    canary_weight: i32,
+) -> Result<(), Error> {
+    let Generated { target, mut object } = generated;
+    object["metadata"]["ownerReferences"] = serde_json::json!([stepwise_core::analysis_run::owner_reference(rollout)]);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api(ctx, &target)
+        .patch(&target.name, &params, &Patch::Apply(&object))
+        .await
+        .during(|| format!("apply {target}"))?;
+    info!(rollout = %rollout.name_any(), object = %target, canary_weight, "set traffic weight");
     Ok(())
 }
 

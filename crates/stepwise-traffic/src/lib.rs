@@ -3,7 +3,7 @@
 //! wanted, it returns the JSON patch (RFC 6902) that gets there, or an error naming what a person
 //! must fix. The controller reads the objects and applies the patches in one place; nothing here
 //! does I/O, so every router is tested from fixtures. Each router is one module
-//! ([`istio`], [`gateway_api`], [`traefik`]); [`fake::FakeRouter`] stands in for them in tests.
+//! ([`istio`], [`nginx`], [`gateway_api`], [`traefik`]); [`fake::FakeRouter`] stands in for them in tests.
 //!
 //! A patch changes only the weights the router manages, each addressed by its index, and carries
 //! the object's resourceVersion: were the object changed between the read and the write (a
@@ -16,11 +16,12 @@ use stepwise_api::{CanaryStrategy, GatewayApiTrafficRouting, TrafficRouting};
 pub mod fake;
 pub mod gateway_api;
 pub mod istio;
+pub mod nginx;
 pub mod traefik;
 
 /// The routers this build drives, by their field under `trafficRouting` (a plugin as
 /// `plugins.<name>`): what core compares a Rollout's routers with.
-pub const KINDS: [&str; 4] = ["istio", "gatewayAPI", "traefik", gateway_api::PLUGIN_KIND];
+pub const KINDS: [&str; 5] = ["istio", "nginx", "gatewayAPI", "traefik", gateway_api::PLUGIN_KIND];
 
 /// One object a router reads and patches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,16 +96,35 @@ pub trait TrafficRouter: Send + Sync {
     /// The canary weight `current` carries: Some when every route the router manages sends that
     /// weight to the canary and the rest to stable, None when they disagree.
     fn canary_weight(&self, target: &Target, current: &Value, desired: &Desired) -> Result<Option<i32>, Error>;
+    /// Objects the router generates whole from `current` (one of [`targets`](Self::targets), as
+    /// read), such as nginx's canary Ingress: the controller applies each one as it is and makes
+    /// the Rollout its owner. Most routers generate nothing.
+    fn generated(&self, target: &Target, current: &Value, desired: &Desired) -> Result<Vec<Generated>, Error> {
+        let _ = (target, current, desired);
+        Ok(Vec::new())
+    }
+}
+
+/// An object a router generates whole.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generated {
+    /// Where it lives.
+    pub target: Target,
+    /// The whole object, as it is to be.
+    pub object: Value,
 }
 
 /// A router of any kind, as the controller holds it.
 pub type BoxedRouter = Box<dyn TrafficRouter>;
 
-/// The routers `routing` names, for a Rollout in `namespace`.
-pub fn routers(routing: &TrafficRouting, namespace: &str) -> Result<Vec<BoxedRouter>, Error> {
+/// The routers `routing` names, for the Rollout `rollout` in `namespace`.
+pub fn routers(routing: &TrafficRouting, rollout: &str, namespace: &str) -> Result<Vec<BoxedRouter>, Error> {
     let mut out: Vec<BoxedRouter> = Vec::new();
     if let Some(config) = &routing.istio {
         out.push(Box::new(istio::Istio::new(config, namespace)?));
+    }
+    if let Some(config) = &routing.nginx {
+        out.push(Box::new(nginx::Nginx::new(config, rollout, namespace)?));
     }
     if let Some(config) = &routing.traefik {
         out.push(Box::new(traefik::Traefik::new(config, namespace)?));
@@ -123,9 +143,6 @@ pub fn routers(routing: &TrafficRouting, namespace: &str) -> Result<Vec<BoxedRou
             Error::Config(format!("trafficRouting.plugins[\"{name}\"] must name an httpRoute or httpRoutes"))
         })?;
         out.push(Box::new(router));
-    }
-    if routing.nginx.is_some() {
-        return Err(Error::Config("the nginx router is not available in this build of stepwise".into()));
     }
     if out.is_empty() {
         return Err(Error::Config("trafficRouting must name a router".into()));
@@ -264,12 +281,12 @@ mod tests {
     #[test]
     fn the_argo_gateway_api_plugin_is_driven_by_the_built_in_router() {
         let built =
-            routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {httpRoute: web, namespace: edge}\n"), "ns")
+            routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {httpRoute: web, namespace: edge}\n"), "app", "ns")
                 .unwrap();
         assert_eq!(built.len(), 1);
         assert_eq!(built[0].kind(), "gatewayAPI");
         assert_eq!(built[0].targets()[0].to_string(), "HTTPRoute edge/web");
-        let err = routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {}\n"), "ns").err().unwrap();
+        let err = routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {}\n"), "app", "ns").err().unwrap();
         assert_eq!(
             err.to_string(),
             "trafficRouting.plugins[\"argoproj-labs/gatewayAPI\"] must name an httpRoute or httpRoutes"
@@ -278,16 +295,14 @@ mod tests {
 
     #[test]
     fn a_router_this_build_lacks_is_an_error_naming_it() {
-        let err = routers(&routing("nginx: {stableIngress: web}\n"), "ns").err().unwrap();
-        assert_eq!(err.to_string(), "the nginx router is not available in this build of stepwise");
-        let err = routers(&routing("plugins:\n  example.com/other: {}\n"), "ns").err().unwrap();
+        let err = routers(&routing("plugins:\n  example.com/other: {}\n"), "app", "ns").err().unwrap();
         assert_eq!(err.to_string(), "the router plugin example.com/other is not available in this build of stepwise");
     }
 
     #[test]
     fn a_name_with_a_dot_names_the_namespace_too() {
-        assert_eq!(split_name("web.edge", "ns"), ("edge".into(), "web".into()));
-        assert_eq!(split_name("web", "ns"), ("ns".into(), "web".into()));
+        assert_eq!(split_name("web.edge", "app", "ns"), ("edge".into(), "web".into()));
+        assert_eq!(split_name("web", "app", "ns"), ("ns".into(), "web".into()));
     }
 
     #[test]

@@ -67,7 +67,7 @@ async fn a_traffic_router_this_build_lacks_makes_the_spec_invalid() -> anyhow::R
     when_spec(&env, json!({"strategy": {"canary": {"trafficRouting": {"nginx": {"stableIngress": "app"}}}}})).await?;
     then_invalid_spec(
         &env,
-        "spec.strategy.canary.trafficRouting.nginx: the nginx router is not available in this build of stepwise",
+        "spec.strategy.canary.trafficRouting.plugins.example.com/other: the plugins.example.com/other router is not available in this build of stepwise",
     )
     .await?;
     env.cleanup().await

