@@ -64,7 +64,7 @@ helm-test: cluster-up
 demo:
     scripts/demo.sh
 
-# Benchmark: N Rollouts updated at once (N=100 and N=500 by default).
+# Benchmark: N Rollouts updated at once (N=100 and N=500 by default), and an analysed fleet (--analysed N; N=100 by default).
 bench *counts:
     scripts/bench.sh {{counts}}
 

@@ -35,8 +35,8 @@ app.kubernetes.io/part-of: stepwise
 
 {{/* Labels that select the controller pods. */}}
 {{- define "stepwise.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "stepwise.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "stepwise.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end }}
 
 {{/* The ServiceAccount the controller runs as. */}}

@@ -1,6 +1,8 @@
 //! Leader election on a coordination.k8s.io Lease: several replicas, one active.
 
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManagerBuilder, Result as LeaseResult};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -13,7 +15,7 @@ pub async fn acquire(
     name: &str,
     identity: &str,
 ) -> LeaseResult<(watch::Receiver<bool>, JoinHandle<LeaseResult<kube_lease_manager::LeaseManager>>)> {
-    let manager = LeaseManagerBuilder::new(client, name)
+    let manager = LeaseManagerBuilder::new(client.clone(), name)
         .with_namespace(namespace)
         .with_identity(identity)
         .with_duration(15)
@@ -28,5 +30,19 @@ pub async fn acquire(
         }
     }
     tracing::info!(lease = name, identity, "became the leader");
+    announce_version(client, namespace, name).await;
     Ok((rx, handle))
+}
+
+/// Annotation on the leader's Lease: the version of the controller that holds it, which
+/// `kubectl stepwise version` shows.
+pub const VERSION_ANNOTATION: &str = "stepwise.dev/controller-version";
+
+/// Tells on the Lease which version leads. Best effort: a leader that cannot write it still leads.
+async fn announce_version(client: Client, namespace: &str, name: &str) {
+    let leases: Api<Lease> = Api::namespaced(client, namespace);
+    let patch = serde_json::json!({"metadata": {"annotations": {VERSION_ANNOTATION: env!("CARGO_PKG_VERSION")}}});
+    if let Err(e) = leases.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        tracing::warn!(lease = name, error = %e, "could not write the controller version on the Lease");
+    }
 }

@@ -301,8 +301,8 @@ mod tests {
 
     #[test]
     fn a_name_with_a_dot_names_the_namespace_too() {
-        assert_eq!(split_name("web.edge", "app", "ns"), ("edge".into(), "web".into()));
-        assert_eq!(split_name("web", "app", "ns"), ("ns".into(), "web".into()));
+        assert_eq!(split_name("web.edge", "ns"), ("edge".into(), "web".into()));
+        assert_eq!(split_name("web", "ns"), ("ns".into(), "web".into()));
     }
 
     #[test]

@@ -57,6 +57,12 @@ async fn with_two_controllers_one_leads_and_the_other_takes_over_when_it_dies() 
             == Some("a"))
     })
     .await?;
+    eventually("the leader tells its version on the Lease", secs(30), || async {
+        let lease = leases.get("stepwise-e2e").await?;
+        Ok(lease.metadata.annotations.unwrap_or_default().get("stepwise.dev/controller-version").map(String::as_str)
+            == Some(env!("CARGO_PKG_VERSION")))
+    })
+    .await?;
     let b = lease_flags("b");
     env.start_controller(&b.iter().map(String::as_str).collect::<Vec<_>>())?;
     tokio::time::sleep(secs(2)).await;
