@@ -30,6 +30,7 @@ check-crds:
 
 # Unit and property tests (no cluster).
 test-unit:
+    tests/cluster/argo-crds.sh >/dev/null
     cargo test --workspace --exclude stepwise-e2e
 
 # Start the local control plane (builds it the first time; reuses a running one).

@@ -1,4 +1,5 @@
-//! `crds/` is generated from the types; these tests fail when it is stale or undocumented.
+//! `crds/` (and the chart's copy) is generated from the types; these tests fail when it is stale or
+//! undocumented.
 //! `UPDATE_CRDS=1 cargo test -p stepwise-api --test crds` (or `just crds`) rewrites it.
 
 use std::path::PathBuf;
@@ -9,24 +10,30 @@ fn crds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crds")
 }
 
+/// The Helm chart installs the same bytes.
+fn chart_crds_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/stepwise/crds")
+}
+
 #[test]
 fn committed_crds_match_what_the_types_generate() {
     let rendered = stepwise_api::crd::rendered().unwrap();
-    let dir = crds_dir();
-    if std::env::var_os("UPDATE_CRDS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (file, yaml) in &rendered {
-            std::fs::write(dir.join(file), yaml).unwrap();
-        }
-    }
     let mut stale = Vec::new();
-    for (file, yaml) in &rendered {
-        let committed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-        if &committed != yaml {
-            stale.push(file.clone());
+    for dir in [crds_dir(), chart_crds_dir()] {
+        if std::env::var_os("UPDATE_CRDS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            for (file, yaml) in &rendered {
+                std::fs::write(dir.join(file), yaml).unwrap();
+            }
+        }
+        for (file, yaml) in &rendered {
+            let committed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            if &committed != yaml {
+                stale.push(dir.join(file).display().to_string());
+            }
         }
     }
-    assert!(stale.is_empty(), "crds/ is stale for {stale:?}: run `just crds` and commit the result");
+    assert!(stale.is_empty(), "stale CRDs {stale:?}: run `just crds` and commit the result");
 }
 
 fn undocumented(path: &str, schema: &Value, out: &mut Vec<String>) {

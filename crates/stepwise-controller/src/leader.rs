@@ -15,7 +15,7 @@ pub async fn acquire(
     name: &str,
     identity: &str,
 ) -> LeaseResult<(watch::Receiver<bool>, JoinHandle<LeaseResult<kube_lease_manager::LeaseManager>>)> {
-    let manager = LeaseManagerBuilder::new(client.clone(), name)
+    let manager = LeaseManagerBuilder::new(client, name)
         .with_namespace(namespace)
         .with_identity(identity)
         .with_duration(15)
@@ -30,7 +30,6 @@ pub async fn acquire(
         }
     }
     tracing::info!(lease = name, identity, "became the leader");
-    announce_version(client, namespace, name).await;
     Ok((rx, handle))
 }
 
@@ -39,7 +38,7 @@ pub async fn acquire(
 pub const VERSION_ANNOTATION: &str = "stepwise.dev/controller-version";
 
 /// Tells on the Lease which version leads. Best effort: a leader that cannot write it still leads.
-async fn announce_version(client: Client, namespace: &str, name: &str) {
+pub async fn announce_version(client: Client, namespace: &str, name: &str) {
     let leases: Api<Lease> = Api::namespaced(client, namespace);
     let patch = serde_json::json!({"metadata": {"annotations": {VERSION_ANNOTATION: env!("CARGO_PKG_VERSION")}}});
     if let Err(e) = leases.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {

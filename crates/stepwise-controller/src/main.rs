@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
@@ -117,13 +117,20 @@ async fn main() -> anyhow::Result<()> {
 
     let mut lease = None;
     if args.leader_elect {
+        // A standby is ready: ready to take over. Were it not, a rolling update of the
+        // Deployment would wait for ever on a new pod that cannot lead while the old one does.
+        ready.store(true, Ordering::Relaxed);
         let acquire =
             stepwise_controller::leader::acquire(client.clone(), &args.lease_namespace, &args.lease_name, &identity);
         tokio::select! {
             got = acquire => lease = Some(got.context("leader election")?),
             _ = wait_shutdown(shutdown_rx.clone()) => { http.abort(); return Ok(()); }
         }
+        // Leading: not ready again until the caches are synced (told before the leader metric,
+        // so that whoever sees both sees a leader whose readiness means its caches).
+        ready.store(false, Ordering::Relaxed);
         metrics.set_leader(true);
+        stepwise_controller::leader::announce_version(client.clone(), &args.lease_namespace, &args.lease_name).await;
     }
     // Losing the lease ends the process: a supervisor restarts it as a standby, and no two
     // instances act at once.

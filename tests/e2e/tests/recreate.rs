@@ -158,8 +158,11 @@ async fn abort_of_a_recreate_stops_the_new_pods_before_the_stable_version_comes_
     unschedulable_update(&env).await?;
     let (new, stable) = hashes(&env.get().await?.status.unwrap());
     only_new_pods(&env, &new, 2).await?;
-    let message = env.get().await?.status.unwrap().message.unwrap_or_default();
-    assert_eq!(message, "Recreating: 0 of 2 pods of the new version available");
+    env.then("the new version's pods reported", secs(30), |ro| {
+        ro.status.as_ref().and_then(|s| s.message.as_deref())
+            == Some("Recreating: 0 of 2 pods of the new version available")
+    })
+    .await?;
 
     env.when_abort().await?;
     env.then("aborted and Degraded", secs(30), |ro| {

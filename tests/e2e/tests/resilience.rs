@@ -67,6 +67,8 @@ async fn with_two_controllers_one_leads_and_the_other_takes_over_when_it_dies() 
     env.start_controller(&b.iter().map(String::as_str).collect::<Vec<_>>())?;
     tokio::time::sleep(secs(2)).await;
     assert_eq!(env.controllers[1].metric("stepwise_leader").await?, Some(0.0), "b waits as a standby");
+    // A standby is ready to take over, so a rolling update of two replicas can finish.
+    assert_eq!(env.controllers[1].get("/readyz").await?.0, 200, "the standby is ready");
 
     env.given_rollout(2, TIMED).await?;
     env.when_image("example.invalid/demo:2").await?;
@@ -100,6 +102,9 @@ async fn sigterm_stops_gracefully_and_releases_the_lease() -> anyhow::Result<()>
         Ok(leases.get_opt("stepwise-e2e").await?.and_then(|l| l.spec).and_then(|s| s.holder_identity).is_some())
     })
     .await?;
+    // A standby is ready too: wait for the leader with its caches synced.
+    eventually("leading", secs(30), || async { Ok(env.controllers[0].metric("stepwise_leader").await? == Some(1.0)) })
+        .await?;
     eventually("ready", secs(30), || async { Ok(env.controllers[0].get("/readyz").await?.0 == 200) }).await?;
     assert_eq!(env.controllers[0].get("/healthz").await?.0, 200);
     let status = env.controllers[0].terminate()?;

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Fetches Argo Rollouts' own CRDs (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, AnalysisRun
+# and Experiment) from Argo's Go module at a pinned version, for the schema-parity test
+# (crates/stepwise-api/tests/argo_parity.rs). Cached by version under ~/.cache/stepwise/: with a
+# warm cache this prints the directory and returns at once. Prints the directory on stdout, the
+# progress on stderr.
+set -euo pipefail
+
+# The Argo Rollouts version the parity test compares with. Bump it here; the cache key follows.
+ARGO_ROLLOUTS_VERSION=v1.9.1
+
+CACHE_ROOT=${STEPWISE_CACHE:-$HOME/.cache/stepwise}
+OUT=$CACHE_ROOT/argo-crds-$ARGO_ROLLOUTS_VERSION
+FILES="rollout-crd.yaml analysis-template-crd.yaml cluster-analysis-template-crd.yaml analysis-run-crd.yaml experiment-crd.yaml"
+export GOTOOLCHAIN=local GOWORK=off GOFLAGS=
+log() { printf '[argo-crds] %s\n' "$*" >&2; }
+
+complete() {
+  local f
+  for f in $FILES; do [ -s "$OUT/$f" ] || return 1; done
+}
+
+if complete; then
+  echo "$OUT"
+  exit 0
+fi
+
+# Several test binaries may call this at once: one downloads, the others wait.
+mkdir -p "$CACHE_ROOT"
+exec 8>"$CACHE_ROOT/.argo-crds.lock"
+flock -w 1800 8 || { log "timed out waiting for $CACHE_ROOT/.argo-crds.lock"; exit 1; }
+if complete; then
+  echo "$OUT"
+  exit 0
+fi
+
+command -v go >/dev/null || { log "needs the Go toolchain (go) to download github.com/argoproj/argo-rollouts"; exit 1; }
+
+# download MODULE@VERSION: prints the module's directory, telling the elapsed time and the bytes
+# downloaded so far every 5 s.
+download() {
+  local mod=$1 json pid started partial
+  json=$(mktemp)
+  started=$SECONDS
+  log "downloading $mod from its Go module"
+  go mod download -json "$mod" >"$json" &
+  pid=$!
+  partial="$(go env GOMODCACHE)/cache/download/${mod%@*}/@v"
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 5
+    if kill -0 "$pid" 2>/dev/null; then
+      log "  $mod: $((SECONDS - started)) s, $(du -sh "$partial" 2>/dev/null | cut -f1 || echo 0) so far"
+    fi
+  done
+  if ! wait "$pid"; then
+    log "go mod download $mod failed:"; cat "$json" >&2; rm -f "$json"; exit 1
+  fi
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["Dir"]) if "Dir" in d else sys.exit(d.get("Error","no Dir"))' "$json"
+  rm -f "$json"
+  log "  $mod: done in $((SECONDS - started)) s"
+}
+
+dir=$(download "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION")
+tmp="$OUT.tmp.$$"
+rm -rf "$tmp"
+mkdir -p "$tmp"
+for f in $FILES; do
+  [ -s "$dir/manifests/crds/$f" ] || { log "$dir/manifests/crds/$f is missing"; rm -rf "$tmp"; exit 1; }
+  cp "$dir/manifests/crds/$f" "$tmp/$f"
+done
+rm -rf "$OUT"
+mv "$tmp" "$OUT"
+log "Argo Rollouts $ARGO_ROLLOUTS_VERSION CRDs are in $OUT"
+echo "$OUT"
