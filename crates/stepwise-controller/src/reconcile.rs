@@ -59,6 +59,9 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
     if restart_pending(rollout, &now) {
         observed.pods_to_restart = pods_created_before_restart(ctx, rollout, &observed).await?;
     }
+    if rollout.spec.strategy.recreate.is_some() && observed.replica_sets.len() > 1 {
+        count_pods_still_running(ctx, rollout, &mut observed).await?;
+    }
 
     // plan (pure)
     let plan = stepwise_core::plan(rollout, &observed, &now);
@@ -204,6 +207,36 @@ async fn pods_created_before_restart(
     // Stable pods first, as they carry the traffic the longest.
     counts.sort_by_key(|(h, _)| Some(h) != stable.as_ref());
     Ok(counts)
+}
+
+/// Recreate starts the new version only once no pod of another is left. A ReplicaSet's status
+/// counts terminating pods only where the cluster enables an alpha feature, and lags behind its
+/// pods, so the pods themselves are counted: every pod of a version that has not finished, beyond
+/// those its ReplicaSet reports, counts as still stopping. Listed only for a Recreate Rollout with
+/// more than one version, a handful of times per update.
+async fn count_pods_still_running(ctx: &Context, rollout: &Rollout, observed: &mut Observed) -> Result<(), Error> {
+    let Some(selector) = pod_selector(rollout, observed) else { return Ok(()) };
+    let selector = label_selector_string(&selector).map_err(Error::Selector)?;
+    if selector.is_empty() {
+        return Ok(());
+    }
+    let selector = format!("{selector},{POD_TEMPLATE_HASH_LABEL}");
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
+    let list = pods.list(&ListParams::default().labels(&selector)).await.during(|| "list pods for recreate".into())?;
+    for rs in &mut observed.replica_sets {
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.labels().get(POD_TEMPLATE_HASH_LABEL) == Some(&rs.hash))
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded") | Some("Failed"))
+            })
+            .count();
+        let running = i32::try_from(running).unwrap_or(i32::MAX);
+        rs.terminating = rs.terminating.max(running.saturating_sub(rs.replicas));
+    }
+    Ok(())
 }
 
 /// A JSON merge patch (RFC 7386) that turns `old` into `new`, or None when they are equal.

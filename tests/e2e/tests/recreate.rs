@@ -208,3 +208,44 @@ async fn undo_of_a_recreate_mid_update_returns_to_the_previous_version_the_same_
     assert_eq!(st.current_revision, Some(3), "the previous version comes back with a new revision");
     env.cleanup().await
 }
+
+/// Pods that take their time to stop (a finalizer here; a long grace period in a real cluster)
+/// hold the new version back: a ReplicaSet no longer counts a pod once it is deleting, so the
+/// controller counts the pods themselves.
+#[tokio::test(flavor = "multi_thread")]
+async fn recreate_waits_for_old_pods_that_are_still_stopping() -> anyhow::Result<()> {
+    const HOLD: &str = "stepwise.dev/e2e-hold";
+    let env = Env::new("recreate-hold").await?;
+    env.given_rollout(2, RECREATE).await?;
+    let old = env.get().await?.status.unwrap().stable_rs.unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    let selector = format!("{POD_TEMPLATE_HASH_LABEL}={old}");
+    let hold = |on: bool| json!({"metadata": {"finalizers": if on { json!([HOLD]) } else { json!(null) }}});
+    for pod in pods.list(&ListParams::default().labels(&selector)).await?.items {
+        let name = pod.metadata.name.unwrap_or_default();
+        pods.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(hold(true))).await?;
+    }
+    let watcher = Watcher::start(&env);
+
+    env.when_image("example.invalid/demo:2").await?;
+    env.then("waiting for the old pods to stop", secs(30), |ro| {
+        ro.status.as_ref().and_then(|s| s.message.as_deref())
+            == Some("Recreating: waiting for 2 pods of the old version to stop")
+    })
+    .await?;
+    tokio::time::sleep(secs(3)).await;
+    let new = env.get().await?.status.unwrap().current_pod_hash.unwrap();
+    assert_eq!(env.pods(&new).await?, 0, "no new pod while old ones are stopping");
+
+    for pod in pods.list(&ListParams::default().labels(&selector)).await?.items {
+        let name = pod.metadata.name.unwrap_or_default();
+        pods.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(hold(false))).await?;
+    }
+    env.then("the new version stable and Healthy", secs(60), |ro| {
+        let st = ro.status.clone().unwrap_or_default();
+        st.stable_rs.as_deref() == Some(new.as_str()) && st.phase == Some(RolloutPhase::Healthy)
+    })
+    .await?;
+    watcher.finish().await?;
+    env.cleanup().await
+}

@@ -45,8 +45,22 @@ pub(crate) fn plan(ctx: &Ctx, status: &mut RolloutStatus, draft: &mut Draft) {
         return;
     }
     let stage = stage(ctx, status);
+    if !stage.old_gone && stage.old_pods > 0 && stage.old_pods == terminating(ctx, &stage) {
+        // Only stopping pods are left: their ReplicaSets no longer change as they go, so
+        // nothing else would wake the controller.
+        draft.requeue_in(TERMINATING_POLL_SECONDS);
+    }
     desire(ctx, &stage, draft);
     promote_when_up(ctx, status, &stage, draft);
+}
+
+/// How often a recreate that waits on stopping pods looks again.
+const TERMINATING_POLL_SECONDS: f64 = 2.0;
+
+/// Pods of the other versions that are stopping: counted by the controller from the pods, as a
+/// ReplicaSet no longer counts a pod that is being deleted.
+fn terminating(ctx: &Ctx, stage: &Stage) -> i32 {
+    ctx.observed.replica_sets.iter().filter(|rs| rs.hash != stage.target).map(|rs| rs.terminating).sum()
 }
 
 /// The other versions go to zero at once; the target keeps what it has (never more) until they
