@@ -14,6 +14,8 @@ HELM_VERSION=v3.22.0
 CACHE_ROOT=${STEPWISE_CACHE:-$HOME/.cache/stepwise}
 OUT=$CACHE_ROOT/helm-$HELM_VERSION
 log() { printf '[helm] %s\n' "$*" >&2; }
+# shellcheck source=../tests/cluster/go-module.sh
+. "$(dirname "$0")/../tests/cluster/go-module.sh"
 
 if [ -x "$OUT/helm" ]; then
   echo "$OUT/helm"
@@ -39,8 +41,7 @@ trap 'rm -rf -- "$tmp"' EXIT
 # Stamped the way Helm's Makefile does: the version, and the Kubernetes version that `helm lint`
 # and `helm template` assume without a cluster (the client-go minor Helm is built with; unstamped
 # it would be 1.20, below the chart's kubeVersion).
-dir=$(GOFLAGS= go mod download -json "helm.sh/helm/v3@$HELM_VERSION" |
-  python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["Dir"]) if "Dir" in d else sys.exit(d.get("Error","no Dir"))')
+dir=$(go_module_dir "helm.sh/helm/v3@$HELM_VERSION")
 k8s_minor=$(sed -n 's|^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*|\1|p' "$dir/go.mod" | head -n1)
 [ -n "$k8s_minor" ] || { log "ERROR: no k8s.io/client-go version in $dir/go.mod"; exit 1; }
 ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"

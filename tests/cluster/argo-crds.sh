@@ -14,6 +14,8 @@ OUT=$CACHE_ROOT/argo-crds-$ARGO_ROLLOUTS_VERSION
 FILES="rollout-crd.yaml analysis-template-crd.yaml cluster-analysis-template-crd.yaml analysis-run-crd.yaml experiment-crd.yaml"
 export GOTOOLCHAIN=local GOWORK=off GOFLAGS=
 log() { printf '[argo-crds] %s\n' "$*" >&2; }
+# shellcheck source=go-module.sh
+. "$(dirname "$0")/go-module.sh"
 
 complete() {
   local f
@@ -36,31 +38,8 @@ fi
 
 command -v go >/dev/null || { log "needs the Go toolchain (go) to download github.com/argoproj/argo-rollouts"; exit 1; }
 
-# download MODULE@VERSION: prints the module's directory, telling the elapsed time and the bytes
-# downloaded so far every 5 s.
-download() {
-  local mod=$1 json pid started partial
-  json=$(mktemp)
-  started=$SECONDS
-  log "downloading $mod from its Go module"
-  go mod download -json "$mod" >"$json" &
-  pid=$!
-  partial="$(go env GOMODCACHE)/cache/download/${mod%@*}/@v"
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 5
-    if kill -0 "$pid" 2>/dev/null; then
-      log "  $mod: $((SECONDS - started)) s, $(du -sh "$partial" 2>/dev/null | cut -f1 || echo 0) so far"
-    fi
-  done
-  if ! wait "$pid"; then
-    log "go mod download $mod failed:"; cat "$json" >&2; rm -f "$json"; exit 1
-  fi
-  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["Dir"]) if "Dir" in d else sys.exit(d.get("Error","no Dir"))' "$json"
-  rm -f "$json"
-  log "  $mod: done in $((SECONDS - started)) s"
-}
 
-dir=$(download "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION")
+dir=$(go_module_dir "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION")
 tmp="$OUT.tmp.$$"
 rm -rf "$tmp"
 mkdir -p "$tmp"

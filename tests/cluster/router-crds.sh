@@ -19,51 +19,30 @@ OUT=$CACHE_ROOT/router-crds-istio-$ISTIO_API_VERSION-gateway-api-$GATEWAY_API_VE
 STATE=${STEPWISE_CLUSTER_DIR:-$repo/target/cluster}
 export GOTOOLCHAIN=local GOWORK=off GOFLAGS=
 log() { printf '[router-crds] %s\n' "$*" >&2; }
+# shellcheck source=go-module.sh
+. "$here/go-module.sh"
 
 # Several test binaries may call this at once: one downloads and applies, the others wait.
 mkdir -p "$CACHE_ROOT"
 exec 8>"$CACHE_ROOT/.router-crds.lock"
 flock -w 1800 8 || { log "timed out waiting for $CACHE_ROOT/.router-crds.lock"; exit 1; }
 
-# download MODULE@VERSION: prints the module's directory, telling the elapsed time and the bytes
-# downloaded so far every 5 s (a cold download of istio.io/api takes a while on a slow link).
-download() {
-  local mod=$1 json pid started partial
-  json=$(mktemp)
-  started=$SECONDS
-  log "downloading $mod from its Go module"
-  go mod download -json "$mod" >"$json" &
-  pid=$!
-  partial="$(go env GOMODCACHE)/cache/download/${mod%@*}/@v"
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 5
-    if kill -0 "$pid" 2>/dev/null; then
-      log "  $mod: $((SECONDS - started)) s, $(du -sh "$partial" 2>/dev/null | cut -f1 || echo 0) so far"
-    fi
-  done
-  if ! wait "$pid"; then
-    log "go mod download $mod failed:"; cat "$json" >&2; rm -f "$json"; exit 1
-  fi
-  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["Dir"]) if "Dir" in d else sys.exit(d.get("Error","no Dir"))' "$json"
-  rm -f "$json"
-  log "  $mod: done in $((SECONDS - started)) s"
-}
 
 if [ ! -s "$OUT/istio.yaml" ]; then
-  dir=$(download "istio.io/api@$ISTIO_API_VERSION")
+  dir=$(go_module_dir "istio.io/api@$ISTIO_API_VERSION")
   mkdir -p "$OUT"
   cp "$dir/kubernetes/customresourcedefinitions.gen.yaml" "$OUT/istio.yaml.tmp"
   mv "$OUT/istio.yaml.tmp" "$OUT/istio.yaml"
 fi
 if [ ! -s "$OUT/gateway-api.yaml" ]; then
-  dir=$(download "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")
+  dir=$(go_module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")
   mkdir -p "$OUT"
   for f in "$dir"/config/crd/standard/*.yaml; do cat "$f"; printf '\n---\n'; done >"$OUT/gateway-api.yaml.tmp"
   mv "$OUT/gateway-api.yaml.tmp" "$OUT/gateway-api.yaml"
 fi
 
 if [ ! -s "$OUT/traefik.yaml" ]; then
-  dir=$(download "github.com/traefik/traefik/v3@$TRAEFIK_VERSION")
+  dir=$(go_module_dir "github.com/traefik/traefik/v3@$TRAEFIK_VERSION")
   mkdir -p "$OUT"
   cp "$dir/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml" "$OUT/traefik.yaml.tmp"
   mv "$OUT/traefik.yaml.tmp" "$OUT/traefik.yaml"

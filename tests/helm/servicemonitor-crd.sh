@@ -12,14 +12,15 @@ OUT=$CACHE_ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION
 STATE=${STEPWISE_CLUSTER_DIR:-$repo/target/cluster}
 export GOTOOLCHAIN=local GOWORK=off GOFLAGS=
 log() { printf '[servicemonitor-crd] %s\n' "$*" >&2; }
+# shellcheck source=../cluster/go-module.sh
+. "$repo/tests/cluster/go-module.sh"
 
 mkdir -p "$CACHE_ROOT"
 exec 8>"$CACHE_ROOT/.prometheus-operator-crds.lock"
 flock -w 600 8 || { log "timed out waiting for the lock"; exit 1; }
 if [ ! -s "$OUT/servicemonitors.yaml" ]; then
   mod=github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION
-  log "downloading $mod from its Go module"
-  dir=$(go mod download -json "$mod" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["Dir"]) if "Dir" in d else sys.exit(d.get("Error","no Dir"))')
+  dir=$(go_module_dir "$mod")
   mkdir -p "$OUT"
   cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$OUT/servicemonitors.yaml.tmp"
   mv "$OUT/servicemonitors.yaml.tmp" "$OUT/servicemonitors.yaml"
