@@ -71,7 +71,7 @@ where
     let subscriber = writer.subscribe().expect("a shared store can be subscribed");
     // Indexes learn of an object before the cache and the triggers do, so a reconcile that a new
     // object triggers finds it in both.
-    let seen = watcher(api, config).default_backoff().map_ok(move |event| {
+    let seen = watcher(api, config).default_backoff().modify(slim).map_ok(move |event| {
         on_event(&event);
         event
     });
@@ -85,6 +85,20 @@ where
 }
 
 type RolloutRef = ObjectRef<DeserializeGuard<Rollout>>;
+
+/// What the caches never read: who wrote which field (often the largest part of an object) and
+/// the copy of the whole object `kubectl apply` keeps in an annotation. Dropped as objects arrive,
+/// so the memory of each cached object is what the controller uses.
+fn slim<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
+/// Where `kubectl apply` keeps the last object it applied.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The Rollout that controls a deleted object, to reconcile (a deleted ReplicaSet is recreated).
 fn controlling_rollout<K: Resource>(obj: &K) -> Option<RolloutRef> {
@@ -186,6 +200,7 @@ pub async fn run(
     let (cat_reader, cat_writer) = reflector::store();
     let cat_driver = watcher(Api::<ClusterAnalysisTemplate>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(slim)
         .reflect(cat_writer)
         .for_each(|_| futures::future::ready(()));
     for driver in [
@@ -321,6 +336,26 @@ mod tests {
 
     fn guard(yaml: &str) -> DeserializeGuard<Rollout> {
         DeserializeGuard(Ok(serde_yaml::from_str(yaml).expect("a valid Rollout")))
+    }
+
+    #[test]
+    fn cached_objects_keep_what_the_controller_reads_and_drop_field_ownership_and_the_applied_copy() {
+        let mut rs: ReplicaSet = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "app-1",
+                "labels": {"app": "demo"},
+                "annotations": {LAST_APPLIED_ANNOTATION: "{\"a whole\": \"object\"}", "stepwise.dev/revision": "2"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]
+            },
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "demo"}}}
+        }))
+        .unwrap();
+        slim(&mut rs);
+        assert_eq!(rs.metadata.managed_fields, None);
+        let annotations = rs.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["stepwise.dev/revision"]);
+        assert_eq!(rs.metadata.labels.unwrap_or_default().get("app").map(String::as_str), Some("demo"));
+        assert_eq!(rs.spec.and_then(|s| s.replicas), Some(3));
     }
 
     #[test]
