@@ -18,6 +18,7 @@ use stepwise_api::{AnalysisRun, AnalysisRunStatus, Measurement, RunSummary};
 use stepwise_core::EventType;
 use stepwise_core::measure::{self, Outcome, Reading, SecretValues, Step, Task};
 use stepwise_metrics::job::JobProvider;
+use stepwise_metrics::plugin::PluginProvider;
 use stepwise_metrics::prometheus::PrometheusProvider;
 use stepwise_metrics::web::WebProvider;
 use stepwise_metrics::{MetricProvider, RunRef, Taken};
@@ -33,6 +34,8 @@ pub struct Providers {
     pub web: WebProvider,
     /// Kubernetes Jobs.
     pub job: JobProvider,
+    /// Out-of-process metric plugins.
+    pub plugin: PluginProvider,
 }
 
 /// What every reconcile of a run shares.
@@ -155,9 +158,11 @@ async fn perform(providers: &Providers, run: &RunRef, task: &Task) -> Outcome {
         take(&providers.web, run, task).await
     } else if provider.job.is_some() {
         take(&providers.job, run, task).await
+    } else if provider.plugin.is_some() {
+        take(&providers.plugin, run, task).await
     } else {
-        let which = if provider.kubernetes.is_some() { "kubernetes" } else { "plugin" };
-        (Reading::Error(format!("the {which} provider is not available in this version of stepwise")), BTreeMap::new())
+        let message = "the kubernetes provider is not available in this version of stepwise".to_string();
+        (Reading::Error(message), BTreeMap::new())
     };
     Outcome { metric: task.metric.name.clone(), reading, metadata, started_at, finished_at: now() }
 }
@@ -211,6 +216,8 @@ async fn collect(
         providers.web.garbage_collect(run, metric, dropped).await
     } else if provider.job.is_some() {
         providers.job.garbage_collect(run, metric, dropped).await
+    } else if provider.plugin.is_some() {
+        providers.plugin.garbage_collect(run, metric, dropped).await
     } else {
         Ok(())
     }

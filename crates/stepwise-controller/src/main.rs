@@ -56,6 +56,10 @@ struct Args {
     /// The Prometheus server of analysis metrics that name no address.
     #[arg(long, env = "STEPWISE_PROMETHEUS_ADDRESS")]
     prometheus_address: Option<String>,
+    /// A metric plugin, as NAME=PATH: metrics naming NAME under provider.plugin are measured by
+    /// the executable at PATH (docs/plugins.md). Repeat for several.
+    #[arg(long = "metric-plugin", env = "STEPWISE_METRIC_PLUGINS", value_delimiter = ',')]
+    metric_plugins: Vec<String>,
     /// Log format.
     #[arg(long, env = "STEPWISE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -166,6 +170,11 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         identity,
         prometheus_address: args.prometheus_address.clone(),
+        metric_plugins: args
+            .metric_plugins
+            .iter()
+            .map(|flag| stepwise_metrics::plugin::PluginProvider::parse_flag(flag))
+            .collect::<Result<_, _>>()?,
     };
     // In-flight reconciles get a grace period after SIGTERM; then the process ends regardless.
     let grace = {

@@ -1,8 +1,11 @@
 //! Wires the caches and the controller together and runs them until shutdown.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -18,6 +21,7 @@ use stepwise_api::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, POD_T
 
 use k8s_openapi::api::batch::v1::Job;
 use stepwise_metrics::job::{ANALYSIS_RUN_LABEL, JobProvider};
+use stepwise_metrics::plugin::PluginProvider;
 use stepwise_metrics::prometheus::PrometheusProvider;
 use stepwise_metrics::web::WebProvider;
 
@@ -43,6 +47,8 @@ pub struct Settings {
     pub identity: String,
     /// The Prometheus server of metrics that name no address.
     pub prometheus_address: Option<String>,
+    /// Metric plugins by name: the executable that answers for each.
+    pub metric_plugins: BTreeMap<String, PathBuf>,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -295,6 +301,10 @@ fn run_controller(
         prometheus: PrometheusProvider::new(settings.prometheus_address.clone()),
         web: WebProvider::new(),
         job: JobProvider::new(client.clone()),
+        plugin: PluginProvider::new(
+            settings.metric_plugins.clone(),
+            Duration::from_secs(stepwise_metrics::plugin::DEFAULT_TIMEOUT_SECONDS),
+        ),
     };
     let ctx = Arc::new(AnalysisContext::new(shared, providers));
     Controller::for_shared_stream(run_events, runs)

@@ -1,5 +1,5 @@
 //! Metric providers: the [`MetricProvider`] seam between the AnalysisRun controller and
-//! Prometheus, web and Job measurements. Each provider lives in its own module; [`fake`] beside the
+//! Prometheus, web, Job and plugin measurements. Each provider lives in its own module; [`fake`] beside the
 //! trait returns scripted readings for tests.
 //!
 //! A provider only fetches: it turns a metric (its arguments already substituted) into a
@@ -14,6 +14,7 @@ use stepwise_api::{AnalysisPhase, Measurement, Metric};
 
 pub mod fake;
 pub mod job;
+pub mod plugin;
 pub mod prometheus;
 pub mod web;
 

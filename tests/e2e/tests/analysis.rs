@@ -362,3 +362,54 @@ async fn a_web_analysis_authenticates_with_a_secret_that_never_shows_in_the_run(
     assert!(!text.contains(TOKEN), "the Secret's value shows in the run: {text}");
     env.cleanup().await
 }
+
+/// The example metric plugin reading its number from a file the test writes.
+fn budget_check(file: &std::path::Path) -> String {
+    format!(
+        "apiVersion: stepwise.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: budget}}
+spec:
+  metrics:
+  - name: error-budget
+    successCondition: result >= 0.9
+    provider:
+      plugin:
+        example.com/file: {{path: '{}'}}
+",
+        file.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metric_plugin_in_another_language_judges_a_canary() -> anyhow::Result<()> {
+    let mut env = Env::without_controller("analysis-plugin").await?;
+    let plugin = repo_root().join("examples/plugins/file-metric.py");
+    env.start_controller(&["--leader-elect=false", &format!("--metric-plugin=example.com/file={}", plugin.display())])?;
+    let file = std::env::temp_dir().join(format!("stepwise-budget-{}", env.ns));
+    std::fs::write(&file, "0.97")?;
+    let api: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), &env.ns);
+    api.create(&PostParams::default(), &serde_yaml::from_str(&budget_check(&file))?).await?;
+    let strategy =
+        "    canary:\n      steps:\n      - setWeight: 50\n      - analysis: {templates: [{templateName: budget}]}\n";
+    env.given_rollout(2, strategy).await?;
+
+    env.when_image("example.invalid/demo:2").await?;
+    env.then("the new version promoted", secs(60), |ro| {
+        let st = ro.status.clone().unwrap_or_default();
+        st.phase == Some(RolloutPhase::Healthy) && st.stable_rs == st.current_pod_hash
+    })
+    .await?;
+    let good = then_last_run(&env, AnalysisPhase::Successful).await?;
+    let measured = &good.status.as_ref().unwrap().metric_results[0].measurements[0];
+    assert_eq!(measured.value.as_deref(), Some("0.97"));
+
+    std::fs::write(&file, "0.4")?;
+    env.when_image("example.invalid/demo:3").await?;
+    env.then("the rollout aborted", secs(60), aborted).await?;
+    let bad = then_last_run(&env, AnalysisPhase::Failed).await?;
+    let message = bad.status.as_ref().unwrap().message.clone().unwrap_or_default();
+    assert!(message.contains("error-budget") && message.contains("0.4"), "{message}");
+    let _ = std::fs::remove_file(&file);
+    env.cleanup().await
+}
