@@ -96,18 +96,20 @@ crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
 - apiGroups: [apps]
   resources: [replicasets]
   verbs: [list, watch, get, create, patch, delete]
-# Deployments named by spec.workloadRef: read only.
+# Deployments named by spec.workloadRef: the template, and their replicas (workloadRef.scaleDown).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [list, watch]
+  verbs: [list, watch, patch]
 # Services: the cache, and the selectors of the canary, stable, active and preview Services.
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch, patch]
-# spec.restartAt: the pods created before it are listed and evicted.
+# spec.restartAt: the pods created before it are listed and evicted. Role metadata
+# (canaryMetadata, activeMetadata, ...): the pods of a version are listed and their labels and
+# annotations patched in place.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, patch]
 - apiGroups: [""]
   resources: [pods/eviction]
   verbs: [create]

@@ -72,19 +72,17 @@ fn why_missing(path: &str) -> String {
     match key {
         "antiAffinity" => "stepwise does not inject pod anti-affinity (not in its schema)".into(),
         "pingPong" => "stepwise has no ping-pong Services; use canaryService and stableService".into(),
-        "scaleDownDelayRevisionLimit" => {
-            "every older version waits scaleDownDelaySeconds in stepwise; there is no limit".into()
-        }
-        "replicaProgressThreshold" | "rollbackWindow" => format!("stepwise has no {key} (not in its schema)"),
+        "replicaProgressThreshold" => format!("stepwise has no {key} (not in its schema)"),
         "analysis" if path == "spec.analysis" => "stepwise keeps no AnalysisRun history limits".into(),
-        "previewMetadata" | "activeMetadata" => "stepwise has no ephemeral metadata for blue-green".into(),
         "alb" | "smi" | "ambassador" | "apisix" | "appMesh" => {
             format!("stepwise has no {key} router (docs/routers.md); trafficRouting needs another router")
         }
         "tlsRoutes" | "tcpRoutes" => "Istio TLS and TCP routes are not implemented (docs/routers.md)".into(),
         "consecutiveSuccessLimit" => "not implemented yet: the metric is judged by its limits".into(),
         "datadog" | "newRelic" | "wavefront" | "cloudWatch" | "graphite" | "influxdb" | "kayenta" | "skywalking" => {
-            format!("stepwise has no {key} metric provider (it has prometheus, web and job); the metric needs another")
+            format!(
+                "stepwise has no {key} metric provider (it has prometheus, web, job and plugins); the metric needs another"
+            )
         }
         "rangeQuery" | "authentication" => {
             "not implemented yet; for credentials use headers with a secretKeyRef argument".into()
@@ -274,24 +272,6 @@ fn convert_rollout(value: &mut Value, note: &mut impl FnMut(&str, String)) {
                 }
             }
         }
-        for router in ["nginx", "traefik"] {
-            if routing.and_then(|r| r.get(router)).is_some() {
-                note(
-                    &format!("spec.strategy.canary.trafficRouting.{router}"),
-                    format!(
-                        "kept, but this build of stepwise cannot drive {router} yet (docs/routers.md): the Rollout will be InvalidSpec"
-                    ),
-                );
-            }
-        }
-        for field in ["canaryMetadata", "stableMetadata"] {
-            if canary.get(field).is_some() {
-                note(&format!("spec.strategy.canary.{field}"), "kept; not acted on yet (docs/compatibility.md)".into());
-            }
-        }
-    }
-    if value.get("spec").and_then(|s| s.get("workloadRef")).and_then(|w| w.get("scaleDown")).is_some() {
-        note("spec.workloadRef.scaleDown", "kept; not acted on yet (docs/compatibility.md)".into());
     }
 }
 

@@ -154,8 +154,9 @@ pub struct MetricProvider {
     /// A value from the Kubernetes custom or external metrics API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesMetric>,
-    /// An out-of-process metric plugin, by name, with its configuration.
+    /// An out-of-process metric plugin, by name, with its configuration (kept as written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::plugin_configs")]
     pub plugin: Option<BTreeMap<String, serde_json::Value>>,
 }
 

@@ -86,8 +86,23 @@ pub struct RolloutSpec {
     /// Pods created before this time are replaced, a few at a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_at: Option<Time>,
+    /// Going back to one of the last `revisions` versions before the stable one (an undo) skips
+    /// the steps, pauses and analyses: the version is promoted as soon as its pods are available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_window: Option<RollbackWindow>,
     /// How a new version is released: canary, blue-green or recreate.
     pub strategy: RolloutStrategy,
+}
+
+/// Which returns to an older version are fast-tracked.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackWindow {
+    /// A return to a version with fewer than this many versions between it and the stable one
+    /// skips the steps (3: the three versions before the stable one). 0 turns the window off.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub revisions: i32,
 }
 
 /// A reference to the workload that supplies the pod template.
@@ -233,6 +248,11 @@ pub struct CanaryStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub abort_scale_down_delay_seconds: Option<i32>,
+    /// How many older versions may keep their pods during scaleDownDelaySeconds at once, newest
+    /// first; the others are scaled to zero at once. Unlimited when unset. Traffic routing only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_revision_limit: Option<i32>,
     /// Scale the stable pods down as the canary's traffic weight grows. Traffic routing only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dynamic_stable_scale: Option<bool>,
@@ -641,6 +661,12 @@ pub struct BlueGreenStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub scale_down_delay_seconds: Option<i32>,
+    /// How many older versions may keep their pods during scaleDownDelaySeconds at once, newest
+    /// first; the others are scaled to zero at once (as soon as no Service selects them).
+    /// Unlimited when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_revision_limit: Option<i32>,
     /// Seconds the new version is kept after an abort. 0 keeps it. Defaults to 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -655,6 +681,14 @@ pub struct BlueGreenStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::int_or_percent")]
     pub max_unavailable: Option<IntOrString>,
+    /// Labels and annotations added to the pods the active Service selects, while it selects
+    /// them; changed in place (no restart) when the version stops being active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_metadata: Option<PodMetadata>,
+    /// Labels and annotations added to the pods of the new version while it is not yet active;
+    /// changed in place (no restart) when it becomes active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_metadata: Option<PodMetadata>,
 }
 
 /// Observed state of a Rollout, written by the controller.

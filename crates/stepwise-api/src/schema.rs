@@ -30,7 +30,7 @@ pub fn int_or_percent(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// Router plugins by name, each with a configuration of its own shape: kept as written (a plain
+/// Router and metric plugins by name, each with a configuration of its own shape: kept as written (a plain
 /// `additionalProperties: true` would let the API server prune every field inside).
 pub fn plugin_configs(_: &mut SchemaGenerator) -> Schema {
     json_schema!({

@@ -582,7 +582,7 @@ fn a_field_our_schema_lacks_fails_the_test_until_a_row_explains_it() {
     std::fs::create_dir_all(&dir).unwrap();
     let crd = |kind: &str| {
         format!(
-            "spec:\n  names: {{kind: {kind}}}\n  versions:\n  - name: v1alpha1\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            properties:\n              replicas: {{type: integer}}\n              rollbackWindow:\n                type: object\n                properties:\n                  revisions: {{type: integer}}\n"
+            "spec:\n  names: {{kind: {kind}}}\n  versions:\n  - name: v1alpha1\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            properties:\n              replicas: {{type: integer}}\n              madeUpWindow:\n                type: object\n                properties:\n                  revisions: {{type: integer}}\n"
         )
     };
     for (kind, file) in KINDS {
@@ -593,21 +593,21 @@ fn a_field_our_schema_lacks_fails_the_test_until_a_row_explains_it() {
     assert_eq!(
         without.errors,
         vec![
-            "Rollout:spec.rollbackWindow: Argo has it, our schema refuses it (unknown field), and argo_parity.tsv does not say why",
-            "Rollout:spec.rollbackWindow.revisions: Argo has it, our schema refuses it (unknown field), and argo_parity.tsv does not say why",
+            "Rollout:spec.madeUpWindow: Argo has it, our schema refuses it (unknown field), and argo_parity.tsv does not say why",
+            "Rollout:spec.madeUpWindow.revisions: Argo has it, our schema refuses it (unknown field), and argo_parity.tsv does not say why",
         ]
     );
     let with = compare(
         &dir,
         "Experiment,AnalysisTemplate,ClusterAnalysisTemplate,AnalysisRun:*\tnot-supported\tno\n\
-         Rollout:spec.rollbackWindow.*\tnot-yet\trefused by the schema: unknown field\n\
+         Rollout:spec.madeUpWindow.*\tnot-yet\trefused by the schema: unknown field\n\
          Rollout:spec.selector\tdiffers\tnames nothing Argo has\n",
     );
     assert!(with.errors.is_empty(), "{:?}", with.errors);
     assert_eq!(with.unused_rows.len(), 1, "the selector row explains nothing: {:?}", with.unused_rows);
     let md = render(&with);
     assert!(
-        md.contains("| `spec.rollbackWindow.*` | not yet | refused | refused by the schema: unknown field |"),
+        md.contains("| `spec.madeUpWindow.*` | not yet | refused | refused by the schema: unknown field |"),
         "{md}"
     );
     assert!(md.contains("| `spec.replicas` | same | accepted |  |"), "{md}");

@@ -1,6 +1,6 @@
 //! Execute: the only place that turns the plan's actions into API calls, in the plan's order.
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
@@ -11,7 +11,7 @@ use stepwise_api::{
     AnalysisRun, MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout,
     SCALE_DOWN_DEADLINE_ANNOTATION,
 };
-use stepwise_core::{Action, EventType};
+use stepwise_core::{Action, EventType, RoleMetadata};
 use tracing::{debug, info};
 
 use crate::context::Context;
@@ -133,6 +133,17 @@ async fn execute_one(ctx: &Context, rollout: &Rollout, action: &Action) -> Resul
             }
         }
         Action::RestartPods { hash, before, max } => restart_pods(ctx, &ns, &name, hash, before, *max).await?,
+        Action::ScaleWorkload { name: deployment, replicas } => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+            let patch = json!({"spec": {"replicas": replicas}});
+            api.patch(deployment, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .during(|| format!("scale Deployment {deployment} to {replicas}"))?;
+            info!(rollout = %name, deployment = %deployment, replicas, "scaled workloadRef Deployment");
+        }
+        Action::SetRoleMetadata { name: rs_name, pods, metadata, remove, .. } => {
+            set_role_metadata(ctx, &ns, &name, rs_name, pods, metadata, remove).await?
+        }
         Action::Event { type_, reason, message } => {
             let type_ = match type_ {
                 EventType::Normal => KubeEventType::Normal,
@@ -172,6 +183,106 @@ async fn restart_pods(
             Err(e) => return Err(e).during(|| format!("evict pod {pod_name}")),
         }
     }
+    Ok(())
+}
+
+/// The merge patch of a labels or annotations map that sets `set` and takes off the keys of
+/// `remove` where `current` still has the value stepwise gave them (None: nothing to change).
+/// With `current` None (a pod template, where stepwise is the only writer of these keys) every
+/// key of `remove` goes.
+fn metadata_patch(
+    current: Option<&std::collections::BTreeMap<String, String>>,
+    set: &std::collections::BTreeMap<String, String>,
+    remove: &std::collections::BTreeMap<String, String>,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut patch = serde_json::Map::new();
+    for (k, v) in set {
+        if current.is_none_or(|c| c.get(k) != Some(v)) {
+            patch.insert(k.clone(), json!(v));
+        }
+    }
+    for (k, v) in remove {
+        if current.is_none_or(|c| c.get(k) == Some(v)) {
+            patch.insert(k.clone(), serde_json::Value::Null);
+        }
+    }
+    (!patch.is_empty()).then_some(patch)
+}
+
+/// Role metadata, in the order that leaves no pod behind: the ReplicaSet's pod template first
+/// (the pods it creates from now on carry it), then every pod of the version that differs,
+/// patched in place, then the record on the ReplicaSet. Until the record is written the next
+/// plan asks again, so a failure half-way is finished by the next reconcile.
+///
+/// The ReplicaSet controller may still create a pod from the template it had before (its cache
+/// lags): the record is written only once the ReplicaSet's status shows the template changed
+/// (status.observedGeneration), after which no such pod can appear. Until then the pods seen are
+/// patched and the record waits for the reconcile that the ReplicaSet's status update brings.
+async fn set_role_metadata(
+    ctx: &Context,
+    ns: &str,
+    rollout: &str,
+    rs_name: &str,
+    pods_selector: &str,
+    metadata: &RoleMetadata,
+    remove: &RoleMetadata,
+) -> Result<(), Error> {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+    let mut template = serde_json::Map::new();
+    if let Some(labels) = metadata_patch(None, &metadata.labels, &remove.labels) {
+        template.insert("labels".into(), labels.into());
+    }
+    if let Some(annotations) = metadata_patch(None, &metadata.annotations, &remove.annotations) {
+        template.insert("annotations".into(), annotations.into());
+    }
+    // A patch that changes nothing leaves the generation as it is.
+    let patch = json!({"spec": {"template": {"metadata": template}}});
+    let rs = replica_sets
+        .patch(rs_name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .during(|| format!("set the role metadata of ReplicaSet {rs_name}"))?;
+    let template_seen = rs.status.as_ref().and_then(|s| s.observed_generation) >= rs.metadata.generation;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(pods_selector))
+        .await
+        .during(|| format!("list the pods of ReplicaSet {rs_name}"))?;
+    let mut patched = 0;
+    for pod in &list.items {
+        let owned = pod.owner_references().iter().any(|o| o.controller == Some(true) && o.name == rs_name);
+        if !owned || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let mut meta = serde_json::Map::new();
+        if let Some(labels) = metadata_patch(Some(pod.labels()), &metadata.labels, &remove.labels) {
+            meta.insert("labels".into(), labels.into());
+        }
+        if let Some(annotations) = metadata_patch(Some(pod.annotations()), &metadata.annotations, &remove.annotations) {
+            meta.insert("annotations".into(), annotations.into());
+        }
+        if meta.is_empty() {
+            continue;
+        }
+        let pod_name = pod.name_any();
+        ctx.limiter.acquire().await;
+        match pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(json!({"metadata": meta}))).await {
+            Ok(_) => patched += 1,
+            // Gone meanwhile: nothing to label.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e).during(|| format!("set the role metadata of pod {pod_name}")),
+        }
+    }
+    if !template_seen {
+        debug!(rollout = %rollout, replicaset = %rs_name, pods = patched, "role metadata: waiting for the ReplicaSet controller");
+        return Ok(());
+    }
+    let record = stepwise_core::objects::role_metadata_value(metadata);
+    let patch = json!({"metadata": {"annotations": {stepwise_core::objects::ROLE_METADATA_ANNOTATION: record}}});
+    replica_sets
+        .patch(rs_name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .during(|| format!("record the role metadata of ReplicaSet {rs_name}"))?;
+    info!(rollout = %rollout, replicaset = %rs_name, pods = patched, "set role metadata");
     Ok(())
 }
 

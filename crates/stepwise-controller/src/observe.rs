@@ -79,11 +79,16 @@ pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores) -
         let dspec = d.spec.as_ref()?;
         Some((dspec.template.clone(), Some(dspec.selector.clone())))
     });
+    let workload_replicas = spec.workload_ref.as_ref().and_then(|w| {
+        let d = stores.deployments.get(&ObjectRef::new(&w.name).within(&ns))?;
+        Some(d.spec.as_ref()?.replicas.unwrap_or(1))
+    });
     let (analysis_templates, cluster_analysis_templates) = named_templates(rollout, templates);
     Observed {
         replica_sets,
         analysis_runs,
         workload,
+        workload_replicas,
         services,
         weight_verified: None,
         pods_to_restart: Vec::new(),

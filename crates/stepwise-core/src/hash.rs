@@ -4,6 +4,8 @@
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use stepwise_api::CanaryStep;
 
+use crate::observed::RoleMetadata;
+
 const FNV_OFFSET: u32 = 0x811c_9dc5;
 const FNV_PRIME: u32 = 0x0100_0193;
 
@@ -41,24 +43,37 @@ pub fn steps_hash(steps: &[CanaryStep]) -> String {
 /// The hash that names the version of `template`: its own hash, or the hash of an existing
 /// ReplicaSet with an equal template. An undo copies a ReplicaSet's template, which the API
 /// server has filled with defaults, so its hash differs while it is the same version.
+///
+/// A ReplicaSet's template is given without the role metadata stepwise put on it (its
+/// `role_metadata`, which never counts in a hash): the keys of that metadata are left out of
+/// `template` too for the comparison, since an undo may have copied them.
 pub fn version_hash<'a>(
     template: &PodTemplateSpec,
-    replica_sets: impl IntoIterator<Item = (&'a str, &'a PodTemplateSpec)>,
+    replica_sets: impl IntoIterator<Item = (&'a str, &'a PodTemplateSpec, &'a RoleMetadata)>,
 ) -> String {
     let own = pod_template_hash(template, None);
-    let strip = |t: &PodTemplateSpec| {
+    let strip = |t: &PodTemplateSpec, role: &RoleMetadata| {
         let mut t = t.clone();
-        if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
-            labels.remove(stepwise_api::POD_TEMPLATE_HASH_LABEL);
+        if let Some(meta) = t.metadata.as_mut() {
+            if let Some(labels) = meta.labels.as_mut() {
+                labels.remove(stepwise_api::POD_TEMPLATE_HASH_LABEL);
+                labels.retain(|k, _| !role.labels.contains_key(k));
+            }
+            if let Some(annotations) = meta.annotations.as_mut() {
+                annotations.retain(|k, _| !role.annotations.contains_key(k));
+            }
+            // An emptied map and a missing one are the same template.
+            meta.labels = meta.labels.take().filter(|l| !l.is_empty());
+            meta.annotations = meta.annotations.take().filter(|a| !a.is_empty());
         }
         t
     };
     let mut same = None;
-    for (hash, rs_template) in replica_sets {
+    for (hash, rs_template, role) in replica_sets {
         if hash == own {
             return own;
         }
-        if same.is_none() && strip(rs_template) == strip(template) {
+        if same.is_none() && strip(rs_template, role) == strip(template, role) {
             same = Some(hash.to_string());
         }
     }

@@ -19,7 +19,7 @@ mod plan;
 pub mod replicas;
 mod time;
 
-pub use observed::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet};
+pub use observed::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet, RoleMetadata};
 pub use plan::{Action, EventType, Plan, action_event, plan};
 pub use time::{add_seconds, seconds_between};
 

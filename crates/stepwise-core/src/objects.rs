@@ -6,15 +6,21 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use stepwise_api::{
-    AnalysisPhase, AnalysisRun, POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout, SCALE_DOWN_DEADLINE_ANNOTATION,
-    STEP_INDEX_LABEL,
+    AnalysisPhase, AnalysisRun, POD_TEMPLATE_HASH_LABEL, PodMetadata, REVISION_ANNOTATION, Rollout,
+    SCALE_DOWN_DEADLINE_ANNOTATION, STEP_INDEX_LABEL,
 };
 
 use crate::Action;
 use crate::analysis_run::owner_reference;
-use crate::observed::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet};
+use crate::observed::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet, RoleMetadata};
+
+/// The annotation on a ReplicaSet that records the role metadata stepwise put on its pod
+/// template and its pods (JSON: `{"labels": {..}, "annotations": {..}}`), written once they are
+/// all in place, so that only those keys are ever taken off again.
+pub const ROLE_METADATA_ANNOTATION: &str = "stepwise.dev/role-metadata";
 
 /// What planning needs of a ReplicaSet.
 pub fn observe_replica_set(rs: &ReplicaSet) -> ObservedReplicaSet {
@@ -23,6 +29,14 @@ pub fn observe_replica_set(rs: &ReplicaSet) -> ObservedReplicaSet {
     let annotations = meta.annotations.clone().unwrap_or_default();
     let spec = rs.spec.as_ref();
     let status = rs.status.clone().unwrap_or_default();
+    // An annotation that cannot be read records nothing: nothing is taken off then.
+    let role_metadata: RoleMetadata = annotations
+        .get(ROLE_METADATA_ANNOTATION)
+        .and_then(|v| serde_json::from_str::<PodMetadata>(v).ok())
+        .map(|m| RoleMetadata::from_spec(Some(&m)))
+        .unwrap_or_default();
+    let mut template = spec.and_then(|s| s.template.clone()).unwrap_or_default();
+    without_role_metadata(&mut template, &role_metadata);
     ObservedReplicaSet {
         name: meta.name.clone().unwrap_or_default(),
         hash: labels.get(POD_TEMPLATE_HASH_LABEL).cloned().unwrap_or_default(),
@@ -34,7 +48,8 @@ pub fn observe_replica_set(rs: &ReplicaSet) -> ObservedReplicaSet {
         status_stale: status.observed_generation.unwrap_or(0) < meta.generation.unwrap_or(0),
         ready: status.ready_replicas.unwrap_or(0),
         available: status.available_replicas.unwrap_or(0),
-        template: spec.and_then(|s| s.template.clone()).unwrap_or_default(),
+        template,
+        role_metadata,
         scale_down_deadline: annotations.get(SCALE_DOWN_DEADLINE_ANNOTATION).and_then(|t| t.parse().ok()).map(Time),
         created: meta.creation_timestamp.clone(),
     }
@@ -86,6 +101,28 @@ pub fn replica_set(rollout: &Rollout, action: &Action) -> Option<ReplicaSet> {
     })
 }
 
+/// Takes the role metadata stepwise put on a pod template off it: what is left is the version's
+/// own template, as the Rollout had it.
+fn without_role_metadata(template: &mut PodTemplateSpec, role: &RoleMetadata) {
+    let Some(meta) = template.metadata.as_mut() else { return };
+    for (map, role) in [(&mut meta.labels, &role.labels), (&mut meta.annotations, &role.annotations)] {
+        if let Some(m) = map.as_mut() {
+            m.retain(|k, v| role.get(k) != Some(v));
+            if m.is_empty() {
+                *map = None;
+            }
+        }
+    }
+}
+
+/// The value of the role-metadata annotation that records `role`, as [`observe_replica_set`]
+/// reads it; None (the annotation is removed) when there is none.
+pub fn role_metadata_value(role: &RoleMetadata) -> Option<String> {
+    let some = |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
+    let recorded = PodMetadata { labels: some(&role.labels), annotations: some(&role.annotations) };
+    if role.is_empty() { None } else { serde_json::to_string(&recorded).ok() }
+}
+
 /// The value of the scale-down-deadline annotation for a deadline, as
 /// [`observe_replica_set`] parses it.
 pub fn scale_down_deadline_value(deadline: &Time) -> String {
@@ -128,7 +165,6 @@ pub fn label_selector_string(selector: &LabelSelector) -> Result<String, String>
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::ReplicaSetStatus;
-    use k8s_openapi::api::core::v1::PodTemplateSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
     use k8s_openapi::jiff::Timestamp;
     use stepwise_api::{ANALYSIS_KIND_LABEL, AnalysisRunSpec, AnalysisRunStatus};
@@ -205,6 +241,7 @@ mod tests {
                 ready: 2,
                 available: 1,
                 template,
+                role_metadata: RoleMetadata::default(),
                 scale_down_deadline: Some(deadline),
                 created: None,
             }

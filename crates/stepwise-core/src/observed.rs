@@ -13,6 +13,8 @@ pub struct Observed {
     pub analysis_runs: Vec<ObservedAnalysisRun>,
     /// With a workloadRef: the referenced Deployment's template and selector, once found.
     pub workload: Option<(PodTemplateSpec, Option<LabelSelector>)>,
+    /// With a workloadRef: the referenced Deployment's spec.replicas (for `workloadRef.scaleDown`).
+    pub workload_replicas: Option<i32>,
     /// The Services the Rollout manages, by name: the pod template hash their selector holds
     /// (None when it holds none). A Service missing from the map does not exist.
     pub services: BTreeMap<String, Option<String>>,
@@ -54,12 +56,41 @@ pub struct ObservedReplicaSet {
     pub ready: i32,
     /// status.availableReplicas.
     pub available: i32,
-    /// Its pod template, with the hash label.
+    /// Its pod template, with the hash label, without the role metadata stepwise put on it
+    /// (see [`ObservedReplicaSet::role_metadata`]): the version's own template.
     pub template: PodTemplateSpec,
+    /// The labels and annotations of a role (`canaryMetadata`, `stableMetadata`,
+    /// `activeMetadata`, `previewMetadata`) that stepwise put on its pod template and its pods,
+    /// as it recorded them once they were all in place.
+    pub role_metadata: RoleMetadata,
     /// When it is to be scaled to zero, if a delay was set.
     pub scale_down_deadline: Option<Time>,
     /// Its creation time.
     pub created: Option<Time>,
+}
+
+/// The labels and annotations a version's pods carry for the role the version holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoleMetadata {
+    /// Labels, by key.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations, by key.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl RoleMetadata {
+    /// Whether there is nothing to put on the pods.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty()
+    }
+
+    /// The role metadata a Rollout field asks for.
+    pub fn from_spec(metadata: Option<&stepwise_api::PodMetadata>) -> RoleMetadata {
+        RoleMetadata {
+            labels: metadata.and_then(|m| m.labels.clone()).unwrap_or_default(),
+            annotations: metadata.and_then(|m| m.annotations.clone()).unwrap_or_default(),
+        }
+    }
 }
 
 /// Which part of a rollout an AnalysisRun judges.

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use stepwise_api::{AnalysisRun, RolloutStatus, SetHeaderRoute, SetMirrorRoute};
 
-use crate::observed::AnalysisKind;
+use crate::observed::{AnalysisKind, RoleMetadata};
 
 /// Whether an event reports normal progress or something a person should look at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +109,31 @@ pub enum Action {
         before: Time,
         /// At most this many at once.
         max: i32,
+    },
+    /// Put the labels and annotations of the role a version now holds on its ReplicaSet's pod
+    /// template and on its pods, in place (no pod restarts), and take off those of a role it no
+    /// longer has. Then record `labels` and `annotations` on the ReplicaSet
+    /// ([`crate::objects::ROLE_METADATA_ANNOTATION`]).
+    SetRoleMetadata {
+        /// Name of the ReplicaSet.
+        name: String,
+        /// Pod template hash of the version.
+        hash: String,
+        /// The pods of the version, as a label selector in the API server's syntax (the
+        /// Rollout's selector and the hash label).
+        pods: String,
+        /// Labels and annotations of its role; empty when it has none.
+        metadata: RoleMetadata,
+        /// Labels and annotations stepwise put there for a role it no longer has, with the
+        /// values it gave them: taken off where they still have those values.
+        remove: RoleMetadata,
+    },
+    /// Change the spec.replicas of the Deployment a workloadRef names (`workloadRef.scaleDown`).
+    ScaleWorkload {
+        /// Name of the Deployment.
+        name: String,
+        /// New spec.replicas.
+        replicas: i32,
     },
     /// Record a Kubernetes Event on the Rollout.
     Event {

@@ -10,7 +10,7 @@ use super::abort::{abort, aborted};
 use super::action::EventType;
 use super::analysis::{Verdict, analysis_verdict, ensure_run, judge};
 use super::context::Ctx;
-use super::desired::Draft;
+use super::desired::{Draft, beyond_delay_limit};
 use super::message::blue_green_pause_message;
 use super::pause::{add_pause, end_all_pauses, end_pause, pause_started, unpausing};
 use crate::observed::AnalysisKind;
@@ -334,16 +334,27 @@ fn scale_down_older(ctx: &Ctx, bg: &BlueGreenStrategy, status: &RolloutStatus, d
     let active_after = draft.desired.selected(ctx, &bg.active_service);
     let preview_after = bg.preview_service.as_deref().and_then(|p| draft.desired.selected(ctx, p));
     let delay = bg.scale_down_delay_seconds.unwrap_or(stepwise_api::DEFAULT_SCALE_DOWN_DELAY_SECONDS);
-    for rs in &ctx.observed.replica_sets {
-        if rs.hash == ctx.hash || Some(&rs.hash) == status.stable_rs.as_ref() {
+    let selected = |hash: &str| active_after.as_deref() == Some(hash) || preview_after.as_deref() == Some(hash);
+    let older: Vec<&String> = ctx
+        .observed
+        .replica_sets
+        .iter()
+        .map(|rs| &rs.hash)
+        .filter(|h| **h != ctx.hash && Some(*h) != status.stable_rs.as_ref())
+        .collect();
+    // Beyond scaleDownDelayRevisionLimit an older version goes at once, once nothing selects it.
+    let beyond =
+        beyond_delay_limit(ctx, older.iter().copied().filter(|h| !selected(h)), bg.scale_down_delay_revision_limit);
+    for hash in older {
+        let Some(rs) = ctx.rs(hash) else { continue };
+        if beyond.contains(hash) {
+            draft.desired.scale(ctx, hash, 0);
             continue;
         }
-        let selected =
-            active_after.as_deref() == Some(rs.hash.as_str()) || preview_after.as_deref() == Some(rs.hash.as_str());
         // The deadline may be set while the switch is under way; pods go only once nothing
         // selects them.
-        if !selected || (rs.scale_down_deadline.is_none() && delay > 0) {
-            draft.scale_down_after(ctx, &rs.hash, Some(delay));
+        if !selected(hash) || (rs.scale_down_deadline.is_none() && delay > 0) {
+            draft.scale_down_after(ctx, hash, Some(delay));
         }
     }
 }

@@ -37,7 +37,10 @@ impl<'a> Ctx<'a> {
         template: PodTemplateSpec,
         selector: LabelSelector,
     ) -> Self {
-        let hash = version_hash(&template, observed.replica_sets.iter().map(|rs| (rs.hash.as_str(), &rs.template)));
+        let hash = version_hash(
+            &template,
+            observed.replica_sets.iter().map(|rs| (rs.hash.as_str(), &rs.template, &rs.role_metadata)),
+        );
         Ctx {
             rollout,
             name: rollout.metadata.name.as_deref().unwrap_or_default(),

@@ -18,6 +18,17 @@ use crate::time::seconds_between;
 /// the reconciles in between did.
 pub(crate) fn check_progress_deadline(ctx: &Ctx, prev: &RolloutStatus, status: &mut RolloutStatus, draft: &mut Draft) {
     let Some(progressing) = condition(status, condition::PROGRESSING).cloned() else { return };
+    // progressDeadlineAbort set (or a plan's abort lost) after the deadline was exceeded: the
+    // timed-out update is aborted now, as Argo Rollouts does.
+    if progressing.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        && ctx.spec.progress_deadline_abort == Some(true)
+        && status.abort != Some(true)
+        && !ctx.promoted(status)
+    {
+        let message = progressing.message.unwrap_or_else(|| "Progress deadline exceeded".into());
+        abort(ctx, status, draft, message);
+        return;
+    }
     if waiting_on_person_or_timer(ctx, status)
         || replicas_moved(prev, status)
         || progressing.status != "True"

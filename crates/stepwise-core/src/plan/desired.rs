@@ -60,6 +60,10 @@ pub(crate) struct Desired {
     pub live_runs: Option<Vec<String>>,
     pub deleted: Vec<String>,
     pub restart: Option<Action>,
+    /// spec.replicas of the Deployment a workloadRef names (`workloadRef.scaleDown`).
+    pub workload_replicas: Option<i32>,
+    /// The role metadata of each version, by pod template hash; a version missing here has none.
+    pub role_metadata: BTreeMap<String, crate::observed::RoleMetadata>,
 }
 
 /// The plan being drawn up: the desired state, the events that tell people why, and when to look
@@ -162,6 +166,25 @@ impl Draft {
     }
 }
 
+/// `scaleDownDelayRevisionLimit`: of the older versions in `candidates` that still have pods, the
+/// newest `limit` (by revision) keep them for the scale-down delay; the others, returned here,
+/// are scaled to zero at once, whatever deadline they have. None (unlimited) returns none.
+pub(crate) fn beyond_delay_limit<'h>(
+    ctx: &Ctx,
+    candidates: impl IntoIterator<Item = &'h String>,
+    limit: Option<i32>,
+) -> Vec<String> {
+    let Some(limit) = limit else { return Vec::new() };
+    let mut up: Vec<_> = candidates
+        .into_iter()
+        .filter_map(|h| ctx.rs(h))
+        .filter(|rs| rs.spec_replicas > 0)
+        .map(|rs| (rs.revision, rs.hash.clone()))
+        .collect();
+    up.sort_by(|a, b| b.cmp(a));
+    up.into_iter().skip(limit.max(0) as usize).map(|(_, h)| h).collect()
+}
+
 /// Actions grouped by when they must happen.
 #[derive(Default)]
 struct Ordered {
@@ -170,6 +193,9 @@ struct Ordered {
     traffic: Vec<Action>,
     scale_down: Vec<Action>,
     other: Vec<Action>,
+    /// Role metadata comes last: a version's labels follow its role, and a failure to label
+    /// pods never holds up the rollout.
+    metadata: Vec<Action>,
     events: Vec<Action>,
 }
 
@@ -181,17 +207,19 @@ impl Ordered {
 
 /// The actions that take the observed world to the desired state, in the safe order: room made
 /// by older versions first (a canary without routing), then new pods, then traffic, then the
-/// pods traffic has left, then bookkeeping, then the events.
+/// pods traffic has left, then bookkeeping, then role metadata, then the events.
 pub(crate) fn actions(ctx: &Ctx, draft: Draft) -> Vec<Action> {
     let Draft { mut desired, events, .. } = draft;
-    let mut ordered = Ordered { events, ..Default::default() };
+    let metadata = super::metadata::actions(ctx, &desired);
+    let mut ordered = Ordered { events, metadata, ..Default::default() };
     replica_set_actions(ctx, &mut desired, &mut ordered);
     traffic_actions(ctx, &mut desired, &mut ordered);
     analysis_actions(ctx, &mut desired, &mut ordered);
+    workload_actions(ctx, &desired, &mut ordered);
     ordered.other.extend(desired.restart);
     ordered.other.extend(desired.deleted.into_iter().map(|name| Action::DeleteReplicaSet { name }));
-    let Ordered { make_room, scale_up, traffic, scale_down, other, events } = ordered;
-    [make_room, scale_up, traffic, scale_down, other, events].into_iter().flatten().collect()
+    let Ordered { make_room, scale_up, traffic, scale_down, other, metadata, events } = ordered;
+    [make_room, scale_up, traffic, scale_down, other, metadata, events].into_iter().flatten().collect()
 }
 
 fn replica_set_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
@@ -270,6 +298,22 @@ fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
             RouteChange::RemoveAll => Action::RemoveManagedRoutes,
         });
     }
+}
+
+/// The workloadRef's Deployment: scaled up with the new pods, down with the old ones.
+fn workload_actions(ctx: &Ctx, desired: &Desired, out: &mut Ordered) {
+    let (Some(target), Some(current), Some(w)) =
+        (desired.workload_replicas, ctx.observed.workload_replicas, ctx.spec.workload_ref.as_ref())
+    else {
+        return;
+    };
+    if target == current {
+        return;
+    }
+    let verb = if target > current { "up" } else { "down" };
+    out.event(action_event::SCALED, format!("Scaled {verb} Deployment {} from {current} to {target}", w.name));
+    let action = Action::ScaleWorkload { name: w.name.clone(), replicas: target };
+    if target > current { out.scale_up.push(action) } else { out.scale_down.push(action) }
 }
 
 /// Runs the plan wants are started; unfinished runs it no longer wants are stopped.

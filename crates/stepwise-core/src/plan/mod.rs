@@ -15,6 +15,7 @@ mod context;
 mod deadline;
 mod desired;
 mod message;
+mod metadata;
 mod pause;
 mod recreate;
 mod revision;
@@ -60,11 +61,13 @@ pub fn plan(rollout: &Rollout, observed: &crate::Observed, now: &Time) -> Plan {
     } else if rollout.spec.strategy.recreate.is_some() {
         recreate::plan(&ctx, &mut status, &mut draft);
     }
+    metadata::desire(&ctx, &status, &mut draft);
     draft.desired.live_runs = Some(analysis::live_runs(&ctx, &status));
     revision::restart_pods(&ctx, &mut status, &mut draft);
     revision::trim_history(&ctx, &status, &mut draft);
     status::report_scale_selector(&ctx, &draft.desired, &mut status);
     status::summarize(&ctx, &prev, &mut status, &mut draft);
+    revision::scale_down_workload(&ctx, &status, &mut draft);
 
     let requeue_after = draft.requeue_after();
     Plan { actions: desired::actions(&ctx, draft), status, requeue_after }

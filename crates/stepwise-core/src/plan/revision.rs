@@ -74,9 +74,44 @@ fn start_new_version(
         );
     } else if back_to_stable {
         draft.event(EventType::Normal, "SkipSteps", "Rollback to stable ReplicaSet: steps skipped");
+    } else if let Some(between) = rollback_within_window(ctx, status) {
+        // Carried out as a full promotion: no steps, pauses or analyses, promoted once its pods
+        // are available (blue-green: once the active Service selects them).
+        status.promote_full = Some(true);
+        draft.event(
+            EventType::Normal,
+            "SkipSteps",
+            format!(
+                "Rollback within window: {} is {between} version(s) before the stable one: steps skipped",
+                ctx.rs_name(&ctx.hash)
+            ),
+        );
     } else if prev.current_pod_hash.is_some() {
         draft.event(EventType::Normal, "RolloutUpdated", format!("Rollout updated to pod template hash {}", ctx.hash));
     }
+}
+
+/// `spec.rollbackWindow`: whether the newest template returns to a version created before the
+/// stable one with fewer than `revisions` versions between them (counted among the ReplicaSets
+/// that still exist, as Argo Rollouts does). Returns how many versions lie between.
+///
+/// Versions are ordered by creation, not by revision: an undo gives the old ReplicaSet a new
+/// revision. Equal creation times (one-second resolution) fall back to the revision, which the
+/// newest template's ReplicaSet still has from before when this is decided.
+pub(crate) fn rollback_within_window(ctx: &Ctx, status: &RolloutStatus) -> Option<usize> {
+    let window = ctx.spec.rollback_window.as_ref().map(|w| w.revisions).unwrap_or(0);
+    if window <= 0 {
+        return None;
+    }
+    let new = ctx.new_rs()?;
+    let stable = ctx.rs(ctx.older_stable(status)?.as_str())?;
+    let order = |rs: &ObservedReplicaSet| (rs.created.as_ref().map(|t| t.0), rs.revision);
+    if order(new) >= order(stable) {
+        return None;
+    }
+    let between =
+        ctx.observed.replica_sets.iter().filter(|rs| order(rs) > order(new) && order(rs) < order(stable)).count();
+    (between < window as usize).then_some(between)
 }
 
 /// The newest template always has the highest revision: an old template that became new again
@@ -145,4 +180,29 @@ pub(crate) fn restart_pods(ctx: &Ctx, status: &mut RolloutStatus, draft: &mut Dr
         draft.desired.restart = Some(Action::RestartPods { hash: hash.clone(), before: restart_at.clone(), max: 1 });
     }
     draft.requeue_in(5.0);
+}
+
+/// `workloadRef.scaleDown`: what becomes of the referenced Deployment's own pods once the Rollout
+/// runs the workload. `onsuccess`: scaled to zero once the Rollout is Healthy. `progressively`:
+/// while the first version comes up, the Deployment keeps `spec.replicas` minus the Rollout's
+/// available pods (so it grows back if they fail), and zero once the Rollout is Healthy. Later
+/// versions never scale the Deployment up: its template is then the new version, whose pods
+/// must come only through the steps. `never` (the default) leaves it alone.
+pub(crate) fn scale_down_workload(ctx: &Ctx, status: &RolloutStatus, draft: &mut Draft) {
+    use stepwise_api::{RolloutPhase, WorkloadScaleDown};
+    let Some(mode) = ctx.spec.workload_ref.as_ref().and_then(|w| w.scale_down) else { return };
+    let Some(current) = ctx.observed.workload_replicas else { return };
+    let healthy = status.phase == Some(RolloutPhase::Healthy);
+    let target = match mode {
+        WorkloadScaleDown::Never => return,
+        _ if healthy => 0,
+        WorkloadScaleDown::Onsuccess => return,
+        WorkloadScaleDown::Progressively if status.current_revision == Some(1) => {
+            (ctx.replicas - status.available_replicas.unwrap_or(0)).max(0)
+        }
+        WorkloadScaleDown::Progressively => return,
+    };
+    if target != current {
+        draft.desired.workload_replicas = Some(target);
+    }
 }

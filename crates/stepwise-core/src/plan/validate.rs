@@ -54,6 +54,7 @@ pub(crate) fn validate(rollout: &Rollout, observed: &Observed) -> Result<(PodTem
         return Err("spec.progressDeadlineSeconds must be greater than spec.minReadySeconds".into());
     }
     validate_steps(rollout)?;
+    super::metadata::validate(spec, &selector)?;
     validate_services(spec, observed)?;
     validate_fenceposts(spec)?;
     validate_routers(spec, observed)?;

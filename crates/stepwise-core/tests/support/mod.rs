@@ -155,11 +155,13 @@ impl World {
                     }
                 }
             }
+            Action::SetRoleMetadata { name, metadata, .. } => self.rs_mut(name).role_metadata = metadata.clone(),
             Action::Event { reason, message, .. } => self.events.push(format!("{reason}: {message}")),
             Action::SetHeaderRoute(_)
             | Action::SetMirrorRoute(_)
             | Action::RemoveManagedRoutes
             | Action::RestartPods { .. } => {}
+            Action::ScaleWorkload { replicas, .. } => self.observed.workload_replicas = Some(*replicas),
         }
     }
 

@@ -5,7 +5,7 @@ use stepwise_api::{CanaryStatus, RolloutStatus, TrafficWeights, WeightDestinatio
 
 use super::Decision;
 use super::pods::{Canary, Others};
-use crate::plan::desired::{Draft, Weight};
+use crate::plan::desired::{Draft, Weight, beyond_delay_limit};
 use crate::replicas::{Counts, at_least_min_pods, replicas_for_weight, weight_supported_by};
 
 pub(crate) fn desire(
@@ -200,12 +200,15 @@ fn routed_pods(c: &Canary, d: &Decision, others: &Others, routed: &Routed, draft
     } else {
         Some(c.spec.scale_down_delay_seconds.unwrap_or(stepwise_api::DEFAULT_SCALE_DOWN_DELAY_SECONDS))
     };
-    for hash in &others.older {
-        // A superseded canary that still takes traffic keeps its pods.
-        if *hash == side.hash && weight > 0 {
-            continue;
+    // A superseded canary that still takes traffic keeps its pods.
+    let leaving = others.older.iter().filter(|h| !(**h == side.hash && weight > 0));
+    let beyond = beyond_delay_limit(ctx, leaving.clone(), c.spec.scale_down_delay_revision_limit);
+    for hash in leaving {
+        if beyond.contains(hash) {
+            draft.desired.scale(ctx, hash, 0);
+        } else {
+            draft.scale_down_after(ctx, hash, delay);
         }
-        draft.scale_down_after(ctx, hash, delay);
     }
 }
 
