@@ -58,6 +58,9 @@ impl From<&str> for Duration {
 /// language as [`parse_go_duration`].
 pub const DURATION_PATTERN: &str = r"^([0-9]+|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$";
 
+/// The value a refused duration had, as the refusal shows it: `"10x"`, or `-5`.
+const SHOWN: &str = r#"(type(self) == int ? string(self) : '"' + self + '"')"#;
+
 /// The schema of a duration in an analysis metric: a duration, or a whole `{{args.name}}` that
 /// the AnalysisRun controller replaces before it reads the duration (Argo's own examples template
 /// `interval` and `initialDelay`).
@@ -72,7 +75,8 @@ pub fn templatable_duration_schema(_: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-int-or-string": true,
         "maxLength": 64,
         "x-kubernetes-validations": [
-            {"rule": rule, "message": "must be a duration such as 30s, 5m or 1h30m, a number of seconds, or {{args.name}}"}
+            {"rule": rule, "message": "must be a duration such as 30s, 5m or 1h30m, a number of seconds, or {{args.name}}",
+             "messageExpression": format!("'must be a duration such as 30s, 5m or 1h30m, a number of seconds, or {{{{args.name}}}}, not ' + {SHOWN}")}
         ],
     })
 }
@@ -91,7 +95,8 @@ impl JsonSchema for Duration {
             "x-kubernetes-int-or-string": true,
             "maxLength": 32,
             "x-kubernetes-validations": [
-                {"rule": rule, "message": "must be a duration such as 30s, 5m or 1h30m, or a number of seconds"}
+                {"rule": rule, "message": "must be a duration such as 30s, 5m or 1h30m, or a number of seconds",
+                 "messageExpression": format!("'must be a duration such as 30s, 5m or 1h30m, or a number of seconds, not ' + {SHOWN}")}
             ],
         })
     }

@@ -32,6 +32,15 @@ pub fn kubeconfig_path() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/cluster/kubeconfig"))
 }
 
+/// kubectl as the project's scripts install it.
+pub fn kubectl_path() -> PathBuf {
+    let env = std::fs::read_to_string(repo_root().join("target/cluster/env")).unwrap_or_default();
+    env.lines()
+        .find_map(|l| l.strip_prefix("KUBECTL="))
+        .map(|p| PathBuf::from(p.trim_matches('\'')))
+        .unwrap_or_else(|| repo_root().join("target/cluster/bin/kubectl"))
+}
+
 /// A client of the local control plane; fails with a hint when it is not running.
 pub async fn client() -> anyhow::Result<Client> {
     let path = kubeconfig_path();

@@ -46,7 +46,7 @@ async fn bad_rollouts_are_rejected_at_apply_time_with_a_message_naming_the_field
         ),
         ("    canary: {maxSurge: 0, maxUnavailable: '0%'}\n", "maxSurge and maxUnavailable cannot both be zero"),
         ("    canary: {canaryService: s, stableService: s}\n", "canaryService must differ from stableService"),
-        ("    canary:\n      steps:\n      - pause: {duration: 10x}\n", "duration"),
+        ("    canary:\n      steps:\n      - pause: {duration: 10x}\n", "a number of seconds, not \"10x\""),
         ("    canary:\n      steps:\n      - setCanaryScale: {replicas: 2}\n", "need trafficRouting"),
         ("    blueGreen: {activeService: a, previewService: a}\n", "previewService must differ from activeService"),
         ("    canary: {maxSurge: 'lots'}\n", "maxSurge"),

@@ -24,13 +24,8 @@ impl Run {
     }
 }
 
-/// kubectl as the project's scripts install it.
 fn kubectl() -> PathBuf {
-    let env = std::fs::read_to_string(repo_root().join("target/cluster/env")).unwrap_or_default();
-    env.lines()
-        .find_map(|l| l.strip_prefix("KUBECTL="))
-        .map(|p| PathBuf::from(p.trim_matches('\'')))
-        .unwrap_or_else(|| repo_root().join("target/cluster/bin/kubectl"))
+    stepwise_e2e::kubectl_path()
 }
 
 /// Runs `kubectl stepwise <args> -n <namespace>` with the debug build of the plugin on PATH.
