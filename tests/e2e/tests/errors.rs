@@ -64,7 +64,8 @@ async fn a_traffic_router_this_build_lacks_makes_the_spec_invalid() -> anyhow::R
         "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      steps:\n      - setWeight: 50\n",
     )
     .await?;
-    when_spec(&env, json!({"strategy": {"canary": {"trafficRouting": {"nginx": {"stableIngress": "app"}}}}})).await?;
+    when_spec(&env, json!({"strategy": {"canary": {"trafficRouting": {"plugins": {"example.com/other": {}}}}}}))
+        .await?;
     then_invalid_spec(
         &env,
         "spec.strategy.canary.trafficRouting.plugins.example.com/other: the plugins.example.com/other router is not available in this build of stepwise",
