@@ -179,16 +179,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testing::{apply, without_weights};
-
-    fn desired(canary_weight: i32) -> Desired {
-        Desired {
-            canary_service: "web-canary".into(),
-            stable_service: "web-stable".into(),
-            canary_weight,
-            max_weight: 100,
-        }
-    }
+    use crate::testing::{apply, desired, without_weights};
 
     fn router() -> GatewayApi {
         GatewayApi::new(&serde_yaml::from_str("httpRoute: web\n").unwrap(), "shop").unwrap()

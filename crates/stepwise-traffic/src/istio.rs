@@ -178,16 +178,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testing::{apply, without_weights};
-
-    fn desired(canary_weight: i32) -> Desired {
-        Desired {
-            canary_service: "web-canary".into(),
-            stable_service: "web-stable".into(),
-            canary_weight,
-            max_weight: 100,
-        }
-    }
+    use crate::testing::{apply, desired, without_weights};
 
     fn router(yaml: &str) -> Istio {
         Istio::new(&serde_yaml::from_str(yaml).unwrap(), "shop").unwrap()

@@ -237,6 +237,18 @@ pub(crate) fn split_name(name: &str, namespace: &str) -> (String, String) {
 pub(crate) mod testing {
     use serde_json::Value;
 
+    use crate::Desired;
+
+    /// The weights wanted between the Services `web-canary` and `web-stable`, out of 100.
+    pub fn desired(canary_weight: i32) -> Desired {
+        Desired {
+            canary_service: "web-canary".into(),
+            stable_service: "web-stable".into(),
+            canary_weight,
+            max_weight: 100,
+        }
+    }
+
     /// `patch` applied to `object`, as the API server would (only the operations routers emit).
     pub fn apply(object: &Value, patch: &[Value]) -> Value {
         let mut out = object.clone();

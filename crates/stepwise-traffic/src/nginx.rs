@@ -177,15 +177,7 @@ pub fn canary_weight_of(canary_ingress: &Value, prefix: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn desired(canary_weight: i32) -> Desired {
-        Desired {
-            canary_service: "web-canary".into(),
-            stable_service: "web-stable".into(),
-            canary_weight,
-            max_weight: 100,
-        }
-    }
+    use crate::testing::desired;
 
     fn router(yaml: &str) -> Nginx {
         Nginx::new(&serde_yaml::from_str(yaml).unwrap(), "web", "shop").unwrap()

@@ -113,16 +113,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testing::{apply, without_weights};
-
-    fn desired(canary_weight: i32) -> Desired {
-        Desired {
-            canary_service: "web-canary".into(),
-            stable_service: "web-stable".into(),
-            canary_weight,
-            max_weight: 100,
-        }
-    }
+    use crate::testing::{apply, desired, without_weights};
 
     fn router() -> Traefik {
         Traefik::new(&TraefikTrafficRouting { weighted_traefik_service_name: "web".into() }, "shop").unwrap()
