@@ -118,12 +118,10 @@ fn pods(n: i32) -> String {
 /// old version to stop`, `Recreating: 2 of 4 pods of the new version available`.
 pub(crate) fn progress_message(ctx: &Ctx, status: &RolloutStatus) -> String {
     let stage = stage(ctx, status);
-    if !stage.old_gone {
-        return if stage.old_pods > 0 {
-            format!("Recreating: waiting for {} of the old version to stop", pods(stage.old_pods))
-        } else {
-            "Recreating: waiting for the old version's ReplicaSets to report no pods".into()
-        };
+    // A ReplicaSet whose status has not caught up yet holds the new version back, but is not
+    // told: the message would change with nothing else changing, and planning again must not.
+    if !stage.old_gone && stage.old_pods > 0 {
+        return format!("Recreating: waiting for {} of the old version to stop", pods(stage.old_pods));
     }
     let available = ctx.rs(&stage.target).map(|rs| rs.available).unwrap_or(0);
     format!("Recreating: {available} of {} of the new version available", pods(ctx.replicas))
@@ -138,8 +136,6 @@ pub(crate) fn abort_progress(ctx: &Ctx, status: &RolloutStatus) -> String {
     let available = ctx.rs(&stage.target).map(|rs| rs.available).unwrap_or(0);
     if !stage.old_gone && stage.old_pods > 0 {
         format!("; recreating the stable version: waiting for {} of the new version to stop", pods(stage.old_pods))
-    } else if !stage.old_gone {
-        "; recreating the stable version: waiting for the new version's ReplicaSet to report no pods".into()
     } else if available < r {
         format!("; recreating the stable version: {available} of {} available", pods(r))
     } else {
