@@ -295,7 +295,7 @@ impl Drop for Prometheus {
 
 /// GET over plain HTTP/1.0, so the answer is neither chunked nor kept alive; the body of a 2xx
 /// or 4xx (Prometheus explains bad queries with a 400).
-async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+pub async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
     let exchange = async {
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).await?;

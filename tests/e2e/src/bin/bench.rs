@@ -233,26 +233,10 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The body of `GET path` on 127.0.0.1:port over HTTP/1.0 (neither chunked nor kept alive).
-async fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).await?;
-        let mut answer = Vec::new();
-        conn.read_to_end(&mut answer).await?;
-        anyhow::Ok(String::from_utf8_lossy(&answer).to_string())
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(10), exchange).await??;
-    let (head, body) = answer.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("an answer without a head"))?;
-    anyhow::ensure!(head.lines().next().is_some_and(|l| l.contains(" 200 ")), "GET {path}: {head}");
-    Ok(body.to_string())
-}
-
 /// What Prometheus counted of the queries it answered, from its own `/metrics`: the requests to
 /// `/api/v1/query`, and the queries its engine evaluated.
 async fn prometheus_queries(port: u16) -> anyhow::Result<(f64, f64)> {
-    let body = http_get(port, "/metrics").await?;
+    let body = stepwise_e2e::prometheus::http_get(port, "/metrics").await?;
     let sum = |name: &str, label: &str| -> f64 {
         body.lines()
             .filter(|l| l.starts_with(name) && l.contains(label))
