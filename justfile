@@ -5,8 +5,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Everything CI runs: format, lints, unit and property tests, the control-plane smoke test and the e2e tests.
-test: fmt-check clippy check-crds test-unit smoke e2e helm-test
+# Everything CI runs: format, lints, unit and property tests, the control-plane smoke test, the e2e tests, the Helm chart and the lab (real traffic).
+test: fmt-check clippy check-crds test-unit smoke e2e helm-test lab-test
 
 # Format the code.
 fmt:
@@ -31,7 +31,8 @@ check-crds:
 # Unit and property tests (no cluster).
 test-unit:
     tests/cluster/argo-crds.sh >/dev/null
-    cargo test --workspace --exclude stepwise-e2e
+    cargo test --workspace --exclude stepwise-e2e --exclude stepwise-lab
+    cargo test -p stepwise-lab --lib --bins --test responder --test load
 
 # Start the local control plane (builds it the first time; reuses a running one).
 cluster-up:
@@ -61,9 +62,31 @@ helm-test: cluster-up
     cargo build --bins
     tests/helm/test.sh
 
-# Run the demo: control plane, CRDs, controller, a canary rolling out step by step.
+# Run the demo: in the lab, a good version rolled out with the live traffic split at each step, then a bad one aborted by its analysis (on the plain cluster where the lab cannot run).
 demo:
     scripts/demo.sh
+
+# Start the lab (the control plane in a network namespace with only lo, with kube-proxy, pod responders, Traefik, Prometheus and a metrics adapter) and enter it with a shell; `exit` leaves it running.
+lab:
+    tests/lab/up.sh
+    tests/lab/exec.sh
+
+# Start the lab without entering it.
+lab-up:
+    tests/lab/up.sh
+
+# Stop the lab and everything in its namespace.
+lab-down:
+    tests/lab/down.sh
+
+# The lab's tests: real requests through Traefik and the Gateway API, analyses on real error rates, zero downtime, an HPA, the Kubernetes metrics provider.
+lab-test: lab-up
+    cargo test -p stepwise-lab --tests --no-run --quiet
+    tests/lab/exec.sh cargo test --offline -p stepwise-lab --test traffic --test analysis --test zero_downtime --test hpa --test kubernetes_provider -- --test-threads=2
+
+# Check what this machine has for building and running stepwise, the local cluster and the lab; one line each.
+doctor:
+    scripts/doctor.sh
 
 # Benchmark: N Rollouts updated at once (N=100 and N=500 by default), and an analysed fleet (--analysed N; N=100 by default).
 bench *counts:

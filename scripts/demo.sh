@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
-# The stepwise demo: a local control plane, the CRDs, the controller, and a canary that rolls out a
-# new version step by step. `scripts/demo.sh stop` stops the demo's controller (the control plane
-# keeps running; `scripts/just cluster-down` stops it).
+# The stepwise demo. Where the lab can run (root, or unprivileged user namespaces), in the lab: real
+# requests through Traefik while a good version rolls out and a bad one is aborted by its analysis
+# (tests/lab/demo.sh). Elsewhere, on the plain local control plane: a canary that rolls out a new
+# version step by step, pods only. `scripts/demo.sh stop` stops the demo's controller (the lab or
+# control plane keeps running; `scripts/just lab-down` / `scripts/just cluster-down` stop them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+
+# shellcheck source=../tests/lab/lib.sh
+. tests/lab/lib.sh
+unset STEPWISE_CLUSTER_DIR # lib.sh points it at the lab's cluster; the plain demo uses the plain one
+if [ "${STEPWISE_DEMO_PLAIN:-}" != 1 ] && why=$(lab_can_isolate); then
+  if [ "${1:-}" = stop ]; then
+    if netns_holder_alive; then tests/lab/exec.sh tests/lab/demo.sh stop; fi
+    exit 0
+  fi
+  printf '\n\033[1m== Starting the lab (a first run builds the control plane, kube-proxy and Traefik: 20 to 30 minutes on 2 cores; each build says how far it is)\033[0m\n'
+  tests/lab/up.sh
+  exec tests/lab/exec.sh tests/lab/demo.sh
+fi
+if [ "${STEPWISE_DEMO_PLAIN:-}" != 1 ]; then
+  echo "the lab cannot run here ($why): the demo runs on the plain local cluster, pods only, no traffic"
+fi
 state=target/demo
 ns=stepwise-demo
 mkdir -p "$state"
@@ -20,8 +38,13 @@ if [ "${1:-}" = stop ]; then stop_controller; echo "demo controller stopped"; ex
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "1/5 Starting the local Kubernetes control plane (the first run builds it: about 20 minutes)"
-tests/cluster/up.sh >"$state/cluster-up.log" 2>&1 || { tail -30 "$state/cluster-up.log"; exit 1; }
+say "1/5 Starting the local Kubernetes control plane (a first run builds it: 10 to 15 minutes on 2 cores, with progress)"
+# The build's progress lines go to the screen too: a first run is long and says how far it is.
+set +e
+tests/cluster/up.sh 2>&1 | tee "$state/cluster-up.log" | grep --line-buffered '^\[build\]\|ERROR'
+rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" = 0 ] || { tail -30 "$state/cluster-up.log"; exit 1; }
 # shellcheck disable=SC1091
 . target/cluster/env
 export KUBECONFIG

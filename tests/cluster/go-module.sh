@@ -24,3 +24,41 @@ go_module_dir() {
   rm -f "$json"
   log "  $mod: done in $((SECONDS - started)) s"
 }
+
+# go_build_progress WHAT DIR GO-BUILD-ARGS...: runs `go build -v GO-BUILD-ARGS...` in DIR and tells,
+# every 15 s on stderr, how many of the build's packages are compiled so far and the elapsed time
+# (a cold build of a large Go program takes minutes on 2 cores). `go build -v` names each package
+# as it compiles it; the total is `go list -deps` of the same targets. The caller defines `log`.
+go_build_progress() {
+  local what=$1 dir=$2 total out pid started=$SECONDS targets=()
+  shift 2
+  local a skip=0 tags=()
+  for a in "$@"; do
+    if [ "$skip" = 1 ]; then skip=0; continue; fi
+    case $a in
+      -o) skip=1 ;;
+      -tags=*) tags=("$a") ;;
+      -*) ;;
+      *) targets+=("$a") ;;
+    esac
+  done
+  total=$(cd "$dir" && go list ${tags[@]+"${tags[@]}"} -deps "${targets[@]}" 2>/dev/null | wc -l) || total='?'
+  out=$(mktemp)
+  log "building $what ($total packages in its build graph; cached ones are not compiled again)"
+  (cd "$dir" && go build -v "$@") >"$out" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 15
+    if kill -0 "$pid" 2>/dev/null; then
+      log "  $what: $(grep -cv '^\(#\|go: \)' "$out") of $total packages compiled, $((SECONDS - started)) s"
+    fi
+  done
+  if ! wait "$pid"; then
+    log "building $what failed:"
+    grep -v '^go: downloading' "$out" | tail -n 40 >&2
+    rm -f "$out"
+    return 1
+  fi
+  rm -f "$out"
+  log "  $what: built in $((SECONDS - started)) s"
+}

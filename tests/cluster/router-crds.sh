@@ -4,7 +4,8 @@
 # local control plane. They
 # are taken from those projects' own Go modules at pinned versions, so the e2e tests run against
 # the schemas users have, and cached by version under ~/.cache/stepwise/: with a warm cache this
-# takes a few seconds (the apply).
+# takes a few seconds (the apply). With --fetch-only it only fills the cache (the lab fetches outside
+# its closed namespace, then applies inside it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -48,6 +49,10 @@ if [ ! -s "$OUT/traefik.yaml" ]; then
   mv "$OUT/traefik.yaml.tmp" "$OUT/traefik.yaml"
 fi
 
+if [ "${1:-}" = --fetch-only ]; then
+  log "CRDs cached in $OUT"
+  exit 0
+fi
 [ -s "$STATE/env" ] || { log "no $STATE/env: start the local control plane first (tests/cluster/up.sh)"; exit 1; }
 # shellcheck disable=SC1091
 . "$STATE/env"

@@ -151,7 +151,7 @@ pub struct MetricProvider {
     /// A Kubernetes Job: success if it succeeds, failure if it fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobMetric>,
-    /// A value from the Kubernetes custom or external metrics API.
+    /// A value from the API server's custom or external metrics API, as an autoscaler sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesMetric>,
     /// An out-of-process metric plugin, by name, with its configuration (kept as written).
@@ -226,21 +226,32 @@ pub struct JobMetric {
     pub spec: serde_json::Value,
 }
 
-/// A value from the Kubernetes custom or external metrics API.
+/// A value from the API server's custom or external metrics API (custom.metrics.k8s.io,
+/// external.metrics.k8s.io), as a HorizontalPodAutoscaler reads it, in the run's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.api != 'custom' || has(self.objectKind)", "message": "kubernetes.objectKind is required with api: custom (the kind of the object whose metric is read, e.g. Service)"},
+    {"rule": "self.api != 'custom' || has(self.objectName)", "message": "kubernetes.objectName is required with api: custom (the object whose metric is read, or * with a selector for every matching object)"}
+]))]
 pub struct KubernetesMetric {
-    /// custom (custom.metrics.k8s.io, about an object) or external (external.metrics.k8s.io).
+    /// custom: a metric of one Kubernetes object (custom.metrics.k8s.io/v1beta2); external: a
+    /// metric of nothing in the cluster (external.metrics.k8s.io/v1beta1).
     pub api: KubernetesMetricApi,
-    /// Name of the metric.
+    /// Name of the metric, as the metrics adapter serves it.
     pub metric_name: String,
-    /// For the custom API: the kind of the described object, e.g. Service.
+    /// api custom: the kind of the described object: Pod, Service, Deployment, ReplicaSet,
+    /// StatefulSet, DaemonSet, Job, Ingress, Rollout or Namespace, or any other as its resource
+    /// (plural, lowercase, with its API group, e.g. widgets.example.com).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_kind: Option<String>,
-    /// For the custom API: the name of the described object.
+    /// api custom: the name of the described object (for a Namespace, the namespace's name), or *
+    /// for every object of the kind that the selector matches; the value is then their list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_name: Option<String>,
-    /// Label selector narrowing the metric series.
+    /// A label selector (app=api,version!=v1): with api external, or custom and a named object,
+    /// it selects the metric's series (labelSelector, metricLabelSelector); with objectName *, the
+    /// objects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
 }
@@ -249,10 +260,10 @@ pub struct KubernetesMetric {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KubernetesMetricApi {
-    /// custom.metrics.k8s.io.
+    /// custom.metrics.k8s.io: metrics describing Kubernetes objects.
     #[default]
     Custom,
-    /// external.metrics.k8s.io.
+    /// external.metrics.k8s.io: metrics from outside the cluster, chosen by labels.
     External,
 }
 

@@ -65,7 +65,7 @@ struct Args {
     log_format: LogFormat,
 }
 
-async fn client(args: &Args) -> anyhow::Result<Client> {
+async fn config(args: &Args) -> anyhow::Result<Config> {
     let mut config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig =
@@ -75,7 +75,7 @@ async fn client(args: &Args) -> anyhow::Result<Client> {
         None => Config::infer().await?,
     };
     config.read_timeout = Some(std::time::Duration::from_secs(330));
-    Ok(Client::try_from(config)?)
+    Ok(config)
 }
 
 async fn shutdown_signal() {
@@ -101,7 +101,9 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|_| "stepwise".into());
         format!("{host}-{}", std::process::id())
     });
-    let client = client(&args).await?;
+    let config = config(&args).await?;
+    let kubernetes_metrics = stepwise_metrics::kubernetes::KubernetesProvider::from_config(config.clone())?;
+    let client = Client::try_from(config)?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let http = tokio::spawn(stepwise_controller::http::serve(args.metrics_addr, metrics.clone(), ready.clone()));
@@ -175,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .map(|flag| stepwise_metrics::plugin::PluginProvider::parse_flag(flag))
             .collect::<Result<_, _>>()?,
+        kubernetes_metrics,
     };
     // In-flight reconciles get a grace period after SIGTERM; then the process ends regardless.
     let grace = {

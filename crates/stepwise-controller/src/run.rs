@@ -21,6 +21,7 @@ use stepwise_api::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, POD_T
 
 use k8s_openapi::api::batch::v1::Job;
 use stepwise_metrics::job::{ANALYSIS_RUN_LABEL, JobProvider};
+use stepwise_metrics::kubernetes::KubernetesProvider;
 use stepwise_metrics::plugin::PluginProvider;
 use stepwise_metrics::prometheus::PrometheusProvider;
 use stepwise_metrics::web::WebProvider;
@@ -49,6 +50,9 @@ pub struct Settings {
     pub prometheus_address: Option<String>,
     /// Metric plugins by name: the executable that answers for each.
     pub metric_plugins: BTreeMap<String, PathBuf>,
+    /// The kubernetes metric provider, with a client of its own that does not retry a 503
+    /// (`KubernetesProvider::from_config`).
+    pub kubernetes_metrics: KubernetesProvider,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -301,6 +305,7 @@ fn run_controller(
         prometheus: PrometheusProvider::new(settings.prometheus_address.clone()),
         web: WebProvider::new(),
         job: JobProvider::new(client.clone()),
+        kubernetes: settings.kubernetes_metrics.clone(),
         plugin: PluginProvider::new(
             settings.metric_plugins.clone(),
             Duration::from_secs(stepwise_metrics::plugin::DEFAULT_TIMEOUT_SECONDS),

@@ -1,5 +1,5 @@
 //! Metric providers: the [`MetricProvider`] seam between the AnalysisRun controller and
-//! Prometheus, web, Job and plugin measurements. Each provider lives in its own module; [`fake`] beside the
+//! Prometheus, web, Job, Kubernetes metrics API and plugin measurements. Each provider lives in its own module; [`fake`] beside the
 //! trait returns scripted readings for tests.
 //!
 //! A provider only fetches: it turns a metric (its arguments already substituted) into a
@@ -14,6 +14,7 @@ use stepwise_api::{AnalysisPhase, Measurement, Metric};
 
 pub mod fake;
 pub mod job;
+pub mod kubernetes;
 pub mod plugin;
 pub mod prometheus;
 pub mod web;
@@ -157,6 +158,27 @@ pub enum Error {
         /// Name of the metric.
         metric: String,
     },
+    /// The API server refused a request of the kubernetes provider: a metric, or the metrics API
+    /// itself, that is not served (404), an adapter it cannot reach (503), no permission (403).
+    #[error("GET {path}: HTTP {code}: {message}{}", metrics_api_hint(.code, .path))]
+    MetricsApi {
+        /// The path asked for, with its query string.
+        path: String,
+        /// The HTTP status of the answer.
+        code: u16,
+        /// The API server's (or the adapter's) message.
+        message: String,
+    },
+    /// A Kubernetes metrics API answered, without a single value.
+    #[error("no value was returned for metric {metric} {} (GET {path})", selector_text(.selector))]
+    NoValue {
+        /// Name of the metric in the metrics API.
+        metric: String,
+        /// The selector asked with, if any.
+        selector: Option<String>,
+        /// The path asked for.
+        path: String,
+    },
     /// A Kubernetes call of the Job provider failed.
     #[error("{action}: {message}")]
     Kubernetes {
@@ -165,4 +187,32 @@ pub enum Error {
         /// The API's error.
         message: String,
     },
+}
+
+/// What a person can look at when a metrics API refuses: the APIService behind the path, or the
+/// controller's permissions.
+fn metrics_api_hint(code: &u16, path: &str) -> String {
+    let group_version = path.strip_prefix("/apis/").and_then(|rest| {
+        let mut parts = rest.splitn(3, '/');
+        Some((parts.next()?, parts.next()?))
+    });
+    let Some((group, version)) = group_version else { return String::new() };
+    let api_service = format!("{version}.{group}");
+    match code {
+        404 => format!(
+            " (the metric, or the API itself, is not served: `kubectl get apiservice {api_service}` and \
+             `kubectl get --raw /apis/{group}/{version}` show what is)"
+        ),
+        503 => format!(" (the API server cannot reach the adapter: `kubectl get apiservice {api_service}` says why)"),
+        401 | 403 => format!(" (the controller's ServiceAccount needs get on {group})"),
+        _ => String::new(),
+    }
+}
+
+/// The selector of a metric in messages.
+fn selector_text(selector: &Option<String>) -> String {
+    match selector {
+        Some(s) => format!("with selector {s}"),
+        None => "without a selector".into(),
+    }
 }

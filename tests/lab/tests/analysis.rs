@@ -1,0 +1,158 @@
+//! A canary judged by a Prometheus success-rate analysis computed from real requests: the
+//! responders count every request they answer, Prometheus scrapes them, stepwise asks Prometheus.
+//! A version that fails 30 % of its requests is aborted and the traffic returns to the stable
+//! version; one that fails none is promoted. Runs inside the lab only (`scripts/just lab-test`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Lab, describe, kubectl_apply};
+use serde_json::json;
+use stepwise_api::RolloutPhase;
+use stepwise_e2e::Env;
+use stepwise_lab::load::{self, LoadConfig, LoadReport};
+use tokio::sync::watch;
+
+fn manifests(ns: &str, host: &str, prometheus: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: demo-stable}}
+spec: {{selector: {{app: demo}}, ports: [{{port: 80, targetPort: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: demo-canary}}
+spec: {{selector: {{app: demo}}, ports: [{{port: 80, targetPort: 8080}}]}}
+---
+apiVersion: traefik.io/v1alpha1
+kind: TraefikService
+metadata: {{name: demo}}
+spec:
+  weighted:
+    services:
+    - {{name: demo-stable, port: 80, weight: 100}}
+    - {{name: demo-canary, port: 80, weight: 0}}
+---
+apiVersion: traefik.io/v1alpha1
+kind: IngressRoute
+metadata: {{name: demo}}
+spec:
+  entryPoints: [web]
+  routes:
+  - match: Host(`{host}`)
+    kind: Rule
+    services: [{{name: demo, kind: TraefikService}}]
+---
+apiVersion: stepwise.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: success-rate}}
+spec:
+  args:
+  - name: hash
+  metrics:
+  - name: success-rate
+    initialDelay: 10s
+    interval: 5s
+    count: 4
+    failureLimit: 1
+    successCondition: result[0] >= 0.95
+    provider:
+      prometheus:
+        address: {prometheus}
+        query: |
+          sum(rate(lab_http_requests_total{{namespace="{ns}",pod_template_hash="{{{{args.hash}}}}",code!~"5.."}}[15s]))
+          / sum(rate(lab_http_requests_total{{namespace="{ns}",pod_template_hash="{{{{args.hash}}}}"}}[15s]))
+---
+apiVersion: stepwise.dev/v1alpha1
+kind: Rollout
+metadata: {{name: app}}
+spec:
+  replicas: 4
+  selector: {{matchLabels: {{app: demo}}}}
+  template:
+    metadata: {{labels: {{app: demo}}}}
+    spec:
+      containers:
+      - name: app
+        image: lab.invalid/demo:1
+        ports: [{{containerPort: 8080}}]
+  strategy:
+    canary:
+      canaryService: demo-canary
+      stableService: demo-stable
+      trafficRouting:
+        traefik: {{weightedTraefikServiceName: demo}}
+      steps:
+      - setWeight: 50
+      - analysis:
+          templates: [{{templateName: success-rate}}]
+          args:
+          - name: hash
+            valueFrom: {{podTemplateHashValue: Latest}}
+"#
+    )
+}
+
+/// Steady load through Traefik until stopped: 100 requests a second.
+fn steady_load(lab: &Lab, host: &str) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<LoadReport>>) {
+    let (stop, stopped) = watch::channel(false);
+    let config = LoadConfig {
+        url: format!("{}/", lab.traefik),
+        host: Some(host.to_string()),
+        requests: None,
+        duration: Some(Duration::from_secs(300)),
+        rate: 100.0,
+        concurrency: 4,
+        timeout: Duration::from_secs(5),
+    };
+    (stop, tokio::spawn(load::run(config, Some(stopped))))
+}
+
+async fn release(env: &Env, lab: &Lab, host: &str, version: &str, error_rate: &str) -> anyhow::Result<LoadReport> {
+    let (stop, load) = steady_load(lab, host);
+    env.when_template(json!({"spec": {"containers": [{
+        "name": "app",
+        "image": format!("lab.invalid/demo:{version}"),
+        "ports": [{"containerPort": 8080}],
+        "env": [{"name": "ERROR_RATE", "value": error_rate}],
+    }]}}))
+    .await?;
+    let outcome = if error_rate == "0" { RolloutPhase::Healthy } else { RolloutPhase::Degraded };
+    let judged = env.then_phase(outcome, Duration::from_secs(120)).await;
+    stop.send(true)?;
+    let report = load.await??;
+    judged?;
+    eprintln!("during the release of {version} (ERROR_RATE={error_rate}):\n{report}");
+    Ok(report)
+}
+
+#[tokio::test]
+async fn a_version_failing_30_percent_of_real_requests_is_aborted_and_a_good_one_is_promoted() -> anyhow::Result<()> {
+    let lab = Lab::get()?;
+    let env = Env::new("judged").await?;
+    let ns = env.ns.clone();
+    let host = format!("{ns}.analysis.lab");
+    kubectl_apply(&ns, &manifests(&ns, &host, &lab.prometheus))?;
+    env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
+    lab.until_served(&ns, "1", 4).await?;
+
+    // The bad version: its analysis fails on the requests it really failed, and it is aborted.
+    let bad = release(&env, &lab, &host, "2", "0.3").await?;
+    let ro = env.get().await?;
+    let message = ro.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("success-rate"), "the abort names the failed metric: {message}");
+    assert!(bad.failed() > 0, "some of the bad version's requests really failed: {}", describe(&bad, "2"));
+    let after = lab.send(&host, 2_000).await?;
+    assert_eq!(after.failed(), 0, "after the abort nothing fails: {}", describe(&after, "2"));
+    assert_eq!(after.share("2"), 0.0, "after the abort the bad version gets nothing: {}", describe(&after, "2"));
+
+    // The good version: same analysis, promoted.
+    let good = release(&env, &lab, &host, "3", "0").await?;
+    assert_eq!(good.failed(), 0, "the good version's release fails no request: {}", describe(&good, "3"));
+    lab.until_served(&ns, "3", 4).await?;
+    let after = lab.send(&host, 2_000).await?;
+    assert_eq!(after.share("3"), 1.0, "after the promotion the good version answers all: {}", describe(&after, "3"));
+    env.cleanup().await
+}

@@ -1,0 +1,137 @@
+//! What the lab's tests share: the lab's addresses, applying manifests with kubectl, waiting until
+//! the responders serve a namespace's pods and until Traefik routes by the weights stepwise wrote,
+//! and measuring the split of real requests.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+use stepwise_e2e::eventually;
+use stepwise_lab::load::{self, LoadConfig, LoadReport};
+
+/// The lab's addresses, from the environment tests/lab/exec.sh sets.
+pub struct Lab {
+    /// Traefik's `web` entry point.
+    pub traefik: String,
+    /// Traefik's API, ping and metrics.
+    pub traefik_admin: String,
+    /// The lab's Prometheus.
+    pub prometheus: String,
+    /// The responders' status server.
+    pub responders: String,
+}
+
+impl Lab {
+    /// The running lab, or an error that says how to get one.
+    pub fn get() -> anyhow::Result<Self> {
+        let var = |name: &str| {
+            std::env::var(name).with_context(|| {
+                format!("{name} is not set: these tests run inside the lab; run them with `scripts/just lab-test`")
+            })
+        };
+        // /proc/self/net/dev lists the interfaces of this process's network namespace (/sys/class/net
+        // shows the namespace sysfs was mounted in, which is the machine's).
+        let links: Vec<String> = std::fs::read_to_string("/proc/self/net/dev")?
+            .lines()
+            .skip(2)
+            .filter_map(|line| line.split(':').next().map(|name| name.trim().to_string()))
+            .collect();
+        if links != ["lo"] {
+            bail!(
+                "this network namespace has the interfaces {links:?}: the lab's tests run only where lo is the only one"
+            );
+        }
+        Ok(Lab {
+            traefik: var("LAB_TRAEFIK_URL")?,
+            traefik_admin: var("LAB_TRAEFIK_ADMIN_URL")?,
+            prometheus: var("LAB_PROMETHEUS_URL")?,
+            responders: var("LAB_RESPONDER_URL")?,
+        })
+    }
+
+    /// Sends `requests` requests for `host` through Traefik and reports who answered.
+    pub async fn send(&self, host: &str, requests: u64) -> anyhow::Result<LoadReport> {
+        let config = LoadConfig {
+            url: format!("{}/", self.traefik),
+            host: Some(host.to_string()),
+            requests: Some(requests),
+            duration: Some(Duration::from_secs(120)),
+            rate: 0.0,
+            concurrency: 8,
+            timeout: Duration::from_secs(5),
+        };
+        load::run(config, None).await
+    }
+
+    /// Waits until the responders serve exactly the running pods of `ns` whose version is
+    /// `version`, `count` of them.
+    pub async fn until_served(&self, ns: &str, version: &str, count: usize) -> anyhow::Result<()> {
+        let url = format!("{}/pods", self.responders);
+        eventually(&format!("{count} pods of version {version} in {ns} served"), Duration::from_secs(60), || async {
+            let pods: Vec<Value> = reqwest::get(&url).await?.json().await?;
+            let served = pods.iter().filter(|p| p["namespace"] == ns && p["version"] == version).count();
+            Ok(served == count)
+        })
+        .await
+    }
+
+    /// Waits until Traefik's own view of the service `name` (as its API lists it, e.g.
+    /// `<ns>-demo@kubernetescrd`) gives `weights` (backend service name suffix → weight).
+    pub async fn until_traefik_weights(&self, name: &str, weights: &[(&str, u64)]) -> anyhow::Result<()> {
+        let url = format!("{}/api/http/services/{name}", self.traefik_admin);
+        let want: Vec<(String, u64)> = weights.iter().map(|(s, w)| (s.to_string(), *w)).collect();
+        eventually(&format!("Traefik to route {name} by {want:?}"), Duration::from_secs(30), || async {
+            let answer = reqwest::get(&url).await?;
+            if !answer.status().is_success() {
+                return Ok(false);
+            }
+            let service: Value = answer.json().await?;
+            let got: Vec<(String, u64)> = service["weighted"]["services"]
+                .as_array()
+                .map(|services| {
+                    services
+                        .iter()
+                        .map(|s| {
+                            (s["name"].as_str().unwrap_or_default().to_string(), s["weight"].as_u64().unwrap_or(0))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(want
+                .iter()
+                .all(|(suffix, weight)| got.iter().any(|(name, w)| name.contains(suffix.as_str()) && w == weight)))
+        })
+        .await
+    }
+}
+
+/// `kubectl apply --server-side` of `yaml` into `ns`.
+pub fn kubectl_apply(ns: &str, yaml: &str) -> anyhow::Result<()> {
+    let mut child = Command::new(stepwise_e2e::kubectl_path())
+        .args(["apply", "--server-side", "--field-manager=lab-test", "-n", ns, "-f", "-"])
+        .env("KUBECONFIG", stepwise_e2e::kubeconfig_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run kubectl")?;
+    child.stdin.take().context("kubectl stdin")?.write_all(yaml.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// The share of answers from `version`, in percent, with the counts, for messages.
+pub fn describe(report: &LoadReport, version: &str) -> String {
+    format!(
+        "{:.1}% from {version} ({} requests, {} failed)",
+        100.0 * report.share(version),
+        report.total(),
+        report.failed()
+    )
+}
