@@ -137,6 +137,7 @@ async fn a_version_failing_30_percent_of_real_requests_is_aborted_and_a_good_one
     kubectl_apply(&ns, &manifests(&ns, &host, &lab.prometheus))?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 4).await?;
+    lab.until_share(&host, "1", 100.0).await?;
 
     // The bad version: its analysis fails on the requests it really failed, and it is aborted.
     let bad = release(&env, &lab, &host, "2", "0.3").await?;
@@ -144,6 +145,7 @@ async fn a_version_failing_30_percent_of_real_requests_is_aborted_and_a_good_one
     let message = ro.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.contains("success-rate"), "the abort names the failed metric: {message}");
     assert!(bad.failed() > 0, "some of the bad version's requests really failed: {}", describe(&bad, "2"));
+    lab.until_traefik_weights(&format!("{ns}-demo@kubernetescrd"), &[("demo-stable", 100), ("demo-canary", 0)]).await?;
     let after = lab.send(&host, 2_000).await?;
     assert_eq!(after.failed(), 0, "after the abort nothing fails: {}", describe(&after, "2"));
     assert_eq!(after.share("2"), 0.0, "after the abort the bad version gets nothing: {}", describe(&after, "2"));

@@ -88,6 +88,7 @@ async fn an_hpa_scales_a_paused_canary_on_real_load_and_the_ratio_holds_without_
     env.when_image("lab.invalid/demo:2").await?;
     env.then_paused_at_step(1, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "2", 1).await?;
+    lab.until_share(&host, "2", 50.0).await?;
 
     // 60 requests a second over 3 pods is 20 per pod against a target of 10: the HPA scales up.
     let (stop, stopped) = watch::channel(false);

@@ -102,31 +102,21 @@ async fn a_gateway_api_route_served_by_traefik_follows_the_steps_then_the_promot
     lab.until_served(&ns, "1", 5).await?;
     // Traefik names the route's weighted service after the route and rule; poll the traffic
     // itself rather than Traefik's API.
-    until_share(&lab, &host, "1", 100.0).await?;
+    lab.until_share(&host, "1", 100.0).await?;
 
     env.when_image("lab.invalid/demo:2").await?;
     for (step, weight) in [(1, 30.0), (3, 60.0)] {
         env.then_paused_at_step(step, Duration::from_secs(60)).await?;
         lab.until_served(&ns, "2", canary_pods(weight as u64)).await?;
-        until_share(&lab, &host, "2", weight).await?;
+        lab.until_share(&host, "2", weight).await?;
         assert_share(&lab.send(&host, REQUESTS).await?, "2", weight);
         env.when_promote().await?;
     }
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(90)).await?;
     lab.until_served(&ns, "2", 5).await?;
-    until_share(&lab, &host, "2", 100.0).await?;
+    lab.until_share(&host, "2", 100.0).await?;
     let after = lab.send(&host, REQUESTS).await?;
     assert_eq!(after.failed(), 0, "no request may fail after the promotion");
     assert_eq!(after.share("2"), 1.0, "every request goes to the promoted version: {}", describe(&after, "2"));
     env.cleanup().await
-}
-
-/// Waits until a small sample through the route shows `version` at about `weight` %: Traefik
-/// applies a changed route within a second or two.
-async fn until_share(lab: &Lab, host: &str, version: &str, weight: f64) -> anyhow::Result<()> {
-    stepwise_e2e::eventually(&format!("{host} to send {weight}% to {version}"), Duration::from_secs(30), || async {
-        let sample = lab.send(host, 200).await?;
-        Ok(sample.failed() == 0 && (100.0 * sample.share(version) - weight).abs() <= 5.0)
-    })
-    .await
 }

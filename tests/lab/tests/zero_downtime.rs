@@ -78,6 +78,7 @@ async fn a_routed_canary_rolled_out_under_load_loses_no_request() -> anyhow::Res
     )?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 4).await?;
+    lab.until_share(&host, "1", 100.0).await?;
 
     let report = update_under_load(&env, &lab, &host).await?;
     eprintln!("canary under load:\n{report}");
@@ -102,6 +103,7 @@ async fn a_blue_green_switch_under_load_loses_no_request() -> anyhow::Result<()>
     )?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 4).await?;
+    lab.until_share(&host, "1", 100.0).await?;
 
     let report = update_under_load(&env, &lab, &host).await?;
     eprintln!("blue-green under load:\n{report}");

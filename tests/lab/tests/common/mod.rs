@@ -108,6 +108,18 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Waits until a small sample through Traefik for `host` shows `version` answering about
+    /// `percent` % with nothing failing: Traefik applies a changed route within a second or two.
+    pub async fn until_share(&self, host: &str, version: &str, percent: f64) -> anyhow::Result<()> {
+        eventually(&format!("{host} to send {percent}% to version {version}"), Duration::from_secs(30), || async {
+            let sample = self.send(host, 200).await?;
+            Ok(sample.failed() == 0 && (100.0 * sample.share(version) - percent).abs() <= 5.0)
+        })
+        .await
+    }
+}
+
 /// `kubectl apply --server-side` of `yaml` into `ns`.
 pub fn kubectl_apply(ns: &str, yaml: &str) -> anyhow::Result<()> {
     let mut child = Command::new(stepwise_e2e::kubectl_path())
