@@ -108,7 +108,8 @@ CA=$STEPWISE_CLUSTER_DIR/pki/ca.crt
 # node address; it proxies for every Service whatever node it says it is. No --cluster-cidr: with
 # it, traffic from outside the pod CIDR (the API server's, whose source is the ClusterIP itself) is
 # masqueraded to lo's 127.0.0.1 and dropped on its way to a non-loopback address. Everything here
-# is local, nothing needs masquerading.
+# is local, nothing needs masquerading. It waits 30 s for kwok's node to get an address (kwok here
+# gives none, so that nothing ever dials a fake node) before it programs anything.
 if ! lab_alive kube-proxy; then
   lab_start kube-proxy "$BIN/kube-proxy" \
     --kubeconfig="$KUBECONFIG" \

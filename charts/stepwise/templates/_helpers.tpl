@@ -125,6 +125,12 @@ crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
   resources: [jobs]
   verbs: [list, watch, get, create, delete]
 {{- end }}
+{{- if .Values.analysis.kubernetes.enabled }}
+# The kubernetes metric provider: values from the custom and external metrics APIs.
+- apiGroups: [custom.metrics.k8s.io, external.metrics.k8s.io]
+  resources: ["*"]
+  verbs: [get]
+{{- end }}
 {{- if .Values.analysis.secrets.enabled }}
 # Analysis arguments with valueFrom.secretKeyRef.
 - apiGroups: [""]
