@@ -48,16 +48,8 @@ ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/h
 for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   ld="$ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$k8s_minor"
 done
-GOBIN="$tmp" go install -trimpath -ldflags="$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" &
-pid=$!
-while kill -0 "$pid" 2>/dev/null; do
-  sleep 15
-  if kill -0 "$pid" 2>/dev/null; then log "  still building: $((SECONDS - started)) s"; fi
-done
-if ! wait "$pid"; then
-  log "ERROR: go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION failed after $((SECONDS - started)) s"
-  exit 1
-fi
+GOBIN="$tmp" go_install_progress "helm $HELM_VERSION" "helm.sh/helm/v3@$HELM_VERSION" ./cmd/helm -trimpath -ldflags="$ld" ||
+  { log "ERROR: go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION failed after $((SECONDS - started)) s"; exit 1; }
 "$tmp/helm" version --short >/dev/null
 mkdir -p "$OUT"
 mv "$tmp/helm" "$OUT/helm"

@@ -45,8 +45,7 @@ if [ ! -x "$OUT/etcd" ]; then
 fi
 
 if [ ! -x "$OUT/kwok" ]; then
-  log "building kwok $KWOK_VERSION"
-  GOBIN="$OUT" GOFLAGS= go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  GOBIN="$OUT" go_install_progress "kwok $KWOK_VERSION" "sigs.k8s.io/kwok@$KWOK_VERSION" ./cmd/kwok
 fi
 
 if [ ! -s "$OUT/kwok-stages.yaml" ]; then

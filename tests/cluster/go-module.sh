@@ -62,3 +62,32 @@ go_build_progress() {
   rm -f "$out"
   log "  $what: built in $((SECONDS - started)) s"
 }
+
+# go_install_progress WHAT MODULE@VERSION PACKAGE GO-INSTALL-ARGS...: `go install -v GO-INSTALL-ARGS...
+# MODULE/PACKAGE@VERSION` (GOBIN as the caller sets it), telling every 15 s how many packages are
+# compiled of the build graph's total, and the elapsed time. PACKAGE is relative to the module
+# (./cmd/kwok). The caller defines `log`.
+go_install_progress() {
+  local what=$1 modver=$2 pkg=$3 dir total out pid started=$SECONDS
+  shift 3
+  dir=$(go_module_dir "$modver")
+  total=$(cd "$dir" && GOFLAGS= go list -deps "$pkg" 2>/dev/null | wc -l) || total='?'
+  out=$(mktemp)
+  log "building $what ($total packages in its build graph; cached ones are not compiled again)"
+  GOFLAGS= go install -v "$@" "${modver%@*}/${pkg#./}@${modver#*@}" >"$out" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 15
+    if kill -0 "$pid" 2>/dev/null; then
+      log "  $what: $(grep -cv '^\(#\|go: \)' "$out") of $total packages compiled, $((SECONDS - started)) s"
+    fi
+  done
+  if ! wait "$pid"; then
+    log "building $what failed:"
+    grep -v '^go: downloading' "$out" | tail -n 40 >&2
+    rm -f "$out"
+    return 1
+  fi
+  rm -f "$out"
+  log "  $what: built in $((SECONDS - started)) s"
+}
