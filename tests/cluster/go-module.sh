@@ -30,7 +30,7 @@ go_module_dir() {
 # (a cold build of a large Go program takes minutes on 2 cores). `go build -v` names each package
 # as it compiles it; the total is `go list -deps` of the same targets. The caller defines `log`.
 go_build_progress() {
-  local what=$1 dir=$2 total out pid started=$SECONDS targets=()
+  local what=$1 dir=$2 total out started=$SECONDS targets=()
   shift 2
   local a skip=0 tags=()
   for a in "$@"; do
@@ -46,7 +46,14 @@ go_build_progress() {
   out=$(mktemp)
   log "building $what ($total packages in its build graph; cached ones are not compiled again)"
   (cd "$dir" && go build -v "$@") >"$out" 2>&1 &
-  pid=$!
+  go_progress_wait "$what" "$total" "$out" $! "$started"
+}
+
+# go_progress_wait WHAT TOTAL OUT PID STARTED: every 15 s while PID runs, the packages named in OUT
+# (the output of a `go build -v` or `go install -v`) of TOTAL and the time since STARTED; then its
+# outcome. Removes OUT.
+go_progress_wait() {
+  local what=$1 total=$2 out=$3 pid=$4 started=$5
   while kill -0 "$pid" 2>/dev/null; do
     sleep 15
     if kill -0 "$pid" 2>/dev/null; then
@@ -68,26 +75,12 @@ go_build_progress() {
 # compiled of the build graph's total, and the elapsed time. PACKAGE is relative to the module
 # (./cmd/kwok). The caller defines `log`.
 go_install_progress() {
-  local what=$1 modver=$2 pkg=$3 dir total out pid started=$SECONDS
+  local what=$1 modver=$2 pkg=$3 dir total out started=$SECONDS
   shift 3
   dir=$(go_module_dir "$modver")
   total=$(cd "$dir" && GOFLAGS= go list -deps "$pkg" 2>/dev/null | wc -l) || total='?'
   out=$(mktemp)
   log "building $what ($total packages in its build graph; cached ones are not compiled again)"
   GOFLAGS= go install -v "$@" "${modver%@*}/${pkg#./}@${modver#*@}" >"$out" 2>&1 &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 15
-    if kill -0 "$pid" 2>/dev/null; then
-      log "  $what: $(grep -cv '^\(#\|go: \)' "$out") of $total packages compiled, $((SECONDS - started)) s"
-    fi
-  done
-  if ! wait "$pid"; then
-    log "building $what failed:"
-    grep -v '^go: downloading' "$out" | tail -n 40 >&2
-    rm -f "$out"
-    return 1
-  fi
-  rm -f "$out"
-  log "  $what: built in $((SECONDS - started)) s"
+  go_progress_wait "$what" "$total" "$out" $! "$started"
 }

@@ -6,3 +6,22 @@
 pub mod adapter;
 pub mod load;
 pub mod responder;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// A client from `kubeconfig`, or else from `$KUBECONFIG` or `~/.kube/config`.
+pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer().await.context("no kubeconfig: set KUBECONFIG or pass --kubeconfig")?,
+    };
+    Client::try_from(config).context("cannot build a client from the kubeconfig")
+}

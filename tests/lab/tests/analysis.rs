@@ -7,45 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, describe, kubectl_apply};
-use serde_json::json;
+use common::{Lab, describe, kubectl_apply, traefik_app};
 use stepwise_api::RolloutPhase;
 use stepwise_e2e::Env;
-use stepwise_lab::load::{self, LoadConfig, LoadReport};
-use tokio::sync::watch;
 
-fn manifests(ns: &str, host: &str, prometheus: &str) -> String {
+fn manifests(ns: &str, prometheus: &str) -> String {
     format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: demo-stable}}
-spec: {{selector: {{app: demo}}, ports: [{{port: 80, targetPort: 8080}}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: demo-canary}}
-spec: {{selector: {{app: demo}}, ports: [{{port: 80, targetPort: 8080}}]}}
----
-apiVersion: traefik.io/v1alpha1
-kind: TraefikService
-metadata: {{name: demo}}
-spec:
-  weighted:
-    services:
-    - {{name: demo-stable, port: 80, weight: 100}}
-    - {{name: demo-canary, port: 80, weight: 0}}
----
-apiVersion: traefik.io/v1alpha1
-kind: IngressRoute
-metadata: {{name: demo}}
-spec:
-  entryPoints: [web]
-  routes:
-  - match: Host(`{host}`)
-    kind: Rule
-    services: [{{name: demo, kind: TraefikService}}]
----
-apiVersion: stepwise.dev/v1alpha1
+        r#"apiVersion: stepwise.dev/v1alpha1
 kind: AnalysisTemplate
 metadata: {{name: success-rate}}
 spec:
@@ -95,52 +63,20 @@ spec:
     )
 }
 
-/// Steady load through Traefik until stopped: 100 requests a second.
-fn steady_load(lab: &Lab, host: &str) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<LoadReport>>) {
-    let (stop, stopped) = watch::channel(false);
-    let config = LoadConfig {
-        url: format!("{}/", lab.traefik),
-        host: Some(host.to_string()),
-        requests: None,
-        duration: Some(Duration::from_secs(300)),
-        rate: 100.0,
-        concurrency: 4,
-        timeout: Duration::from_secs(5),
-    };
-    (stop, tokio::spawn(load::run(config, Some(stopped))))
-}
-
-async fn release(env: &Env, lab: &Lab, host: &str, version: &str, error_rate: &str) -> anyhow::Result<LoadReport> {
-    let (stop, load) = steady_load(lab, host);
-    env.when_template(json!({"spec": {"containers": [{
-        "name": "app",
-        "image": format!("lab.invalid/demo:{version}"),
-        "ports": [{"containerPort": 8080}],
-        "env": [{"name": "ERROR_RATE", "value": error_rate}],
-    }]}}))
-    .await?;
-    let outcome = if error_rate == "0" { RolloutPhase::Healthy } else { RolloutPhase::Degraded };
-    let judged = env.then_phase(outcome, Duration::from_secs(120)).await;
-    stop.send(true)?;
-    let report = load.await??;
-    judged?;
-    eprintln!("during the release of {version} (ERROR_RATE={error_rate}):\n{report}");
-    Ok(report)
-}
-
 #[tokio::test]
 async fn a_version_failing_30_percent_of_real_requests_is_aborted_and_a_good_one_is_promoted() -> anyhow::Result<()> {
     let lab = Lab::get()?;
     let env = Env::new("judged").await?;
     let ns = env.ns.clone();
     let host = format!("{ns}.analysis.lab");
-    kubectl_apply(&ns, &manifests(&ns, &host, &lab.prometheus))?;
+    kubectl_apply(&ns, &traefik_app(&host))?;
+    kubectl_apply(&ns, &manifests(&ns, &lab.prometheus))?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 4).await?;
     lab.until_share(&host, "1", 100.0).await?;
 
     // The bad version: its analysis fails on the requests it really failed, and it is aborted.
-    let bad = release(&env, &lab, &host, "2", "0.3").await?;
+    let bad = lab.release(&env, &host, "2", "0.3").await?;
     let ro = env.get().await?;
     let message = ro.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.contains("success-rate"), "the abort names the failed metric: {message}");
@@ -151,7 +87,7 @@ async fn a_version_failing_30_percent_of_real_requests_is_aborted_and_a_good_one
     assert_eq!(after.share("2"), 0.0, "after the abort the bad version gets nothing: {}", describe(&after, "2"));
 
     // The good version: same analysis, promoted.
-    let good = release(&env, &lab, &host, "3", "0").await?;
+    let good = lab.release(&env, &host, "3", "0").await?;
     assert_eq!(good.failed(), 0, "the good version's release fails no request: {}", describe(&good, "3"));
     lab.until_served(&ns, "3", 4).await?;
     let after = lab.send(&host, 2_000).await?;

@@ -8,34 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Lab, kubectl_apply};
+use common::{Lab, kubectl_apply, traefik_app};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::Api;
 use stepwise_api::RolloutPhase;
 use stepwise_e2e::{Env, eventually};
-use stepwise_lab::load::{self, LoadConfig};
-use tokio::sync::watch;
 
-const MANIFESTS: &str = r#"apiVersion: v1
-kind: Service
-metadata: {name: demo-stable}
-spec: {selector: {app: demo}, ports: [{port: 80, targetPort: 8080}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: demo-canary}
-spec: {selector: {app: demo}, ports: [{port: 80, targetPort: 8080}]}
----
-apiVersion: traefik.io/v1alpha1
-kind: TraefikService
-metadata: {name: demo}
-spec:
-  weighted:
-    services:
-    - {name: demo-stable, port: 80, weight: 100}
-    - {name: demo-canary, port: 80, weight: 0}
----
-apiVersion: stepwise.dev/v1alpha1
+const MANIFESTS: &str = r#"apiVersion: stepwise.dev/v1alpha1
 kind: Rollout
 metadata: {name: app}
 spec:
@@ -77,13 +56,8 @@ async fn an_hpa_scales_a_paused_canary_on_real_load_and_the_ratio_holds_without_
     let env = Env::new("hpa").await?;
     let ns = env.ns.clone();
     let host = format!("{ns}.hpa.lab");
+    kubectl_apply(&ns, &traefik_app(&host))?;
     kubectl_apply(&ns, MANIFESTS)?;
-    kubectl_apply(
-        &ns,
-        &format!(
-            "apiVersion: traefik.io/v1alpha1\nkind: IngressRoute\nmetadata: {{name: demo}}\nspec:\n  entryPoints: [web]\n  routes:\n  - match: Host(`{host}`)\n    kind: Rule\n    services: [{{name: demo, kind: TraefikService}}]\n"
-        ),
-    )?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     env.when_image("lab.invalid/demo:2").await?;
     env.then_paused_at_step(1, Duration::from_secs(60)).await?;
@@ -91,17 +65,7 @@ async fn an_hpa_scales_a_paused_canary_on_real_load_and_the_ratio_holds_without_
     lab.until_share(&host, "2", 50.0).await?;
 
     // 60 requests a second over 3 pods is 20 per pod against a target of 10: the HPA scales up.
-    let (stop, stopped) = watch::channel(false);
-    let config = LoadConfig {
-        url: format!("{}/", lab.traefik),
-        host: Some(host.clone()),
-        requests: None,
-        duration: Some(Duration::from_secs(400)),
-        rate: 60.0,
-        concurrency: 4,
-        timeout: Duration::from_secs(5),
-    };
-    let load = tokio::spawn(load::run(config, Some(stopped)));
+    let (stop, load) = lab.steady_load(&host, 60.0);
 
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(env.client.clone(), &ns);
     let watched = async {

@@ -9,49 +9,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, describe, kubectl_apply};
+use common::{Lab, describe, kubectl_apply, traefik_app};
 use kube::Api;
 use kube::api::ListParams;
-use serde_json::{Value, json};
+use serde_json::Value;
 use stepwise_api::{AnalysisPhase, AnalysisRun, RolloutPhase};
 use stepwise_e2e::Env;
-use stepwise_lab::load::{self, LoadConfig, LoadReport};
-use tokio::sync::watch;
 
-fn manifests(host: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: demo-stable}}
-spec: {{selector: {{app: demo}}, ports: [{{port: 80, targetPort: 8080}}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: demo-canary}}
-spec: {{selector: {{app: demo}}, ports: [{{port: 80, targetPort: 8080}}]}}
----
-apiVersion: traefik.io/v1alpha1
-kind: TraefikService
-metadata: {{name: demo}}
-spec:
-  weighted:
-    services:
-    - {{name: demo-stable, port: 80, weight: 100}}
-    - {{name: demo-canary, port: 80, weight: 0}}
----
-apiVersion: traefik.io/v1alpha1
-kind: IngressRoute
-metadata: {{name: demo}}
-spec:
-  entryPoints: [web]
-  routes:
-  - match: Host(`{host}`)
-    kind: Rule
-    services: [{{name: demo, kind: TraefikService}}]
----
-apiVersion: stepwise.dev/v1alpha1
+const MANIFESTS: &str = r#"apiVersion: stepwise.dev/v1alpha1
 kind: AnalysisTemplate
-metadata: {{name: success-rate}}
+metadata: {name: success-rate}
 spec:
   args:
   - name: hash
@@ -66,67 +33,35 @@ spec:
       kubernetes:
         api: external
         metricName: lab_success_rate
-        selector: pod_template_hash={{{{args.hash}}}}
+        selector: pod_template_hash={{args.hash}}
 ---
 apiVersion: stepwise.dev/v1alpha1
 kind: Rollout
-metadata: {{name: app}}
+metadata: {name: app}
 spec:
   replicas: 4
-  selector: {{matchLabels: {{app: demo}}}}
+  selector: {matchLabels: {app: demo}}
   template:
-    metadata: {{labels: {{app: demo}}}}
+    metadata: {labels: {app: demo}}
     spec:
       containers:
       - name: app
         image: lab.invalid/demo:1
-        ports: [{{containerPort: 8080}}]
+        ports: [{containerPort: 8080}]
   strategy:
     canary:
       canaryService: demo-canary
       stableService: demo-stable
       trafficRouting:
-        traefik: {{weightedTraefikServiceName: demo}}
+        traefik: {weightedTraefikServiceName: demo}
       steps:
       - setWeight: 50
       - analysis:
-          templates: [{{templateName: success-rate}}]
+          templates: [{templateName: success-rate}]
           args:
           - name: hash
-            valueFrom: {{podTemplateHashValue: Latest}}
-"#
-    )
-}
-
-/// Releases `version` failing `error_rate` of its requests under 100 requests a second, until the
-/// Rollout is judged: Healthy for a good version, Degraded (aborted) otherwise.
-async fn release(env: &Env, lab: &Lab, host: &str, version: &str, error_rate: &str) -> anyhow::Result<LoadReport> {
-    let (stop, stopped) = watch::channel(false);
-    let config = LoadConfig {
-        url: format!("{}/", lab.traefik),
-        host: Some(host.to_string()),
-        requests: None,
-        duration: Some(Duration::from_secs(300)),
-        rate: 100.0,
-        concurrency: 4,
-        timeout: Duration::from_secs(5),
-    };
-    let load = tokio::spawn(load::run(config, Some(stopped)));
-    env.when_template(json!({"spec": {"containers": [{
-        "name": "app",
-        "image": format!("lab.invalid/demo:{version}"),
-        "ports": [{"containerPort": 8080}],
-        "env": [{"name": "ERROR_RATE", "value": error_rate}],
-    }]}}))
-    .await?;
-    let outcome = if error_rate == "0" { RolloutPhase::Healthy } else { RolloutPhase::Degraded };
-    let judged = env.then_phase(outcome, Duration::from_secs(120)).await;
-    stop.send(true)?;
-    let report = load.await??;
-    judged?;
-    eprintln!("during the release of {version} (ERROR_RATE={error_rate}):\n{report}");
-    Ok(report)
-}
+            valueFrom: {podTemplateHashValue: Latest}
+"#;
 
 /// The values the newest run measured (numbers only), and the paths it asked.
 async fn last_run_values(env: &Env) -> anyhow::Result<(AnalysisPhase, Vec<f64>, Vec<String>)> {
@@ -155,12 +90,13 @@ async fn a_canary_is_judged_by_the_external_metrics_api_aborted_when_it_fails_an
     let env = Env::new("k8s-metrics").await?;
     let ns = env.ns.clone();
     let host = format!("{ns}.kubernetes-provider.lab");
-    kubectl_apply(&ns, &manifests(&host))?;
+    kubectl_apply(&ns, &traefik_app(&host))?;
+    kubectl_apply(&ns, MANIFESTS)?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 4).await?;
 
     // The bad version: the adapter's success rate of its pods (about 0.7) fails the condition.
-    let bad = release(&env, &lab, &host, "2", "0.3").await?;
+    let bad = lab.release(&env, &host, "2", "0.3").await?;
     let message = env.get().await?.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.contains("success-rate"), "the abort names the failed metric: {message}");
     let (phase, values, paths) = last_run_values(&env).await?;
@@ -173,7 +109,7 @@ async fn a_canary_is_judged_by_the_external_metrics_api_aborted_when_it_fails_an
     assert!(bad.failed() > 0, "some of the bad version's requests really failed: {}", describe(&bad, "2"));
 
     // The good version: the same analysis passes, and it is promoted.
-    let good = release(&env, &lab, &host, "3", "0").await?;
+    let good = lab.release(&env, &host, "3", "0").await?;
     assert_eq!(good.failed(), 0, "the good version's release fails no request: {}", describe(&good, "3"));
     let (phase, values, _) = last_run_values(&env).await?;
     assert_eq!(phase, AnalysisPhase::Successful, "{values:?}");

@@ -7,17 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, describe, kubectl_apply};
+use common::{Lab, SERVICES, describe, kubectl_apply, traefik_app};
 use stepwise_api::RolloutPhase;
 use stepwise_e2e::Env;
 
 const REQUESTS: u64 = 2_000;
 const TOLERANCE_POINTS: f64 = 3.0;
-
-fn services() -> &'static str {
-    "apiVersion: v1\nkind: Service\nmetadata: {name: demo-stable}\nspec: {selector: {app: demo}, ports: [{port: 80, targetPort: 8080}]}\n---\n\
-     apiVersion: v1\nkind: Service\nmetadata: {name: demo-canary}\nspec: {selector: {app: demo}, ports: [{port: 80, targetPort: 8080}]}\n"
-}
 
 fn rollout(router: &str, weights: &[u32]) -> String {
     let steps: String = weights.iter().map(|w| format!("      - setWeight: {w}\n      - pause: {{}}\n")).collect();
@@ -49,14 +44,7 @@ async fn traefik_sends_each_step_s_weight_to_the_canary_and_nothing_after_an_abo
     let env = Env::new("traefik").await?;
     let ns = env.ns.clone();
     let host = format!("{ns}.traefik.lab");
-    kubectl_apply(&ns, services())?;
-    kubectl_apply(
-        &ns,
-        &format!(
-            "apiVersion: traefik.io/v1alpha1\nkind: TraefikService\nmetadata: {{name: demo}}\nspec:\n  weighted:\n    services:\n    - {{name: demo-stable, port: 80, weight: 100}}\n    - {{name: demo-canary, port: 80, weight: 0}}\n---\n\
-             apiVersion: traefik.io/v1alpha1\nkind: IngressRoute\nmetadata: {{name: demo}}\nspec:\n  entryPoints: [web]\n  routes:\n  - match: Host(`{host}`)\n    kind: Rule\n    services: [{{name: demo, kind: TraefikService}}]\n"
-        ),
-    )?;
+    kubectl_apply(&ns, &traefik_app(&host))?;
     kubectl_apply(&ns, &rollout("        traefik: {weightedTraefikServiceName: demo}", &[20, 50, 80]))?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 5).await?;
@@ -90,7 +78,7 @@ async fn a_gateway_api_route_served_by_traefik_follows_the_steps_then_the_promot
     let env = Env::new("gateway").await?;
     let ns = env.ns.clone();
     let host = format!("{ns}.gateway.lab");
-    kubectl_apply(&ns, services())?;
+    kubectl_apply(&ns, SERVICES)?;
     kubectl_apply(
         &ns,
         &format!(

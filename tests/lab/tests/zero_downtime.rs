@@ -7,14 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, kubectl_apply};
+use common::{Lab, kubectl_apply, traefik_app};
 use stepwise_api::RolloutPhase;
 use stepwise_e2e::Env;
-use stepwise_lab::load::{self, LoadConfig, LoadReport};
-use tokio::sync::watch;
-
-const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: demo-stable}\nspec: {selector: {app: demo}, ports: [{port: 80, targetPort: 8080}]}\n---\n\
-apiVersion: v1\nkind: Service\nmetadata: {name: demo-canary}\nspec: {selector: {app: demo}, ports: [{port: 80, targetPort: 8080}]}\n";
+use stepwise_lab::load::LoadReport;
 
 fn rollout(strategy: &str) -> String {
     format!(
@@ -22,26 +18,10 @@ fn rollout(strategy: &str) -> String {
     )
 }
 
-fn ingress_route(host: &str, service: &str, kind: &str) -> String {
-    format!(
-        "apiVersion: traefik.io/v1alpha1\nkind: IngressRoute\nmetadata: {{name: demo}}\nspec:\n  entryPoints: [web]\n  routes:\n  - match: Host(`{host}`)\n    kind: Rule\n    services: [{{name: {service}, kind: {kind}, port: 80}}]\n"
-    )
-}
-
 /// Rolls out version 2 under 100 requests a second and returns what the load saw, from the
 /// update until the Rollout is Healthy and its old pods are gone.
 async fn update_under_load(env: &Env, lab: &Lab, host: &str) -> anyhow::Result<LoadReport> {
-    let (stop, stopped) = watch::channel(false);
-    let config = LoadConfig {
-        url: format!("{}/", lab.traefik),
-        host: Some(host.to_string()),
-        requests: None,
-        duration: Some(Duration::from_secs(300)),
-        rate: 100.0,
-        concurrency: 4,
-        timeout: Duration::from_secs(5),
-    };
-    let load = tokio::spawn(load::run(config, Some(stopped)));
+    let (stop, load) = lab.steady_load(host, 100.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rolled = async {
         env.when_image("lab.invalid/demo:2").await?;
@@ -64,12 +44,7 @@ async fn a_routed_canary_rolled_out_under_load_loses_no_request() -> anyhow::Res
     let env = Env::new("zd-canary").await?;
     let ns = env.ns.clone();
     let host = format!("{ns}.zd.lab");
-    kubectl_apply(&ns, SERVICES)?;
-    kubectl_apply(
-        &ns,
-        "apiVersion: traefik.io/v1alpha1\nkind: TraefikService\nmetadata: {name: demo}\nspec:\n  weighted:\n    services:\n    - {name: demo-stable, port: 80, weight: 100}\n    - {name: demo-canary, port: 80, weight: 0}\n",
-    )?;
-    kubectl_apply(&ns, &ingress_route(&host, "demo", "TraefikService"))?;
+    kubectl_apply(&ns, &traefik_app(&host))?;
     kubectl_apply(
         &ns,
         &rollout(
@@ -93,8 +68,8 @@ async fn a_blue_green_switch_under_load_loses_no_request() -> anyhow::Result<()>
     let env = Env::new("zd-bluegreen").await?;
     let ns = env.ns.clone();
     let host = format!("{ns}.zd.lab");
-    kubectl_apply(&ns, SERVICES)?;
-    kubectl_apply(&ns, &ingress_route(&host, "demo-stable", "Service"))?;
+    // The TraefikService sends everything to demo-stable, the active Service.
+    kubectl_apply(&ns, &traefik_app(&host))?;
     kubectl_apply(
         &ns,
         &rollout(

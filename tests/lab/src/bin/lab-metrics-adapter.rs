@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use stepwise_lab::adapter::{Adapter, Rules, serve, tls_config};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -40,18 +38,6 @@ struct Args {
     kubeconfig: Option<PathBuf>,
 }
 
-async fn client(args: &Args) -> anyhow::Result<Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig =
-                Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
-        }
-        None => Config::infer().await.context("no kubeconfig: set KUBECONFIG or pass --kubeconfig")?,
-    };
-    Client::try_from(config).context("cannot build a client from the kubeconfig")
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -63,7 +49,8 @@ async fn main() -> anyhow::Result<()> {
     let rules = Rules::from_yaml(&text).with_context(|| format!("in {}", args.rules.display()))?;
     info!(rules = rules.all().len(), prometheus = args.prometheus, "rules loaded");
     let tls = tls_config(&args.tls_cert, &args.tls_key)?;
-    let adapter = Arc::new(Adapter::new(rules, &args.prometheus, client(&args).await?)?);
+    let adapter =
+        Arc::new(Adapter::new(rules, &args.prometheus, stepwise_lab::kube_client(args.kubeconfig.as_deref()).await?)?);
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
 
     let mut terminate = signal(SignalKind::terminate())?;

@@ -8,8 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::Api;
 use stepwise_lab::responder::{Responder, ResponderConfig, serve_status, watch};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -37,18 +36,6 @@ struct Args {
     drain_seconds: f64,
 }
 
-async fn client(args: &Args) -> anyhow::Result<Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig =
-                Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
-        }
-        None => Config::infer().await.context("no kubeconfig: set KUBECONFIG or pass --kubeconfig")?,
-    };
-    Client::try_from(config).context("cannot build a client from the kubeconfig")
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -59,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let drain = Duration::try_from_secs_f64(args.drain_seconds).context("--drain-seconds must be 0 or more")?;
 
-    let client = client(&args).await?;
+    let client = stepwise_lab::kube_client(args.kubeconfig.as_deref()).await?;
     let api: Api<Pod> = match &args.namespace {
         Some(namespace) => Api::namespaced(client, namespace),
         None => Api::all(client),

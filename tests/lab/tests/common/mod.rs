@@ -8,9 +8,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde_json::Value;
-use stepwise_e2e::eventually;
+use serde_json::{Value, json};
+use stepwise_api::RolloutPhase;
+use stepwise_e2e::{Env, eventually};
 use stepwise_lab::load::{self, LoadConfig, LoadReport};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// The lab's addresses, from the environment tests/lab/exec.sh sets.
 pub struct Lab {
@@ -118,6 +121,85 @@ impl Lab {
         })
         .await
     }
+}
+
+impl Lab {
+    /// Steady load for `host` through Traefik at `rate` requests a second until `stop` is sent
+    /// (or 400 s pass); the task returns what the load saw.
+    pub fn steady_load(&self, host: &str, rate: f64) -> (watch::Sender<bool>, JoinHandle<anyhow::Result<LoadReport>>) {
+        let (stop, stopped) = watch::channel(false);
+        let config = LoadConfig {
+            url: format!("{}/", self.traefik),
+            host: Some(host.to_string()),
+            requests: None,
+            duration: Some(Duration::from_secs(400)),
+            rate,
+            concurrency: 4,
+            timeout: Duration::from_secs(5),
+        };
+        (stop, tokio::spawn(load::run(config, Some(stopped))))
+    }
+
+    /// Releases `version` failing `error_rate` of its requests under 100 requests a second, until
+    /// the Rollout is judged: Healthy for a good version, Degraded (aborted) otherwise. Returns
+    /// what the load saw during the release.
+    pub async fn release(&self, env: &Env, host: &str, version: &str, error_rate: &str) -> anyhow::Result<LoadReport> {
+        let (stop, load) = self.steady_load(host, 100.0);
+        env.when_template(json!({"spec": {"containers": [{
+            "name": "app",
+            "image": format!("lab.invalid/demo:{version}"),
+            "ports": [{"containerPort": 8080}],
+            "env": [{"name": "ERROR_RATE", "value": error_rate}],
+        }]}}))
+        .await?;
+        let outcome = if error_rate == "0" { RolloutPhase::Healthy } else { RolloutPhase::Degraded };
+        let judged = env.then_phase(outcome, Duration::from_secs(120)).await;
+        stop.send(true)?;
+        let report = load.await??;
+        judged?;
+        eprintln!("during the release of {version} (ERROR_RATE={error_rate}):\n{report}");
+        Ok(report)
+    }
+}
+
+/// The Services of the app every lab test runs: `demo-stable` and `demo-canary`, selecting the
+/// pods labelled `app: demo` on port 8080.
+pub const SERVICES: &str = "apiVersion: v1
+kind: Service
+metadata: {name: demo-stable}
+spec: {selector: {app: demo}, ports: [{port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: demo-canary}
+spec: {selector: {app: demo}, ports: [{port: 80, targetPort: 8080}]}
+";
+
+/// The app routed by Traefik: the Services, a weighted TraefikService `demo` (all on stable) and an
+/// IngressRoute sending `host` to it.
+pub fn traefik_app(host: &str) -> String {
+    format!(
+        r#"{SERVICES}---
+apiVersion: traefik.io/v1alpha1
+kind: TraefikService
+metadata: {{name: demo}}
+spec:
+  weighted:
+    services:
+    - {{name: demo-stable, port: 80, weight: 100}}
+    - {{name: demo-canary, port: 80, weight: 0}}
+---
+apiVersion: traefik.io/v1alpha1
+kind: IngressRoute
+metadata: {{name: demo}}
+spec:
+  entryPoints: [web]
+  routes:
+  - match: Host(`{host}`)
+    kind: Rule
+    services: [{{name: demo, kind: TraefikService}}]
+"#
+    )
 }
 
 /// `kubectl apply --server-side` of `yaml` into `ns`.
