@@ -10,7 +10,8 @@ cd "$root"
 
 # shellcheck source=../tests/lab/lib.sh
 . tests/lab/lib.sh
-unset STEPWISE_CLUSTER_DIR # lib.sh points it at the lab's cluster; the plain demo uses the plain one
+# lib.sh points these at the lab's cluster; the plain demo uses the plain one.
+unset STEPWISE_CLUSTER_DIR STEPWISE_KWOK_EXTRA_STAGES
 if [ "${STEPWISE_DEMO_PLAIN:-}" != 1 ] && why=$(lab_can_isolate); then
   if [ "${1:-}" = stop ]; then
     if netns_holder_alive; then tests/lab/exec.sh tests/lab/demo.sh stop; fi

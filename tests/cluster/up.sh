@@ -98,7 +98,9 @@ wait_for() {
 # (kwok-test-stages.yaml). The hash of ours is recorded so that a reused cluster whose kwok runs
 # older stages gets kwok restarted (and only kwok).
 KWOK_TEST_STAGES=$CLUSTER_SRC/kwok-test-stages.yaml
-kwok_stages_hash() { sha256sum "$KWOK_TEST_STAGES" | cut -d' ' -f1; }
+# A cluster may add stages of its own (the lab: pods that take their time to terminate).
+KWOK_EXTRA_STAGES=${STEPWISE_KWOK_EXTRA_STAGES:-}
+kwok_stages_hash() { cat "$KWOK_TEST_STAGES" ${KWOK_EXTRA_STAGES:+"$KWOK_EXTRA_STAGES"} | sha256sum | cut -d' ' -f1; }
 # start_kwok: needs BIN and KWOK_PORT.
 start_kwok() {
   # KWOK_WORKDIR keeps kwok away from ~/.kwok; no --node-ip so nothing ever dials a fake node.
@@ -110,7 +112,8 @@ start_kwok() {
     --cidr=10.244.0.0/16 \
     --server-address="127.0.0.1:$KWOK_PORT" \
     --config="$BIN/kwok-stages.yaml" \
-    --config="$KWOK_TEST_STAGES"
+    --config="$KWOK_TEST_STAGES" \
+    ${KWOK_EXTRA_STAGES:+--config="$KWOK_EXTRA_STAGES"}
   START_ENV=()
   kwok_stages_hash >"$RUN/kwok-test-stages.sha256"
 }

@@ -15,6 +15,8 @@ LAB_ENV=$LAB_STATE/env
 # The lab's control plane: tests/cluster's scripts, with their state kept apart from the plain
 # cluster's (which may run at the same time, in the machine's own namespace).
 export STEPWISE_CLUSTER_DIR=$LAB_STATE/cluster
+# Its pods terminate as a kubelet's do: they keep their address while the app drains.
+export STEPWISE_KWOK_EXTRA_STAGES=$LAB_SRC/kwok-stages.yaml
 
 # The address ranges made local inside the namespace: kwok's pod CIDR, the Service CIDR of
 # tests/cluster/up.sh, and a small range for the lab's own servers that Kubernetes objects point

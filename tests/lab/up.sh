@@ -137,6 +137,8 @@ entryPoints:
     address: "$TRAEFIK_ADMIN"
 api:
   insecure: true
+  # The module's web UI assets are not built (they come from npm); the API alone serves the tests.
+  dashboard: false
 ping:
   entryPoint: traefik
 metrics:
