@@ -357,7 +357,7 @@ async fn applying_the_same_pods_again_keeps_their_servers_and_counts() {
 }
 
 #[tokio::test]
-async fn the_status_server_lists_served_pods_and_answers_healthz() {
+async fn the_status_server_lists_served_pods_their_scrape_targets_and_answers_healthz() {
     let port = free_port().await;
     let responder = responder(port, Duration::ZERO);
     let served = address("127.0.0.12", port);
@@ -380,7 +380,14 @@ async fn the_status_server_lists_served_pods_and_answers_healthz() {
             "address": served.to_string(),
             "version": "blue",
             "state": "serving",
+            "labels": {},
         }])
+    );
+    let targets = get(&client, status_address, "/targets").await;
+    assert_eq!(targets.status, StatusCode::OK);
+    assert_eq!(
+        targets.json(),
+        serde_json::json!([{"targets": [served.to_string()], "labels": {"namespace": "shop", "pod": "listed"}}])
     );
     assert_eq!(get(&client, status_address, "/other").await.status, StatusCode::NOT_FOUND);
 
