@@ -58,7 +58,14 @@ async fn a_routed_canary_rolled_out_under_load_loses_no_request() -> anyhow::Res
     let report = update_under_load(&env, &lab, &host).await?;
     eprintln!("canary under load:\n{report}");
     assert!(report.share("2") > 0.0 && report.share("1") > 0.0, "both versions answered during the update");
-    assert_eq!(report.failed(), 0, "no request may be lost: {} of {} failed (status codes {:?})", report.failed(), report.total(), report.codes);
+    assert_eq!(
+        report.failed(),
+        0,
+        "no request may be lost: {} of {} failed (status codes {:?})",
+        report.failed(),
+        report.total(),
+        report.codes
+    );
     env.cleanup().await
 }
 
@@ -83,6 +90,13 @@ async fn a_blue_green_switch_under_load_loses_no_request() -> anyhow::Result<()>
     let report = update_under_load(&env, &lab, &host).await?;
     eprintln!("blue-green under load:\n{report}");
     assert!(report.share("2") > 0.0, "the new version answered after the switch");
-    assert_eq!(report.failed(), 0, "no request may be lost: {} of {} failed (status codes {:?})", report.failed(), report.total(), report.codes);
+    assert_eq!(
+        report.failed(),
+        0,
+        "no request may be lost: {} of {} failed (status codes {:?})",
+        report.failed(),
+        report.total(),
+        report.codes
+    );
     env.cleanup().await
 }
