@@ -6,7 +6,7 @@ default:
     @just --list
 
 # Everything CI runs: format, lints, unit and property tests, the control-plane smoke test, the e2e tests, the Helm chart and the lab (real traffic).
-test: fmt-check clippy check-crds test-unit smoke e2e helm-test lab-test
+test: fmt-check clippy check-crds test-unit smoke e2e chaos-test helm-test lab-test
 
 # Format the code.
 fmt:
@@ -31,7 +31,8 @@ check-crds:
 # Unit and property tests (no cluster).
 test-unit:
     tests/cluster/argo-crds.sh >/dev/null
-    cargo test --workspace --exclude stepwise-e2e --exclude stepwise-lab
+    cargo test --workspace --exclude stepwise-e2e --exclude stepwise-lab --exclude stepwise-chaos
+    cargo test -p stepwise-chaos --lib
     cargo test -p stepwise-lab --lib --bins --test responder --test load
 
 # Start the local control plane (builds it the first time; reuses a running one).
@@ -55,6 +56,17 @@ e2e: cluster-up prometheus
     tests/cluster/router-crds.sh
     cargo build --bins
     cargo test -p stepwise-e2e -- --test-threads=4
+
+# The chaos suite, small fixed-seed versions: the controller SIGKILLed every 5-15 s under a fleet of 20, a fault-injecting proxy (429, 500, 409, latency, cut watches), a partition with expired watches, 40 random Rollouts.
+chaos-test: cluster-up
+    cargo build --bins
+    cargo test -p stepwise-chaos --tests -- --test-threads=2
+
+# The chaos suite's full versions, whose figures are in docs/reliability.md: 200 Rollouts under the kill loop, 500 random Rollouts (CHAOS_SEED=n for other draws).
+chaos: cluster-up
+    cargo build --bins
+    CHAOS_ROLLOUTS=200 cargo test -p stepwise-chaos --test kill_loop -- --nocapture
+    CHAOS_RANDOM_ROLLOUTS=500 cargo test -p stepwise-chaos --test random_rollouts -- --nocapture
 
 # The Helm chart on the local control plane: lint, schema, dry-runs, install, a canary as the chart's ServiceAccount, upgrade, uninstall, namespaced mode.
 helm-test: cluster-up

@@ -33,10 +33,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// A short stable label: the `kind` of the errors metric.
+    /// A short stable label: the `kind` of the errors metric. A failed API call is labelled by
+    /// what went wrong (`client_kind`), so that throttling, conflicts, a failing API server and an
+    /// unreachable one can be told apart on a dashboard.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::Kube { .. } => "kube",
+            Error::Kube { source, .. } => client_kind(source),
             Error::InvalidObject(_) => "invalid_object",
             Error::Analysis(_) => "analysis",
             Error::Traffic(_) => "traffic",
@@ -65,6 +67,39 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// The kind of a client error: what the API server answered (throttled, conflict, not found,
+/// expired, a server error, or refused: any other 4xx), or why it answered nothing (a timeout, or
+/// unreachable: the connection failed). `kube` is what is left: a response that could not be read.
+fn client_kind(error: &kube::Error) -> &'static str {
+    match error {
+        kube::Error::Api(status) => status_kind(status.code),
+        kube::Error::HyperError(_) | kube::Error::Service(_) if timed_out(error) => "timeout",
+        kube::Error::HyperError(_) | kube::Error::Service(_) => "unreachable",
+        _ => "kube",
+    }
+}
+
+/// The kind of an error answer of the API server, by its code.
+pub fn status_kind(code: u16) -> &'static str {
+    match code {
+        429 => "throttled",
+        409 => "conflict",
+        404 => "not_found",
+        410 => "expired",
+        500..=599 => "server_error",
+        _ => "refused",
+    }
+}
+
+/// Whether a timeout lies anywhere in the error's chain of causes (the client's read timeout is
+/// an I/O error of kind TimedOut a few layers down).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || e.is::<tokio::time::error::Elapsed>()
+    })
 }
 
 /// A client error as a person reads it: the API server's message, reason and code, without the
@@ -109,6 +144,31 @@ mod tests {
         }
         assert!(Error::Collision("app-1".into()).needs_a_person());
         assert!(!Error::Conflict("ns/app".into()).needs_a_person());
+    }
+
+    #[test]
+    fn api_errors_are_counted_by_what_the_server_answered_and_connection_failures_by_why() {
+        for (code, reason, kind) in [
+            (429, "TooManyRequests", "throttled"),
+            (409, "Conflict", "conflict"),
+            (404, "NotFound", "not_found"),
+            (410, "Expired", "expired"),
+            (500, "InternalError", "server_error"),
+            (503, "ServiceUnavailable", "server_error"),
+            (403, "Forbidden", "refused"),
+            (422, "Invalid", "refused"),
+        ] {
+            assert_eq!(api_error(code, reason).kind(), kind, "{code}");
+        }
+        let service = |source: Box<dyn std::error::Error + Send + Sync>| Error::Kube {
+            action: "scale ReplicaSet app-1 to 2".into(),
+            source: kube::Error::Service(source),
+        };
+        let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out");
+        assert_eq!(service(Box::new(timeout)).kind(), "timeout");
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        assert_eq!(service(Box::new(refused)).kind(), "unreachable");
+        assert_eq!(Error::Conflict("ns/app".into()).kind(), "conflict", "a lost status race is a conflict too");
     }
 
     #[test]

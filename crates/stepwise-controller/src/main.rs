@@ -78,6 +78,21 @@ async fn config(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// A client that counts every error answer of the API server by kind, retries included: the
+/// retry layer (kube's own, which honours Retry-After) goes outside the counting, so throttling
+/// that its retries absorb still shows in `stepwise_api_errors`.
+fn counted_client(mut config: Config, metrics: Arc<Metrics>) -> anyhow::Result<Client> {
+    config.default_retry = false;
+    let count = tower::util::MapResponseLayer::new(move |response: http::Response<_>| {
+        metrics.api_answer(response.status().as_u16());
+        response
+    });
+    // Retrying needs a service it can clone; the buffer makes one.
+    let buffer = tower::buffer::BufferLayer::new(1024);
+    let retry = tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry());
+    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&count).with_layer(&buffer).with_layer(&retry).build())
+}
+
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
@@ -103,8 +118,8 @@ async fn main() -> anyhow::Result<()> {
     });
     let config = config(&args).await?;
     let kubernetes_metrics = stepwise_metrics::kubernetes::KubernetesProvider::from_config(config.clone())?;
-    let client = Client::try_from(config)?;
     let metrics = Arc::new(Metrics::default());
+    let client = counted_client(config, metrics.clone())?;
     let ready = Arc::new(AtomicBool::new(false));
     let http = tokio::spawn(stepwise_controller::http::serve(args.metrics_addr, metrics.clone(), ready.clone()));
 

@@ -38,6 +38,7 @@ pub struct Metrics {
     reconciles: Family<ResultLabel, Counter>,
     duration: Histogram,
     errors: Family<KindLabel, Counter>,
+    api_errors: Family<KindLabel, Counter>,
     writes: Counter,
     rollouts: Family<PhaseLabel, Gauge>,
     phases: Mutex<HashMap<String, RolloutPhase>>,
@@ -50,16 +51,32 @@ impl Default for Metrics {
         let reconciles = Family::<ResultLabel, Counter>::default();
         let duration = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         let errors = Family::<KindLabel, Counter>::default();
+        let api_errors = Family::<KindLabel, Counter>::default();
         let writes = Counter::default();
         let rollouts = Family::<PhaseLabel, Gauge>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles of Rollouts, by result", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Time one reconcile takes", duration.clone());
         registry.register("errors", "Reconcile errors, by kind", errors.clone());
+        registry.register(
+            "api_errors",
+            "Error answers of the API server, by kind, each retry counted (throttling the client's retries absorb included)",
+            api_errors.clone(),
+        );
         registry.register("api_writes", "Writes to the API server (creates, patches, deletes)", writes.clone());
         registry.register("rollouts", "Rollouts by phase", rollouts.clone());
         registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
-        Metrics { registry, reconciles, duration, errors, writes, rollouts, phases: Mutex::new(HashMap::new()), leader }
+        Metrics {
+            registry,
+            reconciles,
+            duration,
+            errors,
+            api_errors,
+            writes,
+            rollouts,
+            phases: Mutex::new(HashMap::new()),
+            leader,
+        }
     }
 }
 
@@ -75,6 +92,13 @@ impl Metrics {
         self.writes.inc_by(writes as u64);
     }
 
+    /// Records an answer of the API server: an error one (4xx, 5xx) is counted by kind.
+    pub fn api_answer(&self, code: u16) {
+        if code >= 400 {
+            self.api_errors.get_or_create(&KindLabel { kind: crate::error::status_kind(code).into() }).inc();
+        }
+    }
+
     /// Records the phase of a Rollout (None once it is deleted).
     pub fn set_phase(&self, key: &str, phase: Option<RolloutPhase>) {
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
@@ -82,6 +106,14 @@ impl Metrics {
             Some(p) => phases.insert(key.to_string(), p),
             None => phases.remove(key),
         };
+    }
+
+    /// Forgets the phase of every Rollout whose key (`namespace/name`) `keep` refuses: Rollouts
+    /// deleted without the controller reconciling them again (gone from the cache at once, or
+    /// while the watch was down, so that only a relist tells).
+    pub fn retain_phases(&self, keep: impl Fn(&str) -> bool) {
+        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        phases.retain(|key, _| keep(key));
     }
 
     /// Whether this instance leads.
@@ -101,5 +133,36 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_answers_of_the_api_server_are_counted_by_kind_and_others_not_at_all() {
+        let metrics = Metrics::default();
+        for code in [200, 201, 429, 429, 409, 500, 503, 404, 403] {
+            metrics.api_answer(code);
+        }
+        let text = metrics.encode();
+        for (kind, n) in [("throttled", 2), ("conflict", 1), ("server_error", 2), ("not_found", 1), ("refused", 1)] {
+            assert!(text.contains(&format!("stepwise_api_errors_total{{kind=\"{kind}\"}} {n}\n")), "{kind}: {text}");
+        }
+        assert_eq!(text.matches("stepwise_api_errors_total{").count(), 5, "{text}");
+    }
+
+    #[test]
+    fn a_forgotten_rollout_is_no_longer_counted_in_its_phase() {
+        let metrics = Metrics::default();
+        metrics.set_phase("ns/kept", Some(RolloutPhase::Healthy));
+        metrics.set_phase("ns/deleted", Some(RolloutPhase::Healthy));
+        metrics.set_phase("ns/paused", Some(RolloutPhase::Paused));
+        assert!(metrics.encode().contains("stepwise_rollouts{phase=\"Healthy\"} 2"));
+        metrics.retain_phases(|key| key != "ns/deleted");
+        let text = metrics.encode();
+        assert!(text.contains("stepwise_rollouts{phase=\"Healthy\"} 1"), "{text}");
+        assert!(text.contains("stepwise_rollouts{phase=\"Paused\"} 1"), "{text}");
     }
 }

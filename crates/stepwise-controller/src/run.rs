@@ -146,6 +146,39 @@ where
     }
 }
 
+/// Takes deleted Rollouts out of the phase gauge. A Rollout deleted without finalizers is gone
+/// from the cache before any reconcile could see it go, and one deleted while the watch was down
+/// leaves no Delete event at all: the relist that follows names only the Rollouts that still
+/// exist, so at its end every other one is forgotten.
+fn forget_deleted(metrics: Arc<Metrics>) -> impl Fn(&watcher::Event<DeserializeGuard<Rollout>>) + Send + Sync {
+    let listed = std::sync::Mutex::new(None::<std::collections::BTreeSet<String>>);
+    move |event| {
+        let key = |rollout: &DeserializeGuard<Rollout>| {
+            format!(
+                "{}/{}",
+                rollout.meta().namespace.as_deref().unwrap_or_default(),
+                rollout.meta().name.as_deref().unwrap_or_default()
+            )
+        };
+        let mut listed = listed.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Delete(rollout) => metrics.set_phase(&key(rollout), None),
+            watcher::Event::Init => *listed = Some(std::collections::BTreeSet::new()),
+            watcher::Event::InitApply(rollout) => {
+                if let Some(keys) = listed.as_mut() {
+                    keys.insert(key(rollout));
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(keys) = listed.take() {
+                    metrics.retain_phases(|key| keys.contains(key));
+                }
+            }
+            watcher::Event::Apply(_) => {}
+        }
+    }
+}
+
 /// Reconciles the Rollouts that name a deleted Service or Deployment.
 fn trigger_naming_rollouts<K: Resource>(
     rollouts: Arc<Index<DeserializeGuard<Rollout>>>,
@@ -182,7 +215,11 @@ pub async fn run(
     let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded::<RolloutRef>();
     let (rollout_store, rollout_events, rollout_driver) = shared_cache(rollouts, watcher::Config::default(), {
         let index = rollout_index.clone();
-        move |event: &watcher::Event<DeserializeGuard<Rollout>>| index.apply(event)
+        let forget = forget_deleted(metrics.clone());
+        move |event: &watcher::Event<DeserializeGuard<Rollout>>| {
+            index.apply(event);
+            forget(event);
+        }
     });
     let (rs_store, rs_events, rs_driver) = shared_cache(
         api::<ReplicaSet>(&client, ns),
