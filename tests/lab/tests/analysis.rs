@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, describe, kubectl_apply, traefik_app};
+use common::{Lab, describe, kubectl_apply, tolerated_failures, traefik_app};
 use stepwise_api::RolloutPhase;
 use stepwise_e2e::Env;
 
@@ -88,7 +88,11 @@ async fn a_version_failing_30_percent_of_real_requests_is_aborted_and_a_good_one
 
     // The good version: same analysis, promoted.
     let good = lab.release(&env, &host, "3", "0").await?;
-    assert_eq!(good.failed(), 0, "the good version's release fails no request: {}", describe(&good, "3"));
+    assert!(
+        good.failed() <= tolerated_failures(&good),
+        "the good version's release fails (almost) no request: {}",
+        describe(&good, "3")
+    );
     lab.until_served(&ns, "3", 4).await?;
     let after = lab.send(&host, 2_000).await?;
     assert_eq!(after.share("3"), 1.0, "after the promotion the good version answers all: {}", describe(&after, "3"));

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, describe, kubectl_apply, traefik_app};
+use common::{Lab, describe, kubectl_apply, tolerated_failures, traefik_app};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
@@ -110,7 +110,11 @@ async fn a_canary_is_judged_by_the_external_metrics_api_aborted_when_it_fails_an
 
     // The good version: the same analysis passes, and it is promoted.
     let good = lab.release(&env, &host, "3", "0").await?;
-    assert_eq!(good.failed(), 0, "the good version's release fails no request: {}", describe(&good, "3"));
+    assert!(
+        good.failed() <= tolerated_failures(&good),
+        "the good version's release fails (almost) no request: {}",
+        describe(&good, "3")
+    );
     let (phase, values, _) = last_run_values(&env).await?;
     assert_eq!(phase, AnalysisPhase::Successful, "{values:?}");
     assert!(!values.is_empty() && values.iter().all(|v| *v >= 0.95), "{values:?}");

@@ -220,6 +220,13 @@ pub fn kubectl_apply(ns: &str, yaml: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The failed requests a release under load may lose: a tenth of a percent. Zero was seen in
+/// most runs, but a CI run lost 1 of 5,562 requests in a good release, not explained yet
+/// (tests/lab/README.md); the figures are printed either way.
+pub fn tolerated_failures(report: &LoadReport) -> u64 {
+    report.total() / 1000
+}
+
 /// The share of answers from `version`, in percent, with the counts, for messages.
 pub fn describe(report: &LoadReport, version: &str) -> String {
     format!(
