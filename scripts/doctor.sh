@@ -48,7 +48,13 @@ fi
 for tool in unshare nsenter ip; do
   if have "$tool"; then ok "$tool" "$(command -v "$tool")"; else bad "$tool" "not found: apt-get install ${tool/ip/iproute2}"; fi
 done
-if have iptables; then ok iptables "$(iptables --version 2>&1)"; else bad iptables "not found: kube-proxy in the lab needs it (apt-get install iptables)"; fi
+if have iptables; then
+  ok iptables "$(iptables --version 2>&1)"
+elif [ "$(id -u)" = 0 ] && have apt-get; then
+  warn iptables "not installed: the first just lab installs Debian's package (kube-proxy needs it)"
+else
+  bad iptables "not found: kube-proxy in the lab needs it (sudo apt-get install iptables)"
+fi
 
 free_gib=$(df -Pk "$root" | awk 'NR==2 {printf "%d", $4/1048576}')
 if [ "$free_gib" -ge 15 ]; then ok disk "$free_gib GiB free (a cold build uses about 12)"; else bad disk "only $free_gib GiB free; a cold build needs about 12 GiB (target/, ~/.cache/stepwise, the Go caches)"; fi

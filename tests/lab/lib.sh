@@ -32,6 +32,25 @@ lab_die() { printf '[lab] ERROR: %s\n' "$*" >&2; exit 1; }
 # The process that holds the namespace open: its pid is the namespace's handle.
 NETNS_PID_FILE=$LAB_RUN/netns.pid
 
+# ensure_iptables: kube-proxy programs the ClusterIPs with iptables, which a new machine lacks;
+# as root it is installed from Debian's packages (the machine's own namespace is not touched:
+# only the binary is installed, every rule is made inside the lab's namespace).
+ensure_iptables() {
+  command -v iptables >/dev/null && return 0
+  [ "$(id -u)" = 0 ] || lab_die "iptables is not installed and kube-proxy needs it: run 'sudo apt-get install iptables' once"
+  command -v apt-get >/dev/null || lab_die "iptables is not installed and there is no apt-get to install it"
+  mkdir -p "$LAB_LOGS"
+  local log=$LAB_LOGS/apt-iptables.log
+  lab_log "installing Debian's iptables package (kube-proxy needs it; log $log)"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y --no-install-recommends iptables >"$log" 2>&1; then
+    lab_log "install failed; refreshing the package lists (apt-get update) and retrying"
+    { apt-get update && apt-get install -y --no-install-recommends iptables; } >>"$log" 2>&1 ||
+      { tail -n 20 "$log" >&2; lab_die "apt-get install iptables failed"; }
+  fi
+  command -v iptables >/dev/null || lab_die "apt-get installed iptables but it is not on PATH ($PATH)"
+}
+
 # netns_holder_alive: the recorded holder runs and is the sleep we started.
 netns_holder_alive() {
   local pid

@@ -23,6 +23,7 @@ if [ "${1:-}" != --inside ]; then
   t0=$SECONDS
   why=$(lab_can_isolate) || lab_die "the lab cannot run here: $why"
   mkdir -p "$LAB_RUN" "$LAB_LOGS"
+  ensure_iptables
   lab_log "step 1/6: the control plane binaries and kube-proxy (tests/cluster/build.sh)"
   BIN=$("$REPO_ROOT/tests/cluster/build.sh" | tail -n1)
   lab_log "step 2/6: Traefik (tests/lab/traefik.sh)"

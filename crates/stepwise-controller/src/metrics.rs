@@ -99,6 +99,11 @@ impl Metrics {
         }
     }
 
+    /// The key of a Rollout in the phase gauge: `namespace/name`.
+    pub fn rollout_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+        format!("{}/{}", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
+    }
+
     /// Records the phase of a Rollout (None once it is deleted).
     pub fn set_phase(&self, key: &str, phase: Option<RolloutPhase>) {
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());

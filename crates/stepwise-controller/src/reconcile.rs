@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
 use crate::execute::{ExecuteError, execute, publish_event};
+use crate::metrics::Metrics;
 use crate::observe::observe;
 
 /// Reconciles one Rollout and records the metrics of the attempt.
@@ -46,7 +47,7 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
         Ok(r) => r,
         Err(invalid) => return Err(Error::InvalidObject(invalid.error.clone())),
     };
-    let key = format!("{}/{}", rollout.namespace().unwrap_or_default(), rollout.name_any());
+    let key = Metrics::rollout_key(&rollout.metadata);
     if rollout.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the ReplicaSets and AnalysisRuns.
         ctx.metrics.set_phase(&key, None);
@@ -79,7 +80,7 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
 /// fails, the status written says so (and takes back what was not done) before the error is
 /// returned, so that the Rollout tells what the log tells.
 pub async fn act(ctx: &Context, rollout: &Rollout, plan: &Plan, now: &Time) -> Result<usize, Error> {
-    let key = format!("{}/{}", rollout.namespace().unwrap_or_default(), rollout.name_any());
+    let key = Metrics::rollout_key(&rollout.metadata);
     match execute(ctx, rollout, &plan.actions).await {
         Ok(writes) => {
             let mut status = plan.status.clone();
@@ -110,7 +111,7 @@ pub async fn act(ctx: &Context, rollout: &Rollout, plan: &Plan, now: &Time) -> R
 /// Writes `status` through the status subresource when it differs from the Rollout's; returns
 /// the number of writes made.
 async fn write_status(ctx: &Context, rollout: &Rollout, status: &RolloutStatus) -> Result<usize, Error> {
-    let key = format!("{}/{}", rollout.namespace().unwrap_or_default(), rollout.name_any());
+    let key = Metrics::rollout_key(&rollout.metadata);
     let old = serde_json::to_value(rollout.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
     let new = serde_json::to_value(status).unwrap_or(Value::Null);
     let Some(diff) = merge_patch(&old, &new) else { return Ok(0) };

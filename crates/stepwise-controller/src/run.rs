@@ -153,13 +153,7 @@ where
 fn forget_deleted(metrics: Arc<Metrics>) -> impl Fn(&watcher::Event<DeserializeGuard<Rollout>>) + Send + Sync {
     let listed = std::sync::Mutex::new(None::<std::collections::BTreeSet<String>>);
     move |event| {
-        let key = |rollout: &DeserializeGuard<Rollout>| {
-            format!(
-                "{}/{}",
-                rollout.meta().namespace.as_deref().unwrap_or_default(),
-                rollout.meta().name.as_deref().unwrap_or_default()
-            )
-        };
+        let key = |rollout: &DeserializeGuard<Rollout>| Metrics::rollout_key(rollout.meta());
         let mut listed = listed.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Delete(rollout) => metrics.set_phase(&key(rollout), None),

@@ -12,19 +12,18 @@
 //! Every request is recorded (when, method, verb, resource, the faults it met, the status it got),
 //! so that a test can measure the controller's request rate and see that it relisted.
 //!
-//! [`ProxiedController`] starts the controller with a kubeconfig that points at a proxy.
+//! [`start_controller`] starts the controller with a kubeconfig that points at a proxy.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -34,6 +33,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use rustls::pki_types::{CertificateDer, ServerName};
+use stepwise_e2e::ControllerProcess;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -860,97 +860,20 @@ fn cuttable(body: Incoming, shared: Arc<Shared>, index: usize) -> Body {
     StreamBody::new(frames).boxed_unsync()
 }
 
-/// The controller, started from the debug build with a kubeconfig that points at a proxy, scoped
-/// to one namespace, without leader election. Killed when dropped.
-pub struct ProxiedController {
-    child: Child,
-    /// Port of its /metrics, /healthz and /readyz.
-    pub metrics_port: u16,
-    /// Its log file.
-    pub log: PathBuf,
-    /// The kubeconfig it was given.
-    pub kubeconfig: PathBuf,
-}
-
-impl ProxiedController {
-    /// Starts `target/debug/stepwise-controller` (or the build `STEPWISE_CHAOS_CONTROLLER` names)
-    /// for `namespace` through `proxy`; its kubeconfig and log go to `target/chaos/`.
-    pub fn start(proxy: &FaultProxy, namespace: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let root = stepwise_e2e::repo_root();
-        let bin = std::env::var_os("STEPWISE_CHAOS_CONTROLLER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target/debug/stepwise-controller"));
-        if !bin.exists() {
-            bail!("{} not built: run `cargo build --bins` first", bin.display());
-        }
-        let dir = root.join("target/chaos");
-        std::fs::create_dir_all(&dir)?;
-        let kubeconfig = dir.join(format!("{namespace}.kubeconfig"));
-        proxy.write_kubeconfig(&stepwise_e2e::kubeconfig_path(), &kubeconfig)?;
-        let log = dir.join(format!("{namespace}-controller.log"));
-        let file = std::fs::File::create(&log)?;
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(bin)
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--namespace={namespace}"))
-            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
-            .arg("--leader-elect=false")
-            .args(extra)
-            .env("RUST_LOG", "info,stepwise_controller=debug,kube=warn")
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("start stepwise-controller")?;
-        Ok(ProxiedController { child, metrics_port, log, kubeconfig })
-    }
-
-    /// Whether it is still running (it has not crashed or exited).
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Its /metrics, read directly (not through the proxy).
-    pub async fn metrics(&self) -> anyhow::Result<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).await?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-    }
-
-    /// The values of a metric by label set (`{kind="conflict"}`, or "" without labels).
-    pub async fn metric(&self, name: &str) -> anyhow::Result<BTreeMap<String, f64>> {
-        Ok(metric_values(&self.metrics().await?, name))
-    }
-
-    /// The last `lines` lines of its log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for ProxiedController {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The samples of metric `name` in a Prometheus text exposition, by label set.
-pub fn metric_values(exposition: &str, name: &str) -> BTreeMap<String, f64> {
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let (labels, value) = rest.rsplit_once(' ')?;
-            (labels.is_empty() || labels.starts_with('{')).then_some((labels.to_string(), value.parse().ok()?))
-        })
-        .collect()
+/// Starts the controller (`target/debug/stepwise-controller`, or the build
+/// `STEPWISE_CHAOS_CONTROLLER` names) for `namespace` through `proxy`, without leader election.
+/// Its kubeconfig goes to `target/chaos/`, its log beside the e2e tests' (`target/e2e-logs/`).
+pub fn start_controller(proxy: &FaultProxy, namespace: &str, extra: &[&str]) -> anyhow::Result<ControllerProcess> {
+    let root = stepwise_e2e::repo_root();
+    let bin = std::env::var_os("STEPWISE_CHAOS_CONTROLLER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/debug/stepwise-controller"));
+    let dir = root.join("target/chaos");
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join(format!("{namespace}.kubeconfig"));
+    proxy.write_kubeconfig(&stepwise_e2e::kubeconfig_path(), &kubeconfig)?;
+    let args: Vec<&str> = ["--leader-elect=false"].into_iter().chain(extra.iter().copied()).collect();
+    ControllerProcess::start_with_kubeconfig(&bin, &kubeconfig, namespace, "controller", &args)
 }
 
 #[cfg(test)]
@@ -1281,9 +1204,9 @@ mod tests {
     #[test]
     fn metric_samples_are_read_by_label_set() {
         let text = "# HELP stepwise_errors x\nstepwise_errors_total{kind=\"conflict\"} 3\nstepwise_errors_total{kind=\"throttled\"} 1\nstepwise_errors_totally 9\nstepwise_leader 1\n";
-        let values = metric_values(text, "stepwise_errors_total");
+        let values = stepwise_e2e::metric_values(text, "stepwise_errors_total");
         assert_eq!(values.len(), 2);
         assert_eq!(values.get("{kind=\"conflict\"}"), Some(&3.0));
-        assert_eq!(metric_values(text, "stepwise_leader").get(""), Some(&1.0));
+        assert_eq!(stepwise_e2e::metric_values(text, "stepwise_leader").get(""), Some(&1.0));
     }
 }

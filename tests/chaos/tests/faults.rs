@@ -16,8 +16,8 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
-use stepwise_chaos::proxy::{Fault, FaultPlan, FaultProxy, ProxiedController, RequestRecord, Upstream, Verb};
-use stepwise_e2e::{Env, eventually, kubeconfig_path, secs};
+use stepwise_chaos::proxy::{Fault, FaultPlan, FaultProxy, RequestRecord, Upstream, Verb, start_controller};
+use stepwise_e2e::{ControllerProcess, Env, eventually, kubeconfig_path, secs};
 
 /// The Rollouts updated while the faults last.
 const FLEET: usize = 8;
@@ -96,7 +96,7 @@ async fn wait_converged(
     names: &[String],
     image: &str,
     timeout: Duration,
-    controller: &ProxiedController,
+    controller: &ControllerProcess,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let told = std::cell::Cell::new(Instant::now());
@@ -113,7 +113,7 @@ async fn wait_converged(
         anyhow::bail!(
             "{e}\nlagging: {:#?}\ncontroller log:\n{}",
             lagging(api, pods, names, image).await.unwrap_or_default(),
-            controller.log_tail(60)
+            controller.log_tail_lines(60)
         );
     }
     Ok(started.elapsed())
@@ -140,7 +140,7 @@ async fn under_throttling_conflicts_server_errors_latency_and_cut_watches_the_co
 -> anyhow::Result<()> {
     let env = Env::without_controller("chaos-faults").await?;
     let proxy = FaultProxy::start(Upstream::from_kubeconfig(&kubeconfig_path()).await?).await?;
-    let mut controller = ProxiedController::start(&proxy, &env.ns, &[])?;
+    let mut controller = start_controller(&proxy, &env.ns, &[])?;
     let api: Api<Rollout> = Api::namespaced(env.client.clone(), &env.ns);
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
     let fleet: Vec<String> = (0..FLEET).map(|i| format!("app-{i}")).collect();
@@ -188,7 +188,7 @@ async fn under_throttling_conflicts_server_errors_latency_and_cut_watches_the_co
         }
         let idle = api.get(IDLE).await?;
         idle_phases.push(idle.status.and_then(|s| s.phase));
-        assert!(controller.is_running(), "the controller died under faults:\n{}", controller.log_tail(60));
+        assert!(controller.is_running(), "the controller died under faults:\n{}", controller.log_tail_lines(60));
         tokio::time::sleep(secs(1)).await;
     }
     let faults_to = Instant::now();
@@ -224,8 +224,8 @@ async fn under_throttling_conflicts_server_errors_latency_and_cut_watches_the_co
         .collect();
     println!("faults injected: {}", injected.join(" "));
     println!("proxy overall: {}", proxy.stats());
-    let errors = controller.metric("stepwise_errors_total").await?;
-    let answers = controller.metric("stepwise_api_errors_total").await?;
+    let errors = controller.metric_values("stepwise_errors_total").await?;
+    let answers = controller.metric_values("stepwise_api_errors_total").await?;
     println!("controller: reconcile errors by kind {errors:?}; error answers of the API server by kind {answers:?}");
     assert!(rate.mean() < 20.0, "mean request rate {:.1}/s under faults: {:?}", rate.mean(), rate.per_second);
     assert!(

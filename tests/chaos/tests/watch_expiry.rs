@@ -14,8 +14,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
-use stepwise_chaos::proxy::{Fault, FaultPlan, FaultProxy, Partition, ProxiedController, Upstream, Verb};
-use stepwise_e2e::{Env, eventually, kubeconfig_path, secs};
+use stepwise_chaos::proxy::{Fault, FaultPlan, FaultProxy, Partition, Upstream, Verb, start_controller};
+use stepwise_e2e::{ControllerProcess, Env, eventually, kubeconfig_path, secs};
 
 fn image(version: u32) -> String {
     format!("example.invalid/demo:{version}")
@@ -31,7 +31,7 @@ fn rollout(name: &str, image: &str, steps: &str) -> anyhow::Result<Rollout> {
 /// Waits until `check` holds for the Rollout `name`; the error shows its status and the log.
 async fn then(
     api: &Api<Rollout>,
-    controller: &ProxiedController,
+    controller: &ControllerProcess,
     name: &str,
     what: &str,
     timeout: Duration,
@@ -40,7 +40,7 @@ async fn then(
     let result = eventually(&format!("{name}: {what}"), timeout, || async { Ok(check(&api.get(name).await?)) }).await;
     if let Err(e) = result {
         let status = api.get_opt(name).await.ok().flatten().and_then(|r| r.status);
-        anyhow::bail!("{e}\nstatus: {status:#?}\ncontroller log:\n{}", controller.log_tail(60));
+        anyhow::bail!("{e}\nstatus: {status:#?}\ncontroller log:\n{}", controller.log_tail_lines(60));
     }
     Ok(())
 }
@@ -70,9 +70,9 @@ async fn replica_sets(api: &Api<ReplicaSet>, rollout: &str) -> anyhow::Result<BT
 }
 
 /// The controller's `stepwise_rollouts` gauge by phase.
-async fn rollouts_by_phase(controller: &ProxiedController) -> anyhow::Result<BTreeMap<String, f64>> {
+async fn rollouts_by_phase(controller: &ControllerProcess) -> anyhow::Result<BTreeMap<String, f64>> {
     Ok(controller
-        .metric("stepwise_rollouts")
+        .metric_values("stepwise_rollouts")
         .await?
         .into_iter()
         .filter(|(_, v)| *v > 0.0)
@@ -85,7 +85,7 @@ async fn after_a_partition_in_which_its_watches_expired_the_controller_relists_a
 -> anyhow::Result<()> {
     let env = Env::without_controller("chaos-expiry").await?;
     let proxy = FaultProxy::start(Upstream::from_kubeconfig(&kubeconfig_path()).await?).await?;
-    let mut controller = ProxiedController::start(&proxy, &env.ns, &[])?;
+    let mut controller = start_controller(&proxy, &env.ns, &[])?;
     let api: Api<Rollout> = Api::namespaced(env.client.clone(), &env.ns);
     let rs_api: Api<ReplicaSet> = Api::namespaced(env.client.clone(), &env.ns);
 
@@ -143,7 +143,7 @@ async fn after_a_partition_in_which_its_watches_expired_the_controller_relists_a
         Ok(replica_sets(&rs_api, "paused").await?.get(&canary_hash).is_some_and(|uid| *uid != canary_uid))
     })
     .await
-    .map_err(|e| anyhow::anyhow!("{e}\ncontroller log:\n{}", controller.log_tail(60)))?;
+    .map_err(|e| anyhow::anyhow!("{e}\ncontroller log:\n{}", controller.log_tail_lines(60)))?;
     then(&api, &controller, "paused", "still paused at step 1", secs(30), paused_at_step_1).await?;
     then(&api, &controller, "newcomer", "Healthy", secs(90), |r| phase(r) == Some(RolloutPhase::Healthy)).await?;
     let counted = eventually("the controller counts newcomer and paused, and no longer doomed", secs(30), || async {
@@ -195,7 +195,7 @@ async fn cut_off_by_refused_connections_mid_rollout_the_controller_retries_at_a_
 -> anyhow::Result<()> {
     let env = Env::without_controller("chaos-refused").await?;
     let proxy = FaultProxy::start(Upstream::from_kubeconfig(&kubeconfig_path()).await?).await?;
-    let mut controller = ProxiedController::start(&proxy, &env.ns, &[])?;
+    let mut controller = start_controller(&proxy, &env.ns, &[])?;
     let api: Api<Rollout> = Api::namespaced(env.client.clone(), &env.ns);
 
     // Given a Rollout paused at a timed step of an update, so that the controller has writes to
@@ -222,12 +222,12 @@ async fn cut_off_by_refused_connections_mid_rollout_the_controller_retries_at_a_
     assert!(refused > 0, "the controller never tried to reach the API server: the test tested nothing");
     assert!(attempts < 20.0, "{attempts:.1} attempts a second while cut off");
     // It counted the failed writes as the API server being unreachable...
-    let errors = controller.metric("stepwise_errors_total").await?;
+    let errors = controller.metric_values("stepwise_errors_total").await?;
     println!("controller errors by kind: {errors:?}");
     assert!(
         errors.get("{kind=\"unreachable\"}").is_some_and(|n| *n > 0.0),
         "writes that found no API server are counted as unreachable: {errors:?}\n{}",
-        controller.log_tail(30)
+        controller.log_tail_lines(30)
     );
     // ...and finishes the update once it is back.
     let healed_at = Instant::now();

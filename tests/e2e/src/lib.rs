@@ -2,8 +2,9 @@
 //! (`tests/cluster`). Each test gets its own namespace and its own controller process, scoped to
 //! that namespace, so tests run in parallel without seeing each other.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,18 @@ impl ControllerProcess {
 
     /// Starts a given build (path relative to the repository root) of the controller.
     pub fn start_binary(binary: &str, namespace: &str, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_kubeconfig(Path::new(binary), &kubeconfig_path(), namespace, name, extra)
+    }
+
+    /// Starts a given build (relative to the repository root, or absolute) with another kubeconfig
+    /// (one that points at a proxy, say). Its log is `target/e2e-logs/<namespace>-<name>.log`.
+    pub fn start_with_kubeconfig(
+        binary: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let bin = repo_root().join(binary);
         if !bin.exists() {
             bail!("{} not built: run `cargo build --bins` first (just test does)", bin.display());
@@ -127,7 +140,7 @@ impl ControllerProcess {
         let file = std::fs::File::create(&log)?;
         let metrics_port = free_port();
         let child = Command::new(bin)
-            .arg(format!("--kubeconfig={}", kubeconfig_path().display()))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--namespace={namespace}"))
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             .args(extra)
@@ -138,6 +151,11 @@ impl ControllerProcess {
             .spawn()
             .context("start stepwise-controller")?;
         Ok(ControllerProcess { child, metrics_port, log })
+    }
+
+    /// Whether it still runs (it has neither crashed nor exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Kills it at once, as a crash would (SIGKILL).
@@ -180,11 +198,22 @@ impl ControllerProcess {
             .sum())
     }
 
-    /// The last lines of its log.
+    /// The values of metric `name` by label set (`{kind="conflict"}`, or "" without labels).
+    pub async fn metric_values(&self, name: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+        let (_, body) = self.get("/metrics").await?;
+        Ok(metric_values(&body, name))
+    }
+
+    /// The last 40 lines of its log.
     pub fn log_tail(&self) -> String {
+        self.log_tail_lines(40)
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail_lines(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 }
 
@@ -192,6 +221,19 @@ impl Drop for ControllerProcess {
     fn drop(&mut self) {
         self.kill_hard();
     }
+}
+
+/// The samples of metric `name` in a Prometheus text exposition, by label set.
+pub fn metric_values(exposition: &str, name: &str) -> BTreeMap<String, f64> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = rest.rsplit_once(' ')?;
+            (labels.is_empty() || labels.starts_with('{')).then_some((labels.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// One test's world: a namespace, a client, and a controller.

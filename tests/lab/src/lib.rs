@@ -25,3 +25,10 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
     };
     Client::try_from(config).context("cannot build a client from the kubeconfig")
 }
+
+/// Logs to stderr at the level `RUST_LOG` sets (info by default): the lab's programs all log so.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+}

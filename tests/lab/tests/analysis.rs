@@ -7,59 +7,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, describe, kubectl_apply, tolerated_failures, traefik_app};
+use common::{
+    JUDGED_STEPS, Lab, TRAEFIK, canary, describe, kubectl_apply, rollout, success_rate_template, tolerated_failures,
+    traefik_app,
+};
 use stepwise_api::RolloutPhase;
 use stepwise_e2e::Env;
 
-fn manifests(ns: &str, prometheus: &str) -> String {
+/// The success rate of the canary's pods, from the requests the responders counted.
+fn prometheus_provider(ns: &str, prometheus: &str) -> String {
+    let selector = format!("namespace=\"{ns}\",pod_template_hash=\"{{{{args.hash}}}}\"");
     format!(
-        r#"apiVersion: stepwise.dev/v1alpha1
-kind: AnalysisTemplate
-metadata: {{name: success-rate}}
-spec:
-  args:
-  - name: hash
-  metrics:
-  - name: success-rate
-    initialDelay: 10s
-    interval: 5s
-    count: 4
-    failureLimit: 1
-    successCondition: result[0] >= 0.95
-    provider:
-      prometheus:
-        address: {prometheus}
-        query: |
-          sum(rate(lab_http_requests_total{{namespace="{ns}",pod_template_hash="{{{{args.hash}}}}",code!~"5.."}}[15s]))
-          / sum(rate(lab_http_requests_total{{namespace="{ns}",pod_template_hash="{{{{args.hash}}}}"}}[15s]))
----
-apiVersion: stepwise.dev/v1alpha1
-kind: Rollout
-metadata: {{name: app}}
-spec:
-  replicas: 4
-  selector: {{matchLabels: {{app: demo}}}}
-  template:
-    metadata: {{labels: {{app: demo}}}}
-    spec:
-      containers:
-      - name: app
-        image: lab.invalid/demo:1
-        ports: [{{containerPort: 8080}}]
-  strategy:
-    canary:
-      canaryService: demo-canary
-      stableService: demo-stable
-      trafficRouting:
-        traefik: {{weightedTraefikServiceName: demo}}
-      steps:
-      - setWeight: 50
-      - analysis:
-          templates: [{{templateName: success-rate}}]
-          args:
-          - name: hash
-            valueFrom: {{podTemplateHashValue: Latest}}
-"#
+        "      prometheus:\n        address: {prometheus}\n        query: |\n          sum(rate(lab_http_requests_total{{{selector},code!~\"5..\"}}[15s]))\n          / sum(rate(lab_http_requests_total{{{selector}}}[15s]))\n"
     )
 }
 
@@ -70,7 +29,8 @@ async fn a_version_failing_30_percent_of_real_requests_is_aborted_and_a_good_one
     let ns = env.ns.clone();
     let host = format!("{ns}.analysis.lab");
     kubectl_apply(&ns, &traefik_app(&host))?;
-    kubectl_apply(&ns, &manifests(&ns, &lab.prometheus))?;
+    kubectl_apply(&ns, &success_rate_template(&prometheus_provider(&ns, &lab.prometheus)))?;
+    kubectl_apply(&ns, &rollout(4, &canary(TRAEFIK, JUDGED_STEPS)))?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 4).await?;
     lab.until_share(&host, "1", 100.0).await?;

@@ -8,32 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Lab, kubectl_apply, traefik_app};
+use common::{Lab, TRAEFIK, canary, kubectl_apply, rollout, traefik_app};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::Api;
 use stepwise_api::RolloutPhase;
 use stepwise_e2e::{Env, eventually};
 
-const MANIFESTS: &str = r#"apiVersion: stepwise.dev/v1alpha1
-kind: Rollout
-metadata: {name: app}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: demo}}
-  template:
-    metadata: {labels: {app: demo}}
-    spec: {containers: [{name: app, image: 'lab.invalid/demo:1', ports: [{containerPort: 8080}]}]}
-  strategy:
-    canary:
-      canaryService: demo-canary
-      stableService: demo-stable
-      trafficRouting:
-        traefik: {weightedTraefikServiceName: demo}
-      steps:
-      - setWeight: 50
-      - pause: {}
----
-apiVersion: autoscaling/v2
+const HPA: &str = r#"apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata: {name: app}
 spec:
@@ -57,7 +38,8 @@ async fn an_hpa_scales_a_paused_canary_on_real_load_and_the_ratio_holds_without_
     let ns = env.ns.clone();
     let host = format!("{ns}.hpa.lab");
     kubectl_apply(&ns, &traefik_app(&host))?;
-    kubectl_apply(&ns, MANIFESTS)?;
+    kubectl_apply(&ns, &rollout(2, &canary(TRAEFIK, "      - setWeight: 50\n      - pause: {}\n")))?;
+    kubectl_apply(&ns, HPA)?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     env.when_image("lab.invalid/demo:2").await?;
     env.then_paused_at_step(1, Duration::from_secs(60)).await?;

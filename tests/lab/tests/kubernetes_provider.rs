@@ -9,59 +9,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, describe, kubectl_apply, tolerated_failures, traefik_app};
+use common::{
+    JUDGED_STEPS, Lab, TRAEFIK, canary, describe, kubectl_apply, rollout, success_rate_template, tolerated_failures,
+    traefik_app,
+};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
 use stepwise_api::{AnalysisPhase, AnalysisRun, RolloutPhase};
 use stepwise_e2e::Env;
 
-const MANIFESTS: &str = r#"apiVersion: stepwise.dev/v1alpha1
-kind: AnalysisTemplate
-metadata: {name: success-rate}
-spec:
-  args:
-  - name: hash
-  metrics:
-  - name: success-rate
-    initialDelay: 10s
-    interval: 5s
-    count: 4
-    failureLimit: 1
-    successCondition: result[0] >= 0.95
-    provider:
-      kubernetes:
-        api: external
-        metricName: lab_success_rate
-        selector: pod_template_hash={{args.hash}}
----
-apiVersion: stepwise.dev/v1alpha1
-kind: Rollout
-metadata: {name: app}
-spec:
-  replicas: 4
-  selector: {matchLabels: {app: demo}}
-  template:
-    metadata: {labels: {app: demo}}
-    spec:
-      containers:
-      - name: app
-        image: lab.invalid/demo:1
-        ports: [{containerPort: 8080}]
-  strategy:
-    canary:
-      canaryService: demo-canary
-      stableService: demo-stable
-      trafficRouting:
-        traefik: {weightedTraefikServiceName: demo}
-      steps:
-      - setWeight: 50
-      - analysis:
-          templates: [{templateName: success-rate}]
-          args:
-          - name: hash
-            valueFrom: {podTemplateHashValue: Latest}
-"#;
+/// The share of non-5xx answers among the canary's requests, from the lab's adapter.
+const EXTERNAL_SUCCESS_RATE: &str = "      kubernetes:\n        api: external\n        metricName: lab_success_rate\n        selector: pod_template_hash={{args.hash}}\n";
 
 /// The values the newest run measured (numbers only), and the paths it asked.
 async fn last_run_values(env: &Env) -> anyhow::Result<(AnalysisPhase, Vec<f64>, Vec<String>)> {
@@ -91,7 +50,8 @@ async fn a_canary_is_judged_by_the_external_metrics_api_aborted_when_it_fails_an
     let ns = env.ns.clone();
     let host = format!("{ns}.kubernetes-provider.lab");
     kubectl_apply(&ns, &traefik_app(&host))?;
-    kubectl_apply(&ns, MANIFESTS)?;
+    kubectl_apply(&ns, &success_rate_template(EXTERNAL_SUCCESS_RATE))?;
+    kubectl_apply(&ns, &rollout(4, &canary(TRAEFIK, JUDGED_STEPS)))?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 4).await?;
 

@@ -7,18 +7,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, SERVICES, describe, kubectl_apply, traefik_app};
+use common::{Lab, SERVICES, TRAEFIK, canary, describe, kubectl_apply, rollout, traefik_app};
 use stepwise_api::RolloutPhase;
 use stepwise_e2e::Env;
 
 const REQUESTS: u64 = 2_000;
 const TOLERANCE_POINTS: f64 = 3.0;
 
-fn rollout(router: &str, weights: &[u32]) -> String {
+/// A canary of 5 replicas routed by `router` that pauses for a person after each weight.
+fn paused_at_each(router: &str, weights: &[u32]) -> String {
     let steps: String = weights.iter().map(|w| format!("      - setWeight: {w}\n      - pause: {{}}\n")).collect();
-    format!(
-        "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: app}}\nspec:\n  replicas: 5\n  selector: {{matchLabels: {{app: demo}}}}\n  template:\n    metadata: {{labels: {{app: demo}}}}\n    spec: {{containers: [{{name: app, image: 'lab.invalid/demo:1', ports: [{{containerPort: 8080}}]}}]}}\n  strategy:\n    canary:\n      canaryService: demo-canary\n      stableService: demo-stable\n      trafficRouting:\n{router}\n      steps:\n{steps}"
-    )
+    rollout(5, &canary(router, &steps))
 }
 
 /// The canary's pods at `weight` % of the 5 replicas (rounded up, as stepwise and Argo do).
@@ -45,7 +44,7 @@ async fn traefik_sends_each_step_s_weight_to_the_canary_and_nothing_after_an_abo
     let ns = env.ns.clone();
     let host = format!("{ns}.traefik.lab");
     kubectl_apply(&ns, &traefik_app(&host))?;
-    kubectl_apply(&ns, &rollout("        traefik: {weightedTraefikServiceName: demo}", &[20, 50, 80]))?;
+    kubectl_apply(&ns, &paused_at_each(TRAEFIK, &[20, 50, 80]))?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 5).await?;
     let service = format!("{ns}-demo@kubernetescrd");
@@ -85,7 +84,7 @@ async fn a_gateway_api_route_served_by_traefik_follows_the_steps_then_the_promot
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: demo}}\nspec:\n  parentRefs: [{{name: lab, namespace: lab-gateway}}]\n  hostnames: ['{host}']\n  rules:\n  - backendRefs:\n    - {{name: demo-stable, port: 80, weight: 100}}\n    - {{name: demo-canary, port: 80, weight: 0}}\n"
         ),
     )?;
-    kubectl_apply(&ns, &rollout("        gatewayAPI: {httpRoute: demo}", &[30, 60]))?;
+    kubectl_apply(&ns, &paused_at_each("gatewayAPI: {httpRoute: demo}", &[30, 60]))?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 5).await?;
     // Traefik names the route's weighted service after the route and rule; poll the traffic

@@ -7,16 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Lab, kubectl_apply, tolerated_failures, traefik_app};
+use common::{Lab, TRAEFIK, canary, kubectl_apply, rollout, tolerated_failures, traefik_app};
 use stepwise_api::RolloutPhase;
 use stepwise_e2e::Env;
 use stepwise_lab::load::LoadReport;
-
-fn rollout(strategy: &str) -> String {
-    format!(
-        "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: app}}\nspec:\n  replicas: 4\n  selector: {{matchLabels: {{app: demo}}}}\n  template:\n    metadata: {{labels: {{app: demo}}}}\n    spec: {{containers: [{{name: app, image: 'lab.invalid/demo:1', ports: [{{containerPort: 8080}}]}}]}}\n  strategy:\n{strategy}"
-    )
-}
 
 /// Rolls out version 2 under 100 requests a second and returns what the load saw, from the
 /// update until the Rollout is Healthy and its old pods are gone.
@@ -38,26 +32,22 @@ async fn update_under_load(env: &Env, lab: &Lab, host: &str) -> anyhow::Result<L
     Ok(report)
 }
 
-#[tokio::test]
-async fn a_routed_canary_rolled_out_under_load_loses_no_request() -> anyhow::Result<()> {
+/// Version 1 of a Rollout of 4 pods with `strategy`, behind Traefik, answering; then version 2
+/// rolled out under load. Returns the test's world and what the load saw, having checked that
+/// (almost) no request was lost.
+async fn released_under_load(name: &str, strategy: &str) -> anyhow::Result<(Env, LoadReport)> {
     let lab = Lab::get()?;
-    let env = Env::new("zd-canary").await?;
+    let env = Env::new(name).await?;
     let ns = env.ns.clone();
     let host = format!("{ns}.zd.lab");
     kubectl_apply(&ns, &traefik_app(&host))?;
-    kubectl_apply(
-        &ns,
-        &rollout(
-            "    canary:\n      canaryService: demo-canary\n      stableService: demo-stable\n      scaleDownDelaySeconds: 5\n      trafficRouting:\n        traefik: {weightedTraefikServiceName: demo}\n      steps:\n      - setWeight: 25\n      - pause: {duration: 3s}\n      - setWeight: 75\n      - pause: {duration: 3s}\n",
-        ),
-    )?;
+    kubectl_apply(&ns, &rollout(4, strategy))?;
     env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
     lab.until_served(&ns, "1", 4).await?;
     lab.until_share(&host, "1", 100.0).await?;
 
     let report = update_under_load(&env, &lab, &host).await?;
-    eprintln!("canary under load:\n{report}");
-    assert!(report.share("2") > 0.0 && report.share("1") > 0.0, "both versions answered during the update");
+    eprintln!("{name} under load:\n{report}");
     assert!(
         report.failed() <= tolerated_failures(&report),
         "no request may be lost (a tenth of a percent is tolerated): {} of {} failed (status codes {:?})",
@@ -65,36 +55,24 @@ async fn a_routed_canary_rolled_out_under_load_loses_no_request() -> anyhow::Res
         report.total(),
         report.codes
     );
+    Ok((env, report))
+}
+
+#[tokio::test]
+async fn a_routed_canary_rolled_out_under_load_loses_no_request() -> anyhow::Result<()> {
+    let steps =
+        "      - setWeight: 25\n      - pause: {duration: 3s}\n      - setWeight: 75\n      - pause: {duration: 3s}\n";
+    let strategy = canary(TRAEFIK, steps).replace("    canary:\n", "    canary:\n      scaleDownDelaySeconds: 5\n");
+    let (env, report) = released_under_load("zd-canary", &strategy).await?;
+    assert!(report.share("2") > 0.0 && report.share("1") > 0.0, "both versions answered during the update");
     env.cleanup().await
 }
 
 #[tokio::test]
 async fn a_blue_green_switch_under_load_loses_no_request() -> anyhow::Result<()> {
-    let lab = Lab::get()?;
-    let env = Env::new("zd-bluegreen").await?;
-    let ns = env.ns.clone();
-    let host = format!("{ns}.zd.lab");
     // The TraefikService sends everything to demo-stable, the active Service.
-    kubectl_apply(&ns, &traefik_app(&host))?;
-    kubectl_apply(
-        &ns,
-        &rollout(
-            "    blueGreen:\n      activeService: demo-stable\n      previewService: demo-canary\n      autoPromotionEnabled: true\n      scaleDownDelaySeconds: 5\n",
-        ),
-    )?;
-    env.then_phase(RolloutPhase::Healthy, Duration::from_secs(60)).await?;
-    lab.until_served(&ns, "1", 4).await?;
-    lab.until_share(&host, "1", 100.0).await?;
-
-    let report = update_under_load(&env, &lab, &host).await?;
-    eprintln!("blue-green under load:\n{report}");
+    let strategy = "    blueGreen:\n      activeService: demo-stable\n      previewService: demo-canary\n      autoPromotionEnabled: true\n      scaleDownDelaySeconds: 5\n";
+    let (env, report) = released_under_load("zd-bluegreen", strategy).await?;
     assert!(report.share("2") > 0.0, "the new version answered after the switch");
-    assert!(
-        report.failed() <= tolerated_failures(&report),
-        "no request may be lost (a tenth of a percent is tolerated): {} of {} failed (status codes {:?})",
-        report.failed(),
-        report.total(),
-        report.codes
-    );
     env.cleanup().await
 }

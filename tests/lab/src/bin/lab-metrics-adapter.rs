@@ -11,7 +11,6 @@ use stepwise_lab::adapter::{Adapter, Rules, serve, tls_config};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 /// Serves custom.metrics.k8s.io/v1beta2 and external.metrics.k8s.io/v1beta1 over HTTPS, for the
 /// API server's aggregator to proxy.
@@ -40,9 +39,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    stepwise_lab::init_logging();
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.rules)
         .with_context(|| format!("cannot read the rules file {}", args.rules.display()))?;

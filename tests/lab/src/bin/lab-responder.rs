@@ -13,7 +13,6 @@ use stepwise_lab::responder::{Responder, ResponderConfig, serve_status, watch};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 /// Serves HTTP for the pods of the lab cluster on their pod IPs.
 #[derive(Parser, Debug)]
@@ -38,9 +37,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    stepwise_lab::init_logging();
     let args = Args::parse();
     // kube's TLS takes the process-wide rustls provider, which is ambiguous when several are built.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -202,6 +202,39 @@ spec:
     )
 }
 
+/// The Rollout every lab test releases: `app`, `replicas` pods of `lab.invalid/demo:1` labelled
+/// `app: demo` and answering on port 8080, with `strategy` (YAML, indented four spaces, under
+/// `strategy:`).
+pub fn rollout(replicas: u32, strategy: &str) -> String {
+    format!(
+        "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: app}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: demo}}}}\n  template:\n    metadata: {{labels: {{app: demo}}}}\n    spec: {{containers: [{{name: app, image: 'lab.invalid/demo:1', ports: [{{containerPort: 8080}}]}}]}}\n  strategy:\n{strategy}"
+    )
+}
+
+/// The Traefik router of [`traefik_app`], as `trafficRouting` holds it.
+pub const TRAEFIK: &str = "traefik: {weightedTraefikServiceName: demo}";
+
+/// A canary strategy over the two Services, routed by `router` (one line of `trafficRouting`),
+/// with `steps` (YAML list items, indented six spaces).
+pub fn canary(router: &str, steps: &str) -> String {
+    format!(
+        "    canary:\n      canaryService: demo-canary\n      stableService: demo-stable\n      trafficRouting:\n        {router}\n      steps:\n{steps}"
+    )
+}
+
+/// The steps of a judged canary: half the traffic, then the `success-rate` analysis of the
+/// canary's pods (its template takes their pod-template hash as `hash`).
+pub const JUDGED_STEPS: &str = "      - setWeight: 50\n      - analysis:\n          templates: [{templateName: success-rate}]\n          args:\n          - name: hash\n            valueFrom: {podTemplateHashValue: Latest}\n";
+
+/// The AnalysisTemplate `success-rate` of [`JUDGED_STEPS`], measuring with `provider` (YAML,
+/// indented eight spaces, under `provider:`): four measurements 5 s apart after 10 s, at least
+/// 0.95, one failure tolerated.
+pub fn success_rate_template(provider: &str) -> String {
+    format!(
+        "apiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: success-rate}}\nspec:\n  args:\n  - name: hash\n  metrics:\n  - name: success-rate\n    initialDelay: 10s\n    interval: 5s\n    count: 4\n    failureLimit: 1\n    successCondition: result[0] >= 0.95\n    provider:\n{provider}"
+    )
+}
+
 /// `kubectl apply --server-side` of `yaml` into `ns`.
 pub fn kubectl_apply(ns: &str, yaml: &str) -> anyhow::Result<()> {
     let mut child = Command::new(stepwise_e2e::kubectl_path())
