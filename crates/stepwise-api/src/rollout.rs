@@ -418,7 +418,7 @@ pub struct PodMetadata {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "(has(self.istio) ? 1 : 0) + (has(self.nginx) ? 1 : 0) + (has(self.traefik) ? 1 : 0) + (has(self.gatewayAPI) ? 1 : 0) + (has(self.plugins) ? 1 : 0) == 1", "message": "trafficRouting must set exactly one of istio, nginx, traefik, gatewayAPI and plugins"}
+    {"rule": "(has(self.istio) ? 1 : 0) + (has(self.nginx) ? 1 : 0) + (has(self.traefik) ? 1 : 0) + (has(self.gatewayAPI) ? 1 : 0) + (has(self.smi) ? 1 : 0) + (has(self.apisix) ? 1 : 0) + (has(self.ambassador) ? 1 : 0) + (has(self.alb) ? 1 : 0) + (has(self.appMesh) ? 1 : 0) + (has(self.plugins) ? 1 : 0) == 1", "message": "trafficRouting must set exactly one of istio, nginx, traefik, gatewayAPI, smi, apisix, ambassador, alb, appMesh and plugins"}
 ]))]
 pub struct TrafficRouting {
     /// Istio VirtualService (and optionally DestinationRule subsets).
@@ -433,6 +433,23 @@ pub struct TrafficRouting {
     /// Gateway API HTTPRoute backendRef weights.
     #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
     pub gateway_api: Option<GatewayApiTrafficRouting>,
+    /// SMI: a TrafficSplit between the canary and stable Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smi: Option<SmiTrafficRouting>,
+    /// Apache APISIX: the backend weights of an ApisixRoute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apisix: Option<ApisixTrafficRouting>,
+    /// Ambassador (Emissary-ingress): a canary Mapping beside each named Mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ambassador: Option<AmbassadorTrafficRouting>,
+    /// AWS Load Balancer Controller. Accepted so that Argo manifests apply; this build cannot
+    /// drive it (it needs AWS), so a Rollout naming it is InvalidSpec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alb: Option<AlbTrafficRouting>,
+    /// AWS App Mesh. Accepted so that Argo manifests apply; this build cannot drive it (it needs
+    /// AWS), so a Rollout naming it is InvalidSpec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_mesh: Option<AppMeshTrafficRouting>,
     /// Out-of-process router plugins, by plugin name, with their configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::plugin_configs")]
@@ -476,9 +493,39 @@ pub struct IstioTrafficRouting {
 pub struct IstioVirtualService {
     /// Name of the VirtualService.
     pub name: String,
-    /// Names of its HTTP routes to split; may be omitted when it has exactly one.
+    /// Names of its HTTP routes to split; may be omitted when it has exactly one HTTP route and
+    /// no tlsRoutes or tcpRoutes are named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<String>>,
+    /// Its TLS routes to split, each found by port and SNI hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_routes: Option<Vec<IstioTlsRoute>>,
+    /// Its TCP routes to split, each found by port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_routes: Option<Vec<IstioTcpRoute>>,
+}
+
+/// A TLS route of a VirtualService, found by what its `match` holds.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioTlsRoute {
+    /// The port a `match` of the route names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub port: Option<i64>,
+    /// The SNI hosts a `match` of the route lists, all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni_hosts: Option<Vec<String>>,
+}
+
+/// A TCP route of a VirtualService, found by the port its `match` names.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioTcpRoute {
+    /// The port a `match` of the route names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub port: Option<i64>,
 }
 
 /// A DestinationRule with canary and stable subsets.
@@ -491,6 +538,10 @@ pub struct IstioDestinationRule {
     pub canary_subset_name: String,
     /// Name of the subset for the stable version.
     pub stable_subset_name: String,
+    /// Other subsets of the DestinationRule that stepwise leaves as they are (accepted for Argo
+    /// manifests: stepwise never writes a subset it does not manage anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_subset_names: Option<Vec<String>>,
 }
 
 /// nginx ingress traffic routing.
@@ -537,6 +588,125 @@ pub struct GatewayApiTrafficRouting {
     /// Namespace of the routes. Defaults to the Rollout's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+}
+
+/// SMI traffic routing: stepwise owns a TrafficSplit (split.smi-spec.io) that divides the root
+/// Service's traffic between the canary and stable Services.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmiTrafficRouting {
+    /// The Service clients call, which the TrafficSplit divides. Defaults to the stableService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_service: Option<String>,
+    /// Name of the TrafficSplit. Defaults to the Rollout's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_split_name: Option<String>,
+}
+
+/// Apache APISIX traffic routing.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixTrafficRouting {
+    /// The ApisixRoute whose backend weights are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<ApisixRoute>,
+}
+
+/// An ApisixRoute and the HTTP rules in it that stepwise splits.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApisixRoute {
+    /// Name of the ApisixRoute.
+    pub name: String,
+    /// Names of its HTTP rules to split; may be omitted when it has exactly one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<String>>,
+}
+
+/// Ambassador (Emissary-ingress) traffic routing.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AmbassadorTrafficRouting {
+    /// Names of the Mappings to the stable Service; each gets a canary Mapping beside it.
+    #[schemars(length(min = 1))]
+    pub mappings: Vec<String>,
+}
+
+/// AWS Load Balancer Controller traffic routing (accepted, not driven: see
+/// `TrafficRouting::alb`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlbTrafficRouting {
+    /// The Ingress whose actions are split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    /// Several Ingresses whose actions are split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingresses: Option<Vec<String>>,
+    /// The Service port the Ingresses name.
+    #[schemars(range(min = 0, max = 65535))]
+    pub service_port: i32,
+    /// The Service the Ingress action names, when not the stableService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_service: Option<String>,
+    /// Prefix of the ALB annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_prefix: Option<String>,
+    /// Target group stickiness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness_config: Option<AlbStickinessConfig>,
+}
+
+/// Target group stickiness of the ALB router.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlbStickinessConfig {
+    /// Whether stickiness is on.
+    pub enabled: bool,
+    /// How long a client sticks to a target group, in seconds.
+    #[schemars(range(min = 1, max = 604800))]
+    pub duration_seconds: i64,
+}
+
+/// AWS App Mesh traffic routing (accepted, not driven: see `TrafficRouting::app_mesh`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppMeshTrafficRouting {
+    /// The virtual service and its routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<AppMeshVirtualService>,
+    /// The canary and stable virtual nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_node_group: Option<AppMeshVirtualNodeGroup>,
+}
+
+/// An App Mesh virtual service.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppMeshVirtualService {
+    /// Name of the virtual service.
+    pub name: String,
+    /// Names of its routes to split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<String>>,
+}
+
+/// The App Mesh virtual nodes of the canary and stable versions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppMeshVirtualNodeGroup {
+    /// The canary's virtual node.
+    pub canary_virtual_node_ref: AppMeshVirtualNodeRef,
+    /// The stable version's virtual node.
+    pub stable_virtual_node_ref: AppMeshVirtualNodeRef,
+}
+
+/// A reference to an App Mesh virtual node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppMeshVirtualNodeRef {
+    /// Name of the virtual node.
+    pub name: String,
 }
 
 /// Analysis that runs in the background during a canary.

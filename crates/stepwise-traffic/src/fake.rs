@@ -59,8 +59,7 @@ mod tests {
     fn a_weight_is_patched_then_read_back() {
         let router = FakeRouter { objects: vec![("ns".into(), "r".into())] };
         let target = &router.targets()[0];
-        let desired =
-            Desired { canary_service: "c".into(), stable_service: "s".into(), canary_weight: 20, max_weight: 100 };
+        let desired = crate::testing::desired(20);
         let before = fake_route("r", 0);
         let after = apply(&before, &router.patch(target, &before, &desired).unwrap().unwrap());
         assert_eq!(router.canary_weight(target, &after, &desired).unwrap(), Some(20));

@@ -23,6 +23,13 @@ pub mod traefik;
 /// `plugins.<name>`): what core compares a Rollout's routers with.
 pub const KINDS: [&str; 5] = ["istio", "nginx", "gatewayAPI", "traefik", gateway_api::PLUGIN_KIND];
 
+/// The routers that make header routes (`setHeaderRoute` steps), by their field under
+/// `trafficRouting`: a Rollout asking another router for one is refused before anything moves.
+pub const HEADER_ROUTE_KINDS: [&str; 4] = ["istio", "gatewayAPI", gateway_api::PLUGIN_KIND, "nginx"];
+
+/// The routers that make mirror routes (`setMirrorRoute` steps), as [`HEADER_ROUTE_KINDS`].
+pub const MIRROR_ROUTE_KINDS: [&str; 1] = ["istio"];
+
 /// One object a router reads and patches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
@@ -47,16 +54,46 @@ impl std::fmt::Display for Target {
 }
 
 /// Where traffic should go.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
-    /// The Service in front of the canary's pods.
+    /// The Service in front of the canary's pods (empty with Istio subset-level splitting,
+    /// which needs no Services).
     pub canary_service: String,
-    /// The Service in front of the stable pods.
+    /// The Service in front of the stable pods (empty as `canary_service`).
     pub stable_service: String,
     /// The canary's weight, out of `max_weight`.
     pub canary_weight: i32,
     /// The weight that means all traffic (`trafficRouting.maxTrafficWeight`, 100 by default).
     pub max_weight: i32,
+    /// The canary's pod-template-hash, for routers that select pods themselves (Istio's
+    /// DestinationRule subsets).
+    pub canary_hash: Option<String>,
+    /// The stable pods' pod-template-hash, as `canary_hash`.
+    pub stable_hash: Option<String>,
+    /// The names listed in `trafficRouting.managedRoutes`, in their order of precedence: the
+    /// routes stepwise owns. A route of one of these names that is not in `routes` is removed.
+    pub managed_route_names: Vec<String>,
+    /// The managed routes wanted now, in the order of `managed_route_names`.
+    pub routes: Vec<ManagedRoute>,
+}
+
+/// A route stepwise creates for a `setHeaderRoute` or `setMirrorRoute` step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ManagedRoute {
+    /// Requests whose headers match all conditions go to the canary.
+    Header(stepwise_api::SetHeaderRoute),
+    /// Requests matching any condition are copied to the canary (the answer is discarded).
+    Mirror(stepwise_api::SetMirrorRoute),
+}
+
+impl ManagedRoute {
+    /// The route's name, one of `trafficRouting.managedRoutes`.
+    pub fn name(&self) -> &str {
+        match self {
+            ManagedRoute::Header(r) => &r.name,
+            ManagedRoute::Mirror(r) => &r.name,
+        }
+    }
 }
 
 impl Desired {
@@ -67,15 +104,33 @@ impl Desired {
 
     /// The desired state of a canary strategy at `canary_weight`.
     pub fn for_canary(canary: &CanaryStrategy, canary_weight: i32) -> Result<Desired, Error> {
-        let (Some(canary_service), Some(stable_service)) = (&canary.canary_service, &canary.stable_service) else {
-            return Err(Error::Config("trafficRouting needs canaryService and stableService".into()));
+        // Istio's subset-level splitting routes to DestinationRule subsets, not to Services.
+        let subset_level =
+            canary.traffic_routing.as_ref().and_then(|t| t.istio.as_ref()).is_some_and(|i| i.destination_rule.is_some());
+        let (canary_service, stable_service) = match (&canary.canary_service, &canary.stable_service) {
+            (Some(c), Some(s)) => (c.clone(), s.clone()),
+            _ if subset_level => (
+                canary.canary_service.clone().unwrap_or_default(),
+                canary.stable_service.clone().unwrap_or_default(),
+            ),
+            _ => return Err(Error::Config("trafficRouting needs canaryService and stableService".into())),
         };
         let max_weight = canary.traffic_routing.as_ref().and_then(|t| t.max_traffic_weight).unwrap_or(100);
+        let managed_route_names = canary
+            .traffic_routing
+            .iter()
+            .flat_map(|t| t.managed_routes.iter().flatten())
+            .map(|r| r.name.clone())
+            .collect();
         Ok(Desired {
-            canary_service: canary_service.clone(),
-            stable_service: stable_service.clone(),
+            canary_service,
+            stable_service,
             canary_weight,
             max_weight,
+            canary_hash: None,
+            stable_hash: None,
+            managed_route_names,
+            routes: Vec::new(),
         })
     }
 }
@@ -246,6 +301,10 @@ pub(crate) mod testing {
             stable_service: "web-stable".into(),
             canary_weight,
             max_weight: 100,
+            canary_hash: Some("canary-hash".into()),
+            stable_hash: Some("stable-hash".into()),
+            managed_route_names: Vec::new(),
+            routes: Vec::new(),
         }
     }
 
