@@ -386,6 +386,27 @@ pub struct SetMirrorRoute {
     pub percentage: Option<i32>,
 }
 
+/// A header or mirror route as a step asks for it: what the controller hands a router (not a
+/// field of the CRD).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum RouteRequest {
+    /// Requests whose headers match all conditions go to the canary.
+    Header(SetHeaderRoute),
+    /// Requests matching any condition are copied to the canary (its answers are discarded).
+    Mirror(SetMirrorRoute),
+}
+
+impl RouteRequest {
+    /// The route's name, one of `trafficRouting.managedRoutes`.
+    pub fn name(&self) -> &str {
+        match self {
+            RouteRequest::Header(r) => &r.name,
+            RouteRequest::Mirror(r) => &r.name,
+        }
+    }
+}
+
 /// A request condition of a mirror route; every field that is set must match.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

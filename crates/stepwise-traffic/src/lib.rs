@@ -11,6 +11,7 @@
 //! reconcile reads again, instead of the weight landing on somebody else's route.
 
 use serde_json::{Value, json};
+pub use stepwise_api::RouteRequest;
 use stepwise_api::{CanaryStrategy, GatewayApiTrafficRouting, TrafficRouting};
 
 pub mod fake;
@@ -73,27 +74,9 @@ pub struct Desired {
     /// The names listed in `trafficRouting.managedRoutes`, in their order of precedence: the
     /// routes stepwise owns. A route of one of these names that is not in `routes` is removed.
     pub managed_route_names: Vec<String>,
-    /// The managed routes wanted now, in the order of `managed_route_names`.
-    pub routes: Vec<ManagedRoute>,
-}
-
-/// A route stepwise creates for a `setHeaderRoute` or `setMirrorRoute` step.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ManagedRoute {
-    /// Requests whose headers match all conditions go to the canary.
-    Header(stepwise_api::SetHeaderRoute),
-    /// Requests matching any condition are copied to the canary (the answer is discarded).
-    Mirror(stepwise_api::SetMirrorRoute),
-}
-
-impl ManagedRoute {
-    /// The route's name, one of `trafficRouting.managedRoutes`.
-    pub fn name(&self) -> &str {
-        match self {
-            ManagedRoute::Header(r) => &r.name,
-            ManagedRoute::Mirror(r) => &r.name,
-        }
-    }
+    /// The managed routes wanted now (header routes to the canary, mirror routes), in the order
+    /// of `managed_route_names`.
+    pub routes: Vec<RouteRequest>,
 }
 
 impl Desired {
