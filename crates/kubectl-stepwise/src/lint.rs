@@ -233,6 +233,8 @@ fn placeholder_template(name: &str) -> AnalysisTemplateSpec {
 fn check_rollout(doc: &Document, rollout: &Rollout, world: &World, lint: &mut DocLint) {
     let mut observed = Observed {
         router_kinds: stepwise_traffic::KINDS.iter().map(ToString::to_string).collect(),
+        header_route_kinds: stepwise_traffic::HEADER_ROUTE_KINDS.iter().map(ToString::to_string).collect(),
+        mirror_route_kinds: stepwise_traffic::MIRROR_ROUTE_KINDS.iter().map(ToString::to_string).collect(),
         ..Default::default()
     };
     for service in rollout.spec.strategy.service_names() {

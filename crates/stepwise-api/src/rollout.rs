@@ -1041,6 +1041,19 @@ pub struct CanaryStatus {
     /// The traffic weights last set through the router.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<TrafficWeights>,
+    /// The header and mirror routes last made through the router, in precedence order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_routes: Option<Vec<ManagedRouteStatus>>,
+}
+
+/// A header or mirror route made through the router.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedRouteStatus {
+    /// Name of the route, one of trafficRouting.managedRoutes.
+    pub name: String,
+    /// Index of the step that asked for it (a setHeaderRoute or setMirrorRoute step).
+    pub step: i32,
 }
 
 /// Traffic weights as set through the router.

@@ -109,12 +109,15 @@ async fn execute_one(ctx: &Context, rollout: &Rollout, action: &Action) -> Resul
                 .during(|| format!("point Service {service} at {hash}"))?;
             info!(rollout = %name, service = %service, hash = %hash, "switched Service selector");
         }
-        Action::SetTrafficWeight { canary_weight, .. } => {
-            crate::route::set_weight(ctx, rollout, *canary_weight).await?
+        Action::SetTrafficWeight { canary_weight, canary_hash, stable_hash, routes } => {
+            let wanted = crate::route::Wanted {
+                canary_weight: *canary_weight,
+                canary_hash: Some(canary_hash.clone()),
+                stable_hash: stable_hash.clone(),
+                routes: routes.clone(),
+            };
+            crate::route::set_traffic(ctx, rollout, wanted).await?
         }
-        Action::SetHeaderRoute(_) | Action::SetMirrorRoute(_) => crate::route::managed_routes_unavailable(rollout)?,
-        // The routers built so far create no header or mirror routes, so there are none to remove.
-        Action::RemoveManagedRoutes => {}
         Action::CreateAnalysisRun { run, .. } => {
             let run_name = run.name_any();
             match runs.create(&create, run).await {

@@ -96,6 +96,8 @@ pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores) -
         cluster_analysis_templates,
         // Core refuses a Rollout naming any other router before a pod moves.
         router_kinds: stepwise_traffic::KINDS.iter().map(ToString::to_string).collect(),
+        header_route_kinds: stepwise_traffic::HEADER_ROUTE_KINDS.iter().map(ToString::to_string).collect(),
+        mirror_route_kinds: stepwise_traffic::MIRROR_ROUTE_KINDS.iter().map(ToString::to_string).collect(),
     }
 }
 

@@ -11,7 +11,7 @@
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use stepwise_api::Rollout;
-use stepwise_traffic::{Desired, Generated, JsonPatch, Target};
+use stepwise_traffic::{Desired, Generated, JsonPatch, RouteRequest, Target};
 use tracing::info;
 
 use crate::context::Context;
@@ -33,14 +33,33 @@ fn api(ctx: &Context, target: &Target) -> Api<DynamicObject> {
     Api::namespaced_with(ctx.client.clone(), &target.namespace, &resource)
 }
 
-/// Sends `canary_weight` (out of maxTrafficWeight) to the canary Service and the rest to the
-/// stable one, through every router the Rollout names. Without a router there is nothing to do.
-pub async fn set_weight(ctx: &Context, rollout: &Rollout, canary_weight: i32) -> Result<(), Error> {
+/// What the routers are to carry out: the canary's weight, the versions it splits between, and
+/// every header and mirror route wanted.
+#[derive(Clone, Debug, Default)]
+pub struct Wanted {
+    /// The canary's weight, out of maxTrafficWeight.
+    pub canary_weight: i32,
+    /// The canary's pod-template-hash.
+    pub canary_hash: Option<String>,
+    /// The stable pods' pod-template-hash.
+    pub stable_hash: Option<String>,
+    /// The header and mirror routes wanted, in the order of managedRoutes.
+    pub routes: Vec<RouteRequest>,
+}
+
+/// Sends `canary_weight` (out of maxTrafficWeight) to the canary and the rest to the stable
+/// version, and makes exactly the managed routes wanted, through every router the Rollout names.
+/// Without a router there is nothing to do.
+pub async fn set_traffic(ctx: &Context, rollout: &Rollout, wanted: Wanted) -> Result<(), Error> {
     let Some(canary) = rollout.spec.strategy.canary.as_ref() else { return Ok(()) };
     let Some(routing) = canary.traffic_routing.as_ref() else { return Ok(()) };
     let ns = rollout.namespace().unwrap_or_default();
     let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns).map_err(traffic)?;
-    let desired = Desired::for_canary(canary, canary_weight).map_err(traffic)?;
+    let canary_weight = wanted.canary_weight;
+    let mut desired = Desired::for_canary(canary, canary_weight).map_err(traffic)?;
+    desired.canary_hash = wanted.canary_hash;
+    desired.stable_hash = wanted.stable_hash;
+    desired.routes = wanted.routes;
 
     let mut patches: Vec<(Target, JsonPatch)> = Vec::new();
     let mut generated: Vec<Generated> = Vec::new();
@@ -110,14 +129,4 @@ async fn apply_generated(
         .during(|| format!("apply {target}"))?;
     info!(rollout = %rollout.name_any(), object = %target, canary_weight, "set traffic weight");
     Ok(())
-}
-
-/// Header and mirror routes are not built for these routers yet; a step that asks for one is
-/// told on the Rollout rather than skipped, as its traffic would silently not move.
-pub fn managed_routes_unavailable(rollout: &Rollout) -> Result<(), Error> {
-    let routed = rollout.spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()).is_some();
-    if !routed {
-        return Ok(());
-    }
-    Err(Error::Traffic("setHeaderRoute and setMirrorRoute are not available in this build of stepwise".into()))
 }

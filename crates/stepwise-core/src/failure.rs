@@ -71,12 +71,10 @@ pub fn clear_reconcile_error(status: &mut RolloutStatus) {
 fn take_back(rollout: &stepwise_api::Rollout, prev: &RolloutStatus, status: &mut RolloutStatus, action: &Action) {
     match action {
         Action::SetTrafficWeight { .. } => {
-            let before = prev.canary.as_ref().and_then(|c| c.weights.clone());
-            if let Some(canary) = status.canary.as_mut() {
-                canary.weights = before;
-            } else if before.is_some() {
-                status.canary = Some(stepwise_api::CanaryStatus { weights: before, ..Default::default() });
-            }
+            let before = prev.canary.clone().unwrap_or_default();
+            let now = status.canary.get_or_insert_with(Default::default);
+            now.weights = before.weights;
+            now.managed_routes = before.managed_routes;
         }
         Action::SetServiceSelector { service, .. } => {
             let Some(bg) = &rollout.spec.strategy.blue_green else { return };
@@ -355,13 +353,19 @@ mod tests {
                 weights: Some(weights(50)),
                 current_step_analysis_run_status: Some(run("app-new-2-1")),
                 current_background_analysis_run_status: Some(run("app-new-2")),
+                managed_routes: None,
             }),
             current_step_index: Some(1),
             ..status(RolloutPhase::Progressing, "Step 2/3: analysis")
         };
         let actions = vec![
             scale(2),
-            Action::SetTrafficWeight { canary_weight: 50, canary_hash: "new".into(), stable_hash: Some("old".into()) },
+            Action::SetTrafficWeight {
+                canary_weight: 50,
+                canary_hash: "new".into(),
+                stable_hash: Some("old".into()),
+                routes: Vec::new(),
+            },
             create_run("app-new-2-1", AnalysisKind::Step(1)),
             create_run("app-new-2", AnalysisKind::Background),
             event(),
@@ -400,7 +404,12 @@ mod tests {
     fn a_canary_status_with_nothing_left_to_record_is_absent_as_the_plan_leaves_it() {
         let ro = canary();
         let plan = Plan {
-            actions: vec![Action::SetTrafficWeight { canary_weight: 10, canary_hash: "new".into(), stable_hash: None }],
+            actions: vec![Action::SetTrafficWeight {
+                canary_weight: 10,
+                canary_hash: "new".into(),
+                stable_hash: None,
+                routes: Vec::new(),
+            }],
             status: RolloutStatus {
                 canary: Some(CanaryStatus { weights: Some(weights(10)), ..Default::default() }),
                 ..status(RolloutPhase::Progressing, "x")

@@ -30,6 +30,10 @@ pub struct Observed {
     /// The traffic routers this build of stepwise can drive, by their field name under
     /// `trafficRouting` (`istio`, `nginx`, …). A Rollout naming another one is refused.
     pub router_kinds: BTreeSet<String>,
+    /// The routers, among `router_kinds`, that make header routes (`setHeaderRoute`).
+    pub header_route_kinds: BTreeSet<String>,
+    /// The routers, among `router_kinds`, that make mirror routes (`setMirrorRoute`).
+    pub mirror_route_kinds: BTreeSet<String>,
 }
 
 /// One ReplicaSet owned by the Rollout.

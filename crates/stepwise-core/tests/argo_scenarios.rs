@@ -387,20 +387,3 @@ fn while_a_step_waits_on_an_analysis_run_the_message_names_the_run_and_its_phase
     assert!(message.contains(&run) && message.contains("Running"), "{message}");
     assert!(!message.contains("pods updated"), "{message}");
 }
-
-/// No router in this build makes header or mirror routes: a Rollout that asks for one is refused
-/// before any pod moves, naming the step, instead of failing when the step is reached.
-#[test]
-fn a_header_route_step_is_an_invalid_spec_naming_the_step_until_a_router_makes_them() {
-    let strategy = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      trafficRouting:\n        istio: {virtualService: {name: app}}\n        managedRoutes: [{name: beta}]\n      steps:\n      - setWeight: 20\n      - setHeaderRoute: {name: beta, match: [{headerName: x-beta, headerValue: {exact: 'yes'}}]}\n";
-    let mut w = World::new(support::rollout_with(4, strategy));
-    w.reconcile();
-    assert_eq!(w.phase(), Some(stepwise_api::RolloutPhase::Degraded));
-    assert_eq!(
-        w.status().message.as_deref(),
-        Some(
-            "InvalidSpec: spec.strategy.canary.steps[1].setHeaderRoute: managed routes are not built for any router in this build of stepwise"
-        )
-    );
-    assert!(w.observed.replica_sets.is_empty(), "nothing moved");
-}

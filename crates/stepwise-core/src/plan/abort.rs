@@ -5,7 +5,7 @@ use stepwise_api::RolloutStatus;
 
 use super::action::EventType;
 use super::context::Ctx;
-use super::desired::{Draft, RouteChange};
+use super::desired::Draft;
 use super::pause::end_all_pauses;
 use crate::condition;
 use crate::plan::status::set_condition;
@@ -38,7 +38,6 @@ pub(crate) fn abort(ctx: &Ctx, status: &mut RolloutStatus, draft: &mut Draft, me
     }
     set_condition(status, condition::PROGRESSING, "False", "RolloutAborted", &message, ctx.now);
     draft.event(EventType::Warning, "RolloutAborted", message);
-    draft.desired.routes.push(RouteChange::RemoveAll);
 }
 
 fn retry(ctx: &Ctx, status: &mut RolloutStatus, draft: &mut Draft) {

@@ -4,7 +4,7 @@ use std::time::Duration as StdDuration;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
-use stepwise_api::{AnalysisRun, RolloutStatus, SetHeaderRoute, SetMirrorRoute};
+use stepwise_api::{AnalysisRun, RolloutStatus, RouteRequest};
 
 use crate::observed::{AnalysisKind, RoleMetadata};
 
@@ -82,13 +82,10 @@ pub enum Action {
         canary_hash: String,
         /// Pod template hash of the stable version.
         stable_hash: Option<String>,
+        /// Every header and mirror route wanted, in the order of `managedRoutes`; the router
+        /// removes the managed routes not listed.
+        routes: Vec<RouteRequest>,
     },
-    /// Create or remove a header route.
-    SetHeaderRoute(SetHeaderRoute),
-    /// Create or remove a mirror route.
-    SetMirrorRoute(SetMirrorRoute),
-    /// Remove every header and mirror route.
-    RemoveManagedRoutes,
     /// Start an AnalysisRun.
     CreateAnalysisRun {
         /// What it judges.

@@ -24,13 +24,6 @@ pub(crate) struct NewReplicaSet {
     pub selector: LabelSelector,
 }
 
-/// A change to the routes the Rollout manages, in the order the steps asked for them.
-pub(crate) enum RouteChange {
-    Header(stepwise_api::SetHeaderRoute),
-    Mirror(stepwise_api::SetMirrorRoute),
-    RemoveAll,
-}
-
 /// The canary's traffic weight and the versions it splits between.
 pub(crate) struct Weight {
     pub canary: i32,
@@ -53,7 +46,10 @@ pub(crate) struct Desired {
     /// The version each managed Service selects.
     services: BTreeMap<String, String>,
     pub weight: Option<Weight>,
-    pub routes: Vec<RouteChange>,
+    /// The header and mirror routes wanted, all of them, and whether they differ from those
+    /// the router was last given.
+    pub routes: Vec<stepwise_api::RouteRequest>,
+    pub routes_changed: bool,
     /// AnalysisRuns to start.
     pub new_runs: Vec<(AnalysisKind, AnalysisRun)>,
     /// Names of the runs that must go on measuring; every other unfinished run is stopped.
@@ -280,24 +276,20 @@ fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
         out.traffic.push(Action::SetServiceSelector { service: service.clone(), hash: hash.clone() });
         out.event(action_event::SERVICE_SWITCHED, format!("Switched selector of Service {service} to {hash}"));
     }
-    if let Some(weight) = desired.weight.take()
-        && weight.previous != Some(weight.canary)
-    {
+    let Some(weight) = desired.weight.take() else { return };
+    if weight.previous == Some(weight.canary) && !desired.routes_changed {
+        return;
+    }
+    if weight.previous != Some(weight.canary) {
         let message = format!("Traffic weight updated from {} to {}", weight.previous.unwrap_or(0), weight.canary);
-        out.traffic.push(Action::SetTrafficWeight {
-            canary_weight: weight.canary,
-            canary_hash: ctx.hash.clone(),
-            stable_hash: weight.stable_hash,
-        });
         out.event(action_event::WEIGHT_SET, message);
     }
-    for route in desired.routes.drain(..) {
-        out.traffic.push(match route {
-            RouteChange::Header(r) => Action::SetHeaderRoute(r),
-            RouteChange::Mirror(r) => Action::SetMirrorRoute(r),
-            RouteChange::RemoveAll => Action::RemoveManagedRoutes,
-        });
-    }
+    out.traffic.push(Action::SetTrafficWeight {
+        canary_weight: weight.canary,
+        canary_hash: ctx.hash.clone(),
+        stable_hash: weight.stable_hash,
+        routes: std::mem::take(&mut desired.routes),
+    });
 }
 
 /// The workloadRef's Deployment: scaled up with the new pods, down with the old ones.

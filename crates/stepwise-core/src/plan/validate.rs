@@ -120,15 +120,15 @@ fn validate_steps(rollout: &Rollout) -> Result<(), String> {
         if needs_router && canary.traffic_routing.is_none() {
             return Err(format!("{field} needs spec.strategy.canary.trafficRouting"));
         }
-        // Refused before the rollout starts rather than failing when the step is reached.
-        if let Some(kind) =
-            [("setHeaderRoute", step.set_header_route.is_some()), ("setMirrorRoute", step.set_mirror_route.is_some())]
-                .into_iter()
-                .find_map(|(kind, set)| set.then_some(kind))
-        {
-            return Err(format!(
-                "{field}.{kind}: managed routes are not built for any router in this build of stepwise"
-            ));
+        let route = step.set_header_route.as_ref().map(|r| ("setHeaderRoute", &r.name));
+        let route = route.or(step.set_mirror_route.as_ref().map(|r| ("setMirrorRoute", &r.name)));
+        if let Some((kind, name)) = route {
+            let managed = canary.traffic_routing.iter().flat_map(|t| t.managed_routes.iter().flatten());
+            if !managed.clone().any(|r| &r.name == name) {
+                return Err(format!(
+                    "{field}.{kind}.name: {name} is not listed in spec.strategy.canary.trafficRouting.managedRoutes"
+                ));
+            }
         }
     }
     let status = rollout.status.clone().unwrap_or_default();
@@ -207,6 +207,11 @@ fn named_routers(spec: &RolloutSpec) -> Vec<String> {
         ("nginx", routing.nginx.is_some()),
         ("traefik", routing.traefik.is_some()),
         ("gatewayAPI", routing.gateway_api.is_some()),
+        ("smi", routing.smi.is_some()),
+        ("apisix", routing.apisix.is_some()),
+        ("ambassador", routing.ambassador.is_some()),
+        ("alb", routing.alb.is_some()),
+        ("appMesh", routing.app_mesh.is_some()),
     ]
     .into_iter()
     .filter(|(_, named)| *named)
@@ -223,10 +228,27 @@ fn validate_routers(spec: &RolloutSpec, observed: &Observed) -> Result<(), Strin
     if spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some()) && named.is_empty() {
         return Err("spec.strategy.canary.trafficRouting must name a router".into());
     }
-    for kind in named {
-        if !observed.router_kinds.contains(&kind) {
+    for kind in &named {
+        if !observed.router_kinds.contains(kind) {
+            let why = if ["alb", "appMesh"].contains(&kind.as_str()) { " (it needs AWS)" } else { "" };
+            let available = observed.router_kinds.iter().cloned().collect::<Vec<_>>().join(", ");
             return Err(format!(
-                "spec.strategy.canary.trafficRouting.{kind}: the {kind} router is not available in this build of stepwise"
+                "spec.strategy.canary.trafficRouting.{kind}: the {kind} router is not available in this build of stepwise{why}; it drives {available}"
+            ));
+        }
+    }
+    // Refused before the rollout starts rather than failing when the step is reached.
+    let steps = spec.strategy.canary.iter().flat_map(|c| c.steps.iter().flatten()).enumerate();
+    for (i, step) in steps {
+        let (kind, supported) = match (&step.set_header_route, &step.set_mirror_route) {
+            (Some(_), _) => ("setHeaderRoute", &observed.header_route_kinds),
+            (_, Some(_)) => ("setMirrorRoute", &observed.mirror_route_kinds),
+            _ => continue,
+        };
+        if let Some(router) = named.iter().find(|k| !supported.contains(*k)) {
+            let able = supported.iter().cloned().collect::<Vec<_>>().join(", ");
+            return Err(format!(
+                "spec.strategy.canary.steps[{i}].{kind}: the {router} router cannot make {kind} routes; {able} can"
             ));
         }
     }

@@ -47,6 +47,8 @@ pub struct World {
     pub analysis_outcome: AnalysisPhase,
     /// The traffic weight in effect at the router.
     pub router_weight: Option<i32>,
+    /// The names of the header and mirror routes the router was last given.
+    pub router_routes: Vec<String>,
     /// Every plan produced, for invariant checks.
     pub history: Vec<(Observed, Plan)>,
     pub events: Vec<String>,
@@ -63,12 +65,15 @@ impl World {
                 analysis_templates: templates(),
                 cluster_analysis_templates: templates(),
                 router_kinds: ["istio", "nginx", "traefik", "gatewayAPI"].map(String::from).into(),
+                header_route_kinds: ["istio", "nginx", "gatewayAPI"].map(String::from).into(),
+                mirror_route_kinds: ["istio"].map(String::from).into(),
                 ..Default::default()
             },
             now: Time(Timestamp::from_second(1_800_000_000).unwrap()),
             never_ready: BTreeSet::new(),
             analysis_outcome: AnalysisPhase::Successful,
             router_weight: None,
+            router_routes: Vec::new(),
             history: Vec::new(),
             events: Vec::new(),
         }
@@ -135,7 +140,10 @@ impl World {
             Action::SetServiceSelector { service, hash } => {
                 self.observed.services.insert(service.clone(), Some(hash.clone()));
             }
-            Action::SetTrafficWeight { canary_weight, .. } => self.router_weight = Some(*canary_weight),
+            Action::SetTrafficWeight { canary_weight, routes, .. } => {
+                self.router_weight = Some(*canary_weight);
+                self.router_routes = routes.iter().map(|r| r.name().to_string()).collect();
+            }
             Action::CreateAnalysisRun { kind, run } => {
                 let labels = run.metadata.labels.clone().unwrap_or_default();
                 self.observed.analysis_runs.push(ObservedAnalysisRun {
@@ -157,10 +165,7 @@ impl World {
             }
             Action::SetRoleMetadata { name, metadata, .. } => self.rs_mut(name).role_metadata = metadata.clone(),
             Action::Event { reason, message, .. } => self.events.push(format!("{reason}: {message}")),
-            Action::SetHeaderRoute(_)
-            | Action::SetMirrorRoute(_)
-            | Action::RemoveManagedRoutes
-            | Action::RestartPods { .. } => {}
+            Action::RestartPods { .. } => {}
             Action::ScaleWorkload { replicas, .. } => self.observed.workload_replicas = Some(*replicas),
         }
     }

@@ -2,6 +2,7 @@
 //! then the desired state that follows: pods per ReplicaSet, Services, the traffic weight.
 
 mod pods;
+pub(crate) mod routes;
 mod traffic;
 mod walk;
 
@@ -11,7 +12,7 @@ use super::abort::{abort, aborted};
 use super::action::EventType;
 use super::analysis::{Verdict, analysis_verdict, ensure_run, judge};
 use super::context::Ctx;
-use super::desired::{Draft, RouteChange};
+use super::desired::Draft;
 use super::pause::{add_pause, end_all_pauses, held_by_inconclusive_analysis};
 use crate::observed::AnalysisKind;
 use pods::Canary;
@@ -176,7 +177,6 @@ fn promote_if_done(
     d.idx = c.n;
     status.current_step_index = Some(c.n);
     canary_status.current_background_analysis_run_status = None;
-    draft.desired.routes.push(RouteChange::RemoveAll);
     let revision = status.current_revision.unwrap_or(1);
     let message = format!("Rollout completed update to revision {revision} ({}): {reason}", ctx.hash);
     draft.event(EventType::Normal, "RolloutCompleted", message);

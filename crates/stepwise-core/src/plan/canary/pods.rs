@@ -22,6 +22,8 @@ pub(crate) struct Canary<'c> {
     pub unavailable: i32,
     /// The weight the router was last given, as the status recorded it.
     pub prev_weight: Option<i32>,
+    /// The header and mirror routes the router was last given, as the status recorded them.
+    pub prev_routes: Vec<stepwise_api::ManagedRouteStatus>,
 }
 
 /// The ReplicaSets other than the newest: the stable one (when it is another) and the older ones.
@@ -45,6 +47,7 @@ impl<'c> Canary<'c> {
             surge,
             unavailable,
             prev_weight: prev.canary.as_ref().and_then(|c| c.weights.as_ref()).map(|w| w.canary.weight),
+            prev_routes: prev.canary.as_ref().and_then(|c| c.managed_routes.clone()).unwrap_or_default(),
         }
     }
 

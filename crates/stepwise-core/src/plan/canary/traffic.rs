@@ -307,6 +307,11 @@ fn record_weight(c: &Canary, status: &RolloutStatus, weight: i32, canary_status:
     let ctx = c.ctx;
     let stable_hash = status.stable_rs.clone();
     draft.desired.weight = Some(Weight { canary: weight, previous: c.prev_weight, stable_hash: stable_hash.clone() });
+    let routes = super::routes::managed_routes(c.spec, status);
+    let recorded = super::routes::recorded(&routes);
+    draft.desired.routes_changed = recorded != c.prev_routes;
+    draft.desired.routes = routes.into_iter().map(|(r, _)| r).collect();
+    canary_status.managed_routes = (!recorded.is_empty()).then_some(recorded);
     canary_status.weights = Some(TrafficWeights {
         canary: WeightDestination {
             weight,

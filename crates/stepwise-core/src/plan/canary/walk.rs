@@ -6,7 +6,7 @@ use super::pods::{Canary, Others};
 use crate::observed::AnalysisKind;
 use crate::plan::action::EventType;
 use crate::plan::analysis::{Verdict, analysis_verdict, ensure_run, judge};
-use crate::plan::desired::{Draft, RouteChange};
+use crate::plan::desired::Draft;
 use crate::plan::message::describe_step;
 use crate::plan::pause::{
     add_pause, end_pause, held_by_inconclusive_analysis, pause_seconds, pause_started, unpausing,
@@ -102,13 +102,8 @@ fn step_progress(
     if step.analysis.is_some() {
         return analysis_progress(c, idx, step, prev, status, canary_status, draft);
     }
-    // Header and mirror routes are asked of the router and the step moves on: whether the router
-    // made them is the router's to report.
-    if let Some(route) = &step.set_header_route {
-        draft.desired.routes.push(RouteChange::Header(route.clone()));
-    } else if let Some(route) = &step.set_mirror_route {
-        draft.desired.routes.push(RouteChange::Mirror(route.clone()));
-    }
+    // A header or mirror step is done once planned: the routes wanted follow from the steps done
+    // (`routes::managed_routes`), and a failed write takes the step back.
     StepProgress::Done
 }
 
