@@ -4,6 +4,7 @@ pub mod analysis;
 pub mod context;
 pub mod error;
 pub mod execute;
+pub mod finalizer;
 pub mod http;
 pub mod index;
 pub mod leader;

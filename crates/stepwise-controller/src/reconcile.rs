@@ -51,8 +51,10 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
     if rollout.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the ReplicaSets and AnalysisRuns.
         ctx.metrics.set_phase(&key, None);
+        crate::finalizer::finalize(ctx, rollout).await?;
         return Ok((Requeue::await_change(), 0));
     }
+    let finalizer_writes = crate::finalizer::ensure(ctx, rollout).await?;
 
     // observe (no client required)
     let now = Time(Timestamp::now());
@@ -73,7 +75,7 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
         Some(after) => Requeue::requeue(after.max(Duration::from_millis(200))),
         None => Requeue::await_change(),
     };
-    Ok((requeue, writes))
+    Ok((requeue, writes + finalizer_writes))
 }
 
 /// Carries out the plan and writes the status; returns the number of writes. When an action

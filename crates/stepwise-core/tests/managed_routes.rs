@@ -124,7 +124,7 @@ fn a_mirror_route_asked_of_a_router_that_only_makes_header_routes_is_refused() {
     assert_eq!(
         w.status().message.as_deref(),
         Some(
-            "InvalidSpec: spec.strategy.canary.steps[3].setMirrorRoute: the nginx router cannot make setMirrorRoute routes; istio can"
+            "InvalidSpec: spec.strategy.canary.steps[3].setMirrorRoute: the nginx router cannot make setMirrorRoute routes; gatewayAPI, istio can"
         )
     );
 }
@@ -152,7 +152,7 @@ fn an_aws_router_is_refused_naming_the_routers_this_build_drives() {
     assert_eq!(
         w.status().message.as_deref(),
         Some(
-            "InvalidSpec: spec.strategy.canary.trafficRouting.alb: the alb router is not available in this build of stepwise (it needs AWS); it drives gatewayAPI, istio, nginx, traefik"
+            "InvalidSpec: spec.strategy.canary.trafficRouting.alb: the alb router is not available in this build of stepwise (it needs AWS); it drives ambassador, apisix, gatewayAPI, istio, nginx, smi, traefik"
         )
     );
 }

@@ -3,7 +3,8 @@
 //! wanted, it returns the JSON patch (RFC 6902) that gets there, or an error naming what a person
 //! must fix. The controller reads the objects and applies the patches in one place; nothing here
 //! does I/O, so every router is tested from fixtures. Each router is one module
-//! ([`istio`], [`nginx`], [`gateway_api`], [`traefik`]); [`fake::FakeRouter`] stands in for them in tests.
+//! ([`istio`], [`nginx`], [`gateway_api`], [`traefik`], [`smi`], [`apisix`], [`ambassador`]);
+//! [`fake::FakeRouter`] stands in for them in tests.
 //!
 //! A patch changes only the weights the router manages, each addressed by its index, and carries
 //! the object's resourceVersion: were the object changed between the read and the write (a
@@ -12,24 +13,28 @@
 
 use serde_json::{Value, json};
 pub use stepwise_api::RouteRequest;
-use stepwise_api::{CanaryStrategy, GatewayApiTrafficRouting, TrafficRouting};
+use stepwise_api::{CanaryStrategy, TrafficRouting};
 
+pub mod ambassador;
+pub mod apisix;
 pub mod fake;
 pub mod gateway_api;
 pub mod istio;
 pub mod nginx;
+pub mod smi;
 pub mod traefik;
 
 /// The routers this build drives, by their field under `trafficRouting` (a plugin as
 /// `plugins.<name>`): what core compares a Rollout's routers with.
-pub const KINDS: [&str; 5] = ["istio", "nginx", "gatewayAPI", "traefik", gateway_api::PLUGIN_KIND];
+pub const KINDS: [&str; 8] =
+    ["istio", "nginx", "gatewayAPI", "traefik", "smi", "apisix", "ambassador", gateway_api::PLUGIN_KIND];
 
 /// The routers that make header routes (`setHeaderRoute` steps), by their field under
 /// `trafficRouting`: a Rollout asking another router for one is refused before anything moves.
 pub const HEADER_ROUTE_KINDS: [&str; 4] = ["istio", "gatewayAPI", gateway_api::PLUGIN_KIND, "nginx"];
 
 /// The routers that make mirror routes (`setMirrorRoute` steps), as [`HEADER_ROUTE_KINDS`].
-pub const MIRROR_ROUTE_KINDS: [&str; 1] = ["istio"];
+pub const MIRROR_ROUTE_KINDS: [&str; 3] = ["istio", "gatewayAPI", gateway_api::PLUGIN_KIND];
 
 /// One object a router reads and patches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,14 +93,16 @@ impl Desired {
     /// The desired state of a canary strategy at `canary_weight`.
     pub fn for_canary(canary: &CanaryStrategy, canary_weight: i32) -> Result<Desired, Error> {
         // Istio's subset-level splitting routes to DestinationRule subsets, not to Services.
-        let subset_level =
-            canary.traffic_routing.as_ref().and_then(|t| t.istio.as_ref()).is_some_and(|i| i.destination_rule.is_some());
+        let subset_level = canary
+            .traffic_routing
+            .as_ref()
+            .and_then(|t| t.istio.as_ref())
+            .is_some_and(|i| i.destination_rule.is_some());
         let (canary_service, stable_service) = match (&canary.canary_service, &canary.stable_service) {
             (Some(c), Some(s)) => (c.clone(), s.clone()),
-            _ if subset_level => (
-                canary.canary_service.clone().unwrap_or_default(),
-                canary.stable_service.clone().unwrap_or_default(),
-            ),
+            _ if subset_level => {
+                (canary.canary_service.clone().unwrap_or_default(), canary.stable_service.clone().unwrap_or_default())
+            }
             _ => return Err(Error::Config("trafficRouting needs canaryService and stableService".into())),
         };
         let max_weight = canary.traffic_routing.as_ref().and_then(|t| t.max_traffic_weight).unwrap_or(100);
@@ -170,17 +177,22 @@ pub fn routers(routing: &TrafficRouting, rollout: &str, namespace: &str) -> Resu
     if let Some(config) = &routing.gateway_api {
         out.push(Box::new(gateway_api::GatewayApi::new(config, namespace)?));
     }
+    if let Some(config) = &routing.smi {
+        out.push(Box::new(smi::Smi::new(config, rollout, namespace)));
+    }
+    if let Some(config) = &routing.apisix {
+        out.push(Box::new(apisix::Apisix::new(config, namespace)?));
+    }
+    if let Some(config) = &routing.ambassador {
+        out.push(Box::new(ambassador::Ambassador::new(config, routing.max_traffic_weight, namespace)?));
+    }
     for (name, config) in routing.plugins.iter().flatten() {
         if name != gateway_api::PLUGIN_NAME {
             return Err(Error::Config(format!("the router plugin {name} is not available in this build of stepwise")));
         }
         // Argo users configure Gateway API through its plugin; the same fields drive the
         // built-in router, so their manifests work by changing apiVersion only.
-        let config: GatewayApiTrafficRouting = gateway_api::from_plugin_config(config)?;
-        let router = gateway_api::GatewayApi::new(&config, namespace).map_err(|_| {
-            Error::Config(format!("trafficRouting.plugins[\"{name}\"] must name an httpRoute or httpRoutes"))
-        })?;
-        out.push(Box::new(router));
+        out.push(Box::new(gateway_api::GatewayApi::from_plugin(config, namespace)?));
     }
     if out.is_empty() {
         return Err(Error::Config("trafficRouting must name a router".into()));
@@ -296,15 +308,38 @@ pub(crate) mod testing {
         let mut out = object.clone();
         for op in patch {
             let path = op["path"].as_str().unwrap();
+            let value = op["value"].clone();
+            // RFC 6901: a reference token escapes `/` as `~1` and `~` as `~0`; the parent
+            // stays escaped, as `pointer_mut` wants it.
             let (parent, key) = path.rsplit_once('/').unwrap();
-            let target = out.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent}"));
+            let key = key.replace("~1", "/").replace("~0", "~");
+            let index = |items: &[Value], end_allowed: bool| -> usize {
+                let i = if key == "-" && end_allowed { items.len() } else { key.parse::<usize>().unwrap() };
+                assert!(i < items.len() || (end_allowed && i == items.len()), "{path}: index out of bounds");
+                i
+            };
             match op["op"].as_str().unwrap() {
-                "add" | "replace" => match target {
+                "test" => assert_eq!(out.pointer(path), Some(&value), "test of {path} failed"),
+                "replace" => *out.pointer_mut(path).unwrap_or_else(|| panic!("no {path} to replace")) = value,
+                "add" => match out.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent}")) {
                     Value::Object(map) => {
-                        map.insert(key.to_string(), op["value"].clone());
+                        map.insert(key, value);
                     }
-                    Value::Array(items) => items[key.parse::<usize>().unwrap()] = op["value"].clone(),
-                    _ => panic!("cannot set {path}"),
+                    Value::Array(items) => {
+                        let i = index(items, true);
+                        items.insert(i, value);
+                    }
+                    _ => panic!("cannot add {path}"),
+                },
+                "remove" => match out.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent}")) {
+                    Value::Object(map) => {
+                        map.remove(&key).unwrap_or_else(|| panic!("no {path} to remove"));
+                    }
+                    Value::Array(items) => {
+                        let i = index(items, false);
+                        items.remove(i);
+                    }
+                    _ => panic!("cannot remove {path}"),
                 },
                 other => panic!("unexpected op {other}"),
             }

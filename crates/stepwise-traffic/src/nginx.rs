@@ -7,13 +7,21 @@
 //! nginx then sends W of the requests for those hosts and paths to the canary. The stable Ingress
 //! is only read, never written. The canary Ingress is owned by the Rollout; at weight 0 it stays,
 //! sending nothing, as in Argo Rollouts.
+//!
+//! A header route (`setHeaderRoute`) becomes `<prefix>/canary-by-header` with
+//! `canary-by-header-value` (exact) or `canary-by-header-pattern` (regex; a prefix becomes
+//! `^<escaped prefix>.*`), which nginx weighs before the weight. nginx has one such header per
+//! canary Ingress, so only one header route with one condition can be expressed; more is an
+//! error rather than a route half made. nginx cannot mirror. The canary Ingress is applied whole,
+//! so a route no longer wanted goes with the annotations left out.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
-use stepwise_api::NginxTrafficRouting;
+use stepwise_api::{HeaderRoutingMatch, NginxTrafficRouting};
 
-use crate::{Desired, Error, Generated, JsonPatch, Target, TrafficRouter, split_name};
+use crate::gateway_api::escape_regex;
+use crate::{Desired, Error, Generated, JsonPatch, RouteRequest, Target, TrafficRouter, split_name};
 
 /// nginx's annotations, unless `annotationPrefix` says otherwise.
 pub const DEFAULT_ANNOTATION_PREFIX: &str = "nginx.ingress.kubernetes.io";
@@ -77,8 +85,9 @@ impl Nginx {
     }
 
     /// The annotations of a canary Ingress at `desired`: the additional ones, then the user's
-    /// canary ones, then the canary annotations that make nginx split (never overridden).
-    fn annotations(&self, stable: &Value, desired: &Desired) -> Map<String, Value> {
+    /// canary ones, then the canary annotations that make nginx split and route by header (never
+    /// overridden).
+    fn annotations(&self, stable: &Value, desired: &Desired) -> Result<Map<String, Value>, Error> {
         let mut out = Map::new();
         if let Some(class) = stable.pointer("/metadata/annotations/kubernetes.io~1ingress.class") {
             out.insert("kubernetes.io/ingress.class".into(), class.clone());
@@ -91,7 +100,67 @@ impl Nginx {
         if desired.max_weight != 100 {
             out.insert(format!("{}/canary-weight-total", self.prefix), json!(desired.max_weight.to_string()));
         }
-        out
+        if let Some(condition) = header_route(desired)? {
+            // A value or pattern the user's annotations set would narrow or, for a value, override
+            // the step's condition: the step's header route replaces all three.
+            for key in ["canary-by-header", "canary-by-header-value", "canary-by-header-pattern"] {
+                out.remove(&format!("{}/{key}", self.prefix));
+            }
+            out.insert(format!("{}/canary-by-header", self.prefix), json!(condition.header_name));
+            let value = &condition.header_value;
+            let (key, text) = match (&value.exact, &value.prefix, &value.regex) {
+                (Some(v), None, None) => ("canary-by-header-value", v.clone()),
+                (None, Some(p), None) => ("canary-by-header-pattern", format!("^{}.*", escape_regex(p))),
+                (None, None, Some(r)) => ("canary-by-header-pattern", r.clone()),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "setHeaderRoute: header {} must set exactly one of exact, prefix and regex",
+                        condition.header_name
+                    )));
+                }
+            };
+            out.insert(format!("{}/{key}", self.prefix), json!(text));
+        }
+        Ok(out)
+    }
+}
+
+/// The one header condition of the header route wanted, if any; an error when `desired` asks for
+/// what nginx cannot do (a mirror, several headers).
+fn header_route(desired: &Desired) -> Result<Option<&HeaderRoutingMatch>, Error> {
+    let mut headers = Vec::new();
+    for route in &desired.routes {
+        match route {
+            RouteRequest::Mirror(m) if m.r#match.as_ref().is_some_and(|m| !m.is_empty()) => {
+                return Err(Error::Config(format!(
+                    "nginx cannot mirror requests: setMirrorRoute {} needs another router",
+                    m.name
+                )));
+            }
+            RouteRequest::Header(h) => match h.r#match.as_deref() {
+                None | Some([]) => {}
+                Some([one]) => headers.push((h.name.as_str(), one)),
+                Some(many) => {
+                    return Err(Error::Config(format!(
+                        "nginx can route on one header only: setHeaderRoute {} has {} header conditions",
+                        h.name,
+                        many.len()
+                    )));
+                }
+            },
+            RouteRequest::Mirror(_) => {}
+        }
+    }
+    match headers.as_slice() {
+        [] => Ok(None),
+        [(_, one)] => Ok(Some(*one)),
+        many => {
+            let names: Vec<String> = many.iter().map(|(name, _)| format!("setHeaderRoute {name}")).collect();
+            Err(Error::Config(format!(
+                "nginx can route on one header only: {} are wanted at once",
+                names.join(" and ")
+            )))
+        }
     }
 }
 
@@ -158,10 +227,11 @@ impl TrafficRouter for Nginx {
             spec.insert("tls".into(), tls.clone());
         }
         spec.insert("rules".into(), Value::Array(rules));
+        let annotations = self.annotations(current, desired)?;
         let object = json!({
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
-            "metadata": {"name": name, "namespace": target.namespace, "annotations": self.annotations(current, desired)},
+            "metadata": {"name": name, "namespace": target.namespace, "annotations": annotations},
             "spec": spec,
         });
         Ok(vec![Generated { target: ingress(&name, &target.namespace), object }])
@@ -286,5 +356,86 @@ mod tests {
         assert_eq!(name.len(), 253);
         assert!(name.ends_with("-web-canary"));
         assert!(Nginx::new(&NginxTrafficRouting::default(), "web", "shop").is_err());
+    }
+
+    fn with_routes(routes: Value) -> Desired {
+        Desired {
+            managed_route_names: vec!["preview".into(), "beta".into()],
+            routes: serde_json::from_value(routes).unwrap(),
+            ..desired(20)
+        }
+    }
+
+    fn annotations_for(r: &Nginx, routes: Value) -> Value {
+        generated(r, &stable_ingress(), &with_routes(routes))["metadata"]["annotations"].clone()
+    }
+
+    #[test]
+    fn a_header_route_annotates_the_canary_ingress_by_header_and_value() {
+        let r = router("stableIngress: web\n");
+        let exact = json!([{"header": {"name": "preview", "match": [{"headerName": "X-Canary", "headerValue": {"exact": "yes"}}]}}]);
+        assert_eq!(
+            annotations_for(&r, exact),
+            json!({
+                "kubernetes.io/ingress.class": "nginx",
+                "nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "20",
+                "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary",
+                "nginx.ingress.kubernetes.io/canary-by-header-value": "yes"
+            })
+        );
+        let pattern = |value: Value| {
+            let routes =
+                json!([{"header": {"name": "preview", "match": [{"headerName": "X-Version", "headerValue": value}]}}]);
+            annotations_for(&r, routes)["nginx.ingress.kubernetes.io/canary-by-header-pattern"].clone()
+        };
+        assert_eq!(pattern(json!({"regex": "^v2(\\..*)?$"})), "^v2(\\..*)?$");
+        assert_eq!(pattern(json!({"prefix": "v1.2+"})), "^v1\\.2\\+.*", "a prefix is an anchored expression");
+    }
+
+    #[test]
+    fn the_step_replaces_the_users_header_annotations_and_removing_it_brings_them_back() {
+        let r = router(
+            "stableIngress: web\nannotationPrefix: custom.nginx\nadditionalIngressAnnotations: {canary-by-header: X-Old, canary-by-header-value: always-me, other.io/keep: 'yes'}\n",
+        );
+        let step = json!([{"header": {"name": "preview", "match": [{"headerName": "X-Canary", "headerValue": {"regex": "a|b"}}]}}]);
+        let with_step = annotations_for(&r, step);
+        assert_eq!(with_step["custom.nginx/canary-by-header"], "X-Canary");
+        assert_eq!(with_step["custom.nginx/canary-by-header-pattern"], "a|b");
+        assert!(with_step.get("custom.nginx/canary-by-header-value").is_none(), "a value would win over the pattern");
+        assert_eq!(with_step["other.io/keep"], "yes");
+        // The canary Ingress is applied whole: what is left out goes.
+        for removed in [json!([{"header": {"name": "preview"}}]), json!([])] {
+            let without = annotations_for(&r, removed);
+            assert_eq!(without["custom.nginx/canary-by-header"], "X-Old");
+            assert_eq!(without["custom.nginx/canary-by-header-value"], "always-me");
+            assert!(without.get("custom.nginx/canary-by-header-pattern").is_none());
+        }
+    }
+
+    #[test]
+    fn what_nginx_cannot_express_is_an_error_saying_why() {
+        let r = router("stableIngress: web\n");
+        let err = |routes: Value| {
+            r.generated(&ingress("web", "shop"), &stable_ingress(), &with_routes(routes)).unwrap_err().to_string()
+        };
+        assert_eq!(
+            err(json!([{"header": {"name": "preview", "match": [
+                {"headerName": "X-Canary", "headerValue": {"exact": "yes"}},
+                {"headerName": "X-Tenant", "headerValue": {"exact": "acme"}}
+            ]}}])),
+            "nginx can route on one header only: setHeaderRoute preview has 2 header conditions"
+        );
+        assert_eq!(
+            err(json!([
+                {"header": {"name": "preview", "match": [{"headerName": "X-Canary", "headerValue": {"exact": "yes"}}]}},
+                {"header": {"name": "beta", "match": [{"headerName": "X-Beta", "headerValue": {"exact": "1"}}]}}
+            ])),
+            "nginx can route on one header only: setHeaderRoute preview and setHeaderRoute beta are wanted at once"
+        );
+        assert_eq!(
+            err(json!([{"mirror": {"name": "beta", "match": [{"method": {"exact": "GET"}}]}}])),
+            "nginx cannot mirror requests: setMirrorRoute beta needs another router"
+        );
     }
 }

@@ -281,7 +281,8 @@ impl Env {
         Ok(n)
     }
 
-    fn rollouts(&self) -> Api<Rollout> {
+    /// The Rollouts of the test's namespace.
+    pub fn rollouts(&self) -> Api<Rollout> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 

@@ -581,3 +581,117 @@ async fn the_traefik_example_shifts_traffic_as_documented() -> anyhow::Result<()
 async fn the_nginx_example_shifts_traffic_as_documented() -> anyhow::Result<()> {
     the_example_shifts_traffic("nginx-example", "canary-nginx.yaml", Router::Nginx).await
 }
+
+/// The names of a VirtualService's HTTP routes, in order.
+async fn http_route_names(env: &Env) -> anyhow::Result<Vec<String>> {
+    let object = serde_json::to_value(virtual_services(env).get(&env.rollout).await?)?;
+    let routes = object.pointer("/spec/http").and_then(Value::as_array).cloned().unwrap_or_default();
+    Ok(routes.iter().map(|r| r["name"].as_str().unwrap_or_default().to_string()).collect())
+}
+
+/// Waits until the VirtualService's HTTP routes are named `want`, in that order.
+async fn then_http_routes(env: &Env, want: &[&str]) -> anyhow::Result<()> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let result = eventually(&format!("HTTP routes {want:?}"), secs(30), || {
+        let seen = seen.clone();
+        async move {
+            let names = http_route_names(env).await?;
+            *seen.lock().unwrap() = names.clone();
+            Ok(names == want)
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        anyhow::bail!("{e}: the routes are {:?}", seen.lock().unwrap());
+    }
+    Ok(())
+}
+
+const MANAGED_ROUTES: &str = "        istio:\n          virtualService: {name: app, routes: [primary]}\n        managedRoutes: [{name: mirror-get}, {name: beta}]\n";
+const MANAGED_STEPS: &str = "      steps:\n      - setWeight: 20\n      - setHeaderRoute: {name: beta, match: [{headerName: x-beta, headerValue: {exact: 'yes'}}]}\n      - setMirrorRoute: {name: mirror-get, percentage: 40, match: [{method: {exact: GET}}]}\n      - pause: {}\n      - setWeight: 60\n      - pause: {}\n";
+
+async fn managed_routes_env(name: &str) -> anyhow::Result<(Env, Value)> {
+    let env = Env::new(name).await?;
+    router_crds(&env).await?;
+    env.given_services(&["app-stable", "app-canary"]).await?;
+    let created = given_object(&virtual_services(&env), virtual_service()).await?;
+    let strategy = format!(
+        "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      abortScaleDownDelaySeconds: 1\n      scaleDownDelaySeconds: 2\n      trafficRouting:\n{MANAGED_ROUTES}{MANAGED_STEPS}"
+    );
+    env.given_rollout(5, &strategy).await?;
+    Ok((env, created))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn istio_header_and_mirror_routes_come_first_in_managed_routes_order_and_go_when_the_rollout_completes()
+-> anyhow::Result<()> {
+    let (env, created) = managed_routes_env("istio-managed").await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(3, secs(60)).await?;
+    then_http_routes(&env, &["mirror-get", "beta", "preview", "primary"]).await?;
+
+    let vs = serde_json::to_value(virtual_services(&env).get(&env.rollout).await?)?;
+    let (mirror, header) = (&vs["spec"]["http"][0], &vs["spec"]["http"][1]);
+    assert_eq!(header["match"][0]["headers"]["x-beta"], json!({"exact": "yes"}), "{header}");
+    assert_eq!(header["route"].as_array().map(Vec::len), Some(1), "{header}");
+    assert_eq!(header["route"][0]["destination"]["host"], "app-canary", "{header}");
+    assert_eq!(mirror["match"][0]["method"], json!({"exact": "GET"}), "{mirror}");
+    assert_eq!(mirror["mirror"]["host"], "app-canary", "{mirror}");
+    assert_eq!(mirror["mirrorPercentage"]["value"].as_f64(), Some(40.0), "{mirror}");
+    // The user's routes are as they were, but for the split route's weights.
+    let users: Vec<Value> = vs["spec"]["http"].as_array().unwrap()[2..].to_vec();
+    assert_eq!(without_weights(&json!(users)), without_weights(&created["spec"]["http"]));
+    assert_eq!(vs["spec"]["http"][3]["route"][1]["weight"], 20);
+    let status = env.get().await?.status.unwrap();
+    let recorded = status.canary.and_then(|c| c.managed_routes).unwrap_or_default();
+    assert_eq!(recorded.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["mirror-get", "beta"]);
+
+    env.when_promote().await?;
+    env.then_paused_at_step(5, secs(60)).await?;
+    then_http_routes(&env, &["mirror-get", "beta", "preview", "primary"]).await?;
+    let vs = serde_json::to_value(virtual_services(&env).get(&env.rollout).await?)?;
+    assert_eq!(vs["spec"]["http"][3]["route"][1]["weight"], 60, "the split route follows the steps");
+
+    env.when_promote().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(90)).await?;
+    then_http_routes(&env, &["preview", "primary"]).await?;
+    Router::Istio.then_weight(&env, &created, 0).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_istio_abort_removes_the_managed_routes_with_all_traffic_back_on_stable() -> anyhow::Result<()> {
+    let (env, created) = managed_routes_env("istio-managed-abort").await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(3, secs(60)).await?;
+    then_http_routes(&env, &["mirror-get", "beta", "preview", "primary"]).await?;
+    env.when_abort().await?;
+    then_http_routes(&env, &["preview", "primary"]).await?;
+    Router::Istio.then_weight(&env, &created, 0).await?;
+    env.then_phase(RolloutPhase::Degraded, secs(60)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_rollout_mid_rollout_sends_all_traffic_back_to_stable_before_it_goes() -> anyhow::Result<()> {
+    let (env, created) = managed_routes_env("istio-delete").await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(3, secs(60)).await?;
+    then_http_routes(&env, &["mirror-get", "beta", "preview", "primary"]).await?;
+    let rollout = env.get().await?;
+    assert!(
+        rollout.finalizers().iter().any(|f| f == "stepwise.dev/restore-traffic"),
+        "a routed Rollout carries the finalizer: {:?}",
+        rollout.finalizers()
+    );
+
+    env.rollouts().delete(&env.rollout, &Default::default()).await?;
+    eventually("the Rollout is gone", secs(30), || async { Ok(env.rollouts().get_opt(&env.rollout).await?.is_none()) })
+        .await?;
+    // Restored before the finalizer let the deletion go on: no waiting needed.
+    assert_eq!(http_route_names(&env).await?, ["preview", "primary"]);
+    let vs = serde_json::to_value(virtual_services(&env).get(&env.rollout).await?)?;
+    assert_eq!(without_weights(&vs["spec"]), without_weights(&created["spec"]));
+    assert_eq!(Router::Istio.weights(&vs), (Some(0), Some(100)));
+    Ok(())
+}

@@ -29,7 +29,11 @@ pub(crate) struct Weight {
     pub canary: i32,
     /// The weight the router had, as the status recorded it.
     pub previous: Option<i32>,
+    /// The version that carries the canary's share.
+    pub canary_hash: String,
     pub stable_hash: Option<String>,
+    /// Whether the versions differ from those the router was last given.
+    pub hashes_changed: bool,
 }
 
 /// What the world should look like once the plan is carried out. Only what the plan decides is
@@ -277,7 +281,7 @@ fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
         out.event(action_event::SERVICE_SWITCHED, format!("Switched selector of Service {service} to {hash}"));
     }
     let Some(weight) = desired.weight.take() else { return };
-    if weight.previous == Some(weight.canary) && !desired.routes_changed {
+    if weight.previous == Some(weight.canary) && !desired.routes_changed && !weight.hashes_changed {
         return;
     }
     if weight.previous != Some(weight.canary) {
@@ -286,7 +290,7 @@ fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
     }
     out.traffic.push(Action::SetTrafficWeight {
         canary_weight: weight.canary,
-        canary_hash: ctx.hash.clone(),
+        canary_hash: weight.canary_hash,
         stable_hash: weight.stable_hash,
         routes: std::mem::take(&mut desired.routes),
     });

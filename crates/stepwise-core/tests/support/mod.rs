@@ -64,9 +64,11 @@ impl World {
                 services,
                 analysis_templates: templates(),
                 cluster_analysis_templates: templates(),
-                router_kinds: ["istio", "nginx", "traefik", "gatewayAPI"].map(String::from).into(),
+                router_kinds: ["istio", "nginx", "traefik", "gatewayAPI", "smi", "apisix", "ambassador"]
+                    .map(String::from)
+                    .into(),
                 header_route_kinds: ["istio", "nginx", "gatewayAPI"].map(String::from).into(),
-                mirror_route_kinds: ["istio"].map(String::from).into(),
+                mirror_route_kinds: ["istio", "gatewayAPI"].map(String::from).into(),
                 ..Default::default()
             },
             now: Time(Timestamp::from_second(1_800_000_000).unwrap()),

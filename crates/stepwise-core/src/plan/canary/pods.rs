@@ -22,6 +22,9 @@ pub(crate) struct Canary<'c> {
     pub unavailable: i32,
     /// The weight the router was last given, as the status recorded it.
     pub prev_weight: Option<i32>,
+    /// The (canary, stable) pod-template-hashes the router was last given, as the status
+    /// recorded them.
+    pub prev_hashes: Option<(Option<String>, Option<String>)>,
     /// The header and mirror routes the router was last given, as the status recorded them.
     pub prev_routes: Vec<stepwise_api::ManagedRouteStatus>,
 }
@@ -47,6 +50,11 @@ impl<'c> Canary<'c> {
             surge,
             unavailable,
             prev_weight: prev.canary.as_ref().and_then(|c| c.weights.as_ref()).map(|w| w.canary.weight),
+            prev_hashes: prev
+                .canary
+                .as_ref()
+                .and_then(|c| c.weights.as_ref())
+                .map(|w| (w.canary.pod_template_hash.clone(), w.stable.pod_template_hash.clone())),
             prev_routes: prev.canary.as_ref().and_then(|c| c.managed_routes.clone()).unwrap_or_default(),
         }
     }

@@ -46,7 +46,11 @@ pub(crate) fn desire(
     routed_pods(c, d, &others, &routed, draft);
     point_stable_service(c, status, weight, draft);
     point_routed_canary_service(c, d, &others, &routed, draft);
-    record_weight(c, status, weight, canary_status, draft);
+    // The canary's share goes where the canary Service points once this plan is carried out;
+    // without one (Istio subsets), to the side that carries it.
+    let canary_service = c.spec.canary_service.as_deref();
+    let canary_hash = canary_service.and_then(|s| draft.desired.selected(c.ctx, s)).unwrap_or(routed.side.hash.clone());
+    record_weight(c, status, weight, &canary_hash, canary_status, draft);
 }
 
 /// What a routed canary's plan settled on.
@@ -303,10 +307,28 @@ fn point_routed_canary_service(c: &Canary, d: &Decision, others: &Others, routed
     }
 }
 
-fn record_weight(c: &Canary, status: &RolloutStatus, weight: i32, canary_status: &mut CanaryStatus, draft: &mut Draft) {
+/// Records the weight, the versions it splits between and the managed routes, and hands them to
+/// the router when any of them changed. `canary_hash` is the version that carries the canary's
+/// share: routers that select pods themselves (Istio subsets) must not point the canary's share
+/// at a version whose pods are not there yet.
+fn record_weight(
+    c: &Canary,
+    status: &RolloutStatus,
+    weight: i32,
+    canary_hash: &str,
+    canary_status: &mut CanaryStatus,
+    draft: &mut Draft,
+) {
     let ctx = c.ctx;
     let stable_hash = status.stable_rs.clone();
-    draft.desired.weight = Some(Weight { canary: weight, previous: c.prev_weight, stable_hash: stable_hash.clone() });
+    let hashes = (Some(canary_hash.to_string()), stable_hash.clone());
+    draft.desired.weight = Some(Weight {
+        canary: weight,
+        previous: c.prev_weight,
+        canary_hash: canary_hash.to_string(),
+        stable_hash: stable_hash.clone(),
+        hashes_changed: c.prev_hashes.as_ref().is_some_and(|prev| *prev != hashes),
+    });
     let routes = super::routes::managed_routes(c.spec, status);
     let recorded = super::routes::recorded(&routes);
     draft.desired.routes_changed = recorded != c.prev_routes;
@@ -315,7 +337,7 @@ fn record_weight(c: &Canary, status: &RolloutStatus, weight: i32, canary_status:
     canary_status.weights = Some(TrafficWeights {
         canary: WeightDestination {
             weight,
-            pod_template_hash: Some(ctx.hash.clone()),
+            pod_template_hash: Some(canary_hash.to_string()),
             service_name: c.spec.canary_service.clone(),
         },
         stable: WeightDestination {
