@@ -206,7 +206,7 @@ pub struct RecreateStrategy {}
     {"rule": "!has(self.dynamicStableScale) || !self.dynamicStableScale || !has(self.scaleDownDelaySeconds)", "message": "spec.strategy.canary.dynamicStableScale cannot be combined with scaleDownDelaySeconds"},
     {"rule": "has(self.trafficRouting) || !has(self.minPodsPerReplicaSet)", "message": "spec.strategy.canary.minPodsPerReplicaSet needs trafficRouting"},
     {"rule": "has(self.trafficRouting) || !has(self.steps) || self.steps.all(s, !has(s.setCanaryScale) && !has(s.setHeaderRoute) && !has(s.setMirrorRoute))", "message": "spec.strategy.canary.steps: setCanaryScale, setHeaderRoute and setMirrorRoute need trafficRouting"},
-    {"rule": "!has(self.trafficRouting) || (has(self.canaryService) && has(self.stableService))", "message": "spec.strategy.canary.trafficRouting needs canaryService and stableService"},
+    {"rule": "!has(self.trafficRouting) || (has(self.canaryService) && has(self.stableService)) || (has(self.trafficRouting.istio) && has(self.trafficRouting.istio.destinationRule))", "message": "spec.strategy.canary.trafficRouting needs canaryService and stableService (only Istio subset-level splitting, with a destinationRule, does without)"},
     {"rule": "!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))", "message": "spec.strategy.canary.steps: setWeight must be at most 100, or at most trafficRouting.maxTrafficWeight when that is set"}
 ]))]
 pub struct CanaryStrategy {

@@ -26,7 +26,12 @@ fn api(ctx: &Context, target: &Target) -> Api<DynamicObject> {
     let resource = ApiResource {
         group: target.group.into(),
         version: target.version.into(),
-        api_version: format!("{}/{}", target.group, target.version),
+        // The core group has no name: its objects are `v1`, not `/v1`.
+        api_version: if target.group.is_empty() {
+            target.version.to_string()
+        } else {
+            format!("{}/{}", target.group, target.version)
+        },
         kind: target.kind.into(),
         plural: target.plural.into(),
     };

@@ -695,3 +695,104 @@ async fn deleting_a_rollout_mid_rollout_sends_all_traffic_back_to_stable_before_
     assert_eq!(Router::Istio.weights(&vs), (Some(0), Some(100)));
     Ok(())
 }
+
+fn destination_rules(env: &Env) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1".into(),
+        api_version: "networking.istio.io/v1".into(),
+        kind: "DestinationRule".into(),
+        plural: "destinationrules".into(),
+    };
+    Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+}
+
+/// The (canary, stable) pod-template-hashes the DestinationRule's subsets select, once it splits
+/// as wanted, and the VirtualService's (canary, stable) weights.
+async fn then_subsets(env: &Env, canary: &str, stable: &str, canary_weight: i64) -> anyhow::Result<()> {
+    let seen = Arc::new(Mutex::new(None));
+    let result = eventually(&format!("subsets at {canary}/{stable}, weight {canary_weight}"), secs(30), || {
+        let seen = seen.clone();
+        async move {
+            let dr = serde_json::to_value(destination_rules(env).get(&env.rollout).await?)?;
+            let vs = serde_json::to_value(virtual_services(env).get(&env.rollout).await?)?;
+            let label =
+                |i: usize| dr["spec"]["subsets"][i]["labels"][POD_TEMPLATE_HASH_LABEL].as_str().map(String::from);
+            let weights = (
+                vs.pointer("/spec/http/0/route/1/weight").cloned(),
+                vs.pointer("/spec/http/0/route/0/weight").cloned(),
+            );
+            let now = (label(1), label(0), weights);
+            let done = now.0.as_deref() == Some(canary)
+                && now.1.as_deref() == Some(stable)
+                && now.2 == (Some(json!(canary_weight)), Some(json!(100 - canary_weight)));
+            *seen.lock().unwrap() = Some(now);
+            Ok(done)
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        anyhow::bail!("{e}: (canary subset, stable subset, (canary, stable) weights) = {:?}", seen.lock().unwrap());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn istio_subset_level_splitting_points_the_subsets_at_their_pods_and_needs_no_services() -> anyhow::Result<()> {
+    let env = Env::new("istio-subsets").await?;
+    router_crds(&env).await?;
+    let dr = json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "app"},
+        "spec": {
+            "host": "app",
+            "trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}},
+            "subsets": [
+                {"name": "stable", "labels": {"app": "demo"}},
+                {"name": "canary", "labels": {"app": "demo"}},
+                {"name": "legacy", "labels": {"app": "legacy"}}
+            ]
+        }
+    });
+    let vs = json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "app"},
+        "spec": {
+            "hosts": ["app"],
+            "http": [{"name": "primary", "route": [
+                {"destination": {"host": "app", "subset": "stable"}, "weight": 100},
+                {"destination": {"host": "app", "subset": "canary"}, "weight": 0}
+            ]}]
+        }
+    });
+    let dr_created = given_object(&destination_rules(&env), dr).await?;
+    given_object(&virtual_services(&env), vs).await?;
+    let strategy = format!(
+        "    canary:\n      scaleDownDelaySeconds: 2\n      trafficRouting:\n        istio:\n          virtualService: {{name: app}}\n          destinationRule: {{name: app, canarySubsetName: canary, stableSubsetName: stable}}\n{STEPS}"
+    );
+    let first = env.given_rollout(5, &strategy).await?;
+    let v1 = first.status.and_then(|s| s.stable_rs).expect("a stable version");
+
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    let v2 = env.get().await?.status.and_then(|s| s.current_pod_hash).expect("the new version");
+    then_subsets(&env, &v2, &v1, 20).await?;
+
+    env.when_promote().await?;
+    env.then_paused_at_step(3, secs(60)).await?;
+    then_subsets(&env, &v2, &v1, 60).await?;
+
+    env.when_promote().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(90)).await?;
+    then_subsets(&env, &v2, &v2, 0).await?;
+
+    // Only the two subsets' hash labels were written.
+    let mut dr_now = serde_json::to_value(destination_rules(&env).get(&env.rollout).await?)?;
+    for i in 0..2 {
+        dr_now["spec"]["subsets"][i]["labels"].as_object_mut().unwrap().remove(POD_TEMPLATE_HASH_LABEL);
+    }
+    assert_eq!(dr_now["spec"], dr_created["spec"]);
+    Ok(())
+}

@@ -155,8 +155,17 @@ fn validate_services(spec: &RolloutSpec, observed: &Observed) -> Result<(), Stri
         {
             return Err("spec.strategy.canary.canaryService must differ from stableService".into());
         }
-        if canary.traffic_routing.is_some() && (canary.canary_service.is_none() || canary.stable_service.is_none()) {
-            return Err("spec.strategy.canary.trafficRouting needs canaryService and stableService".into());
+        // Istio's subset-level splitting routes to DestinationRule subsets, not to Services.
+        let subset_level = canary
+            .traffic_routing
+            .as_ref()
+            .and_then(|t| t.istio.as_ref())
+            .is_some_and(|i| i.destination_rule.is_some());
+        if canary.traffic_routing.is_some()
+            && !subset_level
+            && (canary.canary_service.is_none() || canary.stable_service.is_none())
+        {
+            return Err("spec.strategy.canary.trafficRouting needs canaryService and stableService (only Istio subset-level splitting, with a destinationRule, does without)".into());
         }
         exists("spec.strategy.canary.canaryService", canary.canary_service.as_ref())?;
         exists("spec.strategy.canary.stableService", canary.stable_service.as_ref())?;
