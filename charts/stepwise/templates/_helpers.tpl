@@ -68,7 +68,8 @@ crates/stepwise-controller (run.rs, reconcile.rs, execute.rs, route.rs, analysis
 crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
 */}}
 {{- define "stepwise.rules" -}}
-# Rollouts: the cache (list, watch), defaulting spec.replicas (patch), the status subresource.
+# Rollouts: the cache (list, watch), defaulting spec.replicas and the traffic finalizer of routed
+# Rollouts (patch), the status subresource.
 - apiGroups: [stepwise.dev]
   resources: [rollouts]
   verbs: [list, watch, patch]
@@ -138,9 +139,10 @@ crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
   verbs: [get]
 {{- end }}
 {{- if .Values.routers.istio.enabled }}
-# trafficRouting.istio: the weights of the VirtualServices' routes (read, then a JSON patch).
+# trafficRouting.istio: the weights and managed routes of the VirtualServices (read, then a JSON
+# patch) and, for subset-level splitting, the subsets' pod-template-hash labels.
 - apiGroups: [networking.istio.io]
-  resources: [virtualservices]
+  resources: [virtualservices, destinationrules]
   verbs: [get, patch]
 {{- end }}
 {{- if .Values.routers.nginx.enabled }}
@@ -157,9 +159,33 @@ crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
   verbs: [get, patch]
 {{- end }}
 {{- if .Values.routers.gatewayAPI.enabled }}
-# trafficRouting.gatewayAPI: the weights of the HTTPRoutes' backendRefs.
+# trafficRouting.gatewayAPI: the weights of the HTTPRoutes' backendRefs and the header and mirror
+# rules.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
   verbs: [get, patch]
+{{- end }}
+{{- if .Values.routers.smi.enabled }}
+# trafficRouting.smi: the Rollout is read as the router's object (get), and the TrafficSplit it
+# owns is server-side applied (patch), which creates it the first time (create).
+- apiGroups: [stepwise.dev]
+  resources: [rollouts]
+  verbs: [get]
+- apiGroups: [split.smi-spec.io]
+  resources: [trafficsplits]
+  verbs: [get, create, patch]
+{{- end }}
+{{- if .Values.routers.apisix.enabled }}
+# trafficRouting.apisix: the weights of the ApisixRoutes' backends.
+- apiGroups: [apisix.apache.org]
+  resources: [apisixroutes]
+  verbs: [get, patch]
+{{- end }}
+{{- if .Values.routers.ambassador.enabled }}
+# trafficRouting.ambassador: the Mappings are read; the canary Mapping beside each is server-side
+# applied (patch), which creates it the first time (create).
+- apiGroups: [getambassador.io]
+  resources: [mappings]
+  verbs: [get, create, patch]
 {{- end }}
 {{- end }}

@@ -74,10 +74,6 @@ fn why_missing(path: &str) -> String {
         "pingPong" => "stepwise has no ping-pong Services; use canaryService and stableService".into(),
         "replicaProgressThreshold" => format!("stepwise has no {key} (not in its schema)"),
         "analysis" if path == "spec.analysis" => "stepwise keeps no AnalysisRun history limits".into(),
-        "alb" | "smi" | "ambassador" | "apisix" | "appMesh" => {
-            format!("stepwise has no {key} router (docs/routers.md); trafficRouting needs another router")
-        }
-        "tlsRoutes" | "tcpRoutes" => "Istio TLS and TCP routes are not implemented (docs/routers.md)".into(),
         "consecutiveSuccessLimit" => "not implemented yet: the metric is judged by its limits".into(),
         "datadog" | "newRelic" | "wavefront" | "cloudWatch" | "graphite" | "influxdb" | "kayenta" | "skywalking" => {
             format!(
