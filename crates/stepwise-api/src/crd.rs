@@ -1,7 +1,8 @@
 //! The CustomResourceDefinitions, generated from the types: the single source of `crds/`.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceSubresourceScale,
+    CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceSubresourceScale, JSONSchemaProps,
+    JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use kube::CustomResourceExt;
 
@@ -26,8 +27,40 @@ fn finish(
     crd.spec.names.categories = Some(vec!["stepwise".to_string()]);
     for version in &mut crd.spec.versions {
         version.additional_printer_columns = Some(columns.clone());
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            bound_int32(schema);
+        }
     }
     crd
+}
+
+/// Gives every `int32` field the bounds of an i32 where the type sets none. The API server
+/// otherwise stores 3000000000 in such a field, and the controller could not read the object
+/// back at all, so it could not even say what is wrong: refused at `kubectl apply`, the field is
+/// named.
+fn bound_int32(schema: &mut JSONSchemaProps) {
+    if schema.format.as_deref() == Some("int32") {
+        schema.minimum.get_or_insert(f64::from(i32::MIN));
+        schema.maximum.get_or_insert(f64::from(i32::MAX));
+    }
+    let children = schema
+        .properties
+        .iter_mut()
+        .flat_map(|p| p.values_mut())
+        .chain(schema.items.iter_mut().flat_map(|items| match items {
+            JSONSchemaPropsOrArray::Schema(one) => std::slice::from_mut(one.as_mut()),
+            JSONSchemaPropsOrArray::Schemas(many) => many.as_mut_slice(),
+        }))
+        .chain(schema.additional_properties.iter_mut().filter_map(|a| match a {
+            JSONSchemaPropsOrBool::Schema(one) => Some(one.as_mut()),
+            JSONSchemaPropsOrBool::Bool(_) => None,
+        }))
+        .chain(schema.all_of.iter_mut().flatten())
+        .chain(schema.any_of.iter_mut().flatten())
+        .chain(schema.one_of.iter_mut().flatten());
+    for child in children {
+        bound_int32(child);
+    }
 }
 
 /// The Rollout CRD: status and scale subresources, so that `kubectl scale` and an HPA drive it.

@@ -96,3 +96,40 @@ fn the_step_schema_carries_the_exactly_one_action_rule() {
     assert!(yaml.contains("canaryService must differ from stableService"));
     assert!(yaml.contains("exactly one of canary, blueGreen and recreate"));
 }
+
+/// The paths of the `int32` fields of `schema` that the API server would store out of an i32's
+/// range.
+fn unbounded_int32(path: &str, schema: &Value, out: &mut Vec<String>) {
+    let Some(obj) = schema.as_object() else { return };
+    if obj.get("format").and_then(Value::as_str) == Some("int32") {
+        let min = obj.get("minimum").and_then(Value::as_f64).unwrap_or(f64::NEG_INFINITY);
+        let max = obj.get("maximum").and_then(Value::as_f64).unwrap_or(f64::INFINITY);
+        if min < f64::from(i32::MIN) || max > f64::from(i32::MAX) {
+            out.push(path.to_string());
+        }
+    }
+    for (name, prop) in obj.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        unbounded_int32(&format!("{path}.{name}"), prop, out);
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(sub) = obj.get(key) {
+            unbounded_int32(&format!("{path}[]"), sub, out);
+        }
+    }
+}
+
+/// A chaos run found that `spec.replicas: 3000000000` was stored, after which the controller
+/// could not decode the Rollout and wrote no status at all. Bounded, it is refused at apply time.
+#[test]
+fn every_int32_field_is_bounded_so_the_api_server_refuses_what_the_controller_could_not_read() {
+    for crd in stepwise_api::crd::all() {
+        for version in &crd.spec.versions {
+            let schema = serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+            let mut unbounded = Vec::new();
+            unbounded_int32("", &schema, &mut unbounded);
+            assert!(unbounded.is_empty(), "{}: int32 fields without i32 bounds: {unbounded:#?}", crd.spec.names.kind);
+            let text = serde_json::to_string(&schema).unwrap();
+            assert!(text.contains("2147483647"), "{}: the bounds are there", crd.spec.names.kind);
+        }
+    }
+}
