@@ -12,7 +12,7 @@
 use serde_json::Value;
 use stepwise_api::ApisixTrafficRouting;
 
-use crate::{Desired, Error, JsonPatch, Target, TrafficRouter, guarded, set_weight};
+use crate::{Desired, Error, JsonPatch, Target, TrafficRouter, agreed_weight, guarded, set_weight};
 
 /// The weight APISIX's ingress controller gives a backend that states none.
 const DEFAULT_WEIGHT: i64 = 100;
@@ -156,19 +156,12 @@ impl TrafficRouter for Apisix {
     }
 
     fn canary_weight(&self, target: &Target, current: &Value, desired: &Desired) -> Result<Option<i32>, Error> {
-        let mut seen = None;
-        for split in splits(target, current, self.rules.as_deref(), desired)? {
+        let splits = splits(target, current, self.rules.as_deref(), desired)?;
+        let weights = splits.iter().map(|split| {
             let read = |j| weight_at(current, split.index, j).and_then(Value::as_i64).unwrap_or(DEFAULT_WEIGHT);
-            let (canary, stable) = (read(split.canary), read(split.stable));
-            let canary = i32::try_from(canary).ok().filter(|c| i64::from(desired.max_weight) - i64::from(*c) == stable);
-            match (seen, canary) {
-                (_, None) => return Ok(None),
-                (None, Some(c)) => seen = Some(c),
-                (Some(s), Some(c)) if s != c => return Ok(None),
-                _ => {}
-            }
-        }
-        Ok(seen)
+            (read(split.canary), read(split.stable))
+        });
+        Ok(agreed_weight(weights, desired.max_weight))
     }
 }
 

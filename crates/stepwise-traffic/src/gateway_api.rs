@@ -28,7 +28,7 @@ use stepwise_api::{
     GatewayApiTrafficRouting, HeaderRoutingMatch, RouteMatch, SetHeaderRoute, SetMirrorRoute, StringMatch,
 };
 
-use crate::{Desired, Error, JsonPatch, RouteRequest, Target, TrafficRouter, guarded, set_weight};
+use crate::{Desired, Error, JsonPatch, RouteRequest, Target, TrafficRouter, agreed_weight, guarded, set_weight};
 
 /// The name Argo's Gateway API plugin has under `trafficRouting.plugins`.
 pub const PLUGIN_NAME: &str = "argoproj-labs/gatewayAPI";
@@ -728,19 +728,13 @@ impl TrafficRouter for GatewayApi {
     fn canary_weight(&self, target: &Target, current: &Value, desired: &Desired) -> Result<Option<i32>, Error> {
         let rules = rules_of(current);
         let managed = if self.takes_routes(target) { managed_mask(rules, desired) } else { vec![false; rules.len()] };
-        let mut seen = None;
-        for split in splits(target, current, desired, &managed)? {
+        let splits = splits(target, current, desired, &managed)?;
+        let weights = splits.iter().map(|split| {
             // Gateway API's default weight is 1.
             let read = |j| weight_at(current, split.rule, j).and_then(Value::as_i64).unwrap_or(1);
-            let (canary, stable) = (read(split.canary), read(split.stable));
-            let consistent = canary + stable == i64::from(desired.max_weight);
-            match (seen, i32::try_from(canary).ok().filter(|_| consistent)) {
-                (_, None) => return Ok(None),
-                (Some(s), Some(c)) if s != c => return Ok(None),
-                (_, c) => seen = c,
-            }
-        }
-        Ok(seen)
+            (read(split.canary), read(split.stable))
+        });
+        Ok(agreed_weight(weights, desired.max_weight))
     }
 }
 

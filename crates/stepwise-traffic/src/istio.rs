@@ -27,7 +27,7 @@ use stepwise_api::{
     POD_TEMPLATE_HASH_LABEL, RouteMatch, RouteRequest, SetHeaderRoute, SetMirrorRoute, StringMatch,
 };
 
-use crate::{Desired, Error, JsonPatch, Target, TrafficRouter, guarded, set_weight, split_name};
+use crate::{Desired, Error, JsonPatch, Target, TrafficRouter, agreed_weight, guarded, set_weight, split_name};
 
 /// The label Argo Rollouts puts on the subsets it manages. stepwise's pods never carry it, so a
 /// subset taken over from Argo that kept it would select no pod at all.
@@ -678,19 +678,12 @@ impl TrafficRouter for Istio {
             let selected = subsets.ops(current, desired)?.is_empty();
             return Ok(selected.then_some(desired.canary_weight));
         }
-        let mut seen = None;
-        for split in self.splits(target, current, desired)? {
+        let splits = self.splits(target, current, desired)?;
+        let weights = splits.iter().map(|split| {
             let read = |j| current.pointer(&split.weight_path(j)).and_then(Value::as_i64).unwrap_or(0);
-            let (canary, stable) = (read(split.canary), read(split.stable));
-            let canary = i32::try_from(canary).ok().filter(|c| i64::from(desired.max_weight) - i64::from(*c) == stable);
-            match (seen, canary) {
-                (_, None) => return Ok(None),
-                (None, Some(c)) => seen = Some(c),
-                (Some(s), Some(c)) if s != c => return Ok(None),
-                _ => {}
-            }
-        }
-        Ok(seen)
+            (read(split.canary), read(split.stable))
+        });
+        Ok(agreed_weight(weights, desired.max_weight))
     }
 }
 

@@ -4,12 +4,16 @@
 //! must fix. The controller reads the objects and applies the patches in one place; nothing here
 //! does I/O, so every router is tested from fixtures. Each router is one module
 //! ([`istio`], [`nginx`], [`gateway_api`], [`traefik`], [`smi`], [`apisix`], [`ambassador`]);
-//! [`fake::FakeRouter`] stands in for them in tests.
+//! [`fake::FakeRouter`] stands in for them in tests. Routers that run out of process (router
+//! plugins, written in any language) speak the protocol of [`plugin`]: they are not
+//! [`TrafficRouter`]s, as the controller calls them instead of patching objects.
 //!
 //! A patch changes only the weights the router manages, each addressed by its index, and carries
 //! the object's resourceVersion: were the object changed between the read and the write (a
 //! route inserted before ours), the API server refuses the patch with a Conflict and the next
 //! reconcile reads again, instead of the weight landing on somebody else's route.
+
+use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 pub use stepwise_api::RouteRequest;
@@ -21,11 +25,13 @@ pub mod fake;
 pub mod gateway_api;
 pub mod istio;
 pub mod nginx;
+pub mod plugin;
 pub mod smi;
 pub mod traefik;
 
 /// The routers this build drives, by their field under `trafficRouting` (a plugin as
-/// `plugins.<name>`): what core compares a Rollout's routers with.
+/// `plugins.<name>`): what core compares a Rollout's routers with. The controller adds the router
+/// plugins it was started with (`plugins.<name>`), which may make header and mirror routes too.
 pub const KINDS: [&str; 8] =
     ["istio", "nginx", "gatewayAPI", "traefik", "smi", "apisix", "ambassador", gateway_api::PLUGIN_KIND];
 
@@ -162,8 +168,16 @@ pub struct Generated {
 /// A router of any kind, as the controller holds it.
 pub type BoxedRouter = Box<dyn TrafficRouter>;
 
-/// The routers `routing` names, for the Rollout `rollout` in `namespace`.
-pub fn routers(routing: &TrafficRouting, rollout: &str, namespace: &str) -> Result<Vec<BoxedRouter>, Error> {
+/// The built-in routers `routing` names, for the Rollout `rollout` in `namespace`. The router
+/// plugins named in `registered` (those the controller was started with, `--router-plugin`) are
+/// skipped: the controller calls them itself ([`plugin`]). A plugin that is neither built in nor
+/// registered is an error saying how to register it.
+pub fn routers(
+    routing: &TrafficRouting,
+    rollout: &str,
+    namespace: &str,
+    registered: &BTreeSet<String>,
+) -> Result<Vec<BoxedRouter>, Error> {
     let mut out: Vec<BoxedRouter> = Vec::new();
     if let Some(config) = &routing.istio {
         out.push(Box::new(istio::Istio::new(config, namespace)?));
@@ -187,14 +201,21 @@ pub fn routers(routing: &TrafficRouting, rollout: &str, namespace: &str) -> Resu
         out.push(Box::new(ambassador::Ambassador::new(config, routing.max_traffic_weight, namespace)?));
     }
     for (name, config) in routing.plugins.iter().flatten() {
+        if registered.contains(name) {
+            continue;
+        }
         if name != gateway_api::PLUGIN_NAME {
-            return Err(Error::Config(format!("the router plugin {name} is not available in this build of stepwise")));
+            return Err(Error::Config(format!(
+                "the router plugin {name} is not registered with this controller: start it with --router-plugin {name}=URL, the URL where the plugin serves {} (docs/plugins.md)",
+                plugin::PROTOCOL
+            )));
         }
         // Argo users configure Gateway API through its plugin; the same fields drive the
         // built-in router, so their manifests work by changing apiVersion only.
         out.push(Box::new(gateway_api::GatewayApi::from_plugin(config, namespace)?));
     }
-    if out.is_empty() {
+    let any_plugin = routing.plugins.iter().flatten().any(|(name, _)| registered.contains(name));
+    if out.is_empty() && !any_plugin {
         return Err(Error::Config("trafficRouting must name a router".into()));
     }
     Ok(out)
@@ -259,6 +280,21 @@ pub(crate) fn set_weight(ops: &mut JsonPatch, path: String, current: Option<&Val
     if current.and_then(Value::as_i64) != Some(i64::from(want)) {
         ops.push(json!({"op": "add", "path": path, "value": want}));
     }
+}
+
+/// The canary weight that every split, read as (canary, stable) weights, carries: Some when they
+/// all send the same weight to the canary and the rest of `max_weight` to stable, None when any
+/// disagrees (or there is no split).
+pub(crate) fn agreed_weight(splits: impl IntoIterator<Item = (i64, i64)>, max_weight: i32) -> Option<i32> {
+    let mut seen = None;
+    for (canary, stable) in splits {
+        let canary = i32::try_from(canary).ok().filter(|_| canary + stable == i64::from(max_weight))?;
+        if seen.is_some_and(|s| s != canary) {
+            return None;
+        }
+        seen = Some(canary);
+    }
+    seen
 }
 
 /// The operations, guarded by the object's resourceVersion (see the crate docs), or None when
@@ -370,12 +406,19 @@ mod tests {
     #[test]
     fn the_argo_gateway_api_plugin_is_driven_by_the_built_in_router() {
         let built =
-            routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {httpRoute: web, namespace: edge}\n"), "app", "ns")
-                .unwrap();
+            routers(
+            &routing("plugins:\n  argoproj-labs/gatewayAPI: {httpRoute: web, namespace: edge}\n"),
+            "app",
+            "ns",
+            &BTreeSet::new(),
+        )
+        .unwrap();
         assert_eq!(built.len(), 1);
         assert_eq!(built[0].kind(), "gatewayAPI");
         assert_eq!(built[0].targets()[0].to_string(), "HTTPRoute edge/web");
-        let err = routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {}\n"), "app", "ns").err().unwrap();
+        let err = routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {}\n"), "app", "ns", &BTreeSet::new())
+            .err()
+            .unwrap();
         assert_eq!(
             err.to_string(),
             "trafficRouting.plugins[\"argoproj-labs/gatewayAPI\"] must name an httpRoute or httpRoutes"
@@ -383,9 +426,28 @@ mod tests {
     }
 
     #[test]
-    fn a_router_this_build_lacks_is_an_error_naming_it() {
-        let err = routers(&routing("plugins:\n  example.com/other: {}\n"), "app", "ns").err().unwrap();
-        assert_eq!(err.to_string(), "the router plugin example.com/other is not available in this build of stepwise");
+    fn a_router_plugin_not_registered_is_an_error_saying_how_to_register_it() {
+        let err =
+            routers(&routing("plugins:\n  example.com/other: {}\n"), "app", "ns", &BTreeSet::new()).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "the router plugin example.com/other is not registered with this controller: start it with --router-plugin example.com/other=URL, the URL where the plugin serves stepwise.dev/plugins/v1 (docs/plugins.md)"
+        );
+    }
+
+    #[test]
+    fn a_registered_router_plugin_is_not_a_built_in_router_and_is_left_to_the_controller() {
+        let registered: BTreeSet<String> = ["example.com/file".to_string()].into();
+        let built = routers(&routing("plugins:\n  example.com/file: {path: /tmp/x}\n"), "app", "ns", &registered);
+        assert!(built.unwrap().is_empty());
+        let both = routers(
+            &routing("plugins:\n  example.com/file: {}\n  argoproj-labs/gatewayAPI: {httpRoute: web}\n"),
+            "app",
+            "ns",
+            &registered,
+        )
+        .unwrap();
+        assert_eq!(both.iter().map(|r| r.kind()).collect::<Vec<_>>(), ["gatewayAPI"]);
     }
 
     #[test]
