@@ -3,72 +3,26 @@
 //! tests/cluster/router-crds.sh): the weights after every step, everything else untouched, traffic
 //! back on stable before the canary loses its pods, and the examples working as documented.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DynamicObject, PostParams};
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::Api;
+use kube::api::{DynamicObject, PostParams};
 use serde_json::{Value, json};
-use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
+use stepwise_api::{Rollout, RolloutPhase};
+use stepwise_e2e::routing::{check_traffic_leaves_before_pods, given_object, objects, router_crds, without_weights};
 use stepwise_e2e::{Env, eventually, repo_root, secs};
 
-/// Installs the routers' CRDs once per test binary, unless they are served already (`just e2e`
-/// installs them before the tests).
-async fn router_crds(env: &Env) -> anyhow::Result<()> {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
-    let served = crds.get_opt("trafficsplits.split.smi-spec.io").await?.is_some()
-        && crds.get_opt("apisixroutes.apisix.apache.org").await?.is_some()
-        && crds.get_opt("mappings.getambassador.io").await?.is_some();
-    if served {
-        return Ok(());
-    }
-    let result = tokio::task::spawn_blocking(|| {
-        INSTALLED
-            .get_or_init(|| {
-                let status = std::process::Command::new(repo_root().join("tests/cluster/router-crds.sh"))
-                    .status()
-                    .map_err(|e| e.to_string())?;
-                if status.success() { Ok(()) } else { Err(format!("router-crds.sh failed: {status}")) }
-            })
-            .clone()
-    })
-    .await?;
-    result.map_err(anyhow::Error::msg)
-}
-
-fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: if group.is_empty() { version.into() } else { format!("{group}/{version}") },
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
 fn traffic_splits(env: &Env) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        env.client.clone(),
-        &env.ns,
-        &resource("split.smi-spec.io", "v1alpha2", "TrafficSplit", "trafficsplits"),
-    )
+    objects(env, "split.smi-spec.io", "v1alpha2", "TrafficSplit", "trafficsplits")
 }
 
 fn apisix_routes(env: &Env) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        env.client.clone(),
-        &env.ns,
-        &resource("apisix.apache.org", "v2", "ApisixRoute", "apisixroutes"),
-    )
+    objects(env, "apisix.apache.org", "v2", "ApisixRoute", "apisixroutes")
 }
 
 /// Mappings as stepwise reads and writes them (v2, the CRD's storage version).
 fn mappings(env: &Env) -> Api<DynamicObject> {
-    Api::namespaced_with(env.client.clone(), &env.ns, &resource("getambassador.io", "v2", "Mapping", "mappings"))
+    objects(env, "getambassador.io", "v2", "Mapping", "mappings")
 }
 
 /// An ApisixRoute as users write them: a header rule to a preview Service, and the rule to split
@@ -104,23 +58,6 @@ fn base_mapping() -> Value {
         "spec": {"prefix": "/app/", "rewrite": "/", "host": "app.example.invalid", "timeout_ms": 10000,
                  "service": "app-stable:80"}
     })
-}
-
-/// Creates `object` and returns it as stored.
-async fn given_object(api: &Api<DynamicObject>, object: Value) -> anyhow::Result<Value> {
-    let created = api.create(&PostParams::default(), &serde_json::from_value(object)?).await?;
-    Ok(serde_json::to_value(created)?)
-}
-
-/// The object with its weights taken out: what must never change.
-fn without_weights(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter().filter(|(k, _)| *k != "weight").map(|(k, v)| (k.clone(), without_weights(v))).collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(without_weights).collect()),
-        other => other.clone(),
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -249,11 +186,7 @@ async fn routed_env(name: &str, router: Router, routing: &str) -> anyhow::Result
         Router::Smi => Value::Null,
         Router::Apisix => given_object(&apisix_routes(&env), apisix_route()).await?,
         Router::Ambassador => {
-            let v3 = Api::namespaced_with(
-                env.client.clone(),
-                &env.ns,
-                &resource("getambassador.io", "v3alpha1", "Mapping", "mappings"),
-            );
+            let v3 = objects(&env, "getambassador.io", "v3alpha1", "Mapping", "mappings");
             given_object(&v3, base_mapping()).await?
         }
     };
@@ -313,12 +246,6 @@ async fn an_ambassador_canary_generates_a_canary_mapping_with_the_weight_at_ever
 
 /// What the watches saw, in the API server's order (resourceVersions): when the canary's weight
 /// reached 0, and when its ReplicaSet was first scaled down.
-#[derive(Default, Debug)]
-struct AbortOrder {
-    weight_zero_at: Option<u64>,
-    scaled_down_at: Option<u64>,
-}
-
 /// Aborts at step 3 and checks, from watches of the router's objects and the ReplicaSets, that
 /// the weight was 0 before the canary's ReplicaSet was scaled down.
 async fn abort_moves_traffic_before_pods(env: &Env, router: Router, created: &Value) -> anyhow::Result<()> {
@@ -329,58 +256,20 @@ async fn abort_moves_traffic_before_pods(env: &Env, router: Router, created: &Va
     env.then_pods(3, 5, secs(30)).await?;
     router.then_weight(env, created, "app-stable", 60).await?;
     let canary = env.get().await?.status.unwrap().current_pod_hash.unwrap();
-
-    let order = Arc::new(Mutex::new(AbortOrder::default()));
-    let rv = |meta: &kube::api::ObjectMeta| meta.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
-    let objects = {
-        let order = order.clone();
-        watcher(router.api(env), watcher::Config::default()).for_each(move |event| {
-            if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event
-                && let Ok(value) = serde_json::to_value(&o)
-                && router.weights(&value).0 == Some(0)
-            {
-                let mut order = order.lock().unwrap();
-                order.weight_zero_at = order.weight_zero_at.or(rv(&o.metadata));
-            }
-            futures::future::ready(())
-        })
-    };
-    let replica_sets = {
-        let order = order.clone();
-        let api: Api<ReplicaSet> = Api::namespaced(env.client.clone(), &env.ns);
-        watcher(api, watcher::Config::default()).for_each(move |event| {
-            if let Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) = event
-                && rs.labels().get(POD_TEMPLATE_HASH_LABEL) == Some(&canary)
-                && rs.spec.as_ref().and_then(|s| s.replicas).is_some_and(|r| r < 3)
-            {
-                let mut order = order.lock().unwrap();
-                order.scaled_down_at = order.scaled_down_at.or(rv(&rs.metadata));
-            }
-            futures::future::ready(())
-        })
-    };
-    let watches = [tokio::spawn(objects), tokio::spawn(replica_sets)];
-    // The watches have listed before the abort.
-    tokio::time::sleep(secs(1)).await;
-
-    env.when_abort().await?;
-    env.then_phase(RolloutPhase::Degraded, secs(30)).await?;
-    env.then_pods(0, 5, secs(60)).await?;
-    router.then_weight(env, created, "app-stable", 0).await?;
-    eventually("the watches to see the abort", secs(10), || {
-        let order = order.clone();
-        async move {
-            let order = order.lock().unwrap();
-            Ok(order.weight_zero_at.is_some() && order.scaled_down_at.is_some())
-        }
-    })
-    .await?;
-    for w in watches {
-        w.abort();
-    }
-    let order = order.lock().unwrap();
-    assert!(order.weight_zero_at < order.scaled_down_at, "the weight is 0 before the canary is scaled down: {order:?}");
-    Ok(())
+    check_traffic_leaves_before_pods(
+        env,
+        router.api(env),
+        move |o| router.weights(o).0,
+        canary,
+        3,
+        || async {
+            env.when_abort().await?;
+            env.then_phase(RolloutPhase::Degraded, secs(30)).await?;
+            env.then_pods(0, 5, secs(60)).await?;
+            router.then_weight(env, created, "app-stable", 0).await
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -439,7 +328,7 @@ fn api_of(env: &Env, api_version: &str, kind: &str) -> anyhow::Result<Api<Dynami
         "Mapping" => "mappings",
         other => anyhow::bail!("no API for {other} in the examples"),
     };
-    Ok(Api::namespaced_with(env.client.clone(), &env.ns, &resource(group, version, kind, plural)))
+    Ok(objects(env, group, version, kind, plural))
 }
 
 /// Applies `examples/<file>` as a user would, then walks its canary to the first pause and

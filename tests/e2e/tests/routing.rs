@@ -3,74 +3,25 @@
 //! object after every step, everything else in it untouched, and traffic back on stable before
 //! the canary loses its pods.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DynamicObject, PostParams};
-use kube::runtime::watcher;
+use kube::api::{DynamicObject, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
+use stepwise_e2e::routing::{check_traffic_leaves_before_pods, given_object, objects, router_crds, without_weights};
 use stepwise_e2e::{Env, eventually, repo_root, secs};
 
-/// Installs the routers' CRDs once per test binary, unless they are served already (`just e2e`
-/// installs them before the tests).
-async fn router_crds(env: &Env) -> anyhow::Result<()> {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
-    let served = crds.get_opt("virtualservices.networking.istio.io").await?.is_some()
-        && crds.get_opt("httproutes.gateway.networking.k8s.io").await?.is_some()
-        && crds.get_opt("traefikservices.traefik.io").await?.is_some();
-    if served {
-        return Ok(());
-    }
-    let result = tokio::task::spawn_blocking(|| {
-        INSTALLED
-            .get_or_init(|| {
-                let status = std::process::Command::new(repo_root().join("tests/cluster/router-crds.sh"))
-                    .status()
-                    .map_err(|e| e.to_string())?;
-                if status.success() { Ok(()) } else { Err(format!("router-crds.sh failed: {status}")) }
-            })
-            .clone()
-    })
-    .await?;
-    result.map_err(anyhow::Error::msg)
-}
-
 fn virtual_services(env: &Env) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "networking.istio.io".into(),
-        version: "v1".into(),
-        api_version: "networking.istio.io/v1".into(),
-        kind: "VirtualService".into(),
-        plural: "virtualservices".into(),
-    };
-    Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+    objects(env, "networking.istio.io", "v1", "VirtualService", "virtualservices")
 }
 
 fn http_routes(env: &Env) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "gateway.networking.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "gateway.networking.k8s.io/v1".into(),
-        kind: "HTTPRoute".into(),
-        plural: "httproutes".into(),
-    };
-    Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+    objects(env, "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 }
 
 fn ingresses(env: &Env) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "networking.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "networking.k8s.io/v1".into(),
-        kind: "Ingress".into(),
-        plural: "ingresses".into(),
-    };
-    Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+    objects(env, "networking.k8s.io", "v1", "Ingress", "ingresses")
 }
 
 /// A stable Ingress as users write them: TLS, an nginx annotation of its own, the app's path and
@@ -92,14 +43,7 @@ fn stable_ingress() -> Value {
 }
 
 fn traefik_services(env: &Env) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "traefik.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "traefik.io/v1alpha1".into(),
-        kind: "TraefikService".into(),
-        plural: "traefikservices".into(),
-    };
-    Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+    objects(env, "traefik.io", "v1alpha1", "TraefikService", "traefikservices")
 }
 
 /// A weighted TraefikService as users write them: ports and a sticky cookie.
@@ -161,24 +105,6 @@ fn http_route() -> Value {
             ]
         }
     })
-}
-
-/// Creates `object` and returns it as stored, with the defaults its CRD's schema adds (Gateway
-/// API defaults a backendRef's kind, group and weight, for instance).
-async fn given_object(api: &Api<DynamicObject>, object: Value) -> anyhow::Result<Value> {
-    let created = api.create(&PostParams::default(), &serde_json::from_value(object)?).await?;
-    Ok(serde_json::to_value(created)?)
-}
-
-/// The object's spec with its weights taken out: what must never change.
-fn without_weights(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter().filter(|(k, _)| *k != "weight").map(|(k, v)| (k.clone(), without_weights(v))).collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(without_weights).collect()),
-        other => other.clone(),
-    }
 }
 
 /// Where the split destinations are in each router's object: (canary, stable) pointers.
@@ -397,12 +323,6 @@ async fn an_argo_gateway_api_plugin_manifest_sets_the_http_route_weights_at_ever
 
 /// What the watches saw, in the API server's order (resourceVersions): when the canary's weight
 /// reached 0, and when its ReplicaSet was first scaled down.
-#[derive(Default, Debug)]
-struct AbortOrder {
-    weight_zero_at: Option<u64>,
-    scaled_down_at: Option<u64>,
-}
-
 /// Aborts at step 3 and checks, from watches of the router's object and the ReplicaSets, that the
 /// weight was 0 before the canary's ReplicaSet was scaled down.
 async fn abort_moves_traffic_before_pods(env: &Env, router: Router, created: &Value) -> anyhow::Result<()> {
@@ -413,58 +333,20 @@ async fn abort_moves_traffic_before_pods(env: &Env, router: Router, created: &Va
     env.then_pods(3, 5, secs(30)).await?;
     router.then_weight(env, created, 60).await?;
     let canary = env.get().await?.status.unwrap().current_pod_hash.unwrap();
-
-    let order = Arc::new(Mutex::new(AbortOrder::default()));
-    let rv = |meta: &kube::api::ObjectMeta| meta.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
-    let objects = {
-        let order = order.clone();
-        watcher(router.api(env), watcher::Config::default()).for_each(move |event| {
-            if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = event
-                && let Ok(value) = serde_json::to_value(&o)
-                && router.weights(&value).0 == Some(0)
-            {
-                let mut order = order.lock().unwrap();
-                order.weight_zero_at = order.weight_zero_at.or(rv(&o.metadata));
-            }
-            futures::future::ready(())
-        })
-    };
-    let replica_sets = {
-        let order = order.clone();
-        let api: Api<ReplicaSet> = Api::namespaced(env.client.clone(), &env.ns);
-        watcher(api, watcher::Config::default()).for_each(move |event| {
-            if let Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) = event
-                && rs.labels().get(POD_TEMPLATE_HASH_LABEL) == Some(&canary)
-                && rs.spec.as_ref().and_then(|s| s.replicas).is_some_and(|r| r < 3)
-            {
-                let mut order = order.lock().unwrap();
-                order.scaled_down_at = order.scaled_down_at.or(rv(&rs.metadata));
-            }
-            futures::future::ready(())
-        })
-    };
-    let watches = [tokio::spawn(objects), tokio::spawn(replica_sets)];
-    // The watches have listed before the abort.
-    tokio::time::sleep(secs(1)).await;
-
-    env.when_abort().await?;
-    env.then_phase(RolloutPhase::Degraded, secs(30)).await?;
-    env.then_pods(0, 5, secs(60)).await?;
-    router.then_weight(env, created, 0).await?;
-    eventually("the watches to see the abort", secs(10), || {
-        let order = order.clone();
-        async move {
-            let order = order.lock().unwrap();
-            Ok(order.weight_zero_at.is_some() && order.scaled_down_at.is_some())
-        }
-    })
-    .await?;
-    for w in watches {
-        w.abort();
-    }
-    let order = order.lock().unwrap();
-    assert!(order.weight_zero_at < order.scaled_down_at, "the weight is 0 before the canary is scaled down: {order:?}");
-    Ok(())
+    check_traffic_leaves_before_pods(
+        env,
+        router.api(env),
+        move |o| router.weights(o).0,
+        canary,
+        3,
+        || async {
+            env.when_abort().await?;
+            env.then_phase(RolloutPhase::Degraded, secs(30)).await?;
+            env.then_pods(0, 5, secs(60)).await?;
+            router.then_weight(env, created, 0).await
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -515,22 +397,13 @@ async fn a_route_the_rollout_names_that_is_absent_is_a_reconcile_error_and_nothi
 
 /// The API of a kind the examples hold.
 fn api_of(env: &Env, kind: &str) -> anyhow::Result<Api<DynamicObject>> {
-    let resource = |group: &str, version: &str, kind: &str, plural: &str| ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: if group.is_empty() { version.into() } else { format!("{group}/{version}") },
-        kind: kind.into(),
-        plural: plural.into(),
-    };
     Ok(match kind {
         "VirtualService" => virtual_services(env),
         "HTTPRoute" => http_routes(env),
         "TraefikService" => traefik_services(env),
         "Ingress" => ingresses(env),
-        "Service" => Api::namespaced_with(env.client.clone(), &env.ns, &resource("", "v1", kind, "services")),
-        "Rollout" => {
-            Api::namespaced_with(env.client.clone(), &env.ns, &resource("stepwise.dev", "v1alpha1", kind, "rollouts"))
-        }
+        "Service" => objects(env, "", "v1", kind, "services"),
+        "Rollout" => objects(env, "stepwise.dev", "v1alpha1", kind, "rollouts"),
         other => anyhow::bail!("no API for {other} in the examples"),
     })
 }
@@ -697,14 +570,7 @@ async fn deleting_a_rollout_mid_rollout_sends_all_traffic_back_to_stable_before_
 }
 
 fn destination_rules(env: &Env) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "networking.istio.io".into(),
-        version: "v1".into(),
-        api_version: "networking.istio.io/v1".into(),
-        kind: "DestinationRule".into(),
-        plural: "destinationrules".into(),
-    };
-    Api::namespaced_with(env.client.clone(), &env.ns, &resource)
+    objects(env, "networking.istio.io", "v1", "DestinationRule", "destinationrules")
 }
 
 /// The (canary, stable) pod-template-hashes the DestinationRule's subsets select, once it splits
