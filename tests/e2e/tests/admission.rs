@@ -51,7 +51,10 @@ async fn bad_rollouts_are_rejected_at_apply_time_with_a_message_naming_the_field
         ("    blueGreen: {activeService: a, previewService: a}\n", "previewService must differ from activeService"),
         ("    canary: {maxSurge: 'lots'}\n", "maxSurge"),
         // Beyond an i32, the controller could not read the Rollout back to say what is wrong.
-        ("    canary:\n      steps:\n      - setCanaryScale: {replicas: 3000000000}\n", "steps[0].setCanaryScale.replicas"),
+        (
+            "    canary:\n      steps:\n      - setCanaryScale: {replicas: 3000000000}\n",
+            "steps[0].setCanaryScale.replicas",
+        ),
         ("    canary: {scaleDownDelaySeconds: 2147483648}\n", "scaleDownDelaySeconds"),
     ];
     for (strategy, expected) in cases {
