@@ -162,7 +162,7 @@ crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
 # trafficRouting.gatewayAPI: the weights of the HTTPRoutes' backendRefs and the header and mirror
 # rules.
 - apiGroups: [gateway.networking.k8s.io]
-  resources: [httproutes]
+  resources: [httproutes, grpcroutes, tcproutes]
   verbs: [get, patch]
 {{- end }}
 {{- if .Values.routers.smi.enabled }}

@@ -8,6 +8,7 @@ pub mod decide;
 pub mod expr;
 pub mod lint;
 pub mod manifest;
+pub mod plugin_check;
 pub mod render;
 pub mod schema;
 

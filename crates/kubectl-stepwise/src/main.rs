@@ -117,6 +117,11 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         filename: String,
     },
+    /// Work with plugins.
+    Plugin {
+        #[command(subcommand)]
+        what: PluginWhat,
+    },
     /// A shell completion script for `kubectl-stepwise` on stdout (for `kubectl stepwise`, link
     /// the binary as kubectl_complete-stepwise on PATH).
     Completion {
@@ -157,6 +162,25 @@ enum SetWhat {
         name: String,
         /// CONTAINER=IMAGE
         assignment: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginWhat {
+    /// Check that the router plugin at URL speaks stepwise.dev/plugins/v1 as the controller
+    /// expects: info, set-traffic at weights 0, 30, 100 and back to 0, header and mirror routes
+    /// when it says it makes them, a repeated call, and refusals of invalid requests. One line
+    /// per check; exit 1 when any fails. It changes the plugin's router: point it at a test one.
+    Check {
+        /// The plugin's base URL, as given to the controller's --router-plugin NAME=URL.
+        url: String,
+        /// The plugin's configuration, as a Rollout writes it under trafficRouting.plugins.<name>
+        /// (JSON).
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// How long each call may take.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -568,6 +592,77 @@ async fn version(global: &Global, controller_lease: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `plugin check`: runs the conformance checks against the plugin at `url`, printing a line per
+/// check as it goes, so a plugin that hangs shows where.
+async fn plugin_check(url: &str, config: &str, timeout: Duration) -> anyhow::Result<ExitCode> {
+    use kubectl_stepwise::plugin_check::{self, Call, Verdict};
+    use stepwise_traffic::plugin;
+
+    let config: Value = serde_json::from_str(config).context("--config is not JSON")?;
+    // Checked as the controller checks its --router-plugin flags.
+    plugin::check_url(url).map_err(|e| anyhow!("{e}"))?;
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err only means another thread installed a provider in between, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("kubectl-stepwise/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("cannot build the HTTP client")?;
+    let send = |call: Call| {
+        let request = match call {
+            Call::Info => client.get(plugin::endpoint(url, plugin::INFO_PATH)),
+            Call::SetTraffic(body) => client
+                .post(plugin::endpoint(url, plugin::SET_TRAFFIC_PATH))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        };
+        async move {
+            let call = async {
+                let response = request.header(reqwest::header::ACCEPT, "application/json").send().await?;
+                let status = response.status().as_u16();
+                Ok::<_, reqwest::Error>((status, response.text().await?))
+            };
+            match tokio::time::timeout(timeout, call).await {
+                Err(_) => Err(plugin::Problem::Timeout(timeout).to_string()),
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(e)) if e.is_connect() => {
+                    let mut cause: &(dyn std::error::Error + 'static) = &e;
+                    while let Some(next) = cause.source() {
+                        cause = next;
+                    }
+                    Err(plugin::Problem::Connect(cause.to_string()).to_string())
+                }
+                Ok(Err(e)) => Err(plugin::Problem::Transport(e.without_url().to_string()).to_string()),
+            }
+        }
+    };
+    println!("checking the router plugin at {url} ({})", plugin::PROTOCOL);
+    let mut verdicts = Vec::new();
+    let (verdict, info) = match send(Call::Info).await {
+        Ok((status, body)) => plugin_check::judge_info(status, &body),
+        Err(reason) => (Verdict::Fail(reason), None),
+    };
+    println!("{}", verdict.line("info"));
+    verdicts.push(verdict);
+    for check in plugin_check::checks(&config, info.as_ref()) {
+        let verdict = match check.plan {
+            Err(reason) => Verdict::Skip(reason),
+            Ok((call, expect)) => match send(call).await {
+                Ok((status, body)) => plugin_check::judge(expect, status, &body),
+                Err(reason) => Verdict::Fail(reason),
+            },
+        };
+        println!("{}", verdict.line(&check.name));
+        verdicts.push(verdict);
+    }
+    println!("{}", plugin_check::summary(&verdicts));
+    let failed = verdicts.iter().any(|v| matches!(v, Verdict::Fail(_)));
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Version { controller_lease } => {
@@ -575,6 +670,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Lint { filename } => return lint(&filename),
+        Command::Plugin { what: PluginWhat::Check { url, config, timeout } } => {
+            return plugin_check(&url, &config, timeout).await;
+        }
         Command::Convert { filename } => return convert(&filename),
         Command::Completion { shell } => {
             use clap::CommandFactory;
@@ -613,7 +711,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Undo { name, to_revision } => undo(&cx, &name, to_revision).await?,
         Command::Set { what: SetWhat::Image { name, assignment } } => set_image(&cx, &name, &assignment).await?,
-        Command::Version { .. } | Command::Completion { .. } | Command::Lint { .. } | Command::Convert { .. } => {
+        Command::Version { .. }
+        | Command::Completion { .. }
+        | Command::Lint { .. }
+        | Command::Convert { .. }
+        | Command::Plugin { .. } => {
             unreachable!("handled above")
         }
     }

@@ -606,6 +606,18 @@ pub struct GatewayApiTrafficRouting {
     /// Several HTTPRoutes whose backendRef weights are set.
     #[serde(default, rename = "httpRoutes", skip_serializing_if = "Option::is_none")]
     pub http_routes: Option<Vec<String>>,
+    /// Name of a GRPCRoute whose backendRef weights are set.
+    #[serde(default, rename = "grpcRoute", skip_serializing_if = "Option::is_none")]
+    pub grpc_route: Option<String>,
+    /// Several GRPCRoutes whose backendRef weights are set.
+    #[serde(default, rename = "grpcRoutes", skip_serializing_if = "Option::is_none")]
+    pub grpc_routes: Option<Vec<String>>,
+    /// Name of a TCPRoute whose backendRef weights are set.
+    #[serde(default, rename = "tcpRoute", skip_serializing_if = "Option::is_none")]
+    pub tcp_route: Option<String>,
+    /// Several TCPRoutes whose backendRef weights are set.
+    #[serde(default, rename = "tcpRoutes", skip_serializing_if = "Option::is_none")]
+    pub tcp_routes: Option<Vec<String>>,
     /// Namespace of the routes. Defaults to the Rollout's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,

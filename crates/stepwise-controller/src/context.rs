@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::observe::Stores;
+use crate::router_plugin::RouterPlugins;
 
 /// The analysis templates, read when an AnalysisRun is created.
 #[derive(Clone)]
@@ -37,6 +38,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Limits API writes to the configured QPS and burst.
     pub limiter: Limiter,
+    /// The router plugins the controller was started with (`--router-plugin`).
+    pub router_plugins: Arc<RouterPlugins>,
 }
 
 /// A token bucket: at most `burst` writes at once, refilled at `qps` per second.

@@ -111,6 +111,11 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The index key of the object of `kind` named `name` in `namespace`, as a Rollout names it.
+pub fn named_key(namespace: Option<&str>, kind: &str, name: &str) -> String {
+    format!("{}/{kind}/{name}", namespace.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::ReplicaSet;

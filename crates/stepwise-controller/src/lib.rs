@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod observe;
 pub mod reconcile;
 pub mod route;
+pub mod router_plugin;
 pub mod run;

@@ -60,9 +60,22 @@ struct Args {
     /// the executable at PATH (docs/plugins.md). Repeat for several.
     #[arg(long = "metric-plugin", env = "STEPWISE_METRIC_PLUGINS", value_delimiter = ',')]
     metric_plugins: Vec<String>,
+    /// A traffic router plugin, as NAME=URL: Rollouts naming NAME under
+    /// trafficRouting.plugins are routed by the plugin serving stepwise.dev/plugins/v1 over HTTP
+    /// at URL (a sidecar on 127.0.0.1, or a cluster Service; docs/plugins.md). Repeat for
+    /// several.
+    #[arg(long = "router-plugin", env = "STEPWISE_ROUTER_PLUGINS", value_delimiter = ',')]
+    router_plugins: Vec<String>,
+    /// How long a call to a router plugin may take (e.g. 10s, 500ms), answer included.
+    #[arg(long, env = "STEPWISE_ROUTER_PLUGIN_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    router_plugin_timeout: std::time::Duration,
     /// Log format.
     #[arg(long, env = "STEPWISE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    stepwise_api::duration::parse_go_duration(text).map_err(|e| e.to_string())
 }
 
 async fn config(args: &Args) -> anyhow::Result<Config> {
@@ -109,6 +122,13 @@ async fn main() -> anyhow::Result<()> {
     match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    // Before anything connects: a malformed flag is a mistake to fix, not to run with.
+    let router_plugins =
+        stepwise_controller::router_plugin::RouterPlugins::new(&args.router_plugins, args.router_plugin_timeout)
+            .map_err(anyhow::Error::msg)?;
+    for name in router_plugins.names() {
+        tracing::info!(plugin = %name, "router plugin registered");
     }
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname")
@@ -193,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
             .map(|flag| stepwise_metrics::plugin::PluginProvider::parse_flag(flag))
             .collect::<Result<_, _>>()?,
         kubernetes_metrics,
+        router_plugins: std::sync::Arc::new(router_plugins),
     };
     // In-flight reconciles get a grace period after SIGTERM; then the process ends regardless.
     let grace = {

@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use stepwise_api::{AnalysisRun, AnalysisTemplateSpec, POD_TEMPLATE_HASH_LABEL, Rollout};
+use stepwise_api::{AnalysisRun, AnalysisTemplateSpec, MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL, Rollout};
 use stepwise_core::Observed;
 use stepwise_core::objects::{observe_analysis_run, observe_replica_set};
 
 use crate::context::AnalysisStores;
-use crate::index::{Index, controller_ref};
+use crate::index::{Index, controller_ref, named_key};
+use crate::router_plugin::RouterPlugins;
 
 /// The caches the controller reads.
 #[derive(Clone)]
@@ -29,6 +31,8 @@ pub struct Stores {
     pub analysis_runs_by_owner: Arc<Index<AnalysisRun>>,
     /// Deployments, for workloadRef.
     pub deployments: Store<Deployment>,
+    /// The Rollouts by the Services and Deployment they name (`named_key`).
+    pub rollouts_by_reference: Arc<Index<DeserializeGuard<Rollout>>>,
 }
 
 /// The cached objects that the Rollout with this UID controls, in name order. The index is
@@ -51,7 +55,7 @@ where
 }
 
 /// Gathers the observations for `rollout` from the caches.
-pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores) -> Observed {
+pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores, plugins: &RouterPlugins) -> Observed {
     let ns = rollout.namespace().unwrap_or_default();
     let uid = rollout.uid().unwrap_or_default();
     let replica_sets = owned(&stores.replica_sets_by_owner, &stores.replica_sets, &ns, &uid)
@@ -63,6 +67,7 @@ pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores) -
         .map(|ar| observe_analysis_run(ar))
         .collect();
     let mut services = BTreeMap::new();
+    let mut services_of_others = BTreeMap::new();
     let spec = &rollout.spec;
     for name in spec.strategy.service_names() {
         if let Some(svc) = stores.services.get(&ObjectRef::new(name).within(&ns)) {
@@ -72,6 +77,9 @@ pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores) -
                 .and_then(|s| s.selector.as_ref())
                 .and_then(|sel| sel.get(POD_TEMPLATE_HASH_LABEL).cloned());
             services.insert(name.to_string(), hash);
+            if let Some(other) = managed_by_another(rollout, &svc, stores) {
+                services_of_others.insert(name.to_string(), other);
+            }
         }
     }
     let workload = spec.workload_ref.as_ref().and_then(|w| {
@@ -90,15 +98,40 @@ pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores) -
         workload,
         workload_replicas,
         services,
+        services_of_others,
         weight_verified: None,
         pods_to_restart: Vec::new(),
         analysis_templates,
         cluster_analysis_templates,
-        // Core refuses a Rollout naming any other router before a pod moves.
-        router_kinds: stepwise_traffic::KINDS.iter().map(ToString::to_string).collect(),
-        header_route_kinds: stepwise_traffic::HEADER_ROUTE_KINDS.iter().map(ToString::to_string).collect(),
-        mirror_route_kinds: stepwise_traffic::MIRROR_ROUTE_KINDS.iter().map(ToString::to_string).collect(),
+        // Core refuses a Rollout naming any other router before a pod moves. A registered
+        // router plugin is accepted for header and mirror routes whatever its v1/info says:
+        // admission must not depend on whether the plugin has answered yet, and a plugin refuses
+        // what it cannot make with an error the Rollout shows.
+        router_kinds: stepwise_traffic::KINDS.iter().map(ToString::to_string).chain(plugins.kinds()).collect(),
+        header_route_kinds: stepwise_traffic::HEADER_ROUTE_KINDS
+            .iter()
+            .map(ToString::to_string)
+            .chain(plugins.kinds())
+            .collect(),
+        mirror_route_kinds: stepwise_traffic::MIRROR_ROUTE_KINDS
+            .iter()
+            .map(ToString::to_string)
+            .chain(plugins.kinds())
+            .collect(),
     }
+}
+
+/// The other Rollout that manages `service` (its annotation names it) and still names it: two
+/// Rollouts pointing one Service's selector at their own pods would flip it for ever. A Rollout
+/// that no longer names the Service, or is gone, leaves it free.
+fn managed_by_another(rollout: &Rollout, service: &Service, stores: &Stores) -> Option<String> {
+    let manager = service.annotations().get(MANAGED_BY_ANNOTATION)?;
+    if *manager == rollout.name_any() {
+        return None;
+    }
+    let key = named_key(rollout.namespace().as_deref(), "Service", &service.name_any());
+    let naming = stores.rollouts_by_reference.get(&key);
+    naming.iter().any(|r| r.name == *manager).then(|| manager.clone())
 }
 
 type Templates = BTreeMap<String, AnalysisTemplateSpec>;

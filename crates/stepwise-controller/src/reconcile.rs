@@ -58,7 +58,7 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
 
     // observe (no client required)
     let now = Time(Timestamp::now());
-    let mut observed = observe(rollout, &ctx.stores, &ctx.stores_analysis);
+    let mut observed = observe(rollout, &ctx.stores, &ctx.stores_analysis, &ctx.router_plugins);
     if restart_pending(rollout, &now) {
         observed.pods_to_restart = pods_created_before_restart(ctx, rollout, &observed).await?;
     }

@@ -7,10 +7,16 @@
 //! worse than an unshifted one. The objects are read with a GET on each change of weight, which
 //! happens a handful of times per rollout; a cache would also let the controller verify weights
 //! between changes.
+//!
+//! Router plugins (`--router-plugin`, src/router_plugin.rs) are called here too. Their handshake
+//! (`v1/info`) counts as a read; their set-traffic call is a write, made after every built-in
+//! router's objects are read and decided and before any of them is written, so that a plugin
+//! that refuses (a mirror route it cannot make) leaves the built-in routers as they were.
 
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use stepwise_api::Rollout;
+use stepwise_traffic::plugin::RolloutRef;
 use stepwise_traffic::{Desired, Generated, JsonPatch, RouteRequest, Target};
 use tracing::info;
 
@@ -59,7 +65,11 @@ pub async fn set_traffic(ctx: &Context, rollout: &Rollout, wanted: Wanted) -> Re
     let Some(canary) = rollout.spec.strategy.canary.as_ref() else { return Ok(()) };
     let Some(routing) = canary.traffic_routing.as_ref() else { return Ok(()) };
     let ns = rollout.namespace().unwrap_or_default();
-    let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns).map_err(traffic)?;
+    let plugins = &ctx.router_plugins;
+    let registered = plugins.names();
+    let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns, &registered).map_err(traffic)?;
+    let plugin_calls: Vec<(&String, &serde_json::Value)> =
+        routing.plugins.iter().flatten().filter(|(name, _)| registered.contains(*name)).collect();
     let canary_weight = wanted.canary_weight;
     let mut desired = Desired::for_canary(canary, canary_weight).map_err(traffic)?;
     desired.canary_hash = wanted.canary_hash;
@@ -83,6 +93,25 @@ pub async fn set_traffic(ctx: &Context, rollout: &Rollout, wanted: Wanted) -> Re
     }
     for object in &generated {
         check_owned(ctx, rollout, &object.target).await?;
+    }
+    for (name, _) in &plugin_calls {
+        plugins.info(name).await.map_err(|e| Error::Traffic(e.to_string()))?;
+    }
+    let rollout_ref =
+        RolloutRef { namespace: ns.clone(), name: rollout.name_any(), uid: rollout.uid().unwrap_or_default() };
+    for (name, config) in plugin_calls {
+        let answer = plugins
+            .set_traffic(name, &rollout_ref, config, &desired)
+            .await
+            .map_err(|e| Error::Traffic(e.to_string()))?;
+        info!(
+            rollout = %rollout.name_any(),
+            plugin = %name,
+            canary_weight,
+            routes = desired.routes.len(),
+            verified = ?answer.verified,
+            "set traffic through router plugin"
+        );
     }
     for object in generated {
         apply_generated(ctx, rollout, object, canary_weight).await?;

@@ -28,7 +28,7 @@ use stepwise_metrics::web::WebProvider;
 
 use crate::analysis::{AnalysisContext, Providers, reconcile_run, run_error_policy};
 use crate::context::{AnalysisStores, Context, Limiter};
-use crate::index::{Index, controller_ref, controller_uid};
+use crate::index::{Index, controller_ref, controller_uid, named_key};
 use crate::metrics::Metrics;
 use crate::observe::Stores;
 use crate::reconcile::{error_policy, reconcile};
@@ -53,6 +53,8 @@ pub struct Settings {
     /// The kubernetes metric provider, with a client of its own that does not retry a 503
     /// (`KubernetesProvider::from_config`).
     pub kubernetes_metrics: KubernetesProvider,
+    /// The router plugins of `--router-plugin`.
+    pub router_plugins: Arc<crate::router_plugin::RouterPlugins>,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -286,11 +288,13 @@ pub async fn run(
             analysis_runs: ar_store.clone(),
             analysis_runs_by_owner: ar_index,
             deployments: dep_store,
+            rollouts_by_reference: rollout_index.clone(),
         },
         stores_analysis: AnalysisStores { templates: at_store, cluster_templates: cat_reader },
         recorder,
         metrics,
         limiter: Limiter::new(settings.qps, settings.burst),
+        router_plugins: settings.router_plugins.clone(),
     });
 
     let (shutdown_rollouts, shutdown_runs) = {
@@ -357,10 +361,6 @@ fn run_controller(
 }
 
 /// The index key of an object a Rollout names.
-fn named_key(namespace: Option<&str>, kind: &str, name: &str) -> String {
-    format!("{}/{kind}/{name}", namespace.unwrap_or_default())
-}
-
 /// The index key of a Service or Deployment that changed.
 fn key_of<K: Resource>(obj: &K, kind: &str) -> String {
     let meta = obj.meta();

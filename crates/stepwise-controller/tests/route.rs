@@ -68,11 +68,13 @@ fn context(client: Client) -> Context {
             analysis_runs,
             analysis_runs_by_owner: Arc::new(Index::new(controller_uid)),
             deployments,
+            rollouts_by_reference: Arc::new(Index::new(|_| Vec::new())),
         },
         stores_analysis: AnalysisStores { templates, cluster_templates },
         recorder: Recorder::new(client, Reporter { controller: "stepwise-test".into(), instance: None }),
         metrics: Arc::new(Metrics::default()),
         limiter: Limiter::new(10_000.0, 10_000),
+        router_plugins: Default::default(),
     }
 }
 

@@ -18,6 +18,9 @@ pub struct Observed {
     /// The Services the Rollout manages, by name: the pod template hash their selector holds
     /// (None when it holds none). A Service missing from the map does not exist.
     pub services: BTreeMap<String, Option<String>>,
+    /// The Services the Rollout names that another Rollout manages and names too, with that
+    /// Rollout's name.
+    pub services_of_others: BTreeMap<String, String>,
     /// Whether the router confirmed the weight last set; `None` when it cannot tell.
     pub weight_verified: Option<bool>,
     /// Pods created before `spec.restartAt`, by pod template hash.

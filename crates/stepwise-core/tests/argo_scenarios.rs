@@ -387,3 +387,22 @@ fn while_a_step_waits_on_an_analysis_run_the_message_names_the_run_and_its_phase
     assert!(message.contains(&run) && message.contains("Running"), "{message}");
     assert!(!message.contains("pods updated"), "{message}");
 }
+
+/// Argo Rollouts refuses a Service another Rollout manages. Catches (found by the chaos suite's
+/// random Rollouts): two Rollouts naming one Service pointed its selector at their own pods in
+/// turn, for ever.
+#[test]
+fn a_service_another_rollout_manages_and_names_is_refused_naming_both() {
+    let strategy = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      steps:\n      - setWeight: 20\n";
+    let mut w = support::World::new(support::rollout_with(4, strategy));
+    w.observed.services_of_others.insert("app-stable".into(), "other".into());
+    w.reconcile();
+    assert_eq!(w.phase(), Some(RolloutPhase::Degraded));
+    assert_eq!(
+        w.status().message.as_deref(),
+        Some(
+            "InvalidSpec: spec.strategy.canary.stableService: Service app-stable is managed by Rollout other, which names it too; a Service serves one Rollout"
+        )
+    );
+    assert!(w.observed.replica_sets.is_empty(), "nothing moved");
+}

@@ -53,11 +53,16 @@ pub struct GatewayApi {
 
 /// The HTTPRoute `name` in `namespace`.
 pub fn http_route(name: &str, namespace: &str) -> Target {
+    route("HTTPRoute", "httproutes", name, namespace)
+}
+
+/// A route of `kind` (HTTPRoute, GRPCRoute, TCPRoute: the same rules of weighted backendRefs).
+fn route(kind: &'static str, plural: &'static str, name: &str, namespace: &str) -> Target {
     Target {
         group: "gateway.networking.k8s.io",
         version: "v1",
-        kind: "HTTPRoute",
-        plural: "httproutes",
+        kind,
+        plural,
         namespace: namespace.to_string(),
         name: name.to_string(),
     }
@@ -65,19 +70,25 @@ pub fn http_route(name: &str, namespace: &str) -> Target {
 
 impl GatewayApi {
     /// The router for `config` in a Rollout of `namespace`. Header and mirror routes go into
-    /// every HTTPRoute it names.
+    /// every HTTPRoute it names (GRPCRoutes and TCPRoutes are only split).
     pub fn new(config: &GatewayApiTrafficRouting, namespace: &str) -> Result<GatewayApi, Error> {
         let namespace = config.namespace.as_deref().unwrap_or(namespace);
-        let routes: Vec<Target> = config
-            .http_route
-            .iter()
-            .chain(config.http_routes.iter().flatten())
-            .map(|name| http_route(name, namespace))
-            .collect();
+        let named = |one: &Option<String>, many: &Option<Vec<String>>| -> Vec<String> {
+            one.iter().chain(many.iter().flatten()).cloned().collect()
+        };
+        let http = named(&config.http_route, &config.http_routes);
+        let grpc = named(&config.grpc_route, &config.grpc_routes);
+        let tcp = named(&config.tcp_route, &config.tcp_routes);
+        let mut routes: Vec<Target> = http.iter().map(|name| http_route(name, namespace)).collect();
+        routes.extend(grpc.iter().map(|name| route("GRPCRoute", "grpcroutes", name, namespace)));
+        routes.extend(tcp.iter().map(|name| route("TCPRoute", "tcproutes", name, namespace)));
         if routes.is_empty() {
-            return Err(Error::Config("trafficRouting.gatewayAPI must name an httpRoute or httpRoutes".into()));
+            return Err(Error::Config(
+                "trafficRouting.gatewayAPI must name an httpRoute, httpRoutes, grpcRoute, grpcRoutes, tcpRoute or tcpRoutes"
+                    .into(),
+            ));
         }
-        let header_routes = vec![true; routes.len()];
+        let header_routes = routes.iter().map(|r| r.kind == "HTTPRoute").collect();
         Ok(GatewayApi { routes, header_routes })
     }
 
@@ -87,7 +98,9 @@ impl GatewayApi {
     pub fn from_plugin(config: &Value, namespace: &str) -> Result<GatewayApi, Error> {
         let routing = from_plugin_config(config)?;
         let mut router = GatewayApi::new(&routing, namespace).map_err(|_| {
-            Error::Config(format!("trafficRouting.plugins[\"{PLUGIN_NAME}\"] must name an httpRoute or httpRoutes"))
+            Error::Config(format!(
+                "trafficRouting.plugins[\"{PLUGIN_NAME}\"] must name an httpRoute, httpRoutes, grpcRoute, grpcRoutes, tcpRoute or tcpRoutes"
+            ))
         })?;
         let entries = config.get("httpRoutes").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         let listed = entries
@@ -100,7 +113,9 @@ impl GatewayApi {
                 ))),
             })
             .collect::<Result<Vec<bool>, Error>>()?;
-        router.header_routes = routing.http_route.iter().map(|_| true).chain(listed).collect();
+        let others = router.routes.len() - routing.http_route.iter().count() - listed.len();
+        router.header_routes =
+            routing.http_route.iter().map(|_| true).chain(listed).chain(vec![false; others]).collect();
         Ok(router)
     }
 
@@ -116,22 +131,29 @@ pub fn from_plugin_config(config: &Value) -> Result<GatewayApiTrafficRouting, Er
     let string = |v: &Value, name: &str| {
         v.as_str().map(str::to_string).ok_or_else(|| Error::Config(format!("{} must be a string", field(name))))
     };
-    let http_route = config.get("httpRoute").map(|v| string(v, "httpRoute")).transpose()?;
-    let http_routes = match config.get("httpRoutes") {
-        None => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|item| match item {
-                    Value::String(name) => Ok(name.clone()),
-                    other => string(other.get("name").unwrap_or(&Value::Null), "httpRoutes[].name"),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        Some(_) => return Err(Error::Config(format!("{} must be a list", field("httpRoutes")))),
+    let one = |key: &str| config.get(key).map(|v| string(v, key)).transpose();
+    // A list holds names or `{name, ...}` objects.
+    let many = |key: &str| match config.get(key) {
+        None => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(name) => Ok(name.clone()),
+                other => string(other.get("name").unwrap_or(&Value::Null), &format!("{key}[].name")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(Error::Config(format!("{} must be a list", field(key)))),
     };
-    let namespace = config.get("namespace").map(|v| string(v, "namespace")).transpose()?;
-    Ok(GatewayApiTrafficRouting { http_route, http_routes, namespace })
+    Ok(GatewayApiTrafficRouting {
+        http_route: one("httpRoute")?,
+        http_routes: many("httpRoutes")?,
+        grpc_route: one("grpcRoute")?,
+        grpc_routes: many("grpcRoutes")?,
+        tcp_route: one("tcpRoute")?,
+        tcp_routes: many("tcpRoutes")?,
+        namespace: one("namespace")?,
+    })
 }
 
 /// One rule to split: its index and where its canary and stable backendRefs are.
@@ -854,6 +876,56 @@ mod tests {
         assert_eq!(targets, ["HTTPRoute edge/a", "HTTPRoute edge/b"]);
         assert!(from_plugin_config(&json!({"httpRoute": 3})).is_err());
         assert!(GatewayApi::new(&from_plugin_config(&json!({})).unwrap(), "shop").is_err());
+    }
+
+    /// A TCPRoute for a database: one rule, the stable and canary Services on their port.
+    fn tcp_route() -> Value {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "TCPRoute",
+            "metadata": {"name": "db", "namespace": "shop", "resourceVersion": "3"},
+            "spec": {
+                "parentRefs": [{"name": "gateway", "namespace": "edge", "sectionName": "postgres"}],
+                "rules": [{"backendRefs": [
+                    {"name": "web-stable", "port": 5432, "weight": 100},
+                    {"name": "web-canary", "port": 5432, "weight": 0}
+                ]}]
+            }
+        })
+    }
+
+    #[test]
+    fn grpc_and_tcp_routes_are_split_like_http_routes_and_their_kind_names_them() {
+        let config = from_plugin_config(&json!({"grpcRoutes": [{"name": "api"}], "tcpRoute": "db"})).unwrap();
+        let r = GatewayApi::new(&config, "shop").unwrap();
+        let targets: Vec<String> = r.targets().iter().map(ToString::to_string).collect();
+        assert_eq!(targets, ["GRPCRoute shop/api", "TCPRoute shop/db"]);
+        assert_eq!((r.targets()[0].plural, r.targets()[1].plural), ("grpcroutes", "tcproutes"));
+        let tcp = &r.targets()[1];
+        let after = apply(&tcp_route(), &r.patch(tcp, &tcp_route(), &desired(30)).unwrap().unwrap());
+        assert_eq!(after["spec"]["rules"][0]["backendRefs"][1]["weight"], 30);
+        assert_eq!(after["spec"]["rules"][0]["backendRefs"][0]["weight"], 70);
+        assert_eq!(without_weights(&after), without_weights(&tcp_route()));
+        assert_eq!(r.canary_weight(tcp, &after, &desired(30)).unwrap(), Some(30));
+    }
+
+    #[test]
+    fn header_routes_go_into_http_routes_only() {
+        let config: GatewayApiTrafficRouting = serde_yaml::from_str(
+            "httpRoute: web
+tcpRoute: db
+",
+        )
+        .unwrap();
+        let r = GatewayApi::new(&config, "shop").unwrap();
+        assert!(r.takes_routes(&r.targets()[0]));
+        assert!(!r.takes_routes(&r.targets()[1]));
+        let plugin = GatewayApi::from_plugin(
+            &json!({"httpRoutes": [{"name": "web", "useHeaderRoutes": true}], "tcpRoute": "db"}),
+            "shop",
+        )
+        .unwrap();
+        assert_eq!(plugin.header_routes, [true, false]);
     }
 
     /// What the controller hands the router with the routes `routes` wanted, the managed routes

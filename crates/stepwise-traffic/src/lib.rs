@@ -405,8 +405,7 @@ mod tests {
 
     #[test]
     fn the_argo_gateway_api_plugin_is_driven_by_the_built_in_router() {
-        let built =
-            routers(
+        let built = routers(
             &routing("plugins:\n  argoproj-labs/gatewayAPI: {httpRoute: web, namespace: edge}\n"),
             "app",
             "ns",
@@ -421,7 +420,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             err.to_string(),
-            "trafficRouting.plugins[\"argoproj-labs/gatewayAPI\"] must name an httpRoute or httpRoutes"
+            "trafficRouting.plugins[\"argoproj-labs/gatewayAPI\"] must name an httpRoute, httpRoutes, grpcRoute, grpcRoutes, tcpRoute or tcpRoutes"
         );
     }
 

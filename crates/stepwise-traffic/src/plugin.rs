@@ -121,24 +121,29 @@ pub fn parse_registration(flag: &str) -> Result<(String, String), String> {
             "--router-plugin {flag:?}: {name} is driven by stepwise's built-in Gateway API router; register your plugin under another name"
         ));
     }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!("--router-plugin {flag:?}: {url:?} is not an http:// or https:// URL"));
-    };
+    check_url(url).map_err(|e| format!("--router-plugin {flag:?}: {e}"))?;
+    Ok((name.to_string(), url.to_string()))
+}
+
+/// Checks a plugin's base URL: http or https, with a host, and nothing that must not be shown
+/// in the errors and events that name it (credentials) or that `v1/...` cannot follow (a query).
+pub fn check_url(url: &str) -> Result<(), String> {
+    let not_http = || format!("{url:?} is not an http:// or https:// URL");
+    let (scheme, rest) = url.split_once("://").ok_or_else(not_http)?;
     if !matches!(scheme, "http" | "https") {
-        return Err(format!("--router-plugin {flag:?}: {url:?} is not an http:// or https:// URL"));
+        return Err(not_http());
     }
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || host.starts_with(':') {
-        return Err(format!("--router-plugin {flag:?}: {url:?} has no host"));
+        return Err(format!("{url:?} has no host"));
     }
     if host.contains('@') {
-        // The URL is shown in every error and event: it must not carry credentials.
-        return Err(format!("--router-plugin {flag:?}: the URL must not carry a user name or password"));
+        return Err("the URL must not carry a user name or password".into());
     }
     if rest.contains(['?', '#']) {
-        return Err(format!("--router-plugin {flag:?}: the URL must not carry a query or a fragment"));
+        return Err("the URL must not carry a query or a fragment".into());
     }
-    Ok((name.to_string(), url.to_string()))
+    Ok(())
 }
 
 /// The registered names that routing's `plugins` map names, and those it names that are not
@@ -147,7 +152,11 @@ pub fn named_plugins<'a>(
     plugins: impl IntoIterator<Item = &'a String>,
     registered: &BTreeSet<String>,
 ) -> (Vec<String>, Vec<String>) {
-    plugins.into_iter().filter(|n| n.as_str() != gateway_api::PLUGIN_NAME).cloned().partition(|n| registered.contains(n))
+    plugins
+        .into_iter()
+        .filter(|n| n.as_str() != gateway_api::PLUGIN_NAME)
+        .cloned()
+        .partition(|n| registered.contains(n))
 }
 
 /// `base` joined with `path` (one of the `*_PATH` constants), whether or not `base` ends in `/`.
@@ -229,25 +238,25 @@ pub fn read_refusal(status: u16, body: &str) -> Result<String, String> {
 }
 
 /// A 2xx answer as a JSON object of our protocol, or the problem with it.
-fn answer_object(path: &str, status: u16, body: &str) -> Result<Map<String, Value>, Problem> {
+fn answer_object(path: &'static str, status: u16, body: &str) -> Result<Map<String, Value>, Problem> {
     let parsed = serde_json::from_str::<Value>(body);
     if !(200..300).contains(&status) {
         let message = match &parsed {
             Ok(Value::Object(map)) => map.get("error").and_then(Value::as_str).map(str::to_string),
             _ => None,
         };
-        return Err(Problem::Http { path: path.to_string(), status, message, body: snippet(body) });
+        return Err(Problem::Http { path, status, message, body: snippet(body) });
     }
     let map = match parsed {
         Ok(Value::Object(map)) => map,
         Ok(other) => {
             return Err(Problem::NotJson {
-                path: path.to_string(),
+                path,
                 reason: format!("a JSON object was expected, not {}", shown(&other)),
                 body: snippet(body),
             });
         }
-        Err(e) => return Err(Problem::NotJson { path: path.to_string(), reason: e.to_string(), body: snippet(body) }),
+        Err(e) => return Err(Problem::NotJson { path, reason: e.to_string(), body: snippet(body) }),
     };
     match map.get("protocol") {
         Some(Value::String(p)) if p == PROTOCOL => Ok(map),
@@ -308,7 +317,7 @@ pub enum Problem {
     /// An answer that is not JSON.
     NotJson {
         /// The call.
-        path: String,
+        path: &'static str,
         /// Why it cannot be parsed.
         reason: String,
         /// The start of the body.
@@ -317,7 +326,7 @@ pub enum Problem {
     /// An HTTP error status.
     Http {
         /// The call.
-        path: String,
+        path: &'static str,
         /// The status.
         status: u16,
         /// The `error` of the answer, when it has one.
@@ -454,8 +463,8 @@ mod tests {
 
     #[test]
     fn an_http_error_gives_the_plugins_message_or_the_start_of_the_body() {
-        let problem = read_set_traffic(422, r#"{"protocol":"stepwise.dev/plugins/v1","error":"no mirror routes"}"#)
-            .unwrap_err();
+        let problem =
+            read_set_traffic(422, r#"{"protocol":"stepwise.dev/plugins/v1","error":"no mirror routes"}"#).unwrap_err();
         assert_eq!(
             error(problem),
             "router plugin example.com/file at http://127.0.0.1:7070: v1/router/set-traffic answered 422 Unprocessable Entity: no mirror routes"
@@ -474,11 +483,10 @@ mod tests {
             error(problem),
             "router plugin example.com/file at http://127.0.0.1:7070: the answer to v1/router/set-traffic is not JSON (expected value at line 1 column 1): \"ok\""
         );
-        let problem =
-            read_set_traffic(200, r#"{"protocol":"stepwise.dev/plugins/v1","verified":"yes"}"#).unwrap_err();
+        let problem = read_set_traffic(200, r#"{"protocol":"stepwise.dev/plugins/v1","verified":"yes"}"#).unwrap_err();
         assert_eq!(problem.to_string(), "verified must be true, false or null, not \"yes\"");
-        let problem = read_info(200, r#"{"protocol":"stepwise.dev/plugins/v1","capabilities":{"router":true}}"#)
-            .unwrap_err();
+        let problem =
+            read_info(200, r#"{"protocol":"stepwise.dev/plugins/v1","capabilities":{"router":true}}"#).unwrap_err();
         assert_eq!(problem.to_string(), "capabilities.router must be an object, not true");
     }
 

@@ -68,7 +68,7 @@ async fn a_traffic_router_this_build_lacks_makes_the_spec_invalid() -> anyhow::R
         .await?;
     then_invalid_spec(
         &env,
-        "spec.strategy.canary.trafficRouting.plugins.example.com/other: the plugins.example.com/other router is not available in this build of stepwise",
+        "spec.strategy.canary.trafficRouting.plugins.example.com/other: the router plugin example.com/other is not registered with this controller; start it with --router-plugin example.com/other=URL (docs/plugins.md)",
     )
     .await?;
     env.cleanup().await
@@ -106,5 +106,39 @@ async fn a_replica_set_the_api_server_refuses_is_a_reconcile_error_and_the_progr
     assert!(message.starts_with("ProgressDeadlineExceeded: "), "{message}");
     assert!(message.contains("; ReconcileError: create ReplicaSet app-"), "{message}");
     assert_eq!(st.phase, Some(RolloutPhase::Degraded));
+    env.cleanup().await
+}
+
+/// Two Rollouts naming one Service would point its selector at their own pods in turn, for ever
+/// (found by the chaos suite's random Rollouts): the second is refused, naming the first, and
+/// the Service stays with the first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_rollout_naming_a_service_another_manages_is_refused_and_the_service_stays() -> anyhow::Result<()> {
+    let env = Env::new("shared-service").await?;
+    env.given_services(&["app-canary", "app-stable"]).await?;
+    let strategy = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      steps:\n      - setWeight: 50\n";
+    let first = env.given_rollout(2, strategy).await?;
+    let selected = env.service_hash("app-stable").await?;
+    assert!(selected.is_some(), "the first Rollout manages the stable Service");
+
+    let mut second: Rollout = serde_json::from_value(serde_json::to_value(&first)?)?;
+    second.metadata = kube::api::ObjectMeta { name: Some("second".into()), ..Default::default() };
+    second.status = None;
+    let template = second.spec.template.as_mut().unwrap();
+    template.metadata.as_mut().unwrap().labels = Some([("app".to_string(), "second".to_string())].into());
+    second.spec.selector.as_mut().unwrap().match_labels = Some([("app".to_string(), "second".to_string())].into());
+    env.rollouts().create(&Default::default(), &second).await?;
+
+    let expected = "InvalidSpec: spec.strategy.canary.canaryService: Service app-canary is managed by Rollout app, which names it too; a Service serves one Rollout";
+    eventually("the second Rollout to be refused", secs(30), || async {
+        let second = env.rollouts().get("second").await?;
+        Ok(second.status.and_then(|s| s.message).as_deref() == Some(expected))
+    })
+    .await?;
+    assert!(
+        env.replica_sets().await?.iter().all(|rs| rs.metadata.name.as_deref().is_some_and(|n| n.starts_with("app-")))
+    );
+    tokio::time::sleep(secs(3)).await;
+    assert_eq!(env.service_hash("app-stable").await?, selected, "the Service stays with the first Rollout");
     env.cleanup().await
 }

@@ -662,3 +662,69 @@ async fn istio_subset_level_splitting_points_the_subsets_at_their_pods_and_needs
     assert_eq!(dr_now["spec"], dr_created["spec"]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_api_grpc_and_tcp_routes_are_split_at_every_step() -> anyhow::Result<()> {
+    let env = Env::new("gateway-grpc-tcp").await?;
+    router_crds(&env).await?;
+    env.given_services(&["app-stable", "app-canary"]).await?;
+    let grpc_routes = objects(&env, "gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes");
+    let tcp_routes = objects(&env, "gateway.networking.k8s.io", "v1", "TCPRoute", "tcproutes");
+    let backends = json!([
+        {"name": "app-stable", "port": 9000, "weight": 100},
+        {"name": "app-canary", "port": 9000, "weight": 0}
+    ]);
+    let grpc = given_object(
+        &grpc_routes,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute", "metadata": {"name": "app"},
+            "spec": {"parentRefs": [{"name": "gateway"}], "rules": [
+                {"matches": [{"method": {"service": "shop.Admin"}}], "backendRefs": [{"name": "admin", "port": 9000}]},
+                {"backendRefs": backends}
+            ]}
+        }),
+    )
+    .await?;
+    let tcp = given_object(
+        &tcp_routes,
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "TCPRoute", "metadata": {"name": "app"},
+            "spec": {"parentRefs": [{"name": "gateway", "sectionName": "tcp"}], "rules": [{"backendRefs": backends}]}
+        }),
+    )
+    .await?;
+    let strategy = format!(
+        "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      scaleDownDelaySeconds: 2\n      trafficRouting:\n        gatewayAPI: {{grpcRoute: app, tcpRoute: app}}\n{STEPS}"
+    );
+    env.given_rollout(5, &strategy).await?;
+    let weights_are = |canary: i64| {
+        let (grpc_routes, tcp_routes, grpc, tcp) = (grpc_routes.clone(), tcp_routes.clone(), grpc.clone(), tcp.clone());
+        async move {
+            let g = serde_json::to_value(grpc_routes.get("app").await?)?;
+            let t = serde_json::to_value(tcp_routes.get("app").await?)?;
+            let split = |o: &Value, rule: usize| {
+                (
+                    o["spec"]["rules"][rule]["backendRefs"][1]["weight"].as_i64(),
+                    o["spec"]["rules"][rule]["backendRefs"][0]["weight"].as_i64(),
+                )
+            };
+            let want = (Some(canary), Some(100 - canary));
+            let done = split(&g, 1) == want && split(&t, 0) == want;
+            if done {
+                assert_eq!(without_weights(&g["spec"]), without_weights(&grpc["spec"]), "only the weights changed");
+                assert_eq!(without_weights(&t["spec"]), without_weights(&tcp["spec"]), "only the weights changed");
+            }
+            Ok(done)
+        }
+    };
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    eventually("GRPCRoute and TCPRoute at 20", secs(20), || weights_are(20)).await?;
+    env.when_promote().await?;
+    env.then_paused_at_step(3, secs(60)).await?;
+    eventually("GRPCRoute and TCPRoute at 60", secs(20), || weights_are(60)).await?;
+    env.when_promote().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(90)).await?;
+    eventually("GRPCRoute and TCPRoute back at 0", secs(20), || weights_are(0)).await?;
+    Ok(())
+}

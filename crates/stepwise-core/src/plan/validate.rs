@@ -147,7 +147,13 @@ fn validate_steps(rollout: &Rollout) -> Result<(), String> {
 fn validate_services(spec: &RolloutSpec, observed: &Observed) -> Result<(), String> {
     let exists = |field: &str, svc: Option<&String>| match svc {
         Some(svc) if !observed.services.contains_key(svc) => Err(format!("{field}: Service {svc} not found")),
-        _ => Ok(()),
+        Some(svc) => match observed.services_of_others.get(svc) {
+            Some(other) => Err(format!(
+                "{field}: Service {svc} is managed by Rollout {other}, which names it too; a Service serves one Rollout"
+            )),
+            None => Ok(()),
+        },
+        None => Ok(()),
     };
     if let Some(canary) = &spec.strategy.canary {
         if let (Some(c), Some(s)) = (&canary.canary_service, &canary.stable_service)
@@ -238,13 +244,21 @@ fn validate_routers(spec: &RolloutSpec, observed: &Observed) -> Result<(), Strin
         return Err("spec.strategy.canary.trafficRouting must name a router".into());
     }
     for kind in &named {
-        if !observed.router_kinds.contains(kind) {
-            let why = if ["alb", "appMesh"].contains(&kind.as_str()) { " (it needs AWS)" } else { "" };
-            let available = observed.router_kinds.iter().cloned().collect::<Vec<_>>().join(", ");
+        if observed.router_kinds.contains(kind) {
+            continue;
+        }
+        let field = format!("spec.strategy.canary.trafficRouting.{kind}");
+        if let Some(plugin) = kind.strip_prefix("plugins.") {
             return Err(format!(
-                "spec.strategy.canary.trafficRouting.{kind}: the {kind} router is not available in this build of stepwise{why}; it drives {available}"
+                "{field}: the router plugin {plugin} is not registered with this controller; start it with --router-plugin {plugin}=URL (docs/plugins.md)"
             ));
         }
+        let why = if ["alb", "appMesh"].contains(&kind.as_str()) { " (it needs AWS)" } else { "" };
+        let built_in = observed.router_kinds.iter().filter(|k| !k.starts_with("plugins."));
+        let available = built_in.cloned().collect::<Vec<_>>().join(", ");
+        return Err(format!(
+            "{field}: the {kind} router is not available in this build of stepwise{why}; it drives {available}"
+        ));
     }
     // Refused before the rollout starts rather than failing when the step is reached.
     let steps = spec.strategy.canary.iter().flat_map(|c| c.steps.iter().flatten()).enumerate();
