@@ -237,6 +237,20 @@ fn check_rollout(doc: &Document, rollout: &Rollout, world: &World, lint: &mut Do
         mirror_route_kinds: stepwise_traffic::MIRROR_ROUTE_KINDS.iter().map(ToString::to_string).collect(),
         ..Default::default()
     };
+    // Which router plugins the controller was started with, only the controller knows.
+    let routing = rollout.spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref());
+    for plugin in routing.iter().flat_map(|t| t.plugins.iter().flat_map(|p| p.keys())) {
+        let kind = format!("plugins.{plugin}");
+        if !observed.router_kinds.contains(&kind) {
+            lint.unchecked
+                .push(format!("the router plugin {plugin} is registered with the controller (--router-plugin)"));
+            for kinds in
+                [&mut observed.router_kinds, &mut observed.header_route_kinds, &mut observed.mirror_route_kinds]
+            {
+                kinds.insert(kind.clone());
+            }
+        }
+    }
     for service in rollout.spec.strategy.service_names() {
         observed.services.insert(service.to_string(), None);
         if !world.services.iter().any(|s| s == service) {
@@ -319,4 +333,23 @@ pub fn report(file: &str, docs: &[DocLint]) -> (String, bool) {
         out.push_str(&format!("{file}: no documents\n"));
     }
     (out, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLUGIN_ROLLOUT: &str = "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {name: app}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: demo}}\n  template:\n    metadata: {labels: {app: demo}}\n    spec: {containers: [{name: app, image: 'example.invalid/demo:1'}]}\n  strategy:\n    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      trafficRouting:\n        plugins: {example.com/file: {path: /tmp/split.json}}\n        managedRoutes: [{name: beta}]\n      steps:\n      - setWeight: 20\n      - setHeaderRoute: {name: beta, match: [{headerName: x-beta, headerValue: {exact: 'yes'}}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: app-canary}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: app-stable}\n";
+
+    #[test]
+    fn a_router_plugin_is_left_unchecked_offline_rather_than_refused() {
+        let linted = lint(PLUGIN_ROLLOUT);
+        let rollout = &linted[0];
+        assert!(rollout.findings.is_empty(), "{:?}", rollout.findings);
+        assert!(
+            rollout.unchecked.iter().any(|u| u.contains("router plugin example.com/file is registered")),
+            "{:?}",
+            rollout.unchecked
+        );
+    }
 }
