@@ -100,7 +100,7 @@ lab-test: lab-up
 doctor:
     scripts/doctor.sh
 
-# Benchmark: N Rollouts updated at once (N=100 and N=500 by default), and an analysed fleet (--analysed N; N=100 by default).
+# Benchmark: N Rollouts updated at once (N=100 and N=500 by default), an analysed fleet (--analysed N; N=100 by default), and a routed fleet behind Istio VirtualServices (--routed N; not in the default run: `just bench --routed 100 --routed 500`).
 bench *counts:
     scripts/bench.sh {{counts}}
 

@@ -8,17 +8,25 @@
 //! `stepwise_e2e::prometheus`). Reports, over a steady window, the controller's CPU and RSS, its
 //! writes, and the queries per second Prometheus answered, expected against measured.
 //!
-//! Usage: `bench [N...] [--analysed N]...`; no arguments runs N = 100 and 500, then the analysed
-//! fleet at N = 100. `STEPWISE_BENCH_WINDOW` sets the analysed fleet's window (seconds, 60).
+//! The routed fleet (`bench --routed N`): N Rollouts, each with its own Istio VirtualService (the
+//! real CRD, from `tests/cluster/router-crds.sh`) and canary and stable Services, steps
+//! setWeight 20, pause 5s, setWeight 60, pause 5s, updated at once. Reports what the plain fleet
+//! does, plus the VirtualService patches per Rollout, and fails unless every Rollout ends Healthy
+//! with its VirtualService back at canary 0 / stable 100.
+//!
+//! Usage: `bench [N...] [--analysed N]... [--routed N]...`; no arguments runs N = 100 and 500,
+//! then the analysed fleet at N = 100. `STEPWISE_BENCH_WINDOW` sets the analysed fleet's window
+//! (seconds, 60).
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use stepwise_api::{AnalysisPhase, AnalysisRun, AnalysisTemplate, Rollout, RolloutPhase};
 use stepwise_e2e::prometheus::{Prometheus, TestExporter, success_rate_query};
 use stepwise_e2e::{ControllerProcess, client, install_crds};
@@ -485,22 +493,325 @@ async fn run_analysed(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The routed fleet's two pauses, the plain fleet's (10 s in all), so that the times beyond the
+/// pauses of the two fleets compare.
+const ROUTED_PAUSES: f64 = 10.0;
+
+/// Seconds the routed fleet watches the controller after all are Healthy, for writes it should
+/// not make.
+const ROUTED_IDLE: u64 = 30;
+
+/// A routed Rollout: canary and stable Services, its own VirtualService, and the steps
+/// setWeight 20, pause 5s, setWeight 60, pause 5s.
+fn routed_rollout(i: usize) -> anyhow::Result<Rollout> {
+    // scaleDownDelaySeconds 0: after promotion the old pods would otherwise wait the default 30 s
+    // (for proxies to drain, and there are none here) before the Rollout is Healthy, a wait as
+    // fixed as a pause, which would hide the work in the total.
+    let yaml = format!(
+        "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: r{i}}}\nspec:\n  replicas: 4\n  selector: {{matchLabels: {{app: r{i}}}}}\n  template:\n    metadata: {{labels: {{app: r{i}}}}}\n    spec: {{containers: [{{name: app, image: 'example.invalid/bench:1'}}]}}\n  strategy:\n    canary:\n      canaryService: r{i}-canary\n      stableService: r{i}-stable\n      scaleDownDelaySeconds: 0\n      trafficRouting:\n        istio:\n          virtualService: {{name: r{i}, routes: [primary]}}\n      steps:\n      - setWeight: 20\n      - pause: {{duration: 5s}}\n      - setWeight: 60\n      - pause: {{duration: 5s}}\n"
+    );
+    Ok(serde_yaml::from_str(&yaml)?)
+}
+
+/// A Service of Rollout `r{i}` (the controller adds the pod-template-hash to its selector).
+fn routed_service(i: usize, role: &str) -> anyhow::Result<Service> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": format!("r{i}-{role}")},
+        "spec": {"selector": {"app": format!("r{i}")}, "ports": [{"port": 80, "targetPort": 8080}]}
+    }))?)
+}
+
+/// Rollout `r{i}`'s VirtualService: one route, all of it to the stable Service.
+fn routed_virtual_service(i: usize) -> anyhow::Result<DynamicObject> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": format!("r{i}")},
+        "spec": {
+            "hosts": [format!("r{i}.example.invalid")],
+            "http": [{"name": "primary", "route": [
+                {"destination": {"host": format!("r{i}-stable"), "port": {"number": 80}}, "weight": 100},
+                {"destination": {"host": format!("r{i}-canary"), "port": {"number": 80}}, "weight": 0}
+            ]}]
+        }
+    }))?)
+}
+
+fn virtual_services(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1".into(),
+        api_version: "networking.istio.io/v1".into(),
+        kind: "VirtualService".into(),
+        plural: "virtualservices".into(),
+    };
+    Api::namespaced_with(client.clone(), ns, &resource)
+}
+
+/// Each VirtualService's metadata.generation, by name, from one LIST. The API server raises it
+/// on every write that changes the spec (the CRD has a status subresource, so nothing else
+/// does); a patch that changes nothing leaves it, and is no patch of the weights.
+async fn generations(api: &Api<DynamicObject>) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|vs| (vs.name_any(), vs.metadata.generation.unwrap_or(0)))
+        .collect())
+}
+
+/// Per VirtualService, how many times its generation rose from `before` to `after` (one absent
+/// from `before` counts from 1, the generation of a created object); (sum, fewest, most).
+fn generation_changes(
+    before: &std::collections::HashMap<String, i64>,
+    after: &std::collections::HashMap<String, i64>,
+) -> (i64, i64, i64) {
+    let changes: Vec<i64> = after.iter().map(|(name, g)| g - before.get(name).copied().unwrap_or(1)).collect();
+    (changes.iter().sum(), changes.iter().copied().min().unwrap_or(0), changes.iter().copied().max().unwrap_or(0))
+}
+
+/// The (canary, stable) weights of a VirtualService's route `primary`, found by destination host.
+fn routed_weights(vs: &DynamicObject) -> (Option<i64>, Option<i64>) {
+    let name = vs.name_any();
+    let spec = vs.data.get("spec").cloned().unwrap_or(Value::Null);
+    let route = spec
+        .get("http")
+        .and_then(Value::as_array)
+        .and_then(|routes| routes.iter().find(|r| r.get("name").and_then(Value::as_str) == Some("primary")))
+        .and_then(|r| r.get("route"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let weight = |host: String| {
+        route
+            .iter()
+            .find(|d| d.pointer("/destination/host").and_then(Value::as_str) == Some(host.as_str()))
+            .and_then(|d| d.get("weight"))
+            .and_then(Value::as_i64)
+    };
+    (weight(format!("{name}-canary")), weight(format!("{name}-stable")))
+}
+
+/// The routed fleet: N Rollouts behind Istio VirtualServices, updated at once. Measures as the
+/// plain fleet does, counts the VirtualService patches, and fails unless every Rollout ends
+/// Healthy at the new version with its VirtualService at canary 0 / stable 100.
+async fn run_routed(n: usize) -> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = format!("bench-routed-{n}");
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
+    // A run that stopped half-way leaves Rollouts whose traffic finalizer no controller will
+    // remove any more: the namespace would never go.
+    if nss.get_opt(&ns).await?.is_some() {
+        for r in api.list(&ListParams::default()).await?.items {
+            let unfinalized = json!({"metadata": {"finalizers": null}});
+            let _ = api.patch(&r.name_any(), &PatchParams::default(), &Patch::Merge(&unfinalized)).await;
+        }
+    }
+    let _ = nss.delete(&ns, &DeleteParams::default()).await;
+    stepwise_e2e::eventually("old namespace gone", Duration::from_secs(300), || async {
+        Ok(nss.get_opt(&ns).await?.is_none())
+    })
+    .await?;
+    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let vss = virtual_services(&client, &ns);
+    vss.list(&ListParams::default().limit(1)).await.map_err(|e| {
+        anyhow::anyhow!("VirtualServices are not served ({e}): install the CRDs with tests/cluster/router-crds.sh")
+    })?;
+
+    // The routing objects exist before their Rollouts, as users create them; 32 creations in
+    // flight, so that setting up 500 takes seconds, not minutes.
+    let created: Vec<anyhow::Result<()>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (services, vss) = (&services, &vss);
+            async move {
+                services.create(&PostParams::default(), &routed_service(i, "stable")?).await?;
+                services.create(&PostParams::default(), &routed_service(i, "canary")?).await?;
+                vss.create(&PostParams::default(), &routed_virtual_service(i)?).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    created.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+
+    let (rollouts, writer) = reflector::store();
+    let watch = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default()).default_backoff().reflect(writer).for_each(|_| async {}),
+    );
+    rollouts.wait_until_ready().await?;
+
+    let bin = std::env::var("STEPWISE_BENCH_BIN").unwrap_or_else(|_| "target/release/stepwise-controller".into());
+    let mut controller = ControllerProcess::start_binary(
+        &bin,
+        &ns,
+        "bench",
+        &["--leader-elect=false", "--qps=1000", "--burst=2000", "--concurrency=32"],
+    )?;
+    let pid = controller.pid();
+
+    for i in 0..n {
+        api.create(&PostParams::default(), &routed_rollout(i)?).await?;
+    }
+    let t0 = Instant::now();
+    while all_healthy(&rollouts, None) < n {
+        if t0.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!(
+                "initial deploy of {n} routed Rollouts did not finish\n----- controller log -----\n{}",
+                controller.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let initial = t0.elapsed().as_secs_f64();
+    let hashes: std::collections::HashMap<String, String> = rollouts
+        .state()
+        .iter()
+        .map(|r| (r.name_any(), r.status.clone().unwrap_or_default().current_pod_hash.unwrap_or_default()))
+        .collect();
+    let generations_before = generations(&vss).await?;
+    let writes_before = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0);
+    let reconciles_before = controller.metric_sum("stepwise_reconciles_total").await?;
+    let (cpu_before, _) = proc_stats(pid);
+    let cluster_before = cluster_cpu();
+
+    let t1 = Instant::now();
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "example.invalid/bench:2"}]}}}});
+    let patched: Vec<kube::Result<Rollout>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (api, patch) = (&api, &patch);
+            async move { api.patch(&format!("r{i}"), &PatchParams::default(), &Patch::Merge(patch)).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    patched.into_iter().collect::<kube::Result<Vec<_>>>()?;
+    let updated_in = t1.elapsed().as_secs_f64();
+    while all_healthy(&rollouts, Some(&hashes)) < n {
+        if t1.elapsed() > Duration::from_secs(1200) {
+            anyhow::bail!(
+                "update of {n} routed Rollouts did not finish: {} Healthy\n----- controller log -----\n{}",
+                all_healthy(&rollouts, Some(&hashes)),
+                controller.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let total = t1.elapsed().as_secs_f64();
+    let writes = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0) - writes_before;
+    let reconciles = controller.metric_sum("stepwise_reconciles_total").await? - reconciles_before;
+    let (cpu_after, hwm_kib) = proc_stats(pid);
+    let cluster_after = cluster_cpu();
+    let generations_healthy = generations(&vss).await?;
+
+    // Steady state: nothing changes; the controller should write nothing, to the VirtualServices
+    // least of all.
+    let idle_before = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_secs(ROUTED_IDLE)).await;
+    let idle_writes = controller.metric("stepwise_api_writes_total").await?.unwrap_or(0.0) - idle_before;
+    let generations_end = generations(&vss).await?;
+    let (cpu_total, _) = proc_stats(pid);
+    let log = controller.log_tail();
+
+    // The end state, read after the steady window: every Rollout Healthy at the new version, and
+    // every VirtualService sending everything to stable.
+    let healthy_at_end = all_healthy(&rollouts, Some(&hashes));
+    let wrong_weights: Vec<String> = vss
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(|vs| {
+            let weights = routed_weights(vs);
+            (weights != (Some(0), Some(100))).then(|| format!("{} (canary, stable) = {weights:?}", vs.name_any()))
+        })
+        .collect();
+    let vs_count = generations_end.len();
+
+    let (initial_patches, _, _) = generation_changes(&Default::default(), &generations_before);
+    let (update_patches, fewest, most) = generation_changes(&generations_before, &generations_healthy);
+    let (idle_patches, _, _) = generation_changes(&generations_healthy, &generations_end);
+    let cpu = cpu_after - cpu_before;
+
+    println!(
+        "bench: routed fleet, N={n} Rollouts x 4 replicas, each with its own Istio VirtualService and canary/stable Services, steps setWeight 20 / pause 5s / setWeight 60 / pause 5s, scaleDownDelaySeconds 0"
+    );
+    println!("  initial deploy of all:          {initial:.1} s");
+    println!("  image patched on all in:        {updated_in:.1} s");
+    println!(
+        "  update until all Healthy:       {total:.1} s  (pauses: {ROUTED_PAUSES:.0} s, beyond the pauses: {:.1} s)",
+        total - ROUTED_PAUSES
+    );
+    println!(
+        "  controller CPU during update:   {cpu:.1} s  ({:.1} % of one core; whole run: {cpu_total:.1} s)",
+        100.0 * cpu / total
+    );
+    let cluster: Vec<String> = cluster_after
+        .iter()
+        .zip(&cluster_before)
+        .map(|((name, after), (_, before))| format!("{name} {:.1}", after - before))
+        .collect();
+    println!("  control plane CPU during update: {} s", cluster.join(", "));
+    println!("  controller peak RSS:            {:.1} MiB", hwm_kib as f64 / 1024.0);
+    println!("  API writes per Rollout update:  {:.1}  (events included)", writes / n as f64);
+    println!("  reconciles per Rollout update:  {:.1}", reconciles / n as f64);
+    println!(
+        "  VirtualService patches per Rollout update: {:.2}  (generation changes; {fewest} to {most} per VirtualService; initial deploy: {initial_patches} in all)",
+        update_patches as f64 / n as f64
+    );
+    println!(
+        "  API writes at steady state:     {idle_writes} in {ROUTED_IDLE} s  (VirtualService generation changes: {idle_patches})"
+    );
+    println!(
+        "  end state:                      {healthy_at_end} of {n} Healthy at the new version, {} of {vs_count} VirtualServices at canary 0 / stable 100",
+        vs_count - wrong_weights.len()
+    );
+
+    watch.abort();
+    // The controller stays until the namespace is gone: each routed Rollout's finalizer (traffic
+    // back to stable before deletion) is its to remove.
+    let _ = nss.delete(&ns, &DeleteParams::background()).await;
+    stepwise_e2e::eventually("namespace deleted", Duration::from_secs(600), || async {
+        Ok(nss.get_opt(&ns).await?.is_none())
+    })
+    .await?;
+    controller.kill_hard();
+
+    // Only correctness is asserted, never a time.
+    anyhow::ensure!(
+        healthy_at_end == n && vs_count == n && wrong_weights.is_empty(),
+        "the routed fleet did not end as it should: {healthy_at_end} of {n} Rollouts Healthy at the new version, {vs_count} VirtualServices, {} with other weights than canary 0 / stable 100: {}\n----- controller log -----\n{log}",
+        wrong_weights.len(),
+        wrong_weights.iter().take(10).cloned().collect::<Vec<_>>().join("; ")
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut counts = Vec::new();
     let mut analysed = Vec::new();
+    let mut routed = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--analysed" {
             let n = args.next().and_then(|n| n.parse().ok());
             analysed.push(n.ok_or_else(|| anyhow::anyhow!("--analysed needs a number of Rollouts"))?);
+        } else if arg == "--routed" {
+            let n = args.next().and_then(|n| n.parse().ok());
+            routed.push(n.ok_or_else(|| anyhow::anyhow!("--routed needs a number of Rollouts"))?);
         } else if let Ok(n) = arg.parse() {
             counts.push(n);
         } else {
-            anyhow::bail!("unknown argument {arg:?}: usage: bench [N...] [--analysed N]...");
+            anyhow::bail!("unknown argument {arg:?}: usage: bench [N...] [--analysed N]... [--routed N]...");
         }
     }
-    if counts.is_empty() && analysed.is_empty() {
+    if counts.is_empty() && analysed.is_empty() && routed.is_empty() {
         (counts, analysed) = (vec![100, 500], vec![100]);
     }
     for n in counts {
@@ -508,6 +819,9 @@ async fn main() -> anyhow::Result<()> {
     }
     for n in analysed {
         run_analysed(n).await?;
+    }
+    for n in routed {
+        run_routed(n).await?;
     }
     Ok(())
 }
