@@ -728,3 +728,51 @@ async fn gateway_api_grpc_and_tcp_routes_are_split_at_every_step() -> anyhow::Re
     eventually("GRPCRoute and TCPRoute back at 0", secs(20), || weights_are(0)).await?;
     Ok(())
 }
+
+/// The names of an HTTPRoute's rules (a user's unnamed rule reads as ""), in order.
+async fn http_rule_names(env: &Env) -> anyhow::Result<Vec<String>> {
+    let object = serde_json::to_value(http_routes(env).get(&env.rollout).await?)?;
+    let rules = object.pointer("/spec/rules").and_then(Value::as_array).cloned().unwrap_or_default();
+    Ok(rules.iter().map(|r| r["name"].as_str().unwrap_or_default().to_string()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_api_header_and_mirror_rules_are_accepted_by_the_real_crd_and_go_when_the_rollout_completes()
+-> anyhow::Result<()> {
+    let env = Env::new("gateway-managed").await?;
+    router_crds(&env).await?;
+    env.given_services(&["app-stable", "app-canary", "admin"]).await?;
+    let created = given_object(&http_routes(&env), http_route()).await?;
+    let routing = "        gatewayAPI: {httpRoute: app}\n        managedRoutes: [{name: shadow}, {name: beta}]\n";
+    let strategy = format!(
+        "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      scaleDownDelaySeconds: 2\n      trafficRouting:\n{routing}{MANAGED_STEPS}"
+    )
+    .replace("mirror-get", "shadow");
+    env.given_rollout(5, &strategy).await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(3, secs(60)).await?;
+    eventually("the header and mirror rules before the split rule", secs(30), || async {
+        Ok(http_rule_names(&env).await? == ["", "shadow", "beta", ""])
+    })
+    .await?;
+    let route = serde_json::to_value(http_routes(&env).get(&env.rollout).await?)?;
+    let (shadow, beta) = (&route["spec"]["rules"][1], &route["spec"]["rules"][2]);
+    assert_eq!(beta["backendRefs"].as_array().map(Vec::len), Some(1), "{beta}");
+    assert_eq!(beta["backendRefs"][0]["name"], "app-canary", "{beta}");
+    let header = &beta["matches"][0]["headers"][0];
+    assert_eq!((header["name"].as_str(), header["value"].as_str()), (Some("x-beta"), Some("yes")), "{beta}");
+    let mirror = shadow["filters"].as_array().and_then(|f| f.iter().find(|f| f["type"] == "RequestMirror"));
+    let mirror = mirror.unwrap_or_else(|| panic!("a RequestMirror filter: {shadow}"));
+    assert_eq!(mirror["requestMirror"]["backendRef"]["name"], "app-canary", "{shadow}");
+    assert_eq!(mirror["requestMirror"]["percent"], 40, "{shadow}");
+    assert_eq!(route["spec"]["rules"][3]["backendRefs"][1]["weight"], 20, "the split rule is at 20");
+
+    env.when_promote().await?;
+    env.then_paused_at_step(5, secs(60)).await?;
+    env.when_promote().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(90)).await?;
+    eventually("the user's rules alone again", secs(30), || async { Ok(http_rule_names(&env).await? == ["", ""]) })
+        .await?;
+    Router::GatewayApi.then_weight(&env, &created, 0).await?;
+    Ok(())
+}
