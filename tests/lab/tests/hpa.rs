@@ -72,13 +72,25 @@ async fn an_hpa_scales_a_paused_canary_on_real_load_and_the_ratio_holds_without_
     eprintln!("replicas sampled each second under steady load: {samples:?}\nload:\n{report}");
     assert!(samples.windows(2).all(|w| w[1] >= w[0]), "the replicas never fall under steady load: {samples:?}");
 
-    let replicas = *samples.last().expect("samples");
     let hpa = hpas.get("app").await?;
     let current = hpa.status.and_then(|s| s.current_metrics).unwrap_or_default();
     assert!(!current.is_empty(), "the HPA read lab_requests_per_second through the metrics API");
     // The step's ratio: 50 % of the replicas (rounded up) run the canary, all of them the stable.
-    let canary = (replicas * 50 + 99) / 100;
-    env.then_pods(canary, replicas, Duration::from_secs(60)).await?;
+    // The HPA may still take one more step after the last sample (its metric lags the load), so
+    // the ratio is checked against the replicas the Rollout asks for once they have stopped moving.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let replicas = env.get().await?.spec.replicas.unwrap_or(0);
+        let canary = (replicas * 50 + 99) / 100;
+        let held = env.then_pods(canary, replicas, Duration::from_secs(30)).await;
+        let unchanged = env.get().await?.spec.replicas.unwrap_or(0) == replicas;
+        match held {
+            Ok(()) if unchanged => break,
+            Err(e) if unchanged || Instant::now() >= deadline => return Err(e),
+            _ if Instant::now() >= deadline => anyhow::bail!("the HPA kept changing the replicas: {replicas} last"),
+            _ => {}
+        }
+    }
     env.then_paused_at_step(1, Duration::from_secs(5)).await?;
     assert_eq!(report.failed(), 0, "no request failed while the HPA scaled");
     env.cleanup().await
