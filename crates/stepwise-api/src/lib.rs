@@ -6,6 +6,7 @@
 //! deliberately differs, `docs/compatibility.md` says so.
 
 pub mod analysis;
+pub mod anti_affinity;
 pub mod crd;
 pub mod duration;
 pub mod operations;

@@ -84,7 +84,8 @@ pub fn scale(replicas: i32) -> Patches {
 }
 
 /// Undo: the JSON patch (RFC 6902) that puts back the pod template of the ReplicaSet with
-/// revision `to` (or the newest revision before the current one), without its hash label.
+/// revision `to` (or the newest revision before the current one), without its hash label or
+/// the anti-affinity stepwise added to it.
 /// `replica_sets` are the Rollout's ReplicaSets as `(revision, template)`. None when there is
 /// no such revision or the template is already in place.
 pub fn undo(rollout: &Rollout, replica_sets: &[(i64, Value)], to: Option<i64>) -> Result<Option<Value>, String> {
@@ -98,6 +99,9 @@ pub fn undo(rollout: &Rollout, replica_sets: &[(i64, Value)], to: Option<i64>) -
     if let Some(labels) = template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
         labels.remove(POD_TEMPLATE_HASH_LABEL);
     }
+    // The anti-affinity against that revision's stable version belongs to the ReplicaSet, not to
+    // the version: copied into the Rollout it would outlive the stable it names.
+    crate::anti_affinity::strip_json(&mut template);
     let current = serde_json::to_value(&rollout.spec.template).unwrap_or(Value::Null);
     if current == template {
         return Ok(None);

@@ -266,13 +266,76 @@ pub struct CanaryStrategy {
     /// Labels and annotations added to stable pods while they are stable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_metadata: Option<PodMetadata>,
+    /// Keeps the new version's pods off the nodes that run the stable version's pods, so that a
+    /// bad version cannot take a node's worth of both down at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<AntiAffinity>,
+    /// When a step's canary pod count counts as reached: by default when all of the canary's pods
+    /// for that step are available; with this, once that many of them are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_progress_threshold: Option<ReplicaProgressThreshold>,
+}
+
+/// A pod anti-affinity between the new version's pods and the stable version's, on
+/// `kubernetes.io/hostname`, added to the new ReplicaSet's pod template (never to the
+/// Rollout's). Exactly one of the two fields is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.preferredDuringSchedulingIgnoredDuringExecution) != has(self.requiredDuringSchedulingIgnoredDuringExecution)", "message": "antiAffinity must set exactly one of preferredDuringSchedulingIgnoredDuringExecution and requiredDuringSchedulingIgnoredDuringExecution"}
+]))]
+pub struct AntiAffinity {
+    /// The scheduler prefers other nodes, with this weight, but may still use a stable pod's node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_during_scheduling_ignored_during_execution: Option<PreferredAntiAffinity>,
+    /// The new pods never share a node with a stable pod; they stay Pending when no node is free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_during_scheduling_ignored_during_execution: Option<RequiredAntiAffinity>,
+}
+
+/// A preferred anti-affinity.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferredAntiAffinity {
+    /// The weight of the preference for the scheduler, 1 to 100.
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: i32,
+}
+
+/// A required anti-affinity; it has no settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct RequiredAntiAffinity {}
+
+/// How many of a step's canary pods must be available for the step's pod count to be reached.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type != 'Percent' || self.value <= 100", "message": "replicaProgressThreshold.value is a percentage: at most 100 when type is Percent"}
+]))]
+pub struct ReplicaProgressThreshold {
+    /// `Percent` of the step's canary pods (rounded up), or a number of `Pods`.
+    #[serde(rename = "type")]
+    pub threshold_type: ReplicaProgressThresholdType,
+    /// The percentage or the number of pods; at least one pod is always waited for.
+    #[schemars(range(min = 1))]
+    pub value: i32,
+}
+
+/// The unit of a replica progress threshold.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReplicaProgressThresholdType {
+    /// A percentage of the step's canary pods.
+    #[default]
+    Percent,
+    /// A number of pods.
+    Pods,
 }
 
 /// One canary step. Exactly one field is set.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.setCanaryScale) ? 1 : 0) + (has(self.analysis) ? 1 : 0) + (has(self.setHeaderRoute) ? 1 : 0) + (has(self.setMirrorRoute) ? 1 : 0) == 1", "message": "each step must set exactly one of setWeight, pause, setCanaryScale, analysis, setHeaderRoute and setMirrorRoute"}
+    {"rule": "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.setCanaryScale) ? 1 : 0) + (has(self.analysis) ? 1 : 0) + (has(self.setHeaderRoute) ? 1 : 0) + (has(self.setMirrorRoute) ? 1 : 0) + (has(self.experiment) ? 1 : 0) + (has(self.plugin) ? 1 : 0) == 1", "message": "each step must set exactly one of setWeight, pause, setCanaryScale, analysis, setHeaderRoute, setMirrorRoute, experiment and plugin"}
 ]))]
 pub struct CanaryStep {
     /// Weight of the traffic (and, without traffic routing, of the pods) for the canary: 0 to
@@ -297,6 +360,17 @@ pub struct CanaryStep {
     /// Mirrors matching requests to the canary. Traffic routing only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_mirror_route: Option<SetMirrorRoute>,
+    /// An Argo Rollouts experiment step, kept as written so that Argo manifests apply; stepwise
+    /// runs no experiments, so a Rollout with one is refused as InvalidSpec, naming the step,
+    /// before any pod moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub experiment: Option<serde_json::Value>,
+    /// An Argo Rollouts step plugin, kept as written; stepwise runs no step plugins yet, so a
+    /// Rollout with one is refused as InvalidSpec, naming the step, before any pod moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub plugin: Option<serde_json::Value>,
 }
 
 /// A pause step.
@@ -892,6 +966,9 @@ pub struct BlueGreenStrategy {
     /// changed in place (no restart) when it becomes active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_metadata: Option<PodMetadata>,
+    /// Keeps the new version's pods off the nodes that run the active version's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<AntiAffinity>,
 }
 
 /// Observed state of a Rollout, written by the controller.

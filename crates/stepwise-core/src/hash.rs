@@ -46,7 +46,8 @@ pub fn steps_hash(steps: &[CanaryStep]) -> String {
 ///
 /// A ReplicaSet's template is given without the role metadata stepwise put on it (its
 /// `role_metadata`, which never counts in a hash): the keys of that metadata are left out of
-/// `template` too for the comparison, since an undo may have copied them.
+/// `template` too for the comparison, since an undo may have copied them. So is the
+/// anti-affinity stepwise adds to a new ReplicaSet (`antiAffinity`).
 pub fn version_hash<'a>(
     template: &PodTemplateSpec,
     replica_sets: impl IntoIterator<Item = (&'a str, &'a PodTemplateSpec, &'a RoleMetadata)>,
@@ -54,6 +55,7 @@ pub fn version_hash<'a>(
     let own = pod_template_hash(template, None);
     let strip = |t: &PodTemplateSpec, role: &RoleMetadata| {
         let mut t = t.clone();
+        stepwise_api::anti_affinity::strip(&mut t);
         if let Some(meta) = t.metadata.as_mut() {
             if let Some(labels) = meta.labels.as_mut() {
                 labels.remove(stepwise_api::POD_TEMPLATE_HASH_LABEL);

@@ -328,13 +328,29 @@ fn analysis_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
     }
 }
 
-/// The pod template and selector of a new ReplicaSet: the Rollout's, with the hash label.
+/// The pod template and selector of a new ReplicaSet: the Rollout's, with the hash label, and
+/// the anti-affinity against the stable version's pods when `antiAffinity` asks for it. The hash
+/// was taken before: the anti-affinity is not part of the version.
 pub(crate) fn new_replica_set(ctx: &Ctx, revision: i64) -> NewReplicaSet {
     let label = (stepwise_api::POD_TEMPLATE_HASH_LABEL.to_string(), ctx.hash.clone());
     let mut template = ctx.template.clone();
     let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
     meta.labels.get_or_insert_with(BTreeMap::new).insert(label.0.clone(), label.1.clone());
+    if let (Some(rule), Some(stable)) =
+        (anti_affinity(ctx.spec), ctx.rollout.status.as_ref().and_then(|s| ctx.older_stable(s)))
+    {
+        stepwise_api::anti_affinity::inject(&mut template, rule, &stable);
+    }
     let mut selector = ctx.selector.clone();
     selector.match_labels.get_or_insert_with(BTreeMap::new).insert(label.0, label.1);
     NewReplicaSet { name: ctx.rs_name(&ctx.hash), revision, template, selector }
+}
+
+fn anti_affinity(spec: &stepwise_api::RolloutSpec) -> Option<&stepwise_api::AntiAffinity> {
+    let strategy = &spec.strategy;
+    strategy
+        .canary
+        .as_ref()
+        .and_then(|c| c.anti_affinity.as_ref())
+        .or_else(|| strategy.blue_green.as_ref().and_then(|b| b.anti_affinity.as_ref()))
 }

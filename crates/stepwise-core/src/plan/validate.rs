@@ -99,10 +99,24 @@ fn validate_steps(rollout: &Rollout) -> Result<(), String> {
             step.analysis.is_some(),
             step.set_header_route.is_some(),
             step.set_mirror_route.is_some(),
+            step.experiment.is_some(),
+            step.plugin.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(format!(
-                "{field} must set exactly one of setWeight, pause, setCanaryScale, analysis, setHeaderRoute and setMirrorRoute"
+                "{field} must set exactly one of setWeight, pause, setCanaryScale, analysis, setHeaderRoute, setMirrorRoute, experiment and plugin"
+            ));
+        }
+        // Accepted by the schema so that Argo manifests apply, refused here before any pod moves:
+        // skipping the step would release a version that the experiment was meant to judge.
+        if step.experiment.is_some() {
+            return Err(format!(
+                "{field}.experiment: stepwise runs no experiments; replace the step with an analysis step (a canary and a baseline can be compared by one query) or remove it"
+            ));
+        }
+        if step.plugin.is_some() {
+            return Err(format!(
+                "{field}.plugin: stepwise runs no step plugins; replace the step with an analysis step (a metric plugin can run any check) or remove it"
             ));
         }
         if let Some(w) = step.set_weight
