@@ -1,7 +1,7 @@
 //! The canary's arithmetic: the weight and pods each step wants, with and without a router, and
 //! whether the pods for a step are there.
 
-use stepwise_api::{CanaryStep, CanaryStrategy, RolloutStatus};
+use stepwise_api::{CanaryStep, CanaryStrategy, ReplicaProgressThresholdType, RolloutStatus};
 
 use crate::plan::context::Ctx;
 use crate::replicas::{
@@ -143,16 +143,32 @@ impl<'c> Canary<'c> {
             // lower weight is done.
             let stable_share = replicas_for_weight(self.max_weight - w, ctx.replicas, self.max_weight);
             let stable_ok = others.stable.as_deref().is_none_or(|h| ctx.counts(h).kept_available() >= stable_share);
-            return new_counts.available_once_scaled_to(want) >= want && stable_ok;
+            return new_counts.available_once_scaled_to(want) >= self.progress_needed(want) && stable_ok;
         }
         let pods = |h: &str| ctx.rs(h).map(|rs| rs.replicas);
         let (dc, ds) = self.basic_desired(w, others.stable.is_some());
         let (canary_t, stable_t, old_t) = self.basic_targets((dc, ds), others);
         let stable_ok = others.stable.as_deref().is_none_or(|h| stable_t == ds && pods(h).is_none_or(|p| p == ds));
         let old_ok = old_t.iter().all(|&t| t == 0) && others.older.iter().all(|h| pods(h).is_none_or(|p| p == 0));
-        let canary_ok =
-            canary_t == dc && Counts { spec: canary_t, available: new_counts.available }.kept_available() >= dc;
+        let canary_ok = canary_t == dc
+            && Counts { spec: canary_t, available: new_counts.available }.kept_available() >= self.progress_needed(dc);
         canary_ok && stable_ok && old_ok
+    }
+
+    /// How many of `want` canary pods must be available for a step's pod count to count as
+    /// reached: all of them, or as `replicaProgressThreshold` says, never none while any is
+    /// wanted. With a router the weight still follows the available pods (`weight_now`): the
+    /// threshold lets the steps go on, not traffic go to pods that are not there.
+    pub fn progress_needed(&self, want: i32) -> i32 {
+        let Some(threshold) = &self.spec.replica_progress_threshold else { return want };
+        if want <= 0 {
+            return want;
+        }
+        let needed = match threshold.threshold_type {
+            ReplicaProgressThresholdType::Pods => threshold.value,
+            ReplicaProgressThresholdType::Percent => ((i64::from(want) * i64::from(threshold.value) + 99) / 100) as i32,
+        };
+        needed.clamp(1, want)
     }
 
     /// Whether the router carries weight `w`: set by an earlier plan and not reported wrong, or,
