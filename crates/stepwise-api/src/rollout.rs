@@ -331,11 +331,12 @@ pub enum ReplicaProgressThresholdType {
     Pods,
 }
 
-/// One canary step. Exactly one field is set.
+/// One canary step. At most one of setWeight, pause, analysis and experiment is set (as in Argo);
+/// setCanaryScale and the routes may come with any of them, and are carried out first.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.setCanaryScale) ? 1 : 0) + (has(self.analysis) ? 1 : 0) + (has(self.setHeaderRoute) ? 1 : 0) + (has(self.setMirrorRoute) ? 1 : 0) + (has(self.experiment) ? 1 : 0) + (has(self.plugin) ? 1 : 0) == 1", "message": "each step must set exactly one of setWeight, pause, setCanaryScale, analysis, setHeaderRoute, setMirrorRoute, experiment and plugin"}
+    {"rule": "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.analysis) ? 1 : 0) + (has(self.experiment) ? 1 : 0) <= 1 && (has(self.setWeight) || has(self.pause) || has(self.analysis) || has(self.experiment) || has(self.setCanaryScale) || has(self.setHeaderRoute) || has(self.setMirrorRoute) || has(self.plugin))", "message": "each step must set one of setWeight, pause, analysis, experiment, setCanaryScale, setHeaderRoute, setMirrorRoute and plugin, and at most one of setWeight, pause, analysis and experiment"}
 ]))]
 pub struct CanaryStep {
     /// Weight of the traffic (and, without traffic routing, of the pods) for the canary: 0 to
@@ -513,7 +514,7 @@ pub struct PodMetadata {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "(has(self.istio) ? 1 : 0) + (has(self.nginx) ? 1 : 0) + (has(self.traefik) ? 1 : 0) + (has(self.gatewayAPI) ? 1 : 0) + (has(self.smi) ? 1 : 0) + (has(self.apisix) ? 1 : 0) + (has(self.ambassador) ? 1 : 0) + (has(self.alb) ? 1 : 0) + (has(self.appMesh) ? 1 : 0) + (has(self.plugins) ? 1 : 0) == 1", "message": "trafficRouting must set exactly one of istio, nginx, traefik, gatewayAPI, smi, apisix, ambassador, alb, appMesh and plugins"}
+    {"rule": "(has(self.istio) ? 1 : 0) + (has(self.nginx) ? 1 : 0) + (has(self.traefik) ? 1 : 0) + (has(self.gatewayAPI) ? 1 : 0) + (has(self.smi) ? 1 : 0) + (has(self.apisix) ? 1 : 0) + (has(self.ambassador) ? 1 : 0) + (has(self.alb) ? 1 : 0) + (has(self.appMesh) ? 1 : 0) + (has(self.plugins) ? 1 : 0) >= 1", "message": "trafficRouting must set at least one of istio, nginx, traefik, gatewayAPI, smi, apisix, ambassador, alb, appMesh and plugins"}
 ]))]
 pub struct TrafficRouting {
     /// Istio VirtualService (and optionally DestinationRule subsets).

@@ -89,9 +89,9 @@ fn rollout_crd_serves_status_and_scale_subresources_for_an_hpa() {
 }
 
 #[test]
-fn the_step_schema_carries_the_exactly_one_action_rule() {
+fn the_step_schema_carries_the_one_action_rule() {
     let yaml = serde_yaml::to_string(&stepwise_api::crd::rollout()).unwrap();
-    assert!(yaml.contains("each step must set exactly one of setWeight"));
+    assert!(yaml.contains("at most one of setWeight, pause, analysis and experiment"));
     assert!(yaml.contains("maxSurge and maxUnavailable cannot both be zero"));
     assert!(yaml.contains("canaryService must differ from stableService"));
     assert!(yaml.contains("exactly one of canary, blueGreen and recreate"));

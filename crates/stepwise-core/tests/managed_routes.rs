@@ -156,3 +156,32 @@ fn an_aws_router_is_refused_naming_the_routers_this_build_drives() {
         )
     );
 }
+
+/// Argo lets setCanaryScale and the routes share a step with each other and with a weight, a
+/// pause or an analysis.
+const SCALE_AND_HEADER_THEN_PAUSE: &str = "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      trafficRouting:\n        istio: {virtualService: {name: app}}\n        managedRoutes: [{name: beta}, {name: mirror}]\n      steps:\n      - setCanaryScale: {replicas: 1}\n        setHeaderRoute: {name: beta, match: [{headerName: x-beta, headerValue: {exact: 'yes'}}]}\n        setMirrorRoute: {name: mirror, percentage: 10, match: [{method: {exact: GET}}]}\n      - setWeight: 25\n      - setCanaryScale: {replicas: 2}\n        pause: {}\n";
+
+#[test]
+fn a_step_that_scales_the_canary_and_sets_routes_makes_the_routes_once_the_canary_pod_is_there() {
+    let mut w = World::new(rollout_with(4, SCALE_AND_HEADER_THEN_PAUSE));
+    w.settle(30);
+    w.set_image("demo:2");
+    let first = w.reconcile();
+    assert_eq!(route_names(&first), None, "no route before the canary has a pod: {:?}", first.actions);
+    assert_eq!(w.step(), 0);
+    w.pods_settle();
+    w.reconcile();
+    assert!(w.step() >= 1, "{:?}", w.status().message);
+    assert_eq!(w.pods(&w.hash()).1, 1, "the canary pod of setCanaryScale");
+    assert_eq!(w.router_routes, ["beta", "mirror"], "both routes of the one step, in managedRoutes order");
+}
+
+#[test]
+fn a_step_that_scales_the_canary_and_pauses_pauses_once_the_pods_are_there() {
+    let w = updated(SCALE_AND_HEADER_THEN_PAUSE);
+    assert_eq!(w.step(), 2, "paused at the third step: {:?}", w.status().message);
+    assert_eq!(w.router_weight, Some(25));
+    assert_eq!(w.pods(&w.hash()), (2, 2), "the pause waited for the two canary pods");
+    let message = w.status().message.unwrap_or_default();
+    assert!(message.contains("setCanaryScale 2 pods + pause"), "{message}");
+}

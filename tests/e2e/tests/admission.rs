@@ -33,7 +33,10 @@ async fn bad_rollouts_are_rejected_at_apply_time_with_a_message_naming_the_field
     let env = Env::without_controller("admission").await?;
     let cases = [
         ("    canary: {}\n    blueGreen: {activeService: a}\n", "exactly one of canary, blueGreen and recreate"),
-        ("    canary:\n      steps:\n      - {setWeight: 10, pause: {}}\n", "each step must set exactly one of"),
+        (
+            "    canary:\n      steps:\n      - {setWeight: 10, pause: {}}\n",
+            "at most one of setWeight, pause, analysis and experiment",
+        ),
         ("    canary:\n      steps:\n      - setWeight: 150\n", "setWeight"),
         ("    canary:\n      steps:\n      - setWeight: -1\n", "setWeight"),
         (

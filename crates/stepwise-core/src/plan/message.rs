@@ -8,30 +8,37 @@ use super::context::Ctx;
 use super::pause::pause_seconds;
 use crate::time::add_seconds;
 
+/// A step as people read it; the parts of a step that does several things, in the order they
+/// are carried out.
 pub(crate) fn describe_step(step: &CanaryStep) -> String {
+    let mut parts = Vec::new();
     if let Some(w) = step.set_weight {
-        format!("setWeight {w}")
-    } else if let Some(p) = &step.pause {
-        match &p.duration {
-            Some(d) => format!("pause {d}"),
-            None => "pause".into(),
-        }
-    } else if let Some(s) = &step.set_canary_scale {
-        match (s.replicas, s.weight) {
+        parts.push(format!("setWeight {w}"));
+    }
+    if let Some(s) = &step.set_canary_scale {
+        parts.push(match (s.replicas, s.weight) {
             (Some(r), _) => format!("setCanaryScale {r} pods"),
             (None, Some(w)) => format!("setCanaryScale {w}%"),
             _ => "setCanaryScale matchTrafficWeight".into(),
-        }
-    } else if let Some(a) = &step.analysis {
-        let names: Vec<&str> = a.templates.iter().map(|t| t.template_name.as_str()).collect();
-        format!("analysis {}", names.join(","))
-    } else if let Some(h) = &step.set_header_route {
-        format!("setHeaderRoute {}", h.name)
-    } else if let Some(m) = &step.set_mirror_route {
-        format!("setMirrorRoute {}", m.name)
-    } else {
-        "empty step".into()
+        });
     }
+    if let Some(p) = &step.pause {
+        parts.push(match &p.duration {
+            Some(d) => format!("pause {d}"),
+            None => "pause".into(),
+        });
+    }
+    if let Some(a) = &step.analysis {
+        let names: Vec<&str> = a.templates.iter().map(|t| t.template_name.as_str()).collect();
+        parts.push(format!("analysis {}", names.join(",")));
+    }
+    if let Some(h) = &step.set_header_route {
+        parts.push(format!("setHeaderRoute {}", h.name));
+    }
+    if let Some(m) = &step.set_mirror_route {
+        parts.push(format!("setMirrorRoute {}", m.name));
+    }
+    if parts.is_empty() { "empty step".into() } else { parts.join(" + ") }
 }
 
 fn steps<'a>(ctx: &Ctx<'a>) -> &'a [CanaryStep] {

@@ -92,19 +92,17 @@ fn validate_steps(rollout: &Rollout) -> Result<(), String> {
     let max_weight = canary.traffic_routing.as_ref().and_then(|t| t.max_traffic_weight).unwrap_or(100);
     for (i, step) in steps.iter().enumerate() {
         let field = format!("spec.strategy.canary.steps[{i}]");
-        let kinds = [
-            step.set_weight.is_some(),
-            step.pause.is_some(),
+        let exclusive =
+            [step.set_weight.is_some(), step.pause.is_some(), step.analysis.is_some(), step.experiment.is_some()];
+        let others = [
             step.set_canary_scale.is_some(),
-            step.analysis.is_some(),
             step.set_header_route.is_some(),
             step.set_mirror_route.is_some(),
-            step.experiment.is_some(),
             step.plugin.is_some(),
         ];
-        if kinds.iter().filter(|k| **k).count() != 1 {
+        if exclusive.iter().filter(|k| **k).count() > 1 || !exclusive.iter().chain(&others).any(|k| *k) {
             return Err(format!(
-                "{field} must set exactly one of setWeight, pause, setCanaryScale, analysis, setHeaderRoute, setMirrorRoute, experiment and plugin"
+                "{field} must set one of setWeight, pause, analysis, experiment, setCanaryScale, setHeaderRoute, setMirrorRoute and plugin, and at most one of setWeight, pause, analysis and experiment"
             ));
         }
         // Accepted by the schema so that Argo manifests apply, refused here before any pod moves:
@@ -277,16 +275,17 @@ fn validate_routers(spec: &RolloutSpec, observed: &Observed) -> Result<(), Strin
     // Refused before the rollout starts rather than failing when the step is reached.
     let steps = spec.strategy.canary.iter().flat_map(|c| c.steps.iter().flatten()).enumerate();
     for (i, step) in steps {
-        let (kind, supported) = match (&step.set_header_route, &step.set_mirror_route) {
-            (Some(_), _) => ("setHeaderRoute", &observed.header_route_kinds),
-            (_, Some(_)) => ("setMirrorRoute", &observed.mirror_route_kinds),
-            _ => continue,
-        };
-        if let Some(router) = named.iter().find(|k| !supported.contains(*k)) {
-            let able = supported.iter().cloned().collect::<Vec<_>>().join(", ");
-            return Err(format!(
-                "spec.strategy.canary.steps[{i}].{kind}: the {router} router cannot make {kind} routes; {able} can"
-            ));
+        let wanted = [
+            (step.set_header_route.is_some(), "setHeaderRoute", &observed.header_route_kinds),
+            (step.set_mirror_route.is_some(), "setMirrorRoute", &observed.mirror_route_kinds),
+        ];
+        for (_, kind, supported) in wanted.into_iter().filter(|(set, _, _)| *set) {
+            if let Some(router) = named.iter().find(|k| !supported.contains(*k)) {
+                let able = supported.iter().cloned().collect::<Vec<_>>().join(", ");
+                return Err(format!(
+                    "spec.strategy.canary.steps[{i}].{kind}: the {router} router cannot make {kind} routes; {able} can"
+                ));
+            }
         }
     }
     Ok(())

@@ -23,7 +23,8 @@ pub(crate) fn managed_routes(spec: &CanaryStrategy, status: &RolloutStatus) -> V
             } else {
                 wanted.remove(route.name.as_str());
             }
-        } else if let Some(route) = &step.set_mirror_route {
+        }
+        if let Some(route) = &step.set_mirror_route {
             if route.r#match.as_ref().is_some_and(|m| !m.is_empty()) {
                 wanted.insert(&route.name, (RouteRequest::Mirror(route.clone()), i));
             } else {

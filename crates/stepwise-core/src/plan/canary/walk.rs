@@ -91,10 +91,14 @@ fn step_progress(
     canary_status: &mut CanaryStatus,
     draft: &mut Draft,
 ) -> StepProgress {
+    // A step may size the canary and also pause or run an analysis (as in Argo): the pods come
+    // first, so that the pause or the analysis sees them.
     if step.set_weight.is_some() || step.set_canary_scale.is_some() {
         let counts_ok = c.pods_ready_for(idx, others);
         let weight_ok = !c.routed || step.set_weight.is_none() || c.weight_reached(c.weight_at(idx), counts_ok);
-        return if counts_ok && weight_ok { StepProgress::Done } else { StepProgress::Waiting };
+        if !(counts_ok && weight_ok) {
+            return StepProgress::Waiting;
+        }
     }
     if let Some(pause) = pause_seconds(step) {
         return pause_progress(c, idx, step, pause, status, draft);
