@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches Argo Rollouts' own CRDs (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, AnalysisRun
 # and Experiment) from Argo's Go module at a pinned version, for the schema-parity test
-# (crates/stepwise-api/tests/argo_parity.rs). Cached by version under ~/.cache/stepwise/: with a
+# (crates/stepwise-api/tests/argo_parity.rs), and the manifests of Argo's examples and end-to-end
+# tests (under manifests/), which tests/e2e/tests/argo_manifests.rs applies. Cached by version under ~/.cache/stepwise/: with a
 # warm cache this prints the directory and returns at once. Prints the directory on stdout, the
 # progress on stderr.
 set -euo pipefail
@@ -20,6 +21,7 @@ log() { printf '[argo-crds] %s\n' "$*" >&2; }
 complete() {
   local f
   for f in $FILES; do [ -s "$OUT/$f" ] || return 1; done
+  [ -e "$OUT/manifests/.complete" ]
 }
 
 if complete; then
@@ -47,6 +49,14 @@ for f in $FILES; do
   [ -s "$dir/manifests/crds/$f" ] || { log "$dir/manifests/crds/$f is missing"; rm -rf "$tmp"; exit 1; }
   cp "$dir/manifests/crds/$f" "$tmp/$f"
 done
+for d in examples test/e2e; do
+  (cd "$dir" && find "$d" -type f \( -name '*.yaml' -o -name '*.yml' \)) | while read -r f; do
+    mkdir -p "$tmp/manifests/$(dirname "$f")"
+    cp "$dir/$f" "$tmp/manifests/$f"
+  done
+done
+touch "$tmp/manifests/.complete"
+chmod -R u+w "$tmp"
 rm -rf "$OUT"
 mv "$tmp" "$OUT"
 log "Argo Rollouts $ARGO_ROLLOUTS_VERSION CRDs are in $OUT"
