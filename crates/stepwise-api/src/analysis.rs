@@ -134,8 +134,7 @@ pub struct AnalysisRunStrategy {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!has(self.count) || type(self.count) == string || self.count <= 1 || has(self.interval)", "message": "a metric with count greater than 1 needs an interval"},
-    {"rule": "!has(self.failureLimit) || type(self.failureLimit) == string || self.failureLimit != -1 || (has(self.consecutiveSuccessLimit) && (type(self.consecutiveSuccessLimit) == string || self.consecutiveSuccessLimit > 0))", "message": "failureLimit -1 (no limit) needs a consecutiveSuccessLimit greater than 0", "fieldPath": ".failureLimit"},
-    {"rule": "!has(self.consecutiveSuccessLimit) || !has(self.count) || type(self.count) == string || type(self.consecutiveSuccessLimit) == string || self.count == 0 || (has(self.failureLimit) && type(self.failureLimit) == string) || self.count >= self.consecutiveSuccessLimit + (has(self.failureLimit) && self.failureLimit > 0 ? self.failureLimit : 0)", "message": "count must be at least failureLimit + consecutiveSuccessLimit, or the metric could end neither way", "fieldPath": ".consecutiveSuccessLimit"}
+    {"rule": "!has(self.failureLimit) || type(self.failureLimit) == string || self.failureLimit != -1 || (has(self.consecutiveSuccessLimit) && (type(self.consecutiveSuccessLimit) == string || self.consecutiveSuccessLimit > 0))", "message": "failureLimit -1 (no limit) needs a consecutiveSuccessLimit greater than 0", "fieldPath": ".failureLimit"}
 ]))]
 pub struct Metric {
     /// Name of the metric, unique within the analysis.
