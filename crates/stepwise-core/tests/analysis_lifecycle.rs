@@ -435,6 +435,18 @@ mod run_history_limits {
     }
 
     #[test]
+    fn a_run_being_stopped_takes_its_place_in_the_history_and_an_older_completed_run_goes_in_its_stead() {
+        let mut w = world("{successfulRunHistoryLimit: 1}");
+        old_run(&mut w, "ok-old", AnalysisPhase::Successful, 300);
+        old_run(&mut w, "stopping", AnalysisPhase::Running, 100);
+        let plan = w.reconcile();
+        assert_eq!(deleted(&plan), ["ok-old"]);
+        assert!(plan.actions.contains(&Action::TerminateAnalysisRun { name: "stopping".into() }));
+        w.observed.analysis_runs.iter_mut().for_each(|r| r.phase = AnalysisPhase::Successful);
+        assert_eq!(deleted(&w.reconcile()), Vec::<&str>::new(), "once it has ended, it is the one kept");
+    }
+
+    #[test]
     fn the_run_the_rollout_status_names_is_kept_whatever_the_limits() {
         let mut w = world("{successfulRunHistoryLimit: 0, unsuccessfulRunHistoryLimit: 0}");
         w.set_image("demo:2");
