@@ -1,5 +1,5 @@
 //! The AnalysisRun lifecycle against the real API server: a metric ended early by its
-//! `consecutiveSuccessLimit`, a completed run deleted once its `ttlStrategy` has passed, a
+//! `consecutiveSuccessLimit` (and `dryRunSummary` beside `runSummary`), a completed run deleted once its `ttlStrategy` has passed, a
 //! Rollout that keeps only its newest completed runs (`spec.analysis`), and the schema refusing
 //! `failureLimit: -1` without a `consecutiveSuccessLimit`.
 
@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use serde_json::json;
-use stepwise_api::{AnalysisPhase, AnalysisRun, AnalysisTemplate};
+use stepwise_api::{AnalysisPhase, AnalysisRun, AnalysisTemplate, RunSummary};
 use stepwise_e2e::{Env, eventually, secs};
 
 /// An HTTP server on 127.0.0.1 answering `{"ok": <answer>}` with the answers in turn, the last
@@ -58,10 +58,12 @@ async fn then_run_phase(env: &Env, name: &str, phase: AnalysisPhase) -> anyhow::
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_metric_ends_successful_once_it_has_consecutive_success_limit_successes_in_a_row() -> anyhow::Result<()> {
+async fn a_metric_ends_successful_once_it_has_consecutive_success_limit_successes_in_a_row_and_dry_run_metrics_are_summed_apart()
+-> anyhow::Result<()> {
     let env = Env::new("consecutive-success").await?;
     // Failures never end the metric (failureLimit -1): only two successes in a row do.
     let (url, served) = given_check(&[false, true, false, true, true, true, true]).await?;
+    let (shadow, _) = given_check(&[false]).await?;
     given_run(
         &env,
         &format!(
@@ -69,7 +71,11 @@ async fn a_metric_ends_successful_once_it_has_consecutive_success_limit_successe
 kind: AnalysisRun
 metadata: {{name: streak}}
 spec:
+  dryRun: [{{metricName: shadow}}]
   metrics:
+  - name: shadow
+    successCondition: result.ok == true
+    provider: {{web: {{url: '{shadow}', jsonPath: '{{$}}'}}}}
   - name: ready
     interval: 1s
     count: 10
@@ -83,12 +89,14 @@ spec:
     .await?;
     let run = then_run_phase(&env, "streak", AnalysisPhase::Successful).await?;
     let status = run.status.unwrap();
-    let m = &status.metric_results[0];
+    let m = status.metric_results.iter().find(|m| m.name == "ready").expect("the result of ready");
     assert_eq!(
         (m.count, m.successful, m.failed, m.consecutive_success),
         (5, 3, 2, 2),
         "ended at the second success in a row: {m:?}"
     );
+    assert_eq!(status.run_summary, Some(RunSummary { count: 1, successful: 1, ..Default::default() }));
+    assert_eq!(status.dry_run_summary, Some(RunSummary { count: 1, failed: 1, ..Default::default() }));
     tokio::time::sleep(secs(3)).await;
     assert_eq!(served.load(Ordering::SeqCst), 5, "no measurement once the metric ended");
     env.cleanup().await
