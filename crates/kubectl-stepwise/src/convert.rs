@@ -73,8 +73,6 @@ fn why_missing(path: &str) -> String {
         "antiAffinity" => "stepwise does not inject pod anti-affinity (not in its schema)".into(),
         "pingPong" => "stepwise has no ping-pong Services; use canaryService and stableService".into(),
         "replicaProgressThreshold" => format!("stepwise has no {key} (not in its schema)"),
-        "analysis" if path == "spec.analysis" => "stepwise keeps no AnalysisRun history limits".into(),
-        "consecutiveSuccessLimit" => "not implemented yet: the metric is judged by its limits".into(),
         "datadog" | "newRelic" | "wavefront" | "cloudWatch" | "graphite" | "influxdb" | "kayenta" | "skywalking" => {
             format!(
                 "stepwise has no {key} metric provider (it has prometheus, web, job and plugins); the metric needs another"
@@ -84,7 +82,6 @@ fn why_missing(path: &str) -> String {
             "not implemented yet; for credentials use headers with a secretKeyRef argument".into()
         }
         "jsonBody" => "not implemented yet; use body".into(),
-        "ttlStrategy" => "AnalysisRun ttlStrategy is not implemented".into(),
         "templates" if path == "spec.templates" => {
             "a stepwise template cannot include other templates; name them all in the Rollout's analysis".into()
         }

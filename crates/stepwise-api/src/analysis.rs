@@ -15,6 +15,9 @@ use crate::schema;
 pub const DEFAULT_CONSECUTIVE_ERROR_LIMIT: i32 = 4;
 /// Default number of measurements kept per metric.
 pub const DEFAULT_MEASUREMENT_RETENTION: i32 = 10;
+/// Default number of completed AnalysisRuns a Rollout keeps of each kind (successful,
+/// unsuccessful) besides its current ones.
+pub const DEFAULT_RUN_HISTORY_LIMIT: i32 = 5;
 
 /// Metrics, arguments and options shared by AnalysisTemplate and ClusterAnalysisTemplate.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -87,13 +90,51 @@ pub struct AnalysisRunSpec {
     /// How many measurements are kept per metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measurement_retention: Option<Vec<MeasurementRetention>>,
+    /// When the completed run is deleted. Without it, the run stays (a Rollout's history limits
+    /// still apply to the runs it owns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_strategy: Option<TtlStrategy>,
+}
+
+/// How long a completed AnalysisRun is kept before the controller deletes it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TtlStrategy {
+    /// Seconds after completion, whatever the phase, unless a more specific field below applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub seconds_after_completion: Option<i32>,
+    /// Seconds after the run completed Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub seconds_after_failure: Option<i32>,
+    /// Seconds after the run completed Successful.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub seconds_after_success: Option<i32>,
+}
+
+/// How many completed AnalysisRuns a Rollout keeps besides the ones it currently uses; older
+/// ones are deleted, oldest first.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunStrategy {
+    /// Successful runs kept. Defaults to 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub successful_run_history_limit: Option<i32>,
+    /// Failed, Error and Inconclusive runs kept. Defaults to 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub unsuccessful_run_history_limit: Option<i32>,
 }
 
 /// A metric: what to measure, how often, and how to judge each measurement.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!has(self.count) || type(self.count) == string || self.count <= 1 || has(self.interval)", "message": "a metric with count greater than 1 needs an interval"}
+    {"rule": "!has(self.count) || type(self.count) == string || self.count <= 1 || has(self.interval)", "message": "a metric with count greater than 1 needs an interval"},
+    {"rule": "!has(self.failureLimit) || type(self.failureLimit) == string || self.failureLimit != -1 || (has(self.consecutiveSuccessLimit) && (type(self.consecutiveSuccessLimit) == string || self.consecutiveSuccessLimit > 0))", "message": "failureLimit -1 (no limit) needs a consecutiveSuccessLimit greater than 0", "fieldPath": ".failureLimit"}
 ]))]
 pub struct Metric {
     /// Name of the metric, unique within the analysis.
@@ -131,6 +172,12 @@ pub struct Metric {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::int_or_string")]
     pub consecutive_error_limit: Option<IntOrString>,
+    /// Successful measurements in a row after which the metric ends Successful. When count is
+    /// reached first, the metric is Inconclusive (Failed with failureLimit -1). Defaults to 0:
+    /// off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::int_or_string")]
+    pub consecutive_success_limit: Option<IntOrString>,
     /// Where the measurement comes from. Exactly one provider is set.
     pub provider: MetricProvider,
 }
@@ -375,6 +422,9 @@ pub struct AnalysisRunStatus {
     /// How many metrics ended in each phase (dry-run metrics excluded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_summary: Option<RunSummary>,
+    /// How many dry-run metrics ended in each phase; set when the run has dry-run metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run_summary: Option<RunSummary>,
 }
 
 /// How many metrics of a run ended in each phase.
@@ -430,9 +480,15 @@ pub struct MetricResult {
     /// Errors since the last measurement that was not an error.
     #[serde(default)]
     pub consecutive_error: i32,
+    /// Successful measurements since the last one that was not (an error breaks the run too).
+    #[serde(default)]
+    pub consecutive_success: i32,
     /// Whether this metric runs in dry-run mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+    /// Data about the metric as a whole, kept as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 /// One measurement.

@@ -90,6 +90,9 @@ pub struct RolloutSpec {
     /// the steps, pauses and analyses: the version is promoted as soon as its pods are available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_window: Option<RollbackWindow>,
+    /// How many completed AnalysisRuns of this Rollout are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::analysis::AnalysisRunStrategy>,
     /// How a new version is released: canary, blue-green or recreate.
     pub strategy: RolloutStrategy,
 }

@@ -9,14 +9,14 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType as KubeEventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
-use stepwise_api::{AnalysisRun, AnalysisRunStatus, Measurement, RunSummary};
+use stepwise_api::{AnalysisRun, AnalysisRunStatus, Measurement};
 use stepwise_core::EventType;
-use stepwise_core::measure::{self, Outcome, Reading, SecretValues, Step, Task};
+use stepwise_core::measure::{self, Expiry, Outcome, Reading, SecretValues, Step, Task};
 use stepwise_metrics::job::JobProvider;
 use stepwise_metrics::kubernetes::KubernetesProvider;
 use stepwise_metrics::plugin::PluginProvider;
@@ -103,9 +103,11 @@ pub fn run_error_policy(run: Arc<AnalysisRun>, error: &Error, _ctx: Arc<Analysis
 }
 
 async fn measure_run(ctx: &AnalysisContext, run: &AnalysisRun) -> Result<(Requeue, usize), Error> {
-    if run.metadata.deletion_timestamp.is_some() || run.status.as_ref().and_then(|s| s.completed_at.as_ref()).is_some()
-    {
+    if run.metadata.deletion_timestamp.is_some() {
         return Ok((Requeue::await_change(), 0));
+    }
+    if run.status.as_ref().and_then(|s| s.completed_at.as_ref()).is_some() {
+        return expire(ctx, run).await;
     }
     let ns = run.namespace().unwrap_or_default();
     let secrets = read_secrets(ctx, &ns, measure::secrets_needed(&run.spec)).await?;
@@ -114,7 +116,9 @@ async fn measure_run(ctx: &AnalysisContext, run: &AnalysisRun) -> Result<(Requeu
     let outcomes =
         futures::future::join_all(due.tasks.iter().map(|task| perform(&ctx.providers, &run_ref, task))).await;
     let mut update = measure::record(run, &due, outcomes, &now());
-    update.status.run_summary = Some(summary(&update.status));
+    let (counted, dry_run) = measure::summaries(&update.status);
+    update.status.run_summary = Some(counted);
+    update.status.dry_run_summary = dry_run;
     for (metric, dropped) in &update.collect {
         if let Err(e) = collect(&ctx.providers, &run_ref, metric, dropped).await {
             tracing::warn!(run = %run_ref.name, metric = %metric.name, error = %e, "could not clean up after measurements");
@@ -128,8 +132,34 @@ async fn measure_run(ctx: &AnalysisContext, run: &AnalysisRun) -> Result<(Requeu
     for event in &update.events {
         publish(ctx, run, event.type_, &event.reason, &event.message).await;
     }
-    let requeue = update.requeue_after.map_or_else(Requeue::await_change, Requeue::requeue);
+    let requeue = match update.requeue_after {
+        Some(after) => Requeue::requeue(after),
+        // Just completed: the status written wakes this run again, and its TTL is looked at then.
+        None => Requeue::await_change(),
+    };
     Ok((requeue, writes))
+}
+
+/// `spec.ttlStrategy` of a completed run: deleted once it has passed, else looked at again then.
+async fn expire(ctx: &AnalysisContext, run: &AnalysisRun) -> Result<(Requeue, usize), Error> {
+    match measure::expiry(run, &now()) {
+        Expiry::Keep => Ok((Requeue::await_change(), 0)),
+        Expiry::After(wait) => Ok((Requeue::requeue(wait), 0)),
+        Expiry::Delete => {
+            let name = run.name_any();
+            let api: Api<AnalysisRun> =
+                Api::namespaced(ctx.shared.client.clone(), &run.namespace().unwrap_or_default());
+            ctx.shared.limiter.acquire().await;
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {
+                    tracing::info!(run = %name, ttl_seconds = ?measure::ttl_seconds(run), "deleted AnalysisRun: its ttlStrategy has passed")
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e).during(|| format!("delete AnalysisRun {name} (ttlStrategy)")),
+            }
+            Ok((Requeue::await_change(), 1))
+        }
+    }
 }
 
 fn now() -> Time {
@@ -229,23 +259,6 @@ async fn collect(
     } else {
         Ok(())
     }
-}
-
-/// The counts `kubectl get analysisrun` shows.
-fn summary(status: &AnalysisRunStatus) -> RunSummary {
-    let counted = status.metric_results.iter().filter(|m| m.dry_run != Some(true));
-    let mut s = RunSummary::default();
-    for m in counted {
-        s.count += 1;
-        match m.phase {
-            stepwise_api::AnalysisPhase::Successful => s.successful += 1,
-            stepwise_api::AnalysisPhase::Failed => s.failed += 1,
-            stepwise_api::AnalysisPhase::Inconclusive => s.inconclusive += 1,
-            stepwise_api::AnalysisPhase::Error => s.error += 1,
-            _ => {}
-        }
-    }
-    s
 }
 
 /// Writes the whole status. Fields the new status no longer has are removed (a merge patch

@@ -127,6 +127,15 @@ async fn execute_one(ctx: &Context, rollout: &Rollout, action: &Action) -> Resul
                 Err(e) => return Err(e).during(|| format!("create AnalysisRun {run_name}")),
             }
         }
+        Action::DeleteAnalysisRun { name: run_name } => {
+            match runs.delete(run_name, &DeleteParams::background()).await {
+                Ok(_) => {
+                    info!(rollout = %name, analysisrun = %run_name, "deleted AnalysisRun beyond the history limits")
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e).during(|| format!("delete AnalysisRun {run_name}")),
+            }
+        }
         Action::TerminateAnalysisRun { name: run_name } => {
             let patch = json!({"spec": {"terminate": true}});
             match runs.patch(run_name, &PatchParams::default(), &Patch::Merge(patch)).await {

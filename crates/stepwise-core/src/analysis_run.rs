@@ -130,6 +130,8 @@ pub fn build_analysis_run(
             terminate: None,
             dry_run: if dry_run.is_empty() { None } else { Some(dry_run) },
             measurement_retention: if retention.is_empty() { None } else { Some(retention) },
+            // Templates have no TTL (as in Argo): a Rollout's runs go by its history limits.
+            ttl_strategy: None,
         },
         status: None,
     })

@@ -70,6 +70,7 @@ pub fn observe_analysis_run(run: &AnalysisRun) -> ObservedAnalysisRun {
         phase: status.phase.unwrap_or(AnalysisPhase::Pending),
         message: status.message,
         terminating: run.spec.terminate == Some(true),
+        created: run.metadata.creation_timestamp.clone(),
     }
 }
 
@@ -296,6 +297,7 @@ mod tests {
                 phase: AnalysisPhase::Running,
                 message: Some("measuring".into()),
                 terminating: true,
+                created: None,
             }
         );
         for (label, kind) in [

@@ -162,4 +162,6 @@ pub struct ObservedAnalysisRun {
     pub message: Option<String>,
     /// Whether it was asked to terminate.
     pub terminating: bool,
+    /// Its creation time: the history limits delete the oldest completed runs first.
+    pub created: Option<Time>,
 }

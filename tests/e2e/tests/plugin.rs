@@ -324,7 +324,9 @@ async fn convert_turns_an_argo_canary_into_one_the_api_server_accepts_and_the_co
         "{}",
         converted.stderr
     );
-    assert!(converted.stderr.contains("spec.analysis: removed: stepwise keeps no AnalysisRun history limits"));
+    // Fields stepwise has are kept as written.
+    assert!(converted.stdout.contains("successfulRunHistoryLimit: 3"), "{}", converted.stdout);
+    assert!(!converted.stderr.contains("spec.analysis: removed"), "{}", converted.stderr);
     assert!(converted.stderr.contains("(converted):doc 2 (Rollout/app): ok"), "{}", converted.stderr);
 
     let rates = given_rates_endpoint().await?;

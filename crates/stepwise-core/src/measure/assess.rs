@@ -16,7 +16,7 @@ pub(crate) fn metric_phase(r: &MetricResult, spec: &MetricSpec) -> AnalysisPhase
         return AnalysisPhase::Running;
     }
     let mut phase = AnalysisPhase::Running;
-    if r.failed > spec.failure_limit {
+    if spec.failure_limit >= 0 && r.failed > spec.failure_limit {
         phase = AnalysisPhase::Failed;
     } else if r.inconclusive > spec.inconclusive_limit {
         phase = AnalysisPhase::Inconclusive;
@@ -24,10 +24,37 @@ pub(crate) fn metric_phase(r: &MetricResult, spec: &MetricSpec) -> AnalysisPhase
     if r.consecutive_error > spec.consecutive_error_limit {
         phase = AnalysisPhase::Error;
     }
-    if phase == AnalysisPhase::Running && spec.count.is_some_and(|c| r.count >= c) {
-        phase = AnalysisPhase::Successful;
+    if phase != AnalysisPhase::Running {
+        return phase;
+    }
+    let limit = spec.consecutive_success_limit;
+    if limit > 0 && r.consecutive_success >= limit {
+        return AnalysisPhase::Successful;
+    }
+    if spec.count.is_some_and(|c| r.count >= c) {
+        return match (limit > 0, spec.failure_limit < 0) {
+            (false, _) => AnalysisPhase::Successful,
+            // The successes in a row never came: with a failure limit the failures stayed
+            // within it, so a person decides; without one nothing else could fail the metric.
+            (true, false) => AnalysisPhase::Inconclusive,
+            (true, true) => AnalysisPhase::Failed,
+        };
     }
     phase
+}
+
+/// Whether a completed metric ended because its count was reached before its consecutive
+/// success limit.
+pub(crate) fn short_of_consecutive_successes(r: &MetricResult, spec: &MetricSpec) -> bool {
+    let limit = spec.consecutive_success_limit;
+    limit > 0
+        && r.consecutive_success < limit
+        && spec.count.is_some_and(|c| r.count >= c)
+        && match r.phase {
+            AnalysisPhase::Failed => spec.failure_limit < 0,
+            AnalysisPhase::Inconclusive => r.inconclusive <= spec.inconclusive_limit,
+            _ => false,
+        }
 }
 
 /// Whether a metric's last measurement is still in flight.

@@ -3,7 +3,7 @@
 
 use stepwise_api::{AnalysisPhase, Measurement, MetricResult};
 
-use super::assess::decisive;
+use super::assess::{decisive, short_of_consecutive_successes};
 use super::resolve::MetricSpec;
 
 /// How many recent values a message quotes.
@@ -13,7 +13,13 @@ const VALUES_SHOWN: usize = 5;
 /// 0.82, 0.8, 0.85 — 3 failed measurements, more than failureLimit 2`.
 pub(crate) fn metric_message(r: &MetricResult, spec: &MetricSpec, terminated: bool) -> Option<String> {
     let name = &r.name;
+    let limit = spec.consecutive_success_limit;
     let text = match r.phase {
+        _ if short_of_consecutive_successes(r, spec) => format!(
+            "{} — count reached with {} successful in a row, fewer than consecutiveSuccessLimit {limit}",
+            tally(r),
+            r.consecutive_success
+        ),
         AnalysisPhase::Failed => crossed(r, AnalysisPhase::Failed, "failed", "failureLimit", spec.failure_limit),
         AnalysisPhase::Inconclusive => {
             crossed(r, AnalysisPhase::Inconclusive, "inconclusive", "inconclusiveLimit", spec.inconclusive_limit)
@@ -29,6 +35,9 @@ pub(crate) fn metric_message(r: &MetricResult, spec: &MetricSpec, terminated: bo
             )
         }
         AnalysisPhase::Successful if terminated => format!("terminated after {}", tally(r)),
+        AnalysisPhase::Successful if limit > 0 && r.consecutive_success >= limit => {
+            format!("{} — {} successful in a row, consecutiveSuccessLimit {limit}", tally(r), r.consecutive_success)
+        }
         AnalysisPhase::Successful => tally(r),
         AnalysisPhase::Pending | AnalysisPhase::Running => return None,
     };

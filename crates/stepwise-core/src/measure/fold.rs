@@ -88,7 +88,7 @@ fn redact_map(map: BTreeMap<String, String>, redactor: &Redactor) -> BTreeMap<St
 }
 
 /// Argo's counters: a judged measurement counts and clears the run of errors; an error does
-/// not count, and extends it.
+/// not count, and extends it. Only a success extends the run of successes.
 fn count(r: &mut MetricResult, phase: AnalysisPhase) {
     let judged = match phase {
         AnalysisPhase::Successful => &mut r.successful,
@@ -97,6 +97,7 @@ fn count(r: &mut MetricResult, phase: AnalysisPhase) {
         AnalysisPhase::Error => {
             r.error = r.error.saturating_add(1);
             r.consecutive_error = r.consecutive_error.saturating_add(1);
+            r.consecutive_success = 0;
             return;
         }
         AnalysisPhase::Pending | AnalysisPhase::Running => return,
@@ -104,4 +105,6 @@ fn count(r: &mut MetricResult, phase: AnalysisPhase) {
     *judged = judged.saturating_add(1);
     r.count = r.count.saturating_add(1);
     r.consecutive_error = 0;
+    r.consecutive_success =
+        if phase == AnalysisPhase::Successful { r.consecutive_success.saturating_add(1) } else { 0 };
 }

@@ -15,6 +15,8 @@ mod fold;
 mod record;
 mod resolve;
 mod schedule;
+mod summary;
+mod ttl;
 
 use std::collections::BTreeMap;
 
@@ -25,6 +27,8 @@ pub use args::secrets_needed;
 pub use condition::check_condition;
 pub use record::record;
 pub use schedule::due;
+pub use summary::summaries;
+pub use ttl::{Expiry, expiry, ttl_seconds};
 
 use crate::EventType;
 

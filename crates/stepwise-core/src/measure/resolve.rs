@@ -23,9 +23,12 @@ pub(crate) struct MetricSpec {
     pub interval: Option<StdDuration>,
     /// Time after the run starts before the first measurement.
     pub initial_delay: StdDuration,
+    /// -1: failed measurements never fail the metric (only with a consecutive success limit).
     pub failure_limit: i32,
     pub inconclusive_limit: i32,
     pub consecutive_error_limit: i32,
+    /// 0: off.
+    pub consecutive_success_limit: i32,
     /// Results recorded, never judged against the run.
     pub dry_run: bool,
     /// Measurements kept.
@@ -59,9 +62,12 @@ fn metric_spec(metric: Metric, i: usize, dry_run: bool, retention: usize) -> Res
         return Err(format!("metrics[{i}].interval must be longer than zero"));
     }
     let count = whole(&metric.count, &format!("metrics[{i}].count"), 0)?;
-    let failure_limit = whole(&metric.failure_limit, &format!("metrics[{i}].failureLimit"), 0)?;
+    let failure_limit = failure_limit(&metric.failure_limit, &format!("metrics[{i}].failureLimit"))?;
     let inconclusive_limit = whole(&metric.inconclusive_limit, &format!("metrics[{i}].inconclusiveLimit"), 0)?;
+    let consecutive_success_limit =
+        whole(&metric.consecutive_success_limit, &format!("metrics[{i}].consecutiveSuccessLimit"), 0)?;
     check_count(i, count, interval, failure_limit, inconclusive_limit)?;
+    check_consecutive_success(i, count, failure_limit, consecutive_success_limit)?;
     Ok(MetricSpec {
         // Argo: no count (or 0) is one measurement without an interval, unbounded with one.
         count: match (count, interval) {
@@ -78,6 +84,7 @@ fn metric_spec(metric: Metric, i: usize, dry_run: bool, retention: usize) -> Res
             &format!("metrics[{i}].consecutiveErrorLimit"),
             DEFAULT_CONSECUTIVE_ERROR_LIMIT,
         )?,
+        consecutive_success_limit,
         dry_run,
         retention,
         conditions: Conditions::compile(&metric, i)?,
@@ -105,6 +112,38 @@ fn check_count(
         }
     }
     Ok(())
+}
+
+/// Argo's checks of a consecutive success limit: no failure limit (-1) only makes sense with one,
+/// and a count too small to hold the failures allowed and then the successes in a row could
+/// never end the metric Successful.
+fn check_consecutive_success(i: usize, count: i32, failure_limit: i32, limit: i32) -> Result<(), String> {
+    if failure_limit == -1 && limit == 0 {
+        return Err(format!(
+            "metrics[{i}].failureLimit -1 (no limit) needs a consecutiveSuccessLimit greater than 0, or the metric could never fail nor end early"
+        ));
+    }
+    let needed = failure_limit.max(0).saturating_add(limit);
+    if limit > 0 && count > 0 && count < needed {
+        return Err(format!(
+            "metrics[{i}].consecutiveSuccessLimit {limit}: count {count} is less than failureLimit + consecutiveSuccessLimit ({needed})"
+        ));
+    }
+    Ok(())
+}
+
+/// failureLimit: a whole number, or -1 for none.
+fn failure_limit(value: &Option<IntOrString>, field: &str) -> Result<i32, String> {
+    let is_minus_one = match value {
+        Some(IntOrString::Int(n)) => *n == -1,
+        Some(IntOrString::String(s)) => s.trim() == "-1",
+        None => false,
+    };
+    if is_minus_one {
+        return Ok(-1);
+    }
+    whole(value, field, 0)
+        .map_err(|e| if e.contains("negative") { format!("{e} (-1 is the only negative value: no limit)") } else { e })
 }
 
 /// A count or limit: an integer, or a string holding one (after templating), not negative.

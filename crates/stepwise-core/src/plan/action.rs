@@ -93,6 +93,11 @@ pub enum Action {
         /// The run, complete: metrics, arguments, labels and owner.
         run: Box<AnalysisRun>,
     },
+    /// Delete a completed AnalysisRun beyond the Rollout's run history limits.
+    DeleteAnalysisRun {
+        /// Name of the run.
+        name: String,
+    },
     /// Ask an AnalysisRun to stop measuring.
     TerminateAnalysisRun {
         /// Name of the run.

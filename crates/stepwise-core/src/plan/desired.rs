@@ -58,6 +58,8 @@ pub(crate) struct Desired {
     pub new_runs: Vec<(AnalysisKind, AnalysisRun)>,
     /// Names of the runs that must go on measuring; every other unfinished run is stopped.
     pub live_runs: Option<Vec<String>>,
+    /// Completed runs beyond the history limits, oldest first.
+    pub deleted_runs: Vec<String>,
     pub deleted: Vec<String>,
     pub restart: Option<Action>,
     /// spec.replicas of the Deployment a workloadRef names (`workloadRef.scaleDown`).
@@ -321,6 +323,7 @@ fn analysis_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
             }
         }
     }
+    out.other.extend(desired.deleted_runs.drain(..).map(|name| Action::DeleteAnalysisRun { name }));
     for (kind, run) in desired.new_runs.drain(..) {
         let name = run.metadata.name.clone().unwrap_or_default();
         out.event(action_event::RUN_STARTED, format!("Started {} analysis {name}", kind.label()));

@@ -19,6 +19,7 @@ mod metadata;
 mod pause;
 mod recreate;
 mod revision;
+mod run_history;
 mod status;
 mod validate;
 
@@ -62,7 +63,9 @@ pub fn plan(rollout: &Rollout, observed: &crate::Observed, now: &Time) -> Plan {
         recreate::plan(&ctx, &mut status, &mut draft);
     }
     metadata::desire(&ctx, &status, &mut draft);
-    draft.desired.live_runs = Some(analysis::live_runs(&ctx, &status));
+    let live_runs = analysis::live_runs(&ctx, &status);
+    draft.desired.deleted_runs = run_history::runs_beyond_limits(&ctx, &status, &live_runs);
+    draft.desired.live_runs = Some(live_runs);
     revision::restart_pods(&ctx, &mut status, &mut draft);
     revision::trim_history(&ctx, &status, &mut draft);
     status::report_scale_selector(&ctx, &draft.desired, &mut status);

@@ -155,6 +155,7 @@ impl World {
                     phase: AnalysisPhase::Pending,
                     message: None,
                     terminating: false,
+                    created: Some(self.now.clone()),
                 })
             }
             Action::TerminateAnalysisRun { name } => {
@@ -165,6 +166,7 @@ impl World {
                     }
                 }
             }
+            Action::DeleteAnalysisRun { name } => self.observed.analysis_runs.retain(|r| &r.name != name),
             Action::SetRoleMetadata { name, metadata, .. } => self.rs_mut(name).role_metadata = metadata.clone(),
             Action::Event { reason, message, .. } => self.events.push(format!("{reason}: {message}")),
             Action::RestartPods { .. } => {}
