@@ -69,8 +69,7 @@ async fn a_range_that_ends_before_now_reads_older_values() {
     tokio::time::sleep(secs(6 * SCRAPE_INTERVAL_SECONDS)).await;
 
     let recent = range_metric(&prometheus.address(), counter, "now() - duration('1s')", "now()", "1s");
-    let older =
-        range_metric(&prometheus.address(), counter, "now() - duration('5s')", "now() - duration('4s')", "1s");
+    let older = range_metric(&prometheus.address(), counter, "now() - duration('5s')", "now() - duration('4s')", "1s");
     let (older, _) = values(&older).await;
     let (recent, _) = values(&recent).await;
     assert_eq!((older.len(), recent.len()), (2, 2), "{older:?} {recent:?}");
