@@ -77,3 +77,32 @@ async fn argo_sources_stepwise_does_not_build_are_accepted_as_written_and_a_run_
     assert!(status.metric_results.iter().all(|m| m.measurements.is_empty()), "nothing was measured: {status:?}");
     env.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_analysis_naming_a_template_of_templates_runs_the_metrics_of_both() -> anyhow::Result<()> {
+    let env = Env::new("nested-templates").await?;
+    let web = |name: &str| json!({"name": name, "provider": {"web": {"url": "http://127.0.0.1:1/never"}}});
+    let top = json!({"metrics": [web("own")], "templates": [{"templateName": "leaf"}]});
+    create(&env, "analysistemplates", template("top", top)).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let leaf = json!({"metrics": [web("from-leaf")]});
+    create(&env, "analysistemplates", template("leaf", leaf)).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    env.given_rollout(
+        2,
+        "    canary:\n      steps:\n      - setWeight: 50\n      - analysis: {templates: [{templateName: top}]}\n",
+    )
+    .await?;
+    env.when_image("example.invalid/demo:2").await?;
+
+    let runs: Api<AnalysisRun> = Api::namespaced(env.client.clone(), &env.ns);
+    let metrics = std::sync::Mutex::new(Vec::new());
+    eventually("the step's AnalysisRun is created", Duration::from_secs(60), || async {
+        let list = runs.list(&Default::default()).await?;
+        if let Some(run) = list.items.first() {
+            *metrics.lock().unwrap() = run.spec.metrics.iter().map(|m| m.name.clone()).collect();
+        }
+        Ok(!list.items.is_empty())
+    })
+    .await?;
+    assert_eq!(*metrics.lock().unwrap(), ["own", "from-leaf"], "the template's own metric, then its nested template's");
+    env.cleanup().await
+}

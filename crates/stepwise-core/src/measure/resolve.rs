@@ -112,10 +112,11 @@ pub fn check_provider(metric: &Metric) -> Result<(), String> {
     if let Some(range) = provider.prometheus.as_ref().and_then(|p| p.range_query.as_ref()) {
         range.offsets().map_err(|e| format!("provider.prometheus.{e}"))?;
     }
-    if let Some(web) = &provider.web {
-        if web.body.is_some() && web.json_body.is_some() {
-            return Err("provider.web: set body or jsonBody, not both".into());
-        }
+    if let Some(web) = &provider.web
+        && web.body.is_some()
+        && web.json_body.is_some()
+    {
+        return Err("provider.web: set body or jsonBody, not both".into());
     }
     Ok(())
 }
