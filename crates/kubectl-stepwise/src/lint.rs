@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_yaml::Value;
-use stepwise_api::{AnalysisTemplateSpec, Metric, MetricProvider, Rollout, WebMetric};
+use stepwise_api::{AnalysisTemplateRef, AnalysisTemplateSpec, Metric, MetricProvider, Rollout, WebMetric};
 use stepwise_core::Observed;
 
 use crate::manifest::{Document, split};
@@ -186,7 +186,10 @@ fn lint_one(p: &Parsed<'_>, world: &World) -> DocLint {
         "AnalysisTemplate" | "ClusterAnalysisTemplate" | "AnalysisRun" => {
             let metrics = value.get("spec").and_then(|s| s.get("metrics")).cloned();
             match metrics.map(serde_yaml::from_value::<Vec<Metric>>) {
-                Some(Ok(metrics)) => check_conditions(p.doc, &metrics, &mut lint),
+                Some(Ok(metrics)) => {
+                    check_conditions(p.doc, &metrics, &mut lint);
+                    check_providers(p.doc, &metrics, &mut lint);
+                }
                 Some(Err(e)) => lint.findings.push(finding(p.doc, "spec.metrics", &format!("cannot be read: {e}"))),
                 None => {}
             }
@@ -210,6 +213,17 @@ fn check_conditions(doc: &Document, metrics: &[Metric], lint: &mut DocLint) {
                     message: format!("`{expression}` is not valid CEL: {e}"),
                 });
             }
+        }
+    }
+}
+
+/// What the controller would end the run with at once: a provider stepwise does not build, an
+/// authentication it does not support, a range it cannot read.
+fn check_providers(doc: &Document, metrics: &[Metric], lint: &mut DocLint) {
+    for (i, metric) in metrics.iter().enumerate() {
+        if let Err(message) = stepwise_core::measure::check_provider(metric) {
+            let field = format!("spec.metrics[{i}].provider");
+            lint.findings.push(Finding { line: doc.line_of(&field), field, message });
         }
     }
 }
@@ -257,7 +271,14 @@ fn check_rollout(doc: &Document, rollout: &Rollout, world: &World, lint: &mut Do
             lint.unchecked.push(format!("Service {service} exists (not in this file; only the cluster knows)"));
         }
     }
-    for reference in rollout.spec.strategy.analysis_template_refs() {
+    // The templates the Rollout names, and those they name in turn.
+    let mut pending: Vec<AnalysisTemplateRef> =
+        rollout.spec.strategy.analysis_template_refs().into_iter().cloned().collect();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(reference) = pending.pop() {
+        if !seen.insert((reference.cluster_scope == Some(true), reference.template_name.clone())) {
+            continue;
+        }
         let name = &reference.template_name;
         let (found, map, what) = if reference.cluster_scope == Some(true) {
             (world.cluster_templates.get(name), &mut observed.cluster_analysis_templates, "ClusterAnalysisTemplate")
@@ -266,6 +287,7 @@ fn check_rollout(doc: &Document, rollout: &Rollout, world: &World, lint: &mut Do
         };
         match found {
             Some(spec) => {
+                pending.extend(spec.templates.iter().flatten().cloned());
                 map.insert(name.clone(), spec.clone());
             }
             None => {
@@ -351,5 +373,25 @@ mod tests {
             "{:?}",
             rollout.unchecked
         );
+    }
+
+    const ARGO_TEMPLATES: &str = "apiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: dd}\nspec:\n  metrics:\n  - name: errors\n    successCondition: result < 0.05\n    provider:\n      datadog: {apiVersion: v2, query: 'sum:requests.error{*}'}\n---\napiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: amp}\nspec:\n  metrics:\n  - name: rate\n    provider:\n      prometheus:\n        address: https://aps-workspaces.example.invalid/workspaces/ws\n        query: up\n        authentication: {sigv4: {region: eu-west-1}}\n---\napiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: composed}\nspec:\n  templates: [{templateName: amp}]\n";
+
+    #[test]
+    fn an_unbuilt_provider_and_unsupported_authentication_are_found_offline_naming_the_field() {
+        let linted = lint(ARGO_TEMPLATES);
+        let messages =
+            |d: &DocLint| d.findings.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>();
+        assert_eq!(
+            messages(&linted[0]),
+            [
+                "spec.metrics[0].provider: provider.datadog: provider datadog is not built into stepwise; run it as a metric plugin, see docs/plugins.md"
+            ]
+        );
+        let amp = messages(&linted[1]);
+        assert_eq!(amp.len(), 1, "{amp:?}");
+        assert!(amp[0].starts_with("spec.metrics[0].provider: provider.prometheus.authentication.sigv4 is not supported; use headers with a secretKeyRef argument"), "{amp:?}");
+        // A template made only of other templates passes the schema and has nothing of its own.
+        assert!(linted[2].findings.is_empty(), "{:?}", linted[2].findings);
     }
 }

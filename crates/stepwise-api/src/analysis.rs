@@ -30,10 +30,22 @@ pub const DEFAULT_RUN_HISTORY_LIMIT: i32 = 5;
     derive = "Default"
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "(has(self.metrics) && size(self.metrics) > 0) || (has(self.templates) && size(self.templates) > 0)", "message": "a template needs metrics, templates, or both"}
+]))]
 pub struct AnalysisTemplateSpec {
-    /// The metrics to measure and how to judge them.
-    #[schemars(length(min = 1, max = 50))]
+    /// The metrics to measure and how to judge them. May be left out when `templates` brings
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
     pub metrics: Vec<Metric>,
+    /// Other templates whose metrics, arguments, dryRun and measurementRetention are added to
+    /// this one's, resolved recursively when a run is created (as Argo Rollouts does). A metric
+    /// name found in two templates, a template that names itself through others, or one that
+    /// does not exist stops the analysis with a message naming them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20))]
+    pub templates: Option<Vec<crate::rollout::AnalysisTemplateRef>>,
     /// Arguments the metrics refer to as {{args.name}}; an argument without a value must be
     /// given by the Rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,7 +198,7 @@ pub struct Metric {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "(has(self.prometheus) ? 1 : 0) + (has(self.web) ? 1 : 0) + (has(self.job) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) + (has(self.plugin) ? 1 : 0) == 1", "message": "a metric provider sets exactly one of prometheus, web, job, kubernetes and plugin"}
+    {"rule": "(has(self.prometheus) ? 1 : 0) + (has(self.web) ? 1 : 0) + (has(self.job) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) + (has(self.plugin) ? 1 : 0) + (has(self.datadog) ? 1 : 0) + (has(self.newRelic) ? 1 : 0) + (has(self.wavefront) ? 1 : 0) + (has(self.cloudWatch) ? 1 : 0) + (has(self.graphite) ? 1 : 0) + (has(self.influxdb) ? 1 : 0) + (has(self.kayenta) ? 1 : 0) + (has(self.skywalking) ? 1 : 0) == 1", "message": "a metric provider sets exactly one of prometheus, web, job, kubernetes and plugin (or one of Argo's providers that stepwise does not build)"}
 ]))]
 pub struct MetricProvider {
     /// A PromQL query against a Prometheus server.
@@ -205,6 +217,68 @@ pub struct MetricProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::plugin_configs")]
     pub plugin: Option<BTreeMap<String, serde_json::Value>>,
+    /// Argo Rollouts' Datadog provider: not built into stepwise. Accepted and kept as written so
+    /// that Argo manifests apply; a run using it ends in Error at once (run it as a metric
+    /// plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub datadog: Option<serde_json::Value>,
+    /// Argo Rollouts' New Relic provider: not built into stepwise. Accepted and kept as written;
+    /// a run using it ends in Error at once (run it as a metric plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub new_relic: Option<serde_json::Value>,
+    /// Argo Rollouts' Wavefront provider: not built into stepwise. Accepted and kept as written;
+    /// a run using it ends in Error at once (run it as a metric plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub wavefront: Option<serde_json::Value>,
+    /// Argo Rollouts' CloudWatch provider: not built into stepwise. Accepted and kept as written;
+    /// a run using it ends in Error at once (run it as a metric plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub cloud_watch: Option<serde_json::Value>,
+    /// Argo Rollouts' Graphite provider: not built into stepwise. Accepted and kept as written;
+    /// a run using it ends in Error at once (run it as a metric plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub graphite: Option<serde_json::Value>,
+    /// Argo Rollouts' InfluxDB provider: not built into stepwise. Accepted and kept as written;
+    /// a run using it ends in Error at once (run it as a metric plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub influxdb: Option<serde_json::Value>,
+    /// Argo Rollouts' Kayenta provider: not built into stepwise. Accepted and kept as written; a
+    /// run using it ends in Error at once (run it as a metric plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub kayenta: Option<serde_json::Value>,
+    /// Argo Rollouts' SkyWalking provider: not built into stepwise. Accepted and kept as written;
+    /// a run using it ends in Error at once (run it as a metric plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub skywalking: Option<serde_json::Value>,
+}
+
+impl MetricProvider {
+    /// The field names of the Argo Rollouts providers that are set here but not built into
+    /// stepwise.
+    pub fn unbuilt(&self) -> Vec<&'static str> {
+        [
+            ("datadog", &self.datadog),
+            ("newRelic", &self.new_relic),
+            ("wavefront", &self.wavefront),
+            ("cloudWatch", &self.cloud_watch),
+            ("graphite", &self.graphite),
+            ("influxdb", &self.influxdb),
+            ("kayenta", &self.kayenta),
+            ("skywalking", &self.skywalking),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(name, _)| name)
+        .collect()
+    }
 }
 
 /// A Prometheus query.
@@ -222,6 +296,85 @@ pub struct PrometheusMetric {
     /// HTTP headers sent with the query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Vec<WebMetricHeader>>,
+    /// Skip TLS certificate verification of the Prometheus server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+    /// Run the query over a time range (`/api/v1/query_range`) instead of at one instant; the
+    /// result is then the flattened list of every value of every series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_query: Option<PrometheusRangeQuery>,
+    /// Argo Rollouts' sigv4, oauth2 and basicAuth settings: accepted and kept as written so that
+    /// Argo manifests apply, but not supported; a run using them ends in Error at once (send
+    /// credentials with `headers` and a `secretKeyRef` argument instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub authentication: Option<serde_json::Value>,
+}
+
+/// The time range of a Prometheus range query, relative to the moment of the measurement.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusRangeQuery {
+    /// Start of the range, as Argo writes it: `now()` or `now() - duration('10m')` (single or
+    /// double quotes, any Go-style duration). Other expressions are refused.
+    pub start: String,
+    /// End of the range, in the same forms as `start`; usually `now()`.
+    pub end: String,
+    /// Time between two points of the range, a Go-style duration such as `1m`.
+    pub step: String,
+}
+
+/// A range query's times, read from their expressions: how long before the measurement the
+/// range starts and ends, and the step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeOffsets {
+    /// How long before the measurement the range starts.
+    pub start_before_now: std::time::Duration,
+    /// How long before the measurement the range ends.
+    pub end_before_now: std::time::Duration,
+    /// Time between two points.
+    pub step: std::time::Duration,
+}
+
+impl PrometheusRangeQuery {
+    /// The range as offsets from the moment of measurement, or a message naming the field
+    /// (`rangeQuery.start`, `rangeQuery.end`, `rangeQuery.step`) that cannot be read.
+    pub fn offsets(&self) -> Result<RangeOffsets, String> {
+        let start_before_now = time_before_now(&self.start).map_err(|e| format!("rangeQuery.start: {e}"))?;
+        let end_before_now = time_before_now(&self.end).map_err(|e| format!("rangeQuery.end: {e}"))?;
+        let step = crate::duration::parse_go_duration(self.step.trim())
+            .map_err(|e| format!("rangeQuery.step: {e} (write a duration such as 1m)"))?;
+        if step.is_zero() {
+            return Err("rangeQuery.step must be longer than zero".into());
+        }
+        if start_before_now < end_before_now {
+            return Err(format!(
+                "rangeQuery.start ({}) is after rangeQuery.end ({})",
+                self.start.trim(),
+                self.end.trim()
+            ));
+        }
+        Ok(RangeOffsets { start_before_now, end_before_now, step })
+    }
+}
+
+/// `now()` is zero; `now() - duration('10m')` is ten minutes. Argo evaluates these as expr-lang
+/// expressions; stepwise reads only these two forms, the ones Argo documents, and names anything
+/// else rather than guessing.
+fn time_before_now(expression: &str) -> Result<std::time::Duration, String> {
+    let refused =
+        || format!("{expression:?} is not supported: write now() or now() - duration('10m') (any Go-style duration)");
+    let compact: String = expression.chars().filter(|c| !c.is_whitespace()).collect();
+    let Some(rest) = compact.strip_prefix("now()") else { return Err(refused()) };
+    if rest.is_empty() {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let quoted = rest.strip_prefix("-duration(").and_then(|r| r.strip_suffix(')')).ok_or_else(refused)?;
+    let text = ['\'', '"']
+        .iter()
+        .find_map(|q| quoted.strip_prefix(*q).and_then(|t| t.strip_suffix(*q)))
+        .ok_or_else(refused)?;
+    crate::duration::parse_go_duration(text).map_err(|e| format!("{expression:?}: {e}"))
 }
 
 /// An HTTP request whose JSON answer is the measurement.
@@ -239,6 +392,11 @@ pub struct WebMetric {
     /// Request body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// Request body as JSON, sent with `Content-Type: application/json` (unless a header sets
+    /// it). Not with `body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub json_body: Option<serde_json::Value>,
     /// Seconds before the request times out. Defaults to 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -249,6 +407,12 @@ pub struct WebMetric {
     /// Skip TLS certificate verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
+    /// Argo Rollouts' oauth2 and basicAuth settings: accepted and kept as written so that Argo
+    /// manifests apply, but not supported; a run using them ends in Error at once (send
+    /// credentials with `headers` and a `secretKeyRef` argument instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::preserve_unknown_object")]
+    pub authentication: Option<serde_json::Value>,
 }
 
 /// An HTTP header.
@@ -515,4 +679,52 @@ pub struct Measurement {
     /// Provider-specific data about the measurement (e.g. the Job's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn range(start: &str, end: &str, step: &str) -> Result<RangeOffsets, String> {
+        PrometheusRangeQuery { start: start.into(), end: end.into(), step: step.into() }.offsets()
+    }
+
+    #[test]
+    fn a_range_reads_argos_documented_forms_of_now_and_now_minus_a_duration() {
+        let offsets = range("now() - duration('10m')", "now()", "1m").unwrap();
+        assert_eq!(
+            offsets,
+            RangeOffsets {
+                start_before_now: Duration::from_secs(600),
+                end_before_now: Duration::ZERO,
+                step: Duration::from_secs(60)
+            }
+        );
+        let offsets = range(r#"now()-duration("1h30m")"#, r#" now() - duration("5m") "#, "30s").unwrap();
+        assert_eq!(
+            (offsets.start_before_now, offsets.end_before_now),
+            (Duration::from_secs(5400), Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn any_other_range_expression_is_refused_naming_its_field() {
+        for (start, end, step, field) in [
+            ("now() - 600", "now()", "1m", "rangeQuery.start"),
+            ("date('2024-01-01')", "now()", "1m", "rangeQuery.start"),
+            ("now() + duration('1m')", "now()", "1m", "rangeQuery.start"),
+            ("now() - duration('10 minutes')", "now()", "1m", "rangeQuery.start"),
+            ("now() - duration('10m')", "now() - duration(5m)", "1m", "rangeQuery.end"),
+            ("now() - duration('10m')", "now()", "one minute", "rangeQuery.step"),
+            ("now() - duration('10m')", "now()", "0s", "rangeQuery.step"),
+            ("now()", "now() - duration('10m')", "1m", "rangeQuery.start"),
+        ] {
+            let err = range(start, end, step).unwrap_err();
+            assert!(err.starts_with(field), "{start} {end} {step}: {err}");
+        }
+        let err = range("now() - 600", "now()", "1m").unwrap_err();
+        assert!(err.contains("write now() or now() - duration('10m')"), "{err}");
+    }
 }

@@ -8,7 +8,9 @@ use k8s_openapi::api::core::v1::Service;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use stepwise_api::{AnalysisRun, AnalysisTemplateSpec, MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL, Rollout};
+use stepwise_api::{
+    AnalysisRun, AnalysisTemplateRef, AnalysisTemplateSpec, MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL, Rollout,
+};
 use stepwise_core::Observed;
 use stepwise_core::objects::{observe_analysis_run, observe_replica_set};
 
@@ -136,19 +138,30 @@ fn managed_by_another(rollout: &Rollout, service: &Service, stores: &Stores) -> 
 
 type Templates = BTreeMap<String, AnalysisTemplateSpec>;
 
-/// The templates the Rollout names, as cached: (namespaced, cluster-scoped).
+/// The templates the Rollout names, and the templates those name in turn (`spec.templates`), as
+/// cached: (namespaced, cluster-scoped). Core combines them and names any that is missing.
 fn named_templates(rollout: &Rollout, stores: &AnalysisStores) -> (Templates, Templates) {
     let ns = rollout.namespace().unwrap_or_default();
     let mut namespaced = BTreeMap::new();
     let mut cluster = BTreeMap::new();
-    for t in rollout.spec.strategy.analysis_template_refs() {
-        if t.cluster_scope == Some(true) {
-            if let Some(c) = stores.cluster_templates.get(&ObjectRef::new(&t.template_name)) {
-                cluster.insert(t.template_name.clone(), c.spec.template.clone());
+    let mut pending: Vec<AnalysisTemplateRef> =
+        rollout.spec.strategy.analysis_template_refs().into_iter().cloned().collect();
+    while let Some(t) = pending.pop() {
+        let spec = if t.cluster_scope == Some(true) {
+            if cluster.contains_key(&t.template_name) {
+                continue;
             }
-        } else if let Some(c) = stores.templates.get(&ObjectRef::new(&t.template_name).within(&ns)) {
-            namespaced.insert(t.template_name.clone(), c.spec.clone());
-        }
+            stores.cluster_templates.get(&ObjectRef::new(&t.template_name)).map(|c| c.spec.template.clone())
+        } else {
+            if namespaced.contains_key(&t.template_name) {
+                continue;
+            }
+            stores.templates.get(&ObjectRef::new(&t.template_name).within(&ns)).map(|c| c.spec.clone())
+        };
+        let Some(spec) = spec else { continue };
+        pending.extend(spec.templates.iter().flatten().cloned());
+        let map = if t.cluster_scope == Some(true) { &mut cluster } else { &mut namespaced };
+        map.insert(t.template_name.clone(), spec);
     }
     (namespaced, cluster)
 }

@@ -1,16 +1,18 @@
-//! The Prometheus provider: an instant PromQL query whose samples are the measurement's value.
-//! Single-shot, with Argo Rollouts' conversions: a scalar is a number, a vector the array of its
-//! sample values, a matrix the flattened array of all its values.
+//! The Prometheus provider: a PromQL query (instant, or over a range with `rangeQuery`) whose
+//! samples are the measurement's value. Single-shot, with Argo Rollouts' conversions: a scalar is
+//! a number, a vector the array of its sample values, a matrix (what a range query answers) the
+//! flattened array of all its values, series after series.
 //!
 //! JSON has no NaN or infinities, so those samples are the strings `"NaN"`, `"+Inf"` and `"-Inf"`
 //! (Prometheus' own spellings); everything else is a JSON number.
 
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
-use stepwise_api::Metric;
+use stepwise_api::{Metric, RangeOffsets};
 
 use crate::web::{error_chain, header_map, http_client, parse_url, redacted, reqwest_error, snippet, timeout_seconds};
 use crate::{Error, MetricProvider, Reading, RunRef, Taken};
@@ -27,11 +29,16 @@ pub const QUERY_KEY: &str = "query";
 /// Measurement metadata key of Prometheus' warnings, joined by `; `.
 pub const WARNINGS_KEY: &str = "warnings";
 
+/// Measurement metadata key of a range query's range: `START to END step STEP` (RFC 3339 times).
+pub const RANGE_KEY: &str = "range";
+
 /// Measures with PromQL instant queries.
 #[derive(Debug)]
 pub struct PrometheusProvider {
     /// Shared by all queries; a `prometheus_http_query::Client` is made per address from it.
     http: Result<reqwest::Client, String>,
+    /// For `insecure: true` metrics: accepts any certificate.
+    insecure_http: Result<reqwest::Client, String>,
     /// The server of metrics whose `address` is empty.
     default_address: Option<String>,
 }
@@ -44,7 +51,7 @@ impl PrometheusProvider {
     /// measurement that needs it.
     pub fn new(default_address: Option<String>) -> Self {
         let default_address = default_address.filter(|a| !a.trim().is_empty());
-        PrometheusProvider { http: http_client(false), default_address }
+        PrometheusProvider { http: http_client(false), insecure_http: http_client(true), default_address }
     }
 }
 
@@ -66,20 +73,44 @@ impl MetricProvider for PrometheusProvider {
         // Credentials in the address stay out of messages, which everyone can read.
         let target = format!("Prometheus at {}", redacted(&address).trim_end_matches('/'));
         let address = base_url(&address);
+        let http = if prom.insecure == Some(true) { &self.insecure_http } else { &self.http };
         let http =
-            self.http.as_ref().map_err(|message| Error::Source { target: target.clone(), message: message.clone() })?;
+            http.as_ref().map_err(|message| Error::Source { target: target.clone(), message: message.clone() })?;
         let client = prometheus_http_query::Client::from(http.clone(), &address)
             .map_err(|e| Error::Config { field: "provider.prometheus.address", message: error_chain(&e) })?;
 
+        let range = match &prom.range_query {
+            None => None,
+            Some(range) => {
+                let offsets =
+                    range.offsets().map_err(|message| Error::Config { field: "provider.prometheus", message })?;
+                Some(Range::ending_now(offsets))
+            }
+        };
         // Prometheus is told the deadline too, so that it stops evaluating when we stop waiting.
-        let mut query = client.query(&prom.query).timeout((seconds as i64).saturating_mul(1000));
-        for (name, value) in &headers {
-            query = query.header(name.clone(), value.clone());
-        }
+        let deadline_ms = (seconds as i64).saturating_mul(1000);
         // The raw answer, read here rather than by the crate: its parsed result drops warnings,
         // and its errors lose Prometheus' text for non-JSON (proxy) answers.
         let exchange = async {
-            let response = query.get_raw().await.map_err(|e| match &e {
+            let sent = match &range {
+                None => {
+                    let mut query = client.query(&prom.query).timeout(deadline_ms);
+                    for (name, value) in &headers {
+                        query = query.header(name.clone(), value.clone());
+                    }
+                    query.get_raw().await
+                }
+                Some(r) => {
+                    let mut query = client
+                        .query_range(&prom.query, r.start.as_second(), r.end.as_second(), r.step.as_secs_f64())
+                        .timeout(deadline_ms);
+                    for (name, value) in &headers {
+                        query = query.header(name.clone(), value.clone());
+                    }
+                    query.get_raw().await
+                }
+            };
+            let response = sent.map_err(|e| match &e {
                 prometheus_http_query::Error::Client(c) => {
                     c.inner().map(reqwest_error).unwrap_or_else(|| error_chain(&e))
                 }
@@ -104,7 +135,36 @@ impl MetricProvider for PrometheusProvider {
         if !answer.warnings.is_empty() {
             taken.metadata.insert(WARNINGS_KEY.into(), answer.warnings.join("; "));
         }
+        if let Some(r) = &range {
+            taken.metadata.insert(RANGE_KEY.into(), r.to_string());
+        }
         Ok(taken)
+    }
+}
+
+/// The times of a range query, fixed when the measurement starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Range {
+    start: Timestamp,
+    end: Timestamp,
+    step: Duration,
+}
+
+impl Range {
+    /// Argo evaluates `now()` when the measurement is taken; so does this. Whole seconds: the
+    /// API takes Unix seconds, and a sub-second start would only shift the points.
+    fn ending_now(offsets: RangeOffsets) -> Range {
+        let now = Timestamp::now().as_second();
+        let before = |d: Duration| {
+            Timestamp::from_second(now.saturating_sub(d.as_secs() as i64)).unwrap_or(Timestamp::UNIX_EPOCH)
+        };
+        Range { start: before(offsets.start_before_now), end: before(offsets.end_before_now), step: offsets.step }
+    }
+}
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} to {} step {}s", self.start, self.end, self.step.as_secs_f64())
     }
 }
 
@@ -338,6 +398,7 @@ mod tests {
             query: query.into(),
             timeout: Some(1),
             headers: Some(vec![WebMetricHeader { key: "X-Scope-OrgID".into(), value: "team-a".into() }]),
+            ..Default::default()
         };
         Metric {
             name: "m".into(),
@@ -359,6 +420,32 @@ mod tests {
         let request = request.await.unwrap();
         assert!(request.starts_with("GET /api/v1/query?query=up+%3D%3D+1&timeout=1000ms HTTP/1.1"), "{request}");
         assert!(request.to_ascii_lowercase().contains("\r\nx-scope-orgid: team-a\r\n"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn a_range_query_asks_query_range_for_the_range_ending_now_with_its_step() {
+        let (address, request) =
+            fake_prometheus(Some(r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#)).await;
+        let mut m = metric(&address, "up");
+        m.provider.prometheus.as_mut().unwrap().range_query = Some(stepwise_api::PrometheusRangeQuery {
+            start: "now() - duration('10m')".into(),
+            end: "now()".into(),
+            step: "1m".into(),
+        });
+        let before = Timestamp::now().as_second();
+        let taken = PrometheusProvider::new(None).run(&RunRef::default(), &m).await.unwrap();
+        let after = Timestamp::now().as_second();
+        assert_eq!(taken.reading, Reading::Value(json!([])));
+        let request = request.await.unwrap();
+        assert!(request.starts_with("GET /api/v1/query_range?query=up&start="), "{request}");
+        let param = |name: &str| -> i64 {
+            let at = request.find(&format!("&{name}=")).unwrap() + name.len() + 2;
+            request[at..].split(['&', ' ']).next().unwrap().parse().unwrap()
+        };
+        assert!((before..=after).contains(&param("end")), "{request}");
+        assert_eq!(param("end") - param("start"), 600, "{request}");
+        assert!(request.contains("&step=60&"), "{request}");
+        assert!(taken.metadata[RANGE_KEY].ends_with(" step 60s"), "{:?}", taken.metadata);
     }
 
     #[tokio::test]

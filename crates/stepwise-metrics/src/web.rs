@@ -91,8 +91,22 @@ impl WebRequest {
             }
         };
         let url = parse_url(&web.url).map_err(|message| Error::Config { field: "provider.web.url", message })?;
-        let headers = header_map(web.headers.as_deref().unwrap_or_default())
+        let mut headers = header_map(web.headers.as_deref().unwrap_or_default())
             .map_err(|message| Error::Config { field: "provider.web.headers", message })?;
+        let body = match (&web.body, &web.json_body) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config { field: "provider.web", message: "set body or jsonBody, not both".into() });
+            }
+            (Some(text), None) => Some(text.clone()),
+            (None, Some(json)) => {
+                // As Argo: a JSON body says so, unless the metric's own header says otherwise.
+                if !headers.contains_key(reqwest::header::CONTENT_TYPE) {
+                    headers.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
+                Some(json.to_string())
+            }
+            (None, None) => None,
+        };
         let timeout_seconds = timeout_seconds(web.timeout_seconds, DEFAULT_TIMEOUT_SECONDS)
             .map_err(|message| Error::Config { field: "provider.web.timeoutSeconds", message })?;
         let path = match web.json_path.as_deref() {
@@ -101,15 +115,7 @@ impl WebRequest {
                 JsonPath::parse(text).map_err(|message| Error::Config { field: "provider.web.jsonPath", message })?
             }
         };
-        Ok(WebRequest {
-            method,
-            url,
-            headers,
-            body: web.body.clone(),
-            timeout_seconds,
-            path,
-            insecure: web.insecure.unwrap_or(false),
-        })
+        Ok(WebRequest { method, url, headers, body, timeout_seconds, path, insecure: web.insecure.unwrap_or(false) })
     }
 
     /// `GET https://host/path`, for messages. The query and credentials are left out: arguments

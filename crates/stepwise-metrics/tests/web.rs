@@ -118,6 +118,56 @@ async fn a_post_sends_its_body_and_headers() {
 }
 
 #[tokio::test]
+async fn a_json_body_is_sent_as_json_with_its_content_type() {
+    let (url, request) = serve_once("200 OK", r#"{"ok":true}"#).await;
+    let web = WebMetric {
+        url: format!("{url}/check"),
+        method: Some("POST".into()),
+        json_body: Some(json!({"service": "checkout", "window": {"minutes": 5}})),
+        json_path: Some("$.ok".into()),
+        ..Default::default()
+    };
+    assert_eq!(measure(web).await.unwrap(), Reading::Value(json!(true)));
+    let request = request.await.unwrap();
+    let (head, body) = request.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("POST /check HTTP/1.1\r\n"), "{request}");
+    assert!(head.to_ascii_lowercase().contains("\r\ncontent-type: application/json"), "{request}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(body).unwrap(),
+        json!({"service": "checkout", "window": {"minutes": 5}})
+    );
+}
+
+#[tokio::test]
+async fn a_json_body_keeps_the_content_type_a_header_of_the_metric_sets() {
+    let (url, request) = serve_once("200 OK", "{}").await;
+    let web = WebMetric {
+        url,
+        method: Some("PUT".into()),
+        headers: Some(vec![WebMetricHeader { key: "content-type".into(), value: "application/vnd.api+json".into() }]),
+        json_body: Some(json!({"a": 1})),
+        ..Default::default()
+    };
+    measure(web).await.unwrap();
+    let lower = request.await.unwrap().to_ascii_lowercase();
+    assert_eq!(lower.matches("content-type:").count(), 1, "{lower}");
+    assert!(lower.contains("\r\ncontent-type: application/vnd.api+json\r\n"), "{lower}");
+}
+
+#[tokio::test]
+async fn body_and_json_body_together_are_a_config_error_naming_both() {
+    let web = WebMetric {
+        url: "http://127.0.0.1:1/x".into(),
+        body: Some("{}".into()),
+        json_body: Some(json!({})),
+        ..Default::default()
+    };
+    let err = measure(web).await.unwrap_err();
+    assert!(matches!(err, Error::Config { field: "provider.web", .. }), "{err:?}");
+    assert_eq!(err.to_string(), "provider.web: set body or jsonBody, not both");
+}
+
+#[tokio::test]
 async fn a_put_is_sent_as_a_put() {
     let (url, request) = serve_once("200 OK", "{}").await;
     let web = WebMetric { url, method: Some("put".into()), body: Some("x".into()), ..Default::default() };

@@ -26,6 +26,7 @@ use stepwise_api::{AnalysisPhase, AnalysisRunStatus, Measurement, Metric};
 pub use args::secrets_needed;
 pub use condition::check_condition;
 pub use record::record;
+pub use resolve::check_provider;
 pub use schedule::due;
 pub use summary::summaries;
 pub use ttl::{Expiry, expiry, ttl_seconds};

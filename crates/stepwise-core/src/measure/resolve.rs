@@ -57,6 +57,7 @@ fn resolve_metrics(spec: &AnalysisRunSpec, args: &ArgValues) -> Result<Vec<Metri
 }
 
 fn metric_spec(metric: Metric, i: usize, dry_run: bool, retention: usize) -> Result<MetricSpec, String> {
+    check_provider(&metric).map_err(|e| format!("metrics[{i}] ({}): {e}", metric.name))?;
     let interval = duration(&metric.interval, &format!("metrics[{i}].interval"))?;
     if interval == Some(StdDuration::ZERO) {
         return Err(format!("metrics[{i}].interval must be longer than zero"));
@@ -90,6 +91,41 @@ fn metric_spec(metric: Metric, i: usize, dry_run: bool, retention: usize) -> Res
         conditions: Conditions::compile(&metric, i)?,
         metric,
     })
+}
+
+/// What the schema accepts for Argo compatibility but stepwise does not do, and provider fields
+/// that cannot work however often they are tried: the run ends in Error at once with this
+/// message (naming the field and what to do instead) rather than retrying a measurement that
+/// cannot succeed.
+pub fn check_provider(metric: &Metric) -> Result<(), String> {
+    let provider = &metric.provider;
+    if let Some(name) = provider.unbuilt().first() {
+        return Err(format!(
+            "provider.{name}: provider {name} is not built into stepwise; run it as a metric plugin, see docs/plugins.md"
+        ));
+    }
+    let authentication = [
+        ("prometheus", provider.prometheus.as_ref().and_then(|p| p.authentication.as_ref())),
+        ("web", provider.web.as_ref().and_then(|w| w.authentication.as_ref())),
+    ];
+    for (kind, auth) in authentication {
+        // An empty object asks for nothing.
+        let Some(method) = auth.and_then(|a| a.as_object()).and_then(|a| a.keys().next()) else { continue };
+        return Err(format!(
+            "provider.{kind}.authentication.{method} is not supported; use headers with a secretKeyRef argument, \
+             e.g. Authorization: Bearer {{{{args.token}}}} (see docs/analysis.md)"
+        ));
+    }
+    if let Some(range) = provider.prometheus.as_ref().and_then(|p| p.range_query.as_ref()) {
+        range.offsets().map_err(|e| format!("provider.prometheus.{e}"))?;
+    }
+    if let Some(web) = &provider.web
+        && web.body.is_some()
+        && web.json_body.is_some()
+    {
+        return Err("provider.web: set body or jsonBody, not both".into());
+    }
+    Ok(())
 }
 
 /// Argo's checks of a count, which the API server cannot make on a templated one: more than one
