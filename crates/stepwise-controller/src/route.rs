@@ -54,6 +54,11 @@ pub struct Wanted {
     pub canary_hash: Option<String>,
     /// The stable pods' pod-template-hash.
     pub stable_hash: Option<String>,
+    /// The Service of the canary's share (canaryService, or the pingPong Service that is not
+    /// stable now).
+    pub canary_service: Option<String>,
+    /// The Service of the stable's share.
+    pub stable_service: Option<String>,
     /// The header and mirror routes wanted, in the order of managedRoutes.
     pub routes: Vec<RouteRequest>,
 }
@@ -71,7 +76,8 @@ pub async fn set_traffic(ctx: &Context, rollout: &Rollout, wanted: Wanted) -> Re
     let plugin_calls: Vec<(&String, &serde_json::Value)> =
         routing.plugins.iter().flatten().filter(|(name, _)| registered.contains(*name)).collect();
     let canary_weight = wanted.canary_weight;
-    let mut desired = Desired::for_canary(canary, canary_weight).map_err(traffic)?;
+    let services = (wanted.canary_service.as_deref(), wanted.stable_service.as_deref());
+    let mut desired = Desired::for_canary(canary, services, canary_weight).map_err(traffic)?;
     desired.canary_hash = wanted.canary_hash;
     desired.stable_hash = wanted.stable_hash;
     desired.routes = wanted.routes;
