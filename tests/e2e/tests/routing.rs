@@ -839,9 +839,10 @@ async fn switches_of(env: &Env, service: &str) -> anyhow::Result<Vec<String>> {
     Ok(events.iter().filter_map(|(_, m)| m.strip_prefix(&prefix).map(String::from)).collect())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_istio_ping_pong_canary_swaps_the_services_at_each_promotion_and_not_on_abort() -> anyhow::Result<()> {
-    let env = Env::new("istio-pingpong").await?;
+/// A namespace with the ping and pong Services, the VirtualService split between them and a
+/// Healthy pingPong Rollout of 5 pods routed through it; and the VirtualService as created.
+async fn ping_pong_env(name: &str) -> anyhow::Result<(Env, Value)> {
+    let env = Env::new(name).await?;
     router_crds(&env).await?;
     env.given_services(&["app-ping", "app-pong"]).await?;
     let created = given_object(&virtual_services(&env), ping_pong_virtual_service()).await?;
@@ -849,6 +850,12 @@ async fn an_istio_ping_pong_canary_swaps_the_services_at_each_promotion_and_not_
         "    canary:\n      pingPong: {{pingService: app-ping, pongService: app-pong}}\n      abortScaleDownDelaySeconds: 1\n      scaleDownDelaySeconds: 2\n      trafficRouting:\n        istio:\n          virtualService: {{name: app, routes: [primary]}}\n{STEPS}"
     );
     env.given_rollout(5, &strategy).await?;
+    Ok((env, created))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_istio_ping_pong_canary_swaps_the_services_at_each_promotion_and_not_on_abort() -> anyhow::Result<()> {
+    let (env, created) = ping_pong_env("istio-pingpong").await?;
     let v1 = env.get().await?.status.unwrap().current_pod_hash;
     let ping = || Some("ping".to_string());
     let pong = || Some("pong".to_string());
@@ -916,6 +923,28 @@ async fn an_istio_ping_pong_canary_swaps_the_services_at_each_promotion_and_not_
     .await?;
     then_ping_pong_weights(&env, &created, 100, 0).await?;
     assert_eq!(ping_pong_state(&env).await?, (ping(), v3.clone(), v3.clone()), "pong went back to the stable pods");
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_ping_pong_rollout_mid_rollout_sends_all_traffic_to_the_service_that_is_stable_now()
+-> anyhow::Result<()> {
+    let (env, created) = ping_pong_env("pingpong-delete").await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.when_promote_full().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    then_ping_pong_weights(&env, &created, 0, 100).await?;
+    // Pong is stable now; ping is the canary of the next release.
+    env.when_image("example.invalid/demo:3").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    then_ping_pong_weights(&env, &created, 20, 80).await?;
+
+    env.rollouts().delete(&env.rollout, &Default::default()).await?;
+    eventually("the Rollout is gone", secs(30), || async { Ok(env.rollouts().get_opt(&env.rollout).await?.is_none()) })
+        .await?;
+    let vs = serde_json::to_value(virtual_services(&env).get(&env.rollout).await?)?;
+    assert_eq!(ping_pong_weights(&vs), (Some(0), Some(100)), "all the traffic on pong, the stable Service");
     env.cleanup().await
 }
 
