@@ -48,16 +48,9 @@ pub async fn finalize(ctx: &Context, rollout: &Rollout) -> Result<(), Error> {
     }
     let name = rollout.name_any();
     if routed(rollout) {
-        // All of it to the Service that is stable now: with pingPong, the one the status names.
-        let canary = rollout.spec.strategy.canary.as_ref();
-        let roles = rollout.status.as_ref().and_then(|s| s.canary.as_ref()).and_then(|c| c.stable_ping_pong);
-        let (canary_service, stable_service) = canary.map(|c| c.services_in_roles(roles)).unwrap_or_default();
-        let wanted = Wanted {
-            canary_service: canary_service.map(String::from),
-            stable_service: stable_service.map(String::from),
-            ..Wanted::default()
-        };
-        match set_traffic(ctx, rollout, wanted).await {
+        // Naming no Service sends it all to the one that is stable now (with pingPong, the one
+        // the status names).
+        match set_traffic(ctx, rollout, Wanted::default()).await {
             Ok(()) => {
                 info!(rollout = %name, "all traffic back to stable before deletion");
                 let message = "All traffic sent back to the stable version before deletion";
