@@ -180,6 +180,8 @@ impl RolloutStrategy {
         [
             canary.and_then(|c| c.canary_service.as_deref()),
             canary.and_then(|c| c.stable_service.as_deref()),
+            canary.and_then(|c| c.ping_pong.as_ref()).map(|p| p.ping_service.as_str()),
+            canary.and_then(|c| c.ping_pong.as_ref()).map(|p| p.pong_service.as_str()),
             blue_green.map(|b| b.active_service.as_str()),
             blue_green.and_then(|b| b.preview_service.as_deref()),
         ]
@@ -209,7 +211,9 @@ pub struct RecreateStrategy {}
     {"rule": "!has(self.dynamicStableScale) || !self.dynamicStableScale || !has(self.scaleDownDelaySeconds)", "message": "spec.strategy.canary.dynamicStableScale cannot be combined with scaleDownDelaySeconds"},
     {"rule": "has(self.trafficRouting) || !has(self.minPodsPerReplicaSet)", "message": "spec.strategy.canary.minPodsPerReplicaSet needs trafficRouting"},
     {"rule": "has(self.trafficRouting) || !has(self.steps) || self.steps.all(s, !has(s.setCanaryScale) && !has(s.setHeaderRoute) && !has(s.setMirrorRoute))", "message": "spec.strategy.canary.steps: setCanaryScale, setHeaderRoute and setMirrorRoute need trafficRouting"},
-    {"rule": "!has(self.trafficRouting) || (has(self.canaryService) && has(self.stableService)) || (has(self.trafficRouting.istio) && has(self.trafficRouting.istio.destinationRule))", "message": "spec.strategy.canary.trafficRouting needs canaryService and stableService (only Istio subset-level splitting, with a destinationRule, does without)"},
+    {"rule": "!has(self.trafficRouting) || (has(self.canaryService) && has(self.stableService)) || has(self.pingPong) || (has(self.trafficRouting.istio) && has(self.trafficRouting.istio.destinationRule))", "message": "spec.strategy.canary.trafficRouting needs canaryService and stableService, or pingPong (only Istio subset-level splitting, with a destinationRule, does without)"},
+    {"rule": "!has(self.pingPong) || (!has(self.canaryService) && !has(self.stableService))", "message": "spec.strategy.canary.pingPong cannot be combined with canaryService or stableService: the ping and pong Services take both roles in turn"},
+    {"rule": "!has(self.pingPong) || has(self.trafficRouting)", "message": "spec.strategy.canary.pingPong needs trafficRouting"},
     {"rule": "!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))", "message": "spec.strategy.canary.steps: setWeight must be at most 100, or at most trafficRouting.maxTrafficWeight when that is set"}
 ]))]
 pub struct CanaryStrategy {
@@ -219,6 +223,12 @@ pub struct CanaryStrategy {
     /// Service whose selector stepwise points at the stable pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_service: Option<String>,
+    /// Two Services that take the stable and canary roles in turn, instead of canaryService and
+    /// stableService: at promotion the one that carries all the traffic becomes the stable one,
+    /// so no selector changes under live traffic. Istio host-level, Gateway API and router
+    /// plugins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_pong: Option<PingPongSpec>,
     /// The steps of a release, in order. With no steps, a new version goes straight to 100%
     /// subject to maxSurge and maxUnavailable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,6 +288,58 @@ pub struct CanaryStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_progress_threshold: Option<ReplicaProgressThreshold>,
 }
+
+/// The two Services of `pingPong`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.pingService != self.pongService", "message": "spec.strategy.canary.pingPong.pingService must differ from pongService"}
+]))]
+pub struct PingPongSpec {
+    /// The Service that is stable first (before any promotion).
+    #[schemars(length(min = 1))]
+    pub ping_service: String,
+    /// The Service that is the canary first.
+    #[schemars(length(min = 1))]
+    pub pong_service: String,
+}
+
+/// Which of the `pingPong` Services is stable.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PingPong {
+    /// pingService.
+    Ping,
+    /// pongService.
+    Pong,
+}
+
+impl PingPong {
+    /// The other Service's role.
+    pub fn other(self) -> PingPong {
+        match self {
+            PingPong::Ping => PingPong::Pong,
+            PingPong::Pong => PingPong::Ping,
+        }
+    }
+}
+
+impl CanaryStrategy {
+    /// The (canary, stable) Services: canaryService and stableService, or with pingPong the
+    /// Services in the roles `stable_ping_pong` gives them (ping is stable until a promotion says
+    /// otherwise).
+    pub fn services_in_roles(&self, stable_ping_pong: Option<PingPong>) -> (Option<&str>, Option<&str>) {
+        let Some(pp) = &self.ping_pong else {
+            return (self.canary_service.as_deref(), self.stable_service.as_deref());
+        };
+        let (ping, pong) = (pp.ping_service.as_str(), pp.pong_service.as_str());
+        match stable_ping_pong.unwrap_or(PingPong::Ping) {
+            PingPong::Ping => (Some(pong), Some(ping)),
+            PingPong::Pong => (Some(ping), Some(pong)),
+        }
+    }
+}
+
 
 /// A pod anti-affinity between the new version's pods and the stable version's, on
 /// `kubernetes.io/hostname`, added to the new ReplicaSet's pod template (never to the
@@ -1137,6 +1199,10 @@ pub struct CanaryStatus {
     /// The header and mirror routes last made through the router, in precedence order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_routes: Option<Vec<ManagedRouteStatus>>,
+    /// With pingPong: which of the two Services is stable, `ping` or `pong`. They swap at each
+    /// promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_ping_pong: Option<PingPong>,
 }
 
 /// A header or mirror route made through the router.

@@ -48,6 +48,8 @@ pub async fn finalize(ctx: &Context, rollout: &Rollout) -> Result<(), Error> {
     }
     let name = rollout.name_any();
     if routed(rollout) {
+        // Naming no Service sends it all to the one that is stable now (with pingPong, the one
+        // the status names).
         match set_traffic(ctx, rollout, Wanted::default()).await {
             Ok(()) => {
                 info!(rollout = %name, "all traffic back to stable before deletion");

@@ -54,6 +54,11 @@ pub struct Wanted {
     pub canary_hash: Option<String>,
     /// The stable pods' pod-template-hash.
     pub stable_hash: Option<String>,
+    /// The Service of the canary's share (canaryService, or the pingPong Service that is not
+    /// stable now); with neither Service named, the roles the Rollout's status records.
+    pub canary_service: Option<String>,
+    /// The Service of the stable's share.
+    pub stable_service: Option<String>,
     /// The header and mirror routes wanted, in the order of managedRoutes.
     pub routes: Vec<RouteRequest>,
 }
@@ -71,7 +76,14 @@ pub async fn set_traffic(ctx: &Context, rollout: &Rollout, wanted: Wanted) -> Re
     let plugin_calls: Vec<(&String, &serde_json::Value)> =
         routing.plugins.iter().flatten().filter(|(name, _)| registered.contains(*name)).collect();
     let canary_weight = wanted.canary_weight;
-    let mut desired = Desired::for_canary(canary, canary_weight).map_err(traffic)?;
+    // Core names the Services in the roles its plan gives them (a pingPong promotion swaps them);
+    // without them (the finalizer), the roles the Rollout's status records.
+    let roles = rollout.status.as_ref().and_then(|s| s.canary.as_ref()).and_then(|c| c.stable_ping_pong);
+    let services = match (wanted.canary_service.as_deref(), wanted.stable_service.as_deref()) {
+        (None, None) => canary.services_in_roles(roles),
+        named => named,
+    };
+    let mut desired = Desired::for_canary(canary, services, canary_weight).map_err(traffic)?;
     desired.canary_hash = wanted.canary_hash;
     desired.stable_hash = wanted.stable_hash;
     desired.routes = wanted.routes;

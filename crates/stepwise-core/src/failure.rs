@@ -354,6 +354,7 @@ mod tests {
                 current_step_analysis_run_status: Some(run("app-new-2-1")),
                 current_background_analysis_run_status: Some(run("app-new-2")),
                 managed_routes: None,
+                stable_ping_pong: None,
             }),
             current_step_index: Some(1),
             ..status(RolloutPhase::Progressing, "Step 2/3: analysis")
@@ -364,6 +365,8 @@ mod tests {
                 canary_weight: 50,
                 canary_hash: "new".into(),
                 stable_hash: Some("old".into()),
+                canary_service: Some("canary".into()),
+                stable_service: Some("stable".into()),
                 routes: Vec::new(),
             },
             create_run("app-new-2-1", AnalysisKind::Step(1)),
@@ -408,6 +411,8 @@ mod tests {
                 canary_weight: 10,
                 canary_hash: "new".into(),
                 stable_hash: None,
+                canary_service: Some("canary".into()),
+                stable_service: Some("stable".into()),
                 routes: Vec::new(),
             }],
             status: RolloutStatus {

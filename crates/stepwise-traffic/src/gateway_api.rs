@@ -800,6 +800,39 @@ mod tests {
     }
 
     #[test]
+    fn ping_pong_backend_refs_are_weighed_by_the_services_current_roles() {
+        use stepwise_api::PingPong;
+        let route = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "4"},
+            "spec": {"rules": [{"backendRefs": [
+                {"name": "web-ping", "port": 80, "weight": 100},
+                {"name": "web-pong", "port": 80, "weight": 0}
+            ]}]}
+        });
+        let weights = |r: &Value| {
+            (
+                r["spec"]["rules"][0]["backendRefs"][0]["weight"].clone(),
+                r["spec"]["rules"][0]["backendRefs"][1]["weight"].clone(),
+            )
+        };
+        let first = crate::testing::ping_pong(PingPong::Ping, 40);
+        let during = apply(&route, &router().patch(&target(), &route, &first).unwrap().unwrap());
+        assert_eq!(weights(&during), (json!(60), json!(40)), "pong is the canary of the first release");
+        let full = apply(
+            &during,
+            &router().patch(&target(), &during, &crate::testing::ping_pong(PingPong::Ping, 100)).unwrap().unwrap(),
+        );
+        let swapped = crate::testing::ping_pong(PingPong::Pong, 0);
+        assert_eq!(router().patch(&target(), &full, &swapped).unwrap(), None, "the swap writes nothing");
+        assert_eq!(router().canary_weight(&target(), &full, &swapped).unwrap(), Some(0));
+        let next = crate::testing::ping_pong(PingPong::Pong, 25);
+        let after = apply(&full, &router().patch(&target(), &full, &next).unwrap().unwrap());
+        assert_eq!(weights(&after), (json!(25), json!(75)), "ping is the canary of the next release");
+    }
+
+    #[test]
     fn a_weight_changes_only_the_backend_weights_of_the_rule_naming_both_services() {
         let route = http_route();
         let patch = router().patch(&target(), &route, &desired(40)).unwrap().unwrap();

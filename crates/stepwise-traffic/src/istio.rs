@@ -750,6 +750,65 @@ mod tests {
         super::virtual_service("web", "shop")
     }
 
+    /// A VirtualService split between the pingPong Services, all the traffic on ping.
+    fn ping_pong_virtual_service() -> Value {
+        json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "3"},
+            "spec": {"hosts": ["web"], "http": [{"name": "primary", "route": [
+                {"destination": {"host": "web-ping"}, "weight": 100},
+                {"destination": {"host": "web-pong"}, "weight": 0}
+            ]}]}
+        })
+    }
+
+    fn weights_of(vs: &Value) -> (Value, Value) {
+        (vs["spec"]["http"][0]["route"][0]["weight"].clone(), vs["spec"]["http"][0]["route"][1]["weight"].clone())
+    }
+
+    #[test]
+    fn ping_pong_weight_goes_to_the_host_of_the_service_that_is_not_stable() {
+        use stepwise_api::PingPong;
+        let vs = ping_pong_virtual_service();
+        let target = virtual_service_target();
+        let want = crate::testing::ping_pong(PingPong::Ping, 30);
+        let after = apply(&vs, &router(PRIMARY).patch(&target, &vs, &want).unwrap().unwrap());
+        assert_eq!(weights_of(&after), (json!(70), json!(30)), "ping is stable, pong the canary");
+        assert_eq!(router(PRIMARY).canary_weight(&target, &after, &want).unwrap(), Some(30));
+    }
+
+    #[test]
+    fn a_ping_pong_swap_at_full_weight_moves_no_traffic_and_the_next_release_weighs_the_other_host() {
+        use stepwise_api::PingPong;
+        let target = virtual_service_target();
+        let mut vs = ping_pong_virtual_service();
+        vs["spec"]["http"][0]["route"][0]["weight"] = json!(0);
+        vs["spec"]["http"][0]["route"][1]["weight"] = json!(100);
+        let before = crate::testing::ping_pong(PingPong::Ping, 100);
+        assert_eq!(router(PRIMARY).patch(&target, &vs, &before).unwrap(), None, "pong, the canary, has it all");
+        let promoted = crate::testing::ping_pong(PingPong::Pong, 0);
+        assert_eq!(router(PRIMARY).patch(&target, &vs, &promoted).unwrap(), None, "the swap writes nothing");
+        assert_eq!(router(PRIMARY).canary_weight(&target, &vs, &promoted).unwrap(), Some(0));
+        let next = crate::testing::ping_pong(PingPong::Pong, 20);
+        let after = apply(&vs, &router(PRIMARY).patch(&target, &vs, &next).unwrap().unwrap());
+        assert_eq!(weights_of(&after), (json!(20), json!(80)), "ping is the canary of the next release");
+    }
+
+    #[test]
+    fn a_ping_pong_header_route_goes_to_the_service_that_is_the_canary_now() {
+        use stepwise_api::PingPong;
+        let vs = ping_pong_virtual_service();
+        let want = Desired {
+            managed_route_names: vec!["mirror".into(), "beta".into()],
+            routes: vec![beta()],
+            ..crate::testing::ping_pong(PingPong::Pong, 10)
+        };
+        let after = apply(&vs, &router(PRIMARY).patch(&virtual_service_target(), &vs, &want).unwrap().unwrap());
+        assert_eq!(after["spec"]["http"][0]["name"], "beta");
+        assert_eq!(after["spec"]["http"][0]["route"][0]["destination"]["host"], "web-ping");
+    }
+
     #[test]
     fn a_weight_already_in_place_needs_no_patch() {
         let vs = virtual_service();

@@ -427,6 +427,18 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_pong_request_names_the_two_services_in_their_current_roles() {
+        use stepwise_api::PingPong;
+        let rollout = RolloutRef { namespace: "shop".into(), name: "api".into(), uid: "u-1".into() };
+        let roles = |stable, weight| {
+            let request = set_traffic_request(&rollout, &json!({}), &crate::testing::ping_pong(stable, weight));
+            (request["desired"]["canaryService"].clone(), request["desired"]["stableService"].clone())
+        };
+        assert_eq!(roles(PingPong::Ping, 30), (json!("web-pong"), json!("web-ping")));
+        assert_eq!(roles(PingPong::Pong, 0), (json!("web-ping"), json!("web-pong")));
+    }
+
+    #[test]
     fn info_gives_the_capabilities_and_absent_ones_are_false() {
         let info = read_info(
             200,

@@ -776,3 +776,219 @@ async fn gateway_api_header_and_mirror_rules_are_accepted_by_the_real_crd_and_go
     Router::GatewayApi.then_weight(&env, &created, 0).await?;
     Ok(())
 }
+
+/// A VirtualService split between the pingPong Services, all the traffic on ping.
+fn ping_pong_virtual_service() -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "app"},
+        "spec": {
+            "hosts": ["app.example.invalid"],
+            "http": [
+                {"name": "preview", "match": [{"headers": {"x-preview": {"exact": "1"}}}],
+                 "route": [{"destination": {"host": "app-preview"}}]},
+                {"name": "primary", "retries": {"attempts": 3, "perTryTimeout": "2s"},
+                 "route": [
+                    {"destination": {"host": "app-ping", "port": {"number": 80}}, "weight": 100},
+                    {"destination": {"host": "app-pong", "port": {"number": 80}}, "weight": 0}
+                 ]}
+            ]
+        }
+    })
+}
+
+/// (ping, pong) weights of the VirtualService's primary route.
+fn ping_pong_weights(object: &Value) -> (Option<i64>, Option<i64>) {
+    let weight = |i: usize| object.pointer(&format!("/spec/http/1/route/{i}/weight")).and_then(Value::as_i64);
+    (weight(0), weight(1))
+}
+
+/// Waits until the VirtualService sends `ping` to app-ping and `pong` to app-pong, and checks
+/// that nothing but the weights differs from the VirtualService as created.
+async fn then_ping_pong_weights(env: &Env, created: &Value, ping: i64, pong: i64) -> anyhow::Result<()> {
+    let seen = Arc::new(Mutex::new(None));
+    let result = eventually(&format!("ping {ping}, pong {pong}"), secs(30), || {
+        let seen = seen.clone();
+        async move {
+            let weights = ping_pong_weights(&serde_json::to_value(virtual_services(env).get(&env.rollout).await?)?);
+            *seen.lock().unwrap() = Some(weights);
+            Ok(weights == (Some(ping), Some(pong)))
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        anyhow::bail!("{e}: (ping, pong) = {:?}", seen.lock().unwrap());
+    }
+    let object = serde_json::to_value(virtual_services(env).get(&env.rollout).await?)?;
+    assert_eq!(without_weights(&object["spec"]), without_weights(&created["spec"]), "only the weights changed");
+    Ok(())
+}
+
+/// The stable pingPong Service as the status records it, and the versions ping and pong select.
+async fn ping_pong_state(env: &Env) -> anyhow::Result<(Option<String>, Option<String>, Option<String>)> {
+    let status = env.get().await?.status.unwrap_or_default();
+    let stable = status.canary.and_then(|c| c.stable_ping_pong).map(|p| format!("{p:?}").to_lowercase());
+    Ok((stable, env.service_hash("app-ping").await?, env.service_hash("app-pong").await?))
+}
+
+/// The versions the Rollout's events say `service` was switched to, in order.
+async fn switches_of(env: &Env, service: &str) -> anyhow::Result<Vec<String>> {
+    let prefix = format!("Switched selector of Service {service} to ");
+    let events = env.events().await?;
+    Ok(events.iter().filter_map(|(_, m)| m.strip_prefix(&prefix).map(String::from)).collect())
+}
+
+/// A namespace with the ping and pong Services, the VirtualService split between them and a
+/// Healthy pingPong Rollout of 5 pods routed through it; and the VirtualService as created.
+async fn ping_pong_env(name: &str) -> anyhow::Result<(Env, Value)> {
+    let env = Env::new(name).await?;
+    router_crds(&env).await?;
+    env.given_services(&["app-ping", "app-pong"]).await?;
+    let created = given_object(&virtual_services(&env), ping_pong_virtual_service()).await?;
+    let strategy = format!(
+        "    canary:\n      pingPong: {{pingService: app-ping, pongService: app-pong}}\n      abortScaleDownDelaySeconds: 1\n      scaleDownDelaySeconds: 2\n      trafficRouting:\n        istio:\n          virtualService: {{name: app, routes: [primary]}}\n{STEPS}"
+    );
+    env.given_rollout(5, &strategy).await?;
+    Ok((env, created))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_istio_ping_pong_canary_swaps_the_services_at_each_promotion_and_not_on_abort() -> anyhow::Result<()> {
+    let (env, created) = ping_pong_env("istio-pingpong").await?;
+    let v1 = env.get().await?.status.unwrap().current_pod_hash;
+    let ping = || Some("ping".to_string());
+    let pong = || Some("pong".to_string());
+    // First deploy: ping is stable, both Services select the only version.
+    eventually("both Services on the first version", secs(30), || async {
+        Ok(ping_pong_state(&env).await? == (ping(), v1.clone(), v1.clone()))
+    })
+    .await?;
+    then_ping_pong_weights(&env, &created, 100, 0).await?;
+
+    // First release: pong is the canary.
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.then_pods(1, 5, secs(30)).await?;
+    let v2 = env.get().await?.status.unwrap().current_pod_hash;
+    then_ping_pong_weights(&env, &created, 80, 20).await?;
+    assert_eq!(ping_pong_state(&env).await?, (ping(), v1.clone(), v2.clone()));
+    env.when_promote().await?;
+    env.then_paused_at_step(3, secs(60)).await?;
+    then_ping_pong_weights(&env, &created, 40, 60).await?;
+    env.when_promote().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    env.then_pods(5, 0, secs(60)).await?;
+    // Pong carried all the traffic at the end: it is stable now, and ping, with none, follows.
+    then_ping_pong_weights(&env, &created, 0, 100).await?;
+    assert_eq!(ping_pong_state(&env).await?, (pong(), v2.clone(), v2.clone()));
+    assert_eq!(
+        switches_of(&env, "app-pong").await?,
+        [v1.clone().unwrap(), v2.clone().unwrap()],
+        "pong was switched to the new version once, before it had traffic, and never again"
+    );
+
+    // Second release: ping is the canary, and stable again at the end.
+    env.when_image("example.invalid/demo:3").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.then_pods(1, 5, secs(30)).await?;
+    let v3 = env.get().await?.status.unwrap().current_pod_hash;
+    then_ping_pong_weights(&env, &created, 20, 80).await?;
+    assert_eq!(ping_pong_state(&env).await?, (pong(), v3.clone(), v2.clone()));
+    env.when_promote_full().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    env.then_pods(5, 0, secs(60)).await?;
+    then_ping_pong_weights(&env, &created, 100, 0).await?;
+    assert_eq!(ping_pong_state(&env).await?, (ping(), v3.clone(), v3.clone()));
+
+    // Third release, aborted: pong is the canary; all the traffic goes back to ping, no swap.
+    env.when_image("example.invalid/demo:4").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.then_pods(1, 5, secs(30)).await?;
+    let v4 = env.get().await?.status.unwrap().current_pod_hash;
+    then_ping_pong_weights(&env, &created, 80, 20).await?;
+    assert_eq!(ping_pong_state(&env).await?, (ping(), v3.clone(), v4.clone()));
+    check_traffic_leaves_before_pods(
+        &env,
+        virtual_services(&env),
+        |o| ping_pong_weights(o).1,
+        v4.clone().unwrap(),
+        1,
+        || async {
+            env.when_abort().await?;
+            env.then_phase(RolloutPhase::Degraded, secs(30)).await?;
+            env.then_pods(0, 5, secs(60)).await
+        },
+    )
+    .await?;
+    then_ping_pong_weights(&env, &created, 100, 0).await?;
+    assert_eq!(ping_pong_state(&env).await?, (ping(), v3.clone(), v3.clone()), "pong went back to the stable pods");
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_ping_pong_rollout_mid_rollout_sends_all_traffic_to_the_service_that_is_stable_now()
+-> anyhow::Result<()> {
+    let (env, created) = ping_pong_env("pingpong-delete").await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.when_promote_full().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    then_ping_pong_weights(&env, &created, 0, 100).await?;
+    // Pong is stable now; ping is the canary of the next release.
+    env.when_image("example.invalid/demo:3").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    then_ping_pong_weights(&env, &created, 20, 80).await?;
+
+    env.rollouts().delete(&env.rollout, &Default::default()).await?;
+    eventually("the Rollout is gone", secs(30), || async { Ok(env.rollouts().get_opt(&env.rollout).await?.is_none()) })
+        .await?;
+    let vs = serde_json::to_value(virtual_services(&env).get(&env.rollout).await?)?;
+    assert_eq!(ping_pong_weights(&vs), (Some(0), Some(100)), "all the traffic on pong, the stable Service");
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_pong_with_a_canary_service_is_refused_by_the_api_server_naming_the_field() -> anyhow::Result<()> {
+    let env = Env::new("pingpong-refused").await?;
+    let yaml = "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {name: app}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: demo}}\n  template:\n    metadata: {labels: {app: demo}}\n    spec: {containers: [{name: app, image: 'example.invalid/demo:1'}]}\n  strategy:\n    canary:\n      canaryService: app-canary\n      pingPong: {pingService: app-ping, pongService: app-pong}\n      trafficRouting:\n        istio:\n          virtualService: {name: app}\n";
+    let rollout: Rollout = serde_yaml::from_str(yaml)?;
+    let err = env.rollouts().create(&PostParams::default(), &rollout).await.expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("spec.strategy.canary.pingPong cannot be combined with canaryService or stableService"),
+        "{err}"
+    );
+    env.cleanup().await
+}
+
+/// Applies examples/canary-istio-pingpong.yaml as a user would and releases a version through
+/// it: the example in docs/routers.md works as written.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_istio_ping_pong_example_swaps_the_services_as_documented() -> anyhow::Result<()> {
+    let mut env = Env::new("pingpong-example").await?;
+    router_crds(&env).await?;
+    env.rollout = "demo".into();
+    let text = std::fs::read_to_string(repo_root().join("examples/canary-istio-pingpong.yaml"))?;
+    for doc in text.split("\n---\n") {
+        let object: Value = serde_yaml::from_str(doc)?;
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        given_object(&api_of(&env, &kind)?, object).await?;
+    }
+    let weights = || async {
+        let object = serde_json::to_value(virtual_services(&env).get("demo").await?)?;
+        let weight = |i: usize| object.pointer(&format!("/spec/http/0/route/{i}/weight")).and_then(Value::as_i64);
+        anyhow::Ok((weight(0), weight(1)))
+    };
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    env.when_image("example.invalid/demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    eventually("ping 80, pong 20", secs(30), || async { Ok(weights().await? == (Some(80), Some(20))) }).await?;
+    env.when_promote_full().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    eventually("ping 0, pong 100", secs(30), || async { Ok(weights().await? == (Some(0), Some(100))) }).await?;
+    let status = env.get().await?.status.unwrap();
+    assert_eq!(status.canary.and_then(|c| c.stable_ping_pong), Some(stepwise_api::PingPong::Pong));
+    assert_eq!(env.service_hash("demo-pong").await?, status.current_pod_hash);
+    env.cleanup().await
+}

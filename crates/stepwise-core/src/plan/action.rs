@@ -82,6 +82,11 @@ pub enum Action {
         canary_hash: String,
         /// Pod template hash of the stable version.
         stable_hash: Option<String>,
+        /// The Service of the canary's share: canaryService, or the pingPong Service that is not
+        /// stable now. None with Istio subset-level splitting.
+        canary_service: Option<String>,
+        /// The Service of the stable's share: stableService, or the stable pingPong Service.
+        stable_service: Option<String>,
         /// Every header and mirror route wanted, in the order of `managedRoutes`; the router
         /// removes the managed routes not listed.
         routes: Vec<RouteRequest>,

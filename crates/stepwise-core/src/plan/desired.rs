@@ -32,8 +32,12 @@ pub(crate) struct Weight {
     /// The version that carries the canary's share.
     pub canary_hash: String,
     pub stable_hash: Option<String>,
-    /// Whether the versions differ from those the router was last given.
-    pub hashes_changed: bool,
+    /// The Service of the canary's share (canaryService, or the canary one of pingPong).
+    pub canary_service: Option<String>,
+    /// The Service of the stable's share.
+    pub stable_service: Option<String>,
+    /// Whether the versions or the Services differ from those the router was last given.
+    pub sides_changed: bool,
 }
 
 /// What the world should look like once the plan is carried out. Only what the plan decides is
@@ -283,7 +287,7 @@ fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
         out.event(action_event::SERVICE_SWITCHED, format!("Switched selector of Service {service} to {hash}"));
     }
     let Some(weight) = desired.weight.take() else { return };
-    if weight.previous == Some(weight.canary) && !desired.routes_changed && !weight.hashes_changed {
+    if weight.previous == Some(weight.canary) && !desired.routes_changed && !weight.sides_changed {
         return;
     }
     if weight.previous != Some(weight.canary) {
@@ -294,6 +298,8 @@ fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
         canary_weight: weight.canary,
         canary_hash: weight.canary_hash,
         stable_hash: weight.stable_hash,
+        canary_service: weight.canary_service,
+        stable_service: weight.stable_service,
         routes: std::mem::take(&mut desired.routes),
     });
 }

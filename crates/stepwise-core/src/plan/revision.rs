@@ -51,7 +51,12 @@ fn start_new_version(
     status.abort = None;
     status.aborted_at = None;
     status.promote_full = None;
-    status.canary = status.canary.take().map(|c| CanaryStatus { weights: c.weights, ..Default::default() });
+    // The router keeps its weights and pingPong its roles from one version to the next.
+    status.canary = status.canary.take().map(|c| CanaryStatus {
+        weights: c.weights,
+        stable_ping_pong: c.stable_ping_pong,
+        ..Default::default()
+    });
     if let Some(bg) = status.blue_green.as_mut() {
         bg.pre_promotion_analysis_run_status = None;
         bg.post_promotion_analysis_run_status = None;

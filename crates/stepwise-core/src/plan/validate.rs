@@ -58,6 +58,7 @@ pub(crate) fn validate(rollout: &Rollout, observed: &Observed) -> Result<(PodTem
     validate_services(spec, observed)?;
     validate_fenceposts(spec)?;
     validate_routers(spec, observed)?;
+    validate_ping_pong_routers(spec)?;
     validate_analyses(rollout, observed).map_err(|message| Invalid { message, look_again: true })?;
     Ok((template, selector))
 }
@@ -179,14 +180,32 @@ fn validate_services(spec: &RolloutSpec, observed: &Observed) -> Result<(), Stri
             .as_ref()
             .and_then(|t| t.istio.as_ref())
             .is_some_and(|i| i.destination_rule.is_some());
+        if let Some(pp) = &canary.ping_pong {
+            if canary.canary_service.is_some() || canary.stable_service.is_some() {
+                return Err("spec.strategy.canary.pingPong cannot be combined with canaryService or stableService: the ping and pong Services take both roles in turn".into());
+            }
+            if pp.ping_service.is_empty() || pp.pong_service.is_empty() {
+                return Err("spec.strategy.canary.pingPong needs both pingService and pongService".into());
+            }
+            if pp.ping_service == pp.pong_service {
+                return Err("spec.strategy.canary.pingPong.pingService must differ from pongService".into());
+            }
+            if canary.traffic_routing.is_none() {
+                return Err("spec.strategy.canary.pingPong needs trafficRouting".into());
+            }
+        }
         if canary.traffic_routing.is_some()
             && !subset_level
+            && canary.ping_pong.is_none()
             && (canary.canary_service.is_none() || canary.stable_service.is_none())
         {
-            return Err("spec.strategy.canary.trafficRouting needs canaryService and stableService (only Istio subset-level splitting, with a destinationRule, does without)".into());
+            return Err("spec.strategy.canary.trafficRouting needs canaryService and stableService, or pingPong (only Istio subset-level splitting, with a destinationRule, does without)".into());
         }
         exists("spec.strategy.canary.canaryService", canary.canary_service.as_ref())?;
         exists("spec.strategy.canary.stableService", canary.stable_service.as_ref())?;
+        let ping_pong = canary.ping_pong.as_ref();
+        exists("spec.strategy.canary.pingPong.pingService", ping_pong.map(|p| &p.ping_service))?;
+        exists("spec.strategy.canary.pingPong.pongService", ping_pong.map(|p| &p.pong_service))?;
     }
     if let Some(bg) = &spec.strategy.blue_green {
         if bg.preview_service.as_deref() == Some(bg.active_service.as_str()) {
@@ -287,6 +306,25 @@ fn validate_routers(spec: &RolloutSpec, observed: &Observed) -> Result<(), Strin
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// pingPong needs a router that splits between two Services named as they are in their roles
+/// now, and so follows a swap: Istio host-level, Gateway API and router plugins. The others
+/// derive their objects from the stable Service (nginx's stable Ingress, SMI's root Service,
+/// Ambassador's Mapping) or are not built for the swap; Istio's subset-level splitting routes to
+/// subsets, not Services.
+fn validate_ping_pong_routers(spec: &RolloutSpec) -> Result<(), String> {
+    let Some(canary) = spec.strategy.canary.as_ref().filter(|c| c.ping_pong.is_some()) else { return Ok(()) };
+    if canary.traffic_routing.as_ref().and_then(|t| t.istio.as_ref()).is_some_and(|i| i.destination_rule.is_some()) {
+        return Err("spec.strategy.canary.pingPong cannot be combined with trafficRouting.istio.destinationRule: subset-level splitting routes to subsets, not to the ping and pong Services".into());
+    }
+    let able = |kind: &str| kind == "istio" || kind == "gatewayAPI" || kind.starts_with("plugins.");
+    if let Some(kind) = named_routers(spec).into_iter().find(|k| !able(k)) {
+        return Err(format!(
+            "spec.strategy.canary.pingPong: the {kind} router cannot swap the ping and pong Services; istio (host-level), gatewayAPI and router plugins can"
+        ));
     }
     Ok(())
 }

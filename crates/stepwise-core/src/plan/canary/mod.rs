@@ -6,7 +6,7 @@ pub(crate) mod routes;
 mod traffic;
 mod walk;
 
-use stepwise_api::{CanaryStatus, CanaryStrategy, PauseReason, RolloutStatus};
+use stepwise_api::{CanaryStatus, CanaryStrategy, PauseReason, PingPong, RolloutStatus};
 
 use super::abort::{abort, aborted};
 use super::action::EventType;
@@ -36,9 +36,14 @@ pub(crate) fn plan(
     status: &mut RolloutStatus,
     draft: &mut Draft,
 ) {
-    let c = Canary::new(ctx, spec, prev);
+    let mut c = Canary::new(ctx, spec, prev);
     let mut canary_status = status.canary.clone().unwrap_or_default();
+    // Ping is stable until a promotion makes pong stable; without pingPong nothing is recorded.
+    canary_status.stable_ping_pong =
+        spec.ping_pong.as_ref().map(|_| canary_status.stable_ping_pong.unwrap_or(PingPong::Ping));
+    c.set_roles(canary_status.stable_ping_pong);
     let decision = decide(&c, prev, status, &mut canary_status, draft);
+    c.set_roles(canary_status.stable_ping_pong);
     traffic::desire(&c, &decision, status, &mut canary_status, draft);
     status.canary = if canary_status == CanaryStatus::default() { None } else { Some(canary_status) };
 }
@@ -170,6 +175,12 @@ fn promote_if_done(
         format!("Completed all {} canary steps", c.n)
     };
     status.stable_rs = Some(ctx.hash.clone());
+    // The Service that carries all the traffic now (the canary's) becomes the stable one, so the
+    // stable selector never moves under live traffic; the other one, which carries nothing,
+    // becomes the canary's. A first version has no older stable to swap with.
+    if has_stable {
+        canary_status.stable_ping_pong = canary_status.stable_ping_pong.map(PingPong::other);
+    }
     status.promote_full = None;
     end_all_pauses(status);
     d.promoted = true;

@@ -25,8 +25,15 @@ pub(crate) struct Canary<'c> {
     /// The (canary, stable) pod-template-hashes the router was last given, as the status
     /// recorded them.
     pub prev_hashes: Option<(Option<String>, Option<String>)>,
+    /// The (canary, stable) Services the router was last given, as the status recorded them.
+    pub prev_services: Option<(Option<String>, Option<String>)>,
     /// The header and mirror routes the router was last given, as the status recorded them.
     pub prev_routes: Vec<stepwise_api::ManagedRouteStatus>,
+    /// The Service in front of the canary: canaryService, or with pingPong the one of the two
+    /// that is not stable now.
+    pub canary_service: Option<&'c str>,
+    /// The Service in front of the stable pods: stableService, or the stable one of pingPong.
+    pub stable_service: Option<&'c str>,
 }
 
 /// The ReplicaSets other than the newest: the stable one (when it is another) and the older ones.
@@ -38,6 +45,8 @@ pub(crate) struct Others {
 impl<'c> Canary<'c> {
     pub fn new(ctx: &'c Ctx<'c>, spec: &'c CanaryStrategy, prev: &RolloutStatus) -> Self {
         let steps = spec.steps.as_deref().unwrap_or_default();
+        let roles = prev.canary.as_ref().and_then(|c| c.stable_ping_pong);
+        let (canary_service, stable_service) = spec.services_in_roles(roles);
         let (surge, unavailable) =
             resolve_fenceposts(spec.max_surge.as_ref(), spec.max_unavailable.as_ref(), ctx.replicas);
         Canary {
@@ -55,8 +64,21 @@ impl<'c> Canary<'c> {
                 .as_ref()
                 .and_then(|c| c.weights.as_ref())
                 .map(|w| (w.canary.pod_template_hash.clone(), w.stable.pod_template_hash.clone())),
+            prev_services: prev
+                .canary
+                .as_ref()
+                .and_then(|c| c.weights.as_ref())
+                .map(|w| (w.canary.service_name.clone(), w.stable.service_name.clone())),
             prev_routes: prev.canary.as_ref().and_then(|c| c.managed_routes.clone()).unwrap_or_default(),
+            canary_service,
+            stable_service,
         }
+    }
+
+    /// Takes the Services' roles from `stable_ping_pong`, as the decisions left it (a promotion
+    /// swaps the pingPong Services).
+    pub fn set_roles(&mut self, stable_ping_pong: Option<stepwise_api::PingPong>) {
+        (self.canary_service, self.stable_service) = self.spec.services_in_roles(stable_ping_pong);
     }
 
     /// The stable and older ReplicaSets, as the status has them now.

@@ -48,7 +48,7 @@ pub(crate) fn desire(
     point_routed_canary_service(c, d, &others, &routed, draft);
     // The canary's share goes where the canary Service points once this plan is carried out;
     // without one (Istio subsets), to the side that carries it.
-    let canary_service = c.spec.canary_service.as_deref();
+    let canary_service = c.canary_service;
     let canary_hash = canary_service.and_then(|s| draft.desired.selected(c.ctx, s)).unwrap_or(routed.side.hash.clone());
     record_weight(c, status, weight, &canary_hash, canary_status, draft);
 }
@@ -83,7 +83,7 @@ fn canary_side(c: &Canary, d: &Decision, others: &Others, canary_pods: i32) -> C
     let new = ctx.counts(&ctx.hash);
     let new_available = if d.aborted { new.kept_available() } else { new.available_once_scaled_to(canary_pods) };
     let new_side = CanarySide { hash: ctx.hash.clone(), available: new_available, kept: new.kept_available() };
-    let selected = c.spec.canary_service.as_deref().and_then(|s| ctx.observed.services.get(s).cloned().flatten());
+    let selected = c.canary_service.and_then(|s| ctx.observed.services.get(s).cloned().flatten());
     let Some(selected) = selected.filter(|h| *h != ctx.hash) else { return new_side };
     let kept = ctx.counts(&selected).kept_available();
     let selected_side = CanarySide { available: kept, kept, hash: selected };
@@ -233,7 +233,7 @@ fn basic_pods(c: &Canary, d: &Decision, others: &Others, draft: &mut Draft) {
     // which it does once the stable has available pods at its new spec. Holding the canary
     // leaves the stable no more room, so the answer stays the same.
     if d.aborted
-        && let Some(canary_service) = c.spec.canary_service.as_deref()
+        && let Some(canary_service) = c.canary_service
     {
         let service_on_stable = others.stable.as_deref().is_some_and(|h| {
             ctx.observed.services.get(canary_service).cloned().flatten().as_deref() == Some(h)
@@ -259,7 +259,7 @@ fn basic_pods(c: &Canary, d: &Decision, others: &Others, draft: &mut Draft) {
 /// from zero has nothing better to wait for).
 fn point_stable_service(c: &Canary, status: &RolloutStatus, canary_weight: i32, draft: &mut Draft) {
     let ctx = c.ctx;
-    let (Some(service), Some(sh)) = (c.spec.stable_service.as_deref(), status.stable_rs.as_deref()) else { return };
+    let (Some(service), Some(sh)) = (c.stable_service, status.stable_rs.as_deref()) else { return };
     let available = draft.desired.available(ctx, sh);
     let share = replicas_for_weight(c.max_weight - canary_weight.clamp(0, c.max_weight), ctx.replicas, c.max_weight);
     let selected = draft.desired.selected(ctx, service);
@@ -274,7 +274,7 @@ fn point_stable_service(c: &Canary, status: &RolloutStatus, canary_weight: i32, 
 fn point_basic_canary_service(c: &Canary, d: &Decision, status: &RolloutStatus, draft: &mut Draft) {
     let ctx = c.ctx;
     let target = if d.aborted { status.stable_rs.clone() } else { Some(ctx.hash.clone()) };
-    if let (Some(service), Some(target)) = (c.spec.canary_service.as_deref(), target)
+    if let (Some(service), Some(target)) = (c.canary_service, target)
         && draft.desired.available(ctx, &target) > 0
     {
         draft.desired.select(service, &target);
@@ -288,7 +288,7 @@ fn point_basic_canary_service(c: &Canary, d: &Decision, status: &RolloutStatus, 
 fn point_routed_canary_service(c: &Canary, d: &Decision, others: &Others, routed: &Routed, draft: &mut Draft) {
     let Routed { weight, ref side, .. } = *routed;
     let ctx = c.ctx;
-    let Some(service) = c.spec.canary_service.as_deref() else { return };
+    let Some(service) = c.canary_service else { return };
     let target = match others.stable.as_deref() {
         Some(sh) if d.aborted => {
             let back = weight == 0 && draft.desired.available(ctx, sh) >= ctx.replicas;
@@ -322,12 +322,17 @@ fn record_weight(
     let ctx = c.ctx;
     let stable_hash = status.stable_rs.clone();
     let hashes = (Some(canary_hash.to_string()), stable_hash.clone());
+    let services = (c.canary_service.map(String::from), c.stable_service.map(String::from));
     draft.desired.weight = Some(Weight {
         canary: weight,
         previous: c.prev_weight,
         canary_hash: canary_hash.to_string(),
         stable_hash: stable_hash.clone(),
-        hashes_changed: c.prev_hashes.as_ref().is_some_and(|prev| *prev != hashes),
+        canary_service: services.0.clone(),
+        stable_service: services.1.clone(),
+        // A pingPong promotion swaps the Services at the same weights: the router is told too.
+        sides_changed: c.prev_hashes.as_ref().is_some_and(|prev| *prev != hashes)
+            || c.prev_services.as_ref().is_some_and(|prev| *prev != services),
     });
     let routes = super::routes::managed_routes(c.spec, status);
     let recorded = super::routes::recorded(&routes);
@@ -338,12 +343,12 @@ fn record_weight(
         canary: WeightDestination {
             weight,
             pod_template_hash: Some(canary_hash.to_string()),
-            service_name: c.spec.canary_service.clone(),
+            service_name: c.canary_service.map(String::from),
         },
         stable: WeightDestination {
             weight: c.max_weight - weight,
             pod_template_hash: stable_hash,
-            service_name: c.spec.stable_service.clone(),
+            service_name: c.stable_service.map(String::from),
         },
         verified: if c.prev_weight == Some(weight) { ctx.observed.weight_verified } else { None },
     });
