@@ -340,7 +340,6 @@ impl CanaryStrategy {
     }
 }
 
-
 /// A pod anti-affinity between the new version's pods and the stable version's, on
 /// `kubernetes.io/hostname`, added to the new ReplicaSet's pod template (never to the
 /// Rollout's). Exactly one of the two fields is set.
