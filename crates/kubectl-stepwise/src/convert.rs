@@ -386,14 +386,11 @@ spec:
     }
 
     #[test]
-    fn a_field_stepwise_lacks_is_removed_and_reported_with_the_reason() {
+    fn an_argo_field_stepwise_now_has_is_kept_without_a_note() {
         let converted = convert(ARGO);
         let rollout = doc(&converted, 2);
-        assert!(rollout["spec"]["strategy"]["canary"].get("antiAffinity").is_none());
-        assert_eq!(
-            notes_of(&converted, "spec.strategy.canary.antiAffinity"),
-            vec!["removed: stepwise does not inject pod anti-affinity (not in its schema)"]
-        );
+        assert!(rollout["spec"]["strategy"]["canary"].get("antiAffinity").is_some());
+        assert!(notes_of(&converted, "spec.strategy.canary.antiAffinity").is_empty());
     }
 
     #[test]

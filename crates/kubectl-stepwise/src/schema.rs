@@ -315,18 +315,18 @@ mod tests {
     fn an_unknown_field_is_named_and_pruned_on_request() {
         let schema = schema_of("Rollout").expect("Rollout");
         let mut doc = yaml(
-            "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {name: a}\nspec:\n  selector: {matchLabels: {app: a}}\n  template: {metadata: {labels: {app: a}}}\n  strategy:\n    canary:\n      antiAffinity: {}\n      steps: [{setWeight: 10}]\n",
+            "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {name: a}\nspec:\n  selector: {matchLabels: {app: a}}\n  template: {metadata: {labels: {app: a}}}\n  strategy:\n    canary:\n      antiAfinity: {}\n      steps: [{setWeight: 10}]\n",
         );
         let checked = check_object(&schema, &mut doc, true);
         assert_eq!(
             checked.problems,
             vec![Problem {
-                path: "spec.strategy.canary.antiAffinity".into(),
-                message: "unknown field \"antiAffinity\"".into(),
+                path: "spec.strategy.canary.antiAfinity".into(),
+                message: "unknown field \"antiAfinity\"".into(),
                 unknown: true
             }]
         );
-        assert!(doc["spec"]["strategy"]["canary"].get("antiAffinity").is_none());
+        assert!(doc["spec"]["strategy"]["canary"].get("antiAfinity").is_none());
         assert!(doc["metadata"]["name"].is_string(), "metadata is kept");
     }
 }
