@@ -315,15 +315,9 @@ async fn convert_turns_an_argo_canary_into_one_the_api_server_accepts_and_the_co
     assert_eq!(converted.code, 0, "{}", converted.stderr);
     assert!(converted.stdout.contains("successCondition: result.all(x, x >= 0.95) && size(result) > 0"));
     assert!(!converted.stdout.contains("argoproj.io"), "{}", converted.stdout);
-    assert!(!converted.stdout.contains("antiAffinity"), "{}", converted.stdout);
-    // Each field stepwise does not have is reported, with the reason.
-    assert!(
-        converted
-            .stderr
-            .contains("spec.strategy.canary.antiAffinity: removed: stepwise does not inject pod anti-affinity"),
-        "{}",
-        converted.stderr
-    );
+    // Fields stepwise has, antiAffinity among them, are kept as written.
+    assert!(converted.stdout.contains("antiAffinity"), "{}", converted.stdout);
+    assert!(!converted.stderr.contains("antiAffinity: removed"), "{}", converted.stderr);
     // Fields stepwise has are kept as written.
     assert!(converted.stdout.contains("successfulRunHistoryLimit: 3"), "{}", converted.stdout);
     assert!(!converted.stderr.contains("spec.analysis: removed"), "{}", converted.stderr);
