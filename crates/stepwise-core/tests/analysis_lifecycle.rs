@@ -7,24 +7,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
-use stepwise_api::{AnalysisPhase, AnalysisRun, AnalysisRunSpec, AnalysisRunStatus, MetricResult, RunSummary};
+use stepwise_api::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, MetricResult, RunSummary};
 use stepwise_core::measure::{self, Expiry, Outcome, Reading, RunUpdate, SecretValues, Task};
 use stepwise_core::{Action, AnalysisKind, ObservedAnalysisRun};
-use support::{World, rollout_with};
-
-const START: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-
-fn at(seconds: i64) -> Time {
-    Time(Timestamp::from_second(START + seconds).unwrap())
-}
-
-fn run(spec: &str) -> AnalysisRun {
-    let spec: AnalysisRunSpec = serde_yaml::from_str(spec).unwrap_or_else(|e| panic!("bad spec: {e}\n{spec}"));
-    AnalysisRun::new("run", spec)
-}
+use support::{World, analysis_run as run, at, rollout_with};
 
 /// The controller's loop on a clock: due → the provider answers the next scripted value → record.
 struct Sim {

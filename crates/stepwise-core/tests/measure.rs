@@ -1,27 +1,17 @@
 //! The AnalysisRun machine, as a user and the controller see it: runs written in YAML, measured
 //! through `due()` and `record()` with scripted provider readings, on a clock the test moves.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
-use stepwise_api::{AnalysisPhase, AnalysisRun, AnalysisRunSpec, AnalysisRunStatus, Measurement, MetricResult};
+use stepwise_api::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, Measurement, MetricResult};
 use stepwise_core::EventType;
 use stepwise_core::measure::{self, Due, Outcome, Reading, RunUpdate, SecretValues, Step, Task};
 
-const START: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-
-fn at(seconds: i64) -> Time {
-    Time(Timestamp::from_second(START + seconds).unwrap())
-}
-
-/// A run from the YAML of its spec.
-fn run(spec: &str) -> AnalysisRun {
-    let spec: AnalysisRunSpec = serde_yaml::from_str(spec).unwrap_or_else(|e| panic!("bad spec: {e}\n{spec}"));
-    AnalysisRun::new("run", spec)
-}
+use support::{analysis_run as run, at};
 
 /// A run, a clock and the controller's loop: due → the provider answers → record → status.
 struct Sim {

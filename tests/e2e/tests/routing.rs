@@ -483,16 +483,27 @@ async fn then_http_routes(env: &Env, want: &[&str]) -> anyhow::Result<()> {
 const MANAGED_ROUTES: &str = "        istio:\n          virtualService: {name: app, routes: [primary]}\n        managedRoutes: [{name: mirror-get}, {name: beta}]\n";
 const MANAGED_STEPS: &str = "      steps:\n      - setWeight: 20\n      - setHeaderRoute: {name: beta, match: [{headerName: x-beta, headerValue: {exact: 'yes'}}]}\n      - setMirrorRoute: {name: mirror-get, percentage: 40, match: [{method: {exact: GET}}]}\n      - pause: {}\n      - setWeight: 60\n      - pause: {}\n";
 
-async fn managed_routes_env(name: &str) -> anyhow::Result<(Env, Value)> {
+/// A namespace with `services`, the VirtualService `virtual_service` and a Healthy Rollout of 5
+/// pods with `strategy`; and the VirtualService as created.
+async fn istio_env(
+    name: &str,
+    services: &[&str],
+    virtual_service: Value,
+    strategy: &str,
+) -> anyhow::Result<(Env, Value)> {
     let env = Env::new(name).await?;
     router_crds(&env).await?;
-    env.given_services(&["app-stable", "app-canary"]).await?;
-    let created = given_object(&virtual_services(&env), virtual_service()).await?;
+    env.given_services(services).await?;
+    let created = given_object(&virtual_services(&env), virtual_service).await?;
+    env.given_rollout(5, strategy).await?;
+    Ok((env, created))
+}
+
+async fn managed_routes_env(name: &str) -> anyhow::Result<(Env, Value)> {
     let strategy = format!(
         "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      abortScaleDownDelaySeconds: 1\n      scaleDownDelaySeconds: 2\n      trafficRouting:\n{MANAGED_ROUTES}{MANAGED_STEPS}"
     );
-    env.given_rollout(5, &strategy).await?;
-    Ok((env, created))
+    istio_env(name, &["app-stable", "app-canary"], virtual_service(), &strategy).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -842,15 +853,10 @@ async fn switches_of(env: &Env, service: &str) -> anyhow::Result<Vec<String>> {
 /// A namespace with the ping and pong Services, the VirtualService split between them and a
 /// Healthy pingPong Rollout of 5 pods routed through it; and the VirtualService as created.
 async fn ping_pong_env(name: &str) -> anyhow::Result<(Env, Value)> {
-    let env = Env::new(name).await?;
-    router_crds(&env).await?;
-    env.given_services(&["app-ping", "app-pong"]).await?;
-    let created = given_object(&virtual_services(&env), ping_pong_virtual_service()).await?;
     let strategy = format!(
         "    canary:\n      pingPong: {{pingService: app-ping, pongService: app-pong}}\n      abortScaleDownDelaySeconds: 1\n      scaleDownDelaySeconds: 2\n      trafficRouting:\n        istio:\n          virtualService: {{name: app, routes: [primary]}}\n{STEPS}"
     );
-    env.given_rollout(5, &strategy).await?;
-    Ok((env, created))
+    istio_env(name, &["app-ping", "app-pong"], ping_pong_virtual_service(), &strategy).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -130,6 +130,12 @@ pub(crate) fn live_runs(ctx: &Ctx, status: &RolloutStatus) -> Vec<String> {
     if status.abort == Some(true) || ctx.promoted(status) {
         return Vec::new();
     }
+    recorded_runs(status).into_iter().map(str::to_string).collect()
+}
+
+/// The names of the runs the status records: the current step's, the background one and the
+/// blue-green pre- and post-promotion ones.
+pub(crate) fn recorded_runs(status: &RolloutStatus) -> Vec<&str> {
     let canary = status.canary.as_ref();
     let bg = status.blue_green.as_ref();
     [
@@ -140,6 +146,6 @@ pub(crate) fn live_runs(ctx: &Ctx, status: &RolloutStatus) -> Vec<String> {
     ]
     .into_iter()
     .flatten()
-    .map(|r| r.name.clone())
+    .map(|r| r.name.as_str())
     .collect()
 }

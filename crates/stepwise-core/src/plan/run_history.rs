@@ -5,6 +5,7 @@
 
 use stepwise_api::{AnalysisPhase, DEFAULT_RUN_HISTORY_LIMIT, RolloutStatus};
 
+use super::analysis::recorded_runs;
 use super::context::Ctx;
 use crate::observed::ObservedAnalysisRun;
 
@@ -15,7 +16,9 @@ pub(crate) fn runs_beyond_limits(ctx: &Ctx, status: &RolloutStatus, live: &[Stri
     let limit = |l: Option<i32>| l.unwrap_or(DEFAULT_RUN_HISTORY_LIMIT).max(0) as usize;
     let successful = limit(limits.and_then(|a| a.successful_run_history_limit));
     let unsuccessful = limit(limits.and_then(|a| a.unsuccessful_run_history_limit));
-    let current = current_runs(status);
+    // Whatever their phase, the Rollout still reads the runs its status records (a verdict shown,
+    // a promote that accepts an inconclusive one).
+    let current = recorded_runs(status);
     let mut history: Vec<&ObservedAnalysisRun> = ctx
         .observed
         .analysis_runs
@@ -45,21 +48,4 @@ pub(crate) fn runs_beyond_limits(ctx: &Ctx, status: &RolloutStatus, live: &[Stri
 /// Whether an unfinished run is being stopped: asked to already, or by this plan.
 fn stopping(run: &ObservedAnalysisRun, live: &[String]) -> bool {
     !run.phase.is_completed() && (run.terminating || !live.contains(&run.name))
-}
-
-/// The runs the status records: whatever their phase, the Rollout still reads them (a verdict
-/// shown, a promote that accepts an inconclusive one).
-fn current_runs(status: &RolloutStatus) -> Vec<&str> {
-    let canary = status.canary.as_ref();
-    let bg = status.blue_green.as_ref();
-    [
-        canary.and_then(|c| c.current_step_analysis_run_status.as_ref()),
-        canary.and_then(|c| c.current_background_analysis_run_status.as_ref()),
-        bg.and_then(|b| b.pre_promotion_analysis_run_status.as_ref()),
-        bg.and_then(|b| b.post_promotion_analysis_run_status.as_ref()),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|r| r.name.as_str())
-    .collect()
 }

@@ -309,3 +309,18 @@ impl World {
         self.observed.analysis_runs.iter().rev().find(|r| r.kind == kind)
     }
 }
+
+/// The clock of the analysis tests: 2026-01-01T00:00:00Z.
+pub const START: i64 = 1_767_225_600;
+
+/// `seconds` after [`START`].
+pub fn at(seconds: i64) -> Time {
+    Time(Timestamp::from_second(START + seconds).unwrap())
+}
+
+/// An AnalysisRun named `run` from the YAML of its spec.
+pub fn analysis_run(spec: &str) -> stepwise_api::AnalysisRun {
+    let spec: stepwise_api::AnalysisRunSpec =
+        serde_yaml::from_str(spec).unwrap_or_else(|e| panic!("bad spec: {e}\n{spec}"));
+    stepwise_api::AnalysisRun::new("run", spec)
+}
