@@ -67,6 +67,11 @@ async fn a_canary_is_judged_by_the_external_metrics_api_aborted_when_it_fails_an
         "{paths:?}"
     );
     assert!(bad.failed() > 0, "some of the bad version's requests really failed: {}", describe(&bad, "2"));
+    // Degraded means the weights were written; Traefik applies them a moment later, and the good
+    // version's load must not count the bad version's last answers.
+    lab.until_traefik_weights(&format!("{ns}-demo@kubernetescrd"), &[("demo-stable", 100), ("demo-canary", 0)]).await?;
+    let after = lab.send(&host, 1_000).await?;
+    assert_eq!(after.share("2"), 0.0, "after the abort the bad version gets nothing: {}", describe(&after, "2"));
 
     // The good version: the same analysis passes, and it is promoted.
     let good = lab.release(&env, &host, "3", "0").await?;
