@@ -24,6 +24,10 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Label on ReplicaSets, their pods and managed Service selectors: the hash of the pod template.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "stepwise.dev/pod-template-hash";
+/// Label on a Rollout (or a standalone AnalysisRun): the shard, that is the controller started
+/// with the same `--shard`, that acts on it. Without it, the controller started without `--shard`
+/// does.
+pub const SHARD_LABEL: &str = "stepwise.dev/shard";
 /// Annotation on a Rollout and its ReplicaSets: the revision number of that template.
 pub const REVISION_ANNOTATION: &str = "stepwise.dev/revision";
 /// Annotation on a Service whose selector stepwise manages: the name of the Rollout.

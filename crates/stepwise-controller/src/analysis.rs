@@ -10,11 +10,13 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType as KubeEventType};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
-use stepwise_api::{AnalysisRun, AnalysisRunStatus, Measurement};
+use stepwise_api::{AnalysisRun, AnalysisRunStatus, Measurement, Rollout};
 use stepwise_core::EventType;
 use stepwise_core::measure::{self, Expiry, Outcome, Reading, SecretValues, Step, Task};
 use stepwise_metrics::job::JobProvider;
@@ -26,6 +28,7 @@ use stepwise_metrics::{MetricProvider, RunRef, Taken};
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
+use crate::shard::Shard;
 
 /// The providers measurements go through.
 pub struct Providers {
@@ -51,12 +54,20 @@ pub struct AnalysisContext {
     /// cache shows a newer object, a reconcile starts from what was written, so that a
     /// measurement is never taken twice because the cache lags.
     written: Mutex<HashMap<String, (String, AnalysisRunStatus)>>,
+    /// The shard, and its Rollouts: a run is measured by one shard only.
+    shard: Shard,
+    rollouts: Store<DeserializeGuard<Rollout>>,
 }
 
 impl AnalysisContext {
     /// A context for the AnalysisRun controller.
-    pub fn new(shared: Arc<Context>, providers: Providers) -> Self {
-        AnalysisContext { shared, providers, written: Mutex::default() }
+    pub fn new(
+        shared: Arc<Context>,
+        providers: Providers,
+        shard: Shard,
+        rollouts: Store<DeserializeGuard<Rollout>>,
+    ) -> Self {
+        AnalysisContext { shared, providers, written: Mutex::default(), shard, rollouts }
     }
 
     /// The run as this controller last left it.
@@ -86,6 +97,10 @@ impl AnalysisContext {
 
 /// Reconciles one AnalysisRun.
 pub async fn reconcile_run(obj: Arc<AnalysisRun>, ctx: Arc<AnalysisContext>) -> Result<Requeue, Error> {
+    if !ctx.shard.measures(&obj, &ctx.rollouts) {
+        // Another shard's run; if its Rollout moves here, the Rollout's arrival wakes it.
+        return Ok(Requeue::await_change());
+    }
     let started = Instant::now();
     let result = measure_run(&ctx, &ctx.latest(&obj)).await;
     let (writes, kind) = match &result {

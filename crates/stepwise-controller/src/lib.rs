@@ -14,3 +14,4 @@ pub mod reconcile;
 pub mod route;
 pub mod router_plugin;
 pub mod run;
+pub mod shard;

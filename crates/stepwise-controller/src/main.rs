@@ -11,6 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use stepwise_controller::metrics::Metrics;
 use stepwise_controller::run::{Settings, run};
+use stepwise_controller::shard::Shard;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -44,9 +45,17 @@ struct Args {
     /// Elect a leader through a Lease, so that several replicas can run with one active.
     #[arg(long, env = "STEPWISE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
-    /// Name of the Lease.
-    #[arg(long, env = "STEPWISE_LEASE_NAME", default_value = "stepwise-controller")]
+    /// Name of the Lease (default: stepwise-controller, or stepwise-controller-<shard> with
+    /// --shard).
+    #[arg(long = "lease-name", env = "STEPWISE_LEASE_NAME")]
+    lease_name_flag: Option<String>,
+    /// The Lease this instance elects its leader on: `--lease-name`, or the shard's own.
+    #[arg(skip)]
     lease_name: String,
+    /// Act only on the Rollouts (and standalone AnalysisRuns) labelled stepwise.dev/shard=<SHARD>,
+    /// with a Lease of this shard's own. Without it, on those with no stepwise.dev/shard label.
+    #[arg(long, env = "STEPWISE_SHARD")]
+    shard: Option<String>,
     /// Namespace of the Lease.
     #[arg(long, env = "STEPWISE_LEASE_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -117,7 +126,7 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
     match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
@@ -130,6 +139,9 @@ async fn main() -> anyhow::Result<()> {
     for name in router_plugins.names() {
         tracing::info!(plugin = %name, "router plugin registered");
     }
+    let shard = Shard::new(args.shard.as_deref()).map_err(anyhow::Error::msg)?;
+    args.lease_name = shard.lease_name(args.lease_name_flag.as_deref());
+    tracing::info!(selector = %shard.selector(), lease = %args.lease_name, "acting on the Rollouts of this shard");
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
@@ -214,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Result<_, _>>()?,
         kubernetes_metrics,
         router_plugins: std::sync::Arc::new(router_plugins),
+        shard,
     };
     // In-flight reconciles get a grace period after SIGTERM; then the process ends regardless.
     let grace = {

@@ -32,6 +32,7 @@ use crate::index::{Index, controller_ref, controller_uid, named_key};
 use crate::metrics::Metrics;
 use crate::observe::Stores;
 use crate::reconcile::{error_policy, reconcile};
+use crate::shard::Shard;
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -55,6 +56,8 @@ pub struct Settings {
     pub kubernetes_metrics: KubernetesProvider,
     /// The router plugins of `--router-plugin`.
     pub router_plugins: Arc<crate::router_plugin::RouterPlugins>,
+    /// The Rollouts this controller acts on (`--shard`).
+    pub shard: Shard,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -209,7 +212,8 @@ pub async fn run(
     let rollout_index = Arc::new(Index::new(named_objects));
     // Deletions reach the controller through this channel.
     let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded::<RolloutRef>();
-    let (rollout_store, rollout_events, rollout_driver) = shared_cache(rollouts, watcher::Config::default(), {
+    let shard_rollouts = watcher::Config::default().labels(&settings.shard.selector());
+    let (rollout_store, rollout_events, rollout_driver) = shared_cache(rollouts, shard_rollouts, {
         let index = rollout_index.clone();
         let forget = forget_deleted(metrics.clone());
         move |event: &watcher::Event<DeserializeGuard<Rollout>>| {
@@ -301,7 +305,19 @@ pub async fn run(
         let shared = shutdown.shared();
         (shared.clone(), shared)
     };
-    let runs = run_controller(&client, &settings, ctx.clone(), ar_store.clone(), ar_events.clone(), shutdown_runs);
+    let runs = run_controller(
+        &client,
+        &settings,
+        RunSources {
+            shared: ctx.clone(),
+            runs: ar_store.clone(),
+            run_events: ar_events.clone(),
+            runs_by_owner: ctx.stores.analysis_runs_by_owner.clone(),
+            rollouts: rollout_store.clone(),
+            rollout_events: rollout_events.clone(),
+        },
+        shutdown_runs,
+    );
     let controller = Controller::for_shared_stream(rollout_events, rollout_store);
     let by_service = rollout_index.clone();
     let by_deployment = rollout_index;
@@ -326,14 +342,23 @@ pub async fn run(
     Ok(())
 }
 
-/// The AnalysisRun controller, on the same cache of runs as the Rollout controller, woken also by
-/// the Jobs its measurements own.
-fn run_controller(
-    client: &Client,
-    settings: &Settings,
+/// What the AnalysisRun controller reads: the caches it shares with the Rollout controller.
+struct RunSources {
     shared: Arc<Context>,
     runs: Store<AnalysisRun>,
     run_events: reflector::ReflectHandle<AnalysisRun>,
+    runs_by_owner: Arc<Index<AnalysisRun>>,
+    rollouts: Store<DeserializeGuard<Rollout>>,
+    rollout_events: reflector::ReflectHandle<DeserializeGuard<Rollout>>,
+}
+
+/// The AnalysisRun controller, on the same cache of runs as the Rollout controller, woken also by
+/// the Jobs its measurements own, and by its Rollouts: a Rollout that moves into this shard
+/// brings its unfinished runs with it.
+fn run_controller(
+    client: &Client,
+    settings: &Settings,
+    sources: RunSources,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send {
     let providers = Providers {
@@ -346,9 +371,21 @@ fn run_controller(
             Duration::from_secs(stepwise_metrics::plugin::DEFAULT_TIMEOUT_SECONDS),
         ),
     };
-    let ctx = Arc::new(AnalysisContext::new(shared, providers));
+    let RunSources { shared, runs, run_events, runs_by_owner, rollouts, rollout_events } = sources;
+    let ctx = Arc::new(AnalysisContext::new(shared, providers, settings.shard.clone(), rollouts));
+    let unfinished_runs_of = {
+        let runs = runs.clone();
+        move |rollout: Arc<DeserializeGuard<Rollout>>| {
+            let uid = rollout.meta().uid.clone().unwrap_or_default();
+            let unfinished = |run: &ObjectRef<AnalysisRun>| {
+                runs.get(run).is_some_and(|run| run.status.as_ref().and_then(|s| s.completed_at.as_ref()).is_none())
+            };
+            runs_by_owner.get(&uid).into_iter().filter(unfinished).collect::<Vec<_>>()
+        }
+    };
     Controller::for_shared_stream(run_events, runs)
         .owns(api::<Job>(client, &settings.namespace), watcher::Config::default().labels(ANALYSIS_RUN_LABEL))
+        .watches_shared_stream(rollout_events, unfinished_runs_of)
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile_run, run_error_policy, ctx)
