@@ -120,6 +120,7 @@ wrong=(
   "controller.logFormat=xml"
   "controller.concurrency=0"
   "watchNamespace=Not_A_Namespace"
+  "controller.shard=Shard_A"
   "metrics.port=70000"
   "metrics.serviceMonitor.interval=often"
   "routers.linkerd.enabled=true"
@@ -150,6 +151,8 @@ for c in "${cases[@]}"; do
     cat "$out/template-$name.log" "$out/dry-run-$name.log" >&2 2>/dev/null || true
   fi
 done
+grep -qx -- "        - --shard=eu-1" "$out/template-all-options.yaml" \
+  && ok "controller.shard becomes --shard" || bad "no --shard=eu-1 in the all-options Deployment"
 # Every option the values document is set by one of the files: a value missing from them all is
 # an untested option.
 if python3 - "$chart/values.yaml" "$here"/values/*.yaml <<'PY'; then
