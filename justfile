@@ -104,6 +104,10 @@ doctor:
 bench *counts:
     scripts/bench.sh {{counts}}
 
+# The scale fleet: N Rollouts (10,000 by default) of 1 replica created in stages, RSS, CPU per minute and every write at steady state, a restart, and a heap profile of the settled controller (docs/benchmarks.md).
+scale n="10000":
+    scripts/scale.sh {{n}}
+
 # The property tests at 100,000 cases each, optimised (about 20 minutes on 2 cores).
 test-deep:
     PROPTEST_CASES=100000 cargo test --release -p stepwise-core --test properties

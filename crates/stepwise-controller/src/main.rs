@@ -124,8 +124,14 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    #[cfg(feature = "dhat-heap")]
+    let heap_profile = dhat::Profiler::new_heap();
     let mut args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
     match args.log_format {
@@ -249,5 +255,7 @@ async fn main() -> anyhow::Result<()> {
     http.abort();
     tracing::info!("stopped");
     // Watch tasks still hold the runtime; nothing is left to finish, so leave now.
+    #[cfg(feature = "dhat-heap")]
+    drop(heap_profile);
     std::process::exit(0)
 }

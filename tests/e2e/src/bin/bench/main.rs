@@ -14,9 +14,14 @@
 //! does, plus the VirtualService patches per Rollout, and fails unless every Rollout ends Healthy
 //! with its VirtualService back at canary 0 / stable 100.
 //!
-//! Usage: `bench [N...] [--analysed N]... [--routed N]...`; no arguments runs N = 100 and 500,
-//! then the analysed fleet at N = 100. `STEPWISE_BENCH_WINDOW` sets the analysed fleet's window
-//! (seconds, 60).
+//! The scale fleet (`bench --scale N`, in `bench/scale.rs`): Rollouts of 1 replica created in
+//! stages up to N and watched at steady state: RSS, CPU per minute, every write, and a restart.
+//!
+//! Usage: `bench [N...] [--analysed N]... [--routed N]... [--scale N]...`; no arguments runs
+//! N = 100 and 500, then the analysed fleet at N = 100. `STEPWISE_BENCH_WINDOW` sets the steady
+//! windows of the analysed and scale fleets (seconds, 60).
+
+mod scale;
 
 use std::time::{Duration, Instant};
 
@@ -797,6 +802,7 @@ async fn main() -> anyhow::Result<()> {
     let mut counts = Vec::new();
     let mut analysed = Vec::new();
     let mut routed = Vec::new();
+    let mut scaled = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--analysed" {
@@ -805,13 +811,16 @@ async fn main() -> anyhow::Result<()> {
         } else if arg == "--routed" {
             let n = args.next().and_then(|n| n.parse().ok());
             routed.push(n.ok_or_else(|| anyhow::anyhow!("--routed needs a number of Rollouts"))?);
+        } else if arg == "--scale" {
+            let n = args.next().and_then(|n| n.parse().ok());
+            scaled.push(n.ok_or_else(|| anyhow::anyhow!("--scale needs a number of Rollouts"))?);
         } else if let Ok(n) = arg.parse() {
             counts.push(n);
         } else {
-            anyhow::bail!("unknown argument {arg:?}: usage: bench [N...] [--analysed N]... [--routed N]...");
+            anyhow::bail!("unknown argument {arg:?}: usage: bench [N...] [--analysed N]... [--routed N]... [--scale N]...");
         }
     }
-    if counts.is_empty() && analysed.is_empty() && routed.is_empty() {
+    if counts.is_empty() && analysed.is_empty() && routed.is_empty() && scaled.is_empty() {
         (counts, analysed) = (vec![100, 500], vec![100]);
     }
     for n in counts {
@@ -822,6 +831,9 @@ async fn main() -> anyhow::Result<()> {
     }
     for n in routed {
         run_routed(n).await?;
+    }
+    for n in scaled {
+        scale::run_scale(n).await?;
     }
     Ok(())
 }
