@@ -171,7 +171,6 @@ async fn main() -> anyhow::Result<()> {
         // so that whoever sees both sees a leader whose readiness means its caches).
         ready.store(false, Ordering::Relaxed);
         metrics.set_leader(true);
-        stepwise_controller::leader::announce_version(client.clone(), &args.lease_namespace, &args.lease_name).await;
     }
     // Losing the lease, or no longer being sure of it, ends the process at once: a supervisor
     // restarts it as a standby. At once, not after the in-flight reconciles: a standby may lead
@@ -206,6 +205,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
+    // After the watch on the lease begins: this write too could be held by a cut-off network.
+    if lease.is_some() {
+        stepwise_controller::leader::announce_version(client.clone(), &args.lease_namespace, &args.lease_name).await;
+    }
     let stop = wait_shutdown(shutdown_rx.clone());
     let settings = Settings {
         namespace: args.namespace.clone(),
