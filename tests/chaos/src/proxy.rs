@@ -9,8 +9,10 @@
 //! (a watch `ERROR` event carrying a `410 Expired` Status), and partitions (every request hangs, or
 //! every connection fails).
 //!
-//! Every request is recorded (when, method, verb, resource, the faults it met, the status it got),
-//! so that a test can measure the controller's request rate and see that it relisted.
+//! Every request is recorded (when, method, verb, resource, the faults it met, the status it got,
+//! when it went on to the API server and when the answer came back), so that a test can measure
+//! the controller's request rate, see that it relisted, and read the records as the API server's
+//! audit log for the controller behind the proxy.
 //!
 //! [`start_controller`] starts the controller with a kubeconfig that points at a proxy.
 
@@ -68,7 +70,9 @@ pub struct FaultPlan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Partition {
     /// Requests wait until the partition heals and then go through, as over TCP once a network
-    /// heals. Open watches are cut when it begins.
+    /// heals. Open watches are cut when it begins. A request whose client closes its connection
+    /// meanwhile is dropped, never forwarded: the model of a request not yet delivered when its
+    /// connection was closed.
     Hang,
     /// New connections are closed at once and requests on open ones fail, as when the API server
     /// is unreachable. Open watches are cut when it begins.
