@@ -189,35 +189,45 @@ async fn main() -> anyhow::Result<()> {
         // so that whoever sees both sees a leader whose readiness means its caches).
         ready.store(false, Ordering::Relaxed);
         metrics.set_leader(true);
-        stepwise_controller::leader::announce_version(client.clone(), &args.lease_namespace, &args.lease_name).await;
     }
-    // Losing the lease ends the process: a supervisor restarts it as a standby, and no two
-    // instances act at once.
-    let lost = {
+    // Losing the lease, or no longer being sure of it, ends the process at once: a supervisor
+    // restarts it as a standby. At once, not after the in-flight reconciles: a standby may lead
+    // already, and a write still held in a cut-off network must die with its connection rather
+    // than land after the new leader's. Spawned: watched from the moment it leads, caches synced
+    // or not.
+    let lost = tokio::spawn({
         let lease_rx = lease.as_ref().map(|(rx, _)| rx.clone());
+        let unsure = stepwise_controller::leader::until_unsure(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+        );
         async move {
             match lease_rx {
                 Some(mut rx) => {
-                    while *rx.borrow_and_update() {
-                        if rx.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                    tracing::error!("lost the leader lease; stopping");
+                    let reason = tokio::select! {
+                        _ = async {
+                            while *rx.borrow_and_update() {
+                                if rx.changed().await.is_err() {
+                                    break;
+                                }
+                            }
+                        } => "the lease manager reports it lost".to_string(),
+                        reason = unsure => reason,
+                    };
+                    tracing::error!(reason, "lost the leader lease; exiting");
+                    std::process::exit(1);
                 }
                 None => std::future::pending::<()>().await,
             }
         }
-    };
-    let stop = {
-        let rx = shutdown_rx.clone();
-        async move {
-            tokio::select! {
-                _ = wait_shutdown(rx) => {},
-                _ = lost => {},
-            }
-        }
-    };
+    });
+    // After the watch on the lease begins: this write too could be held by a cut-off network.
+    if lease.is_some() {
+        stepwise_controller::leader::announce_version(client.clone(), &args.lease_namespace, &args.lease_name).await;
+    }
+    let stop = wait_shutdown(shutdown_rx.clone());
     let settings = Settings {
         namespace: args.namespace.clone(),
         qps: args.qps,
@@ -247,6 +257,8 @@ async fn main() -> anyhow::Result<()> {
         _ = grace => tracing::warn!("reconciles did not finish within 10s of the shutdown signal"),
     }
     if let Some((rx, handle)) = lease {
+        // Its receiver too must go for the release, and its end must not be told as a loss.
+        lost.abort();
         drop(rx);
         // Dropping the receiver makes the lease manager release the Lease, so a standby takes
         // over at once instead of after the lease duration.

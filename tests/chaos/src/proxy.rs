@@ -9,8 +9,10 @@
 //! (a watch `ERROR` event carrying a `410 Expired` Status), and partitions (every request hangs, or
 //! every connection fails).
 //!
-//! Every request is recorded (when, method, verb, resource, the faults it met, the status it got),
-//! so that a test can measure the controller's request rate and see that it relisted.
+//! Every request is recorded (when, method, verb, resource, the faults it met, the status it got,
+//! when it went on to the API server and when the answer came back), so that a test can measure
+//! the controller's request rate, see that it relisted, and read the records as the API server's
+//! audit log for the controller behind the proxy.
 //!
 //! [`start_controller`] starts the controller with a kubeconfig that points at a proxy.
 
@@ -68,7 +70,9 @@ pub struct FaultPlan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Partition {
     /// Requests wait until the partition heals and then go through, as over TCP once a network
-    /// heals. Open watches are cut when it begins.
+    /// heals. Open watches are cut when it begins. A request whose client closes its connection
+    /// meanwhile is dropped, never forwarded: the model of a request not yet delivered when its
+    /// connection was closed.
     Hang,
     /// New connections are closed at once and requests on open ones fail, as when the API server
     /// is unreachable. Open watches are cut when it begins.
@@ -176,6 +180,12 @@ pub struct RequestRecord {
     pub faults: Vec<Fault>,
     /// The status it was answered with (None while it waits, or when it failed with no answer).
     pub status: Option<u16>,
+    /// When it was sent on to the API server: None if it never was (answered by a fault, or
+    /// held by a partition and abandoned by its client). An audit log of the API server would
+    /// show only the requests that have this.
+    pub forwarded: Option<Instant>,
+    /// When the API server's answer (its status line and headers) came back.
+    pub answered: Option<Instant>,
 }
 
 /// Requests per second over a stretch of time.
@@ -514,6 +524,8 @@ impl Shared {
             resource_version: param("resourceVersion").filter(|v| !v.is_empty()),
             faults: Vec::new(),
             status: None,
+            forwarded: None,
+            answered: None,
         };
         let mut log = self.lock();
         log.records.push(record.clone());
@@ -525,6 +537,18 @@ impl Shared {
         *log.faults.entry(fault).or_default() += 1;
         if let Some(record) = index.and_then(|i| log.records.get_mut(i)) {
             record.faults.push(fault);
+        }
+    }
+
+    fn forwarded(&self, index: usize) {
+        if let Some(record) = self.lock().records.get_mut(index) {
+            record.forwarded = Some(Instant::now());
+        }
+    }
+
+    fn upstream_answered(&self, index: usize) {
+        if let Some(record) = self.lock().records.get_mut(index) {
+            record.answered = Some(Instant::now());
         }
     }
 
@@ -701,12 +725,15 @@ async fn decide_and_forward(
         shared.fault(Some(index), Fault::Expired);
         return Ok(expired_watch(asked, mark));
     }
-    let response = forward(&shared.upstream, req).await.map_err(|e| -> BoxError {
+    let response = forward(&shared.upstream, req, || shared.forwarded(index)).await.map_err(|e| -> BoxError {
         tracing::warn!(path = %record.path, error = %e, "fault proxy: the upstream failed");
         e
     });
     let response = match response {
-        Ok(response) => response,
+        Ok(response) => {
+            shared.upstream_answered(index);
+            response
+        }
         // Told as a gateway would, so that a client sees an answer rather than a reset.
         Err(e) => {
             return Ok(status_response(
@@ -771,7 +798,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Forwards one request over a connection of its own: the simplest model, and the rates here are
 /// a few requests per second. The connection ends with the response.
-async fn forward(upstream: &Upstream, mut req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
+async fn forward(
+    upstream: &Upstream,
+    mut req: Request<Incoming>,
+    sent: impl FnOnce(),
+) -> Result<Response<Incoming>, BoxError> {
     let tcp = TcpStream::connect(&upstream.authority).await?;
     tcp.set_nodelay(true)?;
     let io: Box<dyn Io> = match &upstream.tls {
@@ -789,6 +820,7 @@ async fn forward(upstream: &Upstream, mut req: Request<Incoming>) -> Result<Resp
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
     headers.insert(header::HOST, HeaderValue::from_str(&upstream.authority)?);
+    sent();
     Ok(sender.send_request(req).await?)
 }
 
@@ -1146,6 +1178,58 @@ mod tests {
         assert_eq!(held.await.unwrap().unwrap(), StatusCode::OK);
         let stats = proxy.stats();
         assert_eq!((stats.fault(Fault::Hung), stats.fault(Fault::WatchCut)), (1, 1), "{stats}");
+    }
+
+    #[tokio::test]
+    async fn a_request_held_by_a_hanging_partition_whose_client_went_away_never_reaches_the_server() {
+        let (proxy, seen) = proxy().await;
+        proxy.set_plan(FaultPlan { partition: Some(Partition::Hang), ..FaultPlan::default() });
+        for (method, body) in [(Method::GET, ""), (Method::PATCH, "{\"spec\":{\"paused\":true}}")] {
+            let client = tokio::spawn({
+                let addr = proxy.addr();
+                async move {
+                    let stream = TcpStream::connect(addr).await.unwrap();
+                    let (mut sender, connection) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                    let req = Request::builder()
+                        .method(method)
+                        .uri("/api/v1/namespaces/ns/pods/p")
+                        .header(header::HOST, "proxy")
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap();
+                    // The connection lives in this task only, so that aborting it closes it.
+                    tokio::select! {
+                        _ = sender.send_request(req) => {},
+                        _ = connection => {},
+                    }
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!client.is_finished(), "the request is held");
+            // The client's process ends: its connection closes with the request undelivered.
+            client.abort();
+            let _ = client.await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.set_plan(FaultPlan::default());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(seen.hits.load(Ordering::SeqCst), 0, "nothing held reached the server after the heal");
+        let records = proxy.records();
+        assert_eq!(records.len(), 2);
+        assert!(records.iter().all(|r| r.faults == [Fault::Hung] && r.forwarded.is_none()), "{records:?}");
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_request_is_recorded_with_when_it_went_to_the_server_and_when_the_answer_came() {
+        let (proxy, _) = proxy().await;
+        let before = Instant::now();
+        assert_eq!(send(&proxy, Method::PATCH, "/api/v1/namespaces/ns/pods/p", "{}").await.unwrap().status(), 200);
+        let record = &proxy.records()[0];
+        let (forwarded, answered) = (record.forwarded.unwrap(), record.answered.unwrap());
+        assert!(before <= record.at && record.at <= forwarded && forwarded <= answered, "{record:?}");
+        proxy.set_plan(FaultPlan { throttle: 1.0, ..FaultPlan::default() });
+        assert_eq!(send(&proxy, Method::PATCH, "/api/v1/namespaces/ns/pods/p", "{}").await.unwrap().status(), 429);
+        assert_eq!((proxy.records()[1].forwarded, proxy.records()[1].answered), (None, None));
     }
 
     #[tokio::test]
