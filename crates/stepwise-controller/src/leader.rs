@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 
 /// How long a Lease stays ours after a renewal: a standby takes it over once that has passed.
 pub const DURATION: Duration = Duration::from_secs(15);
-/// How long before the Lease would expire the leader renews it.
-pub const GRACE: Duration = Duration::from_secs(5);
+/// How long before the Lease would expire the leader renews it: 5 s after each renewal, so that
+/// a renewal slowed by a busy API server still has 8 s to land before [`MARGIN`] runs out.
+pub const GRACE: Duration = Duration::from_secs(10);
 /// How long before a standby may take the Lease over the leader gives up: room for the skew
 /// between the two clocks and for the process to end. Less than [`GRACE`], so that a renewal
 /// that lands on time is seen before it.

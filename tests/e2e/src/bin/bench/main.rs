@@ -817,7 +817,9 @@ async fn main() -> anyhow::Result<()> {
         } else if let Ok(n) = arg.parse() {
             counts.push(n);
         } else {
-            anyhow::bail!("unknown argument {arg:?}: usage: bench [N...] [--analysed N]... [--routed N]... [--scale N]...");
+            anyhow::bail!(
+                "unknown argument {arg:?}: usage: bench [N...] [--analysed N]... [--routed N]... [--scale N]..."
+            );
         }
     }
     if counts.is_empty() && analysed.is_empty() && routed.is_empty() && scaled.is_empty() {

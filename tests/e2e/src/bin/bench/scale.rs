@@ -48,7 +48,12 @@ fn healthy(rollouts: &Store<Rollout>) -> usize {
 /// Pods the Ready nodes can hold.
 async fn pod_capacity(nodes: &Api<Node>) -> anyhow::Result<usize> {
     let ready = |n: &Node| {
-        n.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
     };
     let pods = |n: &Node| {
         n.status.as_ref().and_then(|s| s.allocatable.as_ref()).and_then(|a| a.get("pods")).and_then(|q| count(&q.0))
@@ -172,11 +177,17 @@ async fn settled(controller: &ControllerProcess, timeout: Duration) -> anyhow::R
 }
 
 fn start_controller(bin: &str, ns: &str, name: &str) -> anyhow::Result<ControllerProcess> {
-    ControllerProcess::start_binary(bin, ns, name, &["--leader-elect=false", "--qps=1000", "--burst=2000", "--concurrency=32"])
+    ControllerProcess::start_binary(
+        bin,
+        ns,
+        name,
+        &["--leader-elect=false", "--qps=1000", "--burst=2000", "--concurrency=32"],
+    )
 }
 
 pub async fn run_scale(n: usize) -> anyhow::Result<()> {
-    let window = Duration::from_secs(std::env::var("STEPWISE_BENCH_WINDOW").ok().and_then(|w| w.parse().ok()).unwrap_or(60));
+    let window =
+        Duration::from_secs(std::env::var("STEPWISE_BENCH_WINDOW").ok().and_then(|w| w.parse().ok()).unwrap_or(60));
     let client = client().await?;
     install_crds(&client).await?;
     let nodes: Api<Node> = Api::all(client.clone());
@@ -184,7 +195,8 @@ pub async fn run_scale(n: usize) -> anyhow::Result<()> {
     let ns = format!("bench-scale-{n}");
     let nss: Api<Namespace> = Api::all(client.clone());
     let _ = nss.delete(&ns, &DeleteParams::default()).await;
-    eventually("old namespace gone", Duration::from_secs(1200), || async { Ok(nss.get_opt(&ns).await?.is_none()) }).await?;
+    eventually("old namespace gone", Duration::from_secs(1200), || async { Ok(nss.get_opt(&ns).await?.is_none()) })
+        .await?;
     nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
     let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let (rollouts, writer) = reflector::store();
@@ -278,7 +290,8 @@ pub async fn run_scale(n: usize) -> anyhow::Result<()> {
     watch.abort();
     let _ = nss.delete(&ns, &DeleteParams::background()).await;
     eprintln!("  deleting the namespace (up to 20 min)…");
-    eventually("namespace deleted", Duration::from_secs(1200), || async { Ok(nss.get_opt(&ns).await?.is_none()) }).await?;
+    eventually("namespace deleted", Duration::from_secs(1200), || async { Ok(nss.get_opt(&ns).await?.is_none()) })
+        .await?;
     for name in added_nodes {
         let _ = nodes.delete(&name, &DeleteParams::default()).await;
     }
