@@ -220,12 +220,16 @@ wait_for "kube-apiserver /readyz" http_ok "$API_SERVER/readyz" "$PKI/ca.crt"
 # --- kube-controller-manager and kube-scheduler --------------------------------------------
 # No --authentication/authorization-kubeconfig: their HTTPS ports then serve only the always-allowed
 # /healthz, /readyz and /livez (with them they poll for the aggregation-layer CA we don't configure).
+# --node-monitor-grace-period: after an API server restart (restart-apiserver.sh) the KCM's lease
+# informer can lag ~30 s behind kwok's renewals, so with the default 50 s it takes the fake nodes for
+# dead and marks their pods NotReady, which kwok, unlike a kubelet, never reports Ready again.
 start kube-controller-manager "$BIN/kube-controller-manager" \
   --kubeconfig="$KUBECONFIG_FILE" \
   --bind-address=127.0.0.1 --secure-port="$KCM_PORT" \
   --leader-elect=false --controllers='*' \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
-  --kube-api-qps=5000 --kube-api-burst=10000 --profiling=false
+  --kube-api-qps=5000 --kube-api-burst=10000 --profiling=false \
+  --node-monitor-grace-period=3m
 
 cat >"$STATE/kube-scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
