@@ -57,7 +57,7 @@ e2e: cluster-up prometheus
     cargo build --bins
     cargo test -p stepwise-e2e -- --test-threads=4
 
-# The chaos suite, small fixed-seed versions: the controller SIGKILLed every 5-15 s under a fleet of 20, a fault-injecting proxy (429, 500, 409, latency, cut watches), a partition with expired watches, 40 random Rollouts.
+# The chaos suite, small fixed-seed versions: the controller SIGKILLed every 5-15 s under a fleet of 20, a fault-injecting proxy (429, 500, 409, latency, cut watches), a partition with expired watches, the real API server restarted mid-update, 40 random Rollouts.
 chaos-test: cluster-up
     cargo build --bins
     cargo test -p stepwise-chaos --tests -- --test-threads=2

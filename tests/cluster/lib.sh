@@ -1,4 +1,4 @@
-# Shared helpers for up.sh, down.sh and smoke.sh. Sourced, never executed.
+# Shared helpers for up.sh, down.sh, smoke.sh and restart-apiserver.sh. Sourced, never executed.
 # shellcheck shell=bash
 
 CLUSTER_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -10,6 +10,8 @@ PKI=$STATE/pki        # CA, serving cert, service-account keys, tokens.csv (the 
 LOGS=$STATE/logs      # <component>.log
 KUBECONFIG_FILE=$STATE/kubeconfig
 ENV_FILE=$STATE/env
+
+WAIT=${STEPWISE_CLUSTER_TIMEOUT:-180}   # seconds per readiness phase (wait_for)
 
 # Start order; down.sh stops in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
@@ -80,6 +82,68 @@ for _ in range(int(sys.argv[1])):
     socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
+}
+
+# --- process management --------------------------------------------------------------------
+# start NAME BINARY ARGS...: detached (own session, stdin closed, lock fd closed), output to
+# logs/NAME.log; records "PID BINARY" in run/NAME.pid. Extra env via START_ENV=(K=V ...).
+START_ENV=()
+start() {
+  local name=$1 bin=$2 pidfile=$RUN/$1.pid i
+  shift 2
+  rm -f "$pidfile"
+  (
+    exec 9>&-
+    cd "$STATE"
+    # shellcheck disable=SC2016 # $$, $0 and $1 are the inner shell's
+    # The inner shell closes every inherited fd above 2 (a CI runner waiting for its pipes to
+    # close must not wait for the cluster), writes its pid, then becomes the component.
+    exec env ${START_ENV[@]+"${START_ENV[@]}"} setsid bash -c '
+      for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null || true; fi; done
+      echo "$$ $1" >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
+      "$pidfile" "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1
+  ) &
+  for ((i = 0; i < 100; i++)); do
+    [ -s "$pidfile" ] && break
+    sleep 0.05
+  done
+  [ -s "$pidfile" ] || die "$name did not start"
+  log "started $name (pid $(pid_of "$name"), log $LOGS/$name.log)"
+}
+
+# wait_for DESCRIPTION CMD...: poll until CMD succeeds; fail early if a component died.
+wait_for() {
+  local what=$1 deadline c t=$SECONDS
+  shift
+  deadline=$(($(date +%s) + WAIT))
+  until "$@" >/dev/null 2>&1; do
+    for c in "${COMPONENTS[@]}"; do
+      if [ -e "$RUN/$c.pid" ] && ! alive "$c"; then
+        die "$c exited while waiting for $what (see $LOGS/$c.log)"
+      fi
+    done
+    [ "$(date +%s)" -lt "$deadline" ] || die "timed out after ${WAIT}s waiting for $what"
+    sleep 0.25
+  done
+  log "$what: ok ($((SECONDS - t))s)"
+}
+
+# start_apiserver: needs BIN, ETCD_PORT and API_PORT. up.sh and restart-apiserver.sh both start it
+# here, so that a restarted API server runs with exactly the flags of the first start.
+start_apiserver() {
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --cert-dir="$STATE/apiserver" \
+    --token-auth-file="$PKI/tokens.csv" \
+    --authorization-mode=RBAC \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --endpoint-reconciler-type=none \
+    --allow-privileged=true --profiling=false \
+    --max-requests-inflight=3000 --max-mutating-requests-inflight=1000
 }
 
 # Tail of every component log (for failure reports).

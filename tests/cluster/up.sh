@@ -8,7 +8,6 @@ set -euo pipefail
 
 NODES=${STEPWISE_NODES:-3}
 NODE_PODS=${STEPWISE_NODE_PODS:-1000}
-WAIT=${STEPWISE_CLUSTER_TIMEOUT:-180}   # seconds per readiness phase
 
 for tool in python3 openssl flock setsid base64; do
   command -v "$tool" >/dev/null || die "'$tool' is required but not installed"
@@ -47,50 +46,6 @@ healthy() {
       "https://127.0.0.1:$SCHED_PORT/healthz" insecure \
       "http://127.0.0.1:$KWOK_PORT/healthz" -
   )
-}
-
-# --- process management --------------------------------------------------------------------
-# start NAME BINARY ARGS...: detached (own session, stdin closed, lock fd closed), output to
-# logs/NAME.log; records "PID BINARY" in run/NAME.pid. Extra env via START_ENV=(K=V ...).
-START_ENV=()
-start() {
-  local name=$1 bin=$2 pidfile=$RUN/$1.pid i
-  shift 2
-  rm -f "$pidfile"
-  (
-    exec 9>&-
-    cd "$STATE"
-    # shellcheck disable=SC2016 # $$, $0 and $1 are the inner shell's
-    # The inner shell closes every inherited fd above 2 (a CI runner waiting for its pipes to
-    # close must not wait for the cluster), writes its pid, then becomes the component.
-    exec env ${START_ENV[@]+"${START_ENV[@]}"} setsid bash -c '
-      for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null || true; fi; done
-      echo "$$ $1" >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
-      "$pidfile" "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1
-  ) &
-  for ((i = 0; i < 100; i++)); do
-    [ -s "$pidfile" ] && break
-    sleep 0.05
-  done
-  [ -s "$pidfile" ] || die "$name did not start"
-  log "started $name (pid $(pid_of "$name"), log $LOGS/$name.log)"
-}
-
-# wait_for DESCRIPTION CMD...: poll until CMD succeeds; fail early if a component died.
-wait_for() {
-  local what=$1 deadline c t=$SECONDS
-  shift
-  deadline=$(($(date +%s) + WAIT))
-  until "$@" >/dev/null 2>&1; do
-    for c in "${COMPONENTS[@]}"; do
-      if [ -e "$RUN/$c.pid" ] && ! alive "$c"; then
-        die "$c exited while waiting for $what (see $LOGS/$c.log)"
-      fi
-    done
-    [ "$(date +%s)" -lt "$deadline" ] || die "timed out after ${WAIT}s waiting for $what"
-    sleep 0.25
-  done
-  log "$what: ok ($((SECONDS - t))s)"
 }
 
 # --- kwok ----------------------------------------------------------------------------------
@@ -257,19 +212,7 @@ start etcd "$BIN/etcd" \
 wait_for "etcd /health" http_ok "http://127.0.0.1:$ETCD_PORT/health"
 
 # --- kube-apiserver ------------------------------------------------------------------------
-start kube-apiserver "$BIN/kube-apiserver" \
-  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
-  --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-  --cert-dir="$STATE/apiserver" \
-  --token-auth-file="$PKI/tokens.csv" \
-  --authorization-mode=RBAC \
-  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-  --service-cluster-ip-range=10.96.0.0/16 \
-  --endpoint-reconciler-type=none \
-  --allow-privileged=true --profiling=false \
-  --max-requests-inflight=3000 --max-mutating-requests-inflight=1000
+start_apiserver
 wait_for "kube-apiserver /readyz" http_ok "$API_SERVER/readyz" "$PKI/ca.crt"
 "${K[@]}" version -o json 2>/dev/null | python3 -c 'import json,sys;print(json.load(sys.stdin)["serverVersion"]["gitVersion"])' \
   >"$RUN/server-version" 2>/dev/null || true
@@ -277,12 +220,16 @@ wait_for "kube-apiserver /readyz" http_ok "$API_SERVER/readyz" "$PKI/ca.crt"
 # --- kube-controller-manager and kube-scheduler --------------------------------------------
 # No --authentication/authorization-kubeconfig: their HTTPS ports then serve only the always-allowed
 # /healthz, /readyz and /livez (with them they poll for the aggregation-layer CA we don't configure).
+# --node-monitor-grace-period: after an API server restart (restart-apiserver.sh) the KCM's lease
+# informer can lag ~30 s behind kwok's renewals, so with the default 50 s it takes the fake nodes for
+# dead and marks their pods NotReady, which kwok, unlike a kubelet, never reports Ready again.
 start kube-controller-manager "$BIN/kube-controller-manager" \
   --kubeconfig="$KUBECONFIG_FILE" \
   --bind-address=127.0.0.1 --secure-port="$KCM_PORT" \
   --leader-elect=false --controllers='*' \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
-  --kube-api-qps=5000 --kube-api-burst=10000 --profiling=false
+  --kube-api-qps=5000 --kube-api-burst=10000 --profiling=false \
+  --node-monitor-grace-period=3m
 
 cat >"$STATE/kube-scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
