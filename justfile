@@ -57,7 +57,7 @@ e2e: cluster-up prometheus
     cargo build --bins
     cargo test -p stepwise-e2e -- --test-threads=4
 
-# The chaos suite, small fixed-seed versions: the controller SIGKILLed every 5-15 s under a fleet of 20, a fault-injecting proxy (429, 500, 409, latency, cut watches), a partition with expired watches, the real API server restarted mid-update, 40 random Rollouts.
+# The chaos suite, small fixed-seed versions: the controller SIGKILLed every 5-15 s under a fleet of 20, a fault-injecting proxy (429, 500, 409, latency, cut watches), a partition with expired watches, the real API server restarted mid-update, a leader cut off from it while a standby takes over, 40 random Rollouts.
 chaos-test: cluster-up
     cargo build --bins
     cargo test -p stepwise-chaos --tests -- --test-threads=2
@@ -100,7 +100,7 @@ lab-test: lab-up
 doctor:
     scripts/doctor.sh
 
-# Benchmark: N Rollouts updated at once (N=100 and N=500 by default), an analysed fleet (--analysed N; N=100 by default), and a routed fleet behind Istio VirtualServices (--routed N; not in the default run: `just bench --routed 100 --routed 500`).
+# Benchmark: N Rollouts updated at once (N=100 and N=500 by default), an analysed fleet (--analysed N; N=100 by default), a routed fleet behind Istio VirtualServices (--routed N), and a scale fleet at steady state (--scale N); the last two are not in the default run.
 bench *counts:
     scripts/bench.sh {{counts}}
 
