@@ -12,11 +12,11 @@ import re
 import sys
 from collections import defaultdict
 
-# Frames that say nothing about who allocated: the allocator, the standard collections, serde's
-# generic machinery, the profiler.
+# Frames that say nothing about who allocated: the allocator, the standard library's containers,
+# the profiler. Told by the file they are in.
 NOISE = re.compile(
-    r"^(alloc::|core::|std::|dhat::|<alloc::|<core::|<std::|hashbrown::|<hashbrown::|serde::|<serde::|"
-    r"serde_json::|<serde_json::|<&mut serde_json|__rust|<dhat|\[root\])"
+    r"\((alloc/src/|core/src/|std/src/|src/raw_vec/|src/vec/|src/boxed|src/sync\.rs|src/slice\.rs|"
+    r"dhat-[0-9.]+/|hashbrown-)|^__rust_alloc"
 )
 
 # What a stack is about, by the first of these its frames name (most specific first).
@@ -68,8 +68,8 @@ def main() -> None:
     print(f"\nthe {top} allocation sites holding the most when written:")
     for pp in sorted(pps, key=lambda pp: -pp["eb"])[:top]:
         stack = [frames[i] for i in pp["fs"]]
-        telling = [f for f in stack if not NOISE.match(f)][:4]
-        print(f"  {mib(pp['eb']):8.1f} MiB in {pp['ebk']:>9,} blocks")
+        telling = [f for f in stack if not NOISE.search(f)][:4]
+        print(f"  {mib(pp['eb']):8.1f} MiB in {pp['ebk']:>9,} blocks of {pp['eb'] // max(pp['ebk'], 1):,} bytes")
         for f in telling:
             print(f"      {f[:150]}")
 
