@@ -28,6 +28,14 @@ pub fn image(version: u32) -> String {
     format!("example.invalid/demo:{version}")
 }
 
+/// A canary Rollout without a router: 2 replicas, its own selector, the given `steps` (a YAML
+/// flow sequence).
+pub fn plain_canary(name: &str, image: &str, steps: &str) -> anyhow::Result<Rollout> {
+    Ok(serde_yaml::from_str(&format!(
+        "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: {name}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: '{image}'}}]}}\n  strategy:\n    canary:\n      steps: {steps}\n"
+    ))?)
+}
+
 /// An integer setting from the environment (`CHAOS_ROLLOUTS`, `CHAOS_SEED`, ...), or `default`
 /// when it is unset; a value that is set but unreadable is an error, not silently the default,
 /// since a run would then not be the one asked for.

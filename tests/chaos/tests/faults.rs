@@ -16,6 +16,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
+use stepwise_chaos::fleet::image;
 use stepwise_chaos::proxy::{Fault, FaultPlan, FaultProxy, RequestRecord, Upstream, Verb, start_controller};
 use stepwise_e2e::{ControllerProcess, Env, eventually, kubeconfig_path, secs};
 
@@ -29,15 +30,8 @@ const FAULTS_FOR: Duration = Duration::from_secs(50);
 /// Short steps, so that a version gets through them while the faults last.
 const STEPS: &str = "[{setWeight: 50}, {pause: {duration: 2s}}]";
 
-fn image(version: u32) -> String {
-    format!("example.invalid/demo:{version}")
-}
-
-/// A canary Rollout without a router: 2 replicas, its own selector.
 fn rollout(name: &str, image: &str) -> anyhow::Result<Rollout> {
-    Ok(serde_yaml::from_str(&format!(
-        "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: {name}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: '{image}'}}]}}\n  strategy:\n    canary:\n      steps: {STEPS}\n"
-    ))?)
+    stepwise_chaos::fleet::plain_canary(name, image, STEPS)
 }
 
 fn image_of(rollout: &Rollout) -> Option<String> {

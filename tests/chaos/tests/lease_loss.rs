@@ -17,6 +17,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use stepwise_api::{Rollout, RolloutPhase};
+use stepwise_chaos::fleet::image;
 use stepwise_chaos::proxy::{Fault, FaultPlan, FaultProxy, Partition, RequestRecord, Upstream, Verb};
 use stepwise_e2e::{ControllerProcess, Env, eventually, kubeconfig_path, repo_root, secs};
 
@@ -25,14 +26,8 @@ const ROLLOUTS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
 /// Timed pauses, so that the leader has writes to make all through the partition.
 const STEPS: &str = "[{setWeight: 25}, {pause: {duration: 4s}}, {setWeight: 50}, {pause: {duration: 4s}}, {setWeight: 75}, {pause: {duration: 4s}}]";
 
-fn image(version: u32) -> String {
-    format!("example.invalid/demo:{version}")
-}
-
 fn rollout(name: &str, image: &str) -> anyhow::Result<Rollout> {
-    Ok(serde_yaml::from_str(&format!(
-        "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: {name}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: '{image}'}}]}}\n  strategy:\n    canary:\n      steps: {STEPS}\n"
-    ))?)
+    stepwise_chaos::fleet::plain_canary(name, image, STEPS)
 }
 
 /// A controller electing a leader on [`LEASE`] in `namespace`, as `identity`, through `proxy`.

@@ -47,6 +47,18 @@ fn rollout(i: usize) -> anyhow::Result<Rollout> {
     Ok(serde_yaml::from_str(&yaml)?)
 }
 
+/// Deletes namespace `ns` if a previous run left it, waits until it is gone, and creates it again.
+async fn fresh_namespace(
+    nss: &Api<k8s_openapi::api::core::v1::Namespace>,
+    ns: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let _ = nss.delete(ns, &DeleteParams::default()).await;
+    stepwise_e2e::eventually("old namespace gone", timeout, || async { Ok(nss.get_opt(ns).await?.is_none()) }).await?;
+    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
+    Ok(())
+}
+
 /// CPU seconds and peak RSS (KiB) of a process.
 fn proc_stats(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -107,12 +119,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     install_crds(&client).await?;
     let ns = format!("bench-{n}");
     let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let _ = nss.delete(&ns, &DeleteParams::default()).await;
-    stepwise_e2e::eventually("old namespace gone", Duration::from_secs(180), || async {
-        Ok(nss.get_opt(&ns).await?.is_none())
-    })
-    .await?;
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
+    fresh_namespace(&nss, &ns, Duration::from_secs(180)).await?;
     let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let (rollouts, writer) = reflector::store();
     let watch = tokio::spawn(
@@ -307,12 +314,7 @@ async fn run_analysed(n: usize) -> anyhow::Result<()> {
     install_crds(&client).await?;
     let ns = format!("bench-analysed-{n}");
     let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let _ = nss.delete(&ns, &DeleteParams::default()).await;
-    stepwise_e2e::eventually("old namespace gone", Duration::from_secs(180), || async {
-        Ok(nss.get_opt(&ns).await?.is_none())
-    })
-    .await?;
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
+    fresh_namespace(&nss, &ns, Duration::from_secs(180)).await?;
     let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let templates: Api<AnalysisTemplate> = Api::namespaced(client.clone(), &ns);
     templates.create(&PostParams::default(), &analysis_template()?).await?;
@@ -615,12 +617,7 @@ async fn run_routed(n: usize) -> anyhow::Result<()> {
             let _ = api.patch(&r.name_any(), &PatchParams::default(), &Patch::Merge(&unfinalized)).await;
         }
     }
-    let _ = nss.delete(&ns, &DeleteParams::default()).await;
-    stepwise_e2e::eventually("old namespace gone", Duration::from_secs(300), || async {
-        Ok(nss.get_opt(&ns).await?.is_none())
-    })
-    .await?;
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
+    fresh_namespace(&nss, &ns, Duration::from_secs(300)).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let vss = virtual_services(&client, &ns);
     vss.list(&ListParams::default().limit(1)).await.map_err(|e| {

@@ -25,7 +25,7 @@ use serde_json::json;
 use stepwise_api::{Rollout, RolloutPhase};
 use stepwise_e2e::{ControllerProcess, client, eventually, install_crds};
 
-use super::{STRATEGY, proc_stats, rss_kib};
+use super::{STRATEGY, fresh_namespace, proc_stats, rss_kib};
 
 const PODS_PER_NODE: usize = 1000;
 
@@ -194,10 +194,7 @@ pub async fn run_scale(n: usize) -> anyhow::Result<()> {
     let added_nodes = given_capacity(&nodes, n + 100).await?;
     let ns = format!("bench-scale-{n}");
     let nss: Api<Namespace> = Api::all(client.clone());
-    let _ = nss.delete(&ns, &DeleteParams::default()).await;
-    eventually("old namespace gone", Duration::from_secs(1200), || async { Ok(nss.get_opt(&ns).await?.is_none()) })
-        .await?;
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
+    fresh_namespace(&nss, &ns, Duration::from_secs(1200)).await?;
     let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let (rollouts, writer) = reflector::store();
     let watch = tokio::spawn(
