@@ -127,12 +127,11 @@ mod tests {
     }
 
     fn rollout(name: &str, uid: &str) -> DeserializeGuard<Rollout> {
-        let mut rollout: Rollout = serde_json::from_value(serde_json::json!({
+        let rollout: Rollout = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": "ns", "uid": uid},
             "spec": {"strategy": {"canary": {}}, "template": {}}
         }))
         .expect("a Rollout");
-        rollout.metadata.uid = Some(uid.into());
         DeserializeGuard(Ok(rollout))
     }
 

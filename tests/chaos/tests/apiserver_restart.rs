@@ -38,7 +38,7 @@ const OTHERS: [&str; 4] = ["etcd", "kube-controller-manager", "kube-scheduler", 
 /// Above this many attempts a second while nothing answers, the controller is in a hot loop (the
 /// same bound as for refused connections in `watch_expiry.rs`).
 const MAX_ATTEMPTS_PER_SECOND: f64 = 20.0;
-/// Its watches back off to at most 30 s (with jitter) and failed reconciles retry after 5 s, so a
+/// Its watches back off to at most 5 s (with jitter) and failed reconciles retry after 5 s, so a
 /// controller still idle this long after the API server is ready did not come back by itself.
 const MAX_RECOVERY: Duration = Duration::from_secs(60);
 

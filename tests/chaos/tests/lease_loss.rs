@@ -60,13 +60,14 @@ fn healthy_on_a_version_other_than(rollout: &Rollout, old_hash: Option<&str>) ->
         && status.current_pod_hash.as_deref() != old_hash
 }
 
+/// Whether a request changes what the API server holds: a write, deletions included.
+fn changes_state(record: &RequestRecord) -> bool {
+    matches!(record.verb, Verb::Create | Verb::Update | Verb::Patch | Verb::Delete)
+}
+
 /// The writes an audit log of the API server would show: those that reached it.
 fn writes(records: &[RequestRecord]) -> Vec<&RequestRecord> {
-    records
-        .iter()
-        .filter(|r| matches!(r.verb, Verb::Create | Verb::Update | Verb::Patch | Verb::Delete))
-        .filter(|r| r.forwarded.is_some())
-        .collect()
+    records.iter().filter(|r| changes_state(r) && r.forwarded.is_some()).collect()
 }
 
 fn describe(record: &RequestRecord, zero: Instant) -> String {
@@ -179,8 +180,7 @@ async fn the_leader_cut_off_stops_writing_before_the_standby_takes_over(
     let (writes_a, writes_b) = (writes(&records_a), writes(&records_b));
     let held_a: Vec<&RequestRecord> =
         records_a.iter().filter(|r| r.faults.contains(&Fault::Hung) && r.verb != Verb::Watch).collect();
-    let held_writes_a: Vec<&&RequestRecord> =
-        held_a.iter().filter(|r| matches!(r.verb, Verb::Create | Verb::Update | Verb::Patch | Verb::Delete)).collect();
+    let held_writes_a: Vec<&&RequestRecord> = held_a.iter().filter(|r| changes_state(r)).collect();
     let held_and_forwarded_a = held_a.iter().filter(|r| r.forwarded.is_some()).count();
     let first_b = writes_b.iter().filter_map(|r| r.forwarded).min().expect("b wrote");
     // A write that got no answer may have been applied at any moment until its connection died:

@@ -59,6 +59,32 @@ async fn fresh_namespace(
     Ok(())
 }
 
+/// A cache of the namespace's Rollouts fed by a watch, so that measuring does not load the API
+/// server, and the task that feeds it.
+fn watch_rollouts(api: &Api<Rollout>) -> (Store<Rollout>, tokio::task::JoinHandle<()>) {
+    let (rollouts, writer) = reflector::store();
+    let watch = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default()).default_backoff().reflect(writer).for_each(|_| async {}),
+    );
+    (rollouts, watch)
+}
+
+/// The controller build measured: `STEPWISE_BENCH_BIN`, or the release build.
+fn bench_binary() -> String {
+    std::env::var("STEPWISE_BENCH_BIN").unwrap_or_else(|_| "target/release/stepwise-controller".into())
+}
+
+/// A controller on namespace `ns` with the benchmark's flags: no leader election, and limits high
+/// enough that they are not what is measured.
+fn start_bench_controller(bin: &str, ns: &str, name: &str) -> anyhow::Result<ControllerProcess> {
+    ControllerProcess::start_binary(
+        bin,
+        ns,
+        name,
+        &["--leader-elect=false", "--qps=1000", "--burst=2000", "--concurrency=32"],
+    )
+}
+
 /// CPU seconds and peak RSS (KiB) of a process.
 fn proc_stats(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -121,19 +147,10 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     fresh_namespace(&nss, &ns, Duration::from_secs(180)).await?;
     let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
-    let (rollouts, writer) = reflector::store();
-    let watch = tokio::spawn(
-        watcher(api.clone(), watcher::Config::default()).default_backoff().reflect(writer).for_each(|_| async {}),
-    );
+    let (rollouts, watch) = watch_rollouts(&api);
     rollouts.wait_until_ready().await?;
 
-    let bin = std::env::var("STEPWISE_BENCH_BIN").unwrap_or_else(|_| "target/release/stepwise-controller".into());
-    let mut controller = ControllerProcess::start_binary(
-        &bin,
-        &ns,
-        "bench",
-        &["--leader-elect=false", "--qps=1000", "--burst=2000", "--concurrency=32"],
-    )?;
+    let mut controller = start_bench_controller(&bench_binary(), &ns, "bench")?;
     let pid = controller.pid();
 
     for i in 0..n {
@@ -318,10 +335,7 @@ async fn run_analysed(n: usize) -> anyhow::Result<()> {
     let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
     let templates: Api<AnalysisTemplate> = Api::namespaced(client.clone(), &ns);
     templates.create(&PostParams::default(), &analysis_template()?).await?;
-    let (rollouts, writer) = reflector::store();
-    let watch = tokio::spawn(
-        watcher(api.clone(), watcher::Config::default()).default_backoff().reflect(writer).for_each(|_| async {}),
-    );
+    let (rollouts, watch) = watch_rollouts(&api);
     let (runs, run_writer) = reflector::store();
     let run_watch = tokio::spawn(
         watcher(Api::<AnalysisRun>::namespaced(client.clone(), &ns), watcher::Config::default())
@@ -332,13 +346,7 @@ async fn run_analysed(n: usize) -> anyhow::Result<()> {
     rollouts.wait_until_ready().await?;
     runs.wait_until_ready().await?;
 
-    let bin = std::env::var("STEPWISE_BENCH_BIN").unwrap_or_else(|_| "target/release/stepwise-controller".into());
-    let mut controller = ControllerProcess::start_binary(
-        &bin,
-        &ns,
-        "bench",
-        &["--leader-elect=false", "--qps=1000", "--burst=2000", "--concurrency=32"],
-    )?;
+    let mut controller = start_bench_controller(&bench_binary(), &ns, "bench")?;
     let pid = controller.pid();
 
     let address = prometheus.address();
@@ -641,19 +649,10 @@ async fn run_routed(n: usize) -> anyhow::Result<()> {
         .await;
     created.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
 
-    let (rollouts, writer) = reflector::store();
-    let watch = tokio::spawn(
-        watcher(api.clone(), watcher::Config::default()).default_backoff().reflect(writer).for_each(|_| async {}),
-    );
+    let (rollouts, watch) = watch_rollouts(&api);
     rollouts.wait_until_ready().await?;
 
-    let bin = std::env::var("STEPWISE_BENCH_BIN").unwrap_or_else(|_| "target/release/stepwise-controller".into());
-    let mut controller = ControllerProcess::start_binary(
-        &bin,
-        &ns,
-        "bench",
-        &["--leader-elect=false", "--qps=1000", "--burst=2000", "--concurrency=32"],
-    )?;
+    let mut controller = start_bench_controller(&bench_binary(), &ns, "bench")?;
     let pid = controller.pid();
 
     for i in 0..n {

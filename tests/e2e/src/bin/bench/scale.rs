@@ -18,14 +18,13 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use stepwise_api::{Rollout, RolloutPhase};
 use stepwise_e2e::{ControllerProcess, client, eventually, install_crds};
 
-use super::{STRATEGY, fresh_namespace, proc_stats, rss_kib};
+use super::{STRATEGY, bench_binary, fresh_namespace, proc_stats, rss_kib, start_bench_controller, watch_rollouts};
 
 const PODS_PER_NODE: usize = 1000;
 
@@ -176,15 +175,6 @@ async fn settled(controller: &ControllerProcess, timeout: Duration) -> anyhow::R
     }
 }
 
-fn start_controller(bin: &str, ns: &str, name: &str) -> anyhow::Result<ControllerProcess> {
-    ControllerProcess::start_binary(
-        bin,
-        ns,
-        name,
-        &["--leader-elect=false", "--qps=1000", "--burst=2000", "--concurrency=32"],
-    )
-}
-
 pub async fn run_scale(n: usize) -> anyhow::Result<()> {
     let window =
         Duration::from_secs(std::env::var("STEPWISE_BENCH_WINDOW").ok().and_then(|w| w.parse().ok()).unwrap_or(60));
@@ -196,14 +186,11 @@ pub async fn run_scale(n: usize) -> anyhow::Result<()> {
     let nss: Api<Namespace> = Api::all(client.clone());
     fresh_namespace(&nss, &ns, Duration::from_secs(1200)).await?;
     let api: Api<Rollout> = Api::namespaced(client.clone(), &ns);
-    let (rollouts, writer) = reflector::store();
-    let watch = tokio::spawn(
-        watcher(api.clone(), watcher::Config::default()).default_backoff().reflect(writer).for_each(|_| async {}),
-    );
+    let (rollouts, watch) = watch_rollouts(&api);
     rollouts.wait_until_ready().await?;
 
-    let bin = std::env::var("STEPWISE_BENCH_BIN").unwrap_or_else(|_| "target/release/stepwise-controller".into());
-    let mut controller = start_controller(&bin, &ns, "scale")?;
+    let bin = bench_binary();
+    let mut controller = start_bench_controller(&bin, &ns, "scale")?;
     println!("bench --scale {n}: Rollouts of 1 replica, created in stages; steady windows of {} s", window.as_secs());
     println!("  stage  | created in | Healthy after | RSS MiB | CPU s/min | writes counted | objects changed");
     let mut created = 0;
@@ -255,7 +242,7 @@ pub async fn run_scale(n: usize) -> anyhow::Result<()> {
     // held fewer.
     let before = versions(&client, &ns).await?;
     let t = Instant::now();
-    let fresh = start_controller(&bin, &ns, "scale-restart")?;
+    let fresh = start_bench_controller(&bin, &ns, "scale-restart")?;
     eventually("the new controller ready", Duration::from_secs(600), || async {
         Ok(fresh.get("/readyz").await.map(|(code, _)| code == 200).unwrap_or(false))
     })
@@ -300,7 +287,7 @@ pub async fn run_scale(n: usize) -> anyhow::Result<()> {
 async fn heap_profile(bin: &str, ns: &str, n: usize) -> anyhow::Result<()> {
     let profile = std::path::Path::new("dhat-heap.json");
     let _ = std::fs::remove_file(profile);
-    let mut profiled = start_controller(bin, ns, "scale-heap")?;
+    let mut profiled = start_bench_controller(bin, ns, "scale-heap")?;
     eventually("the profiled controller ready", Duration::from_secs(1800), || async {
         Ok(profiled.get("/readyz").await.map(|(code, _)| code == 200).unwrap_or(false))
     })
