@@ -5,8 +5,31 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Everything CI runs: format, lints, unit and property tests, the control-plane smoke test, the e2e tests, the Helm chart and the lab (real traffic).
-test: fmt-check clippy check-crds test-unit smoke e2e chaos-test helm-test lab-test
+# Everything CI runs: format, lints, unit and property tests, the control-plane smoke test, the e2e tests, the chaos suite, the Helm chart and the lab (real traffic); side by side where they wait, each cluster suite on its own control plane, with a table of wall times at the end (`scripts/test.py e2e` for one recipe and what it needs).
+test:
+    scripts/test.py
+
+# The one Rust build of everything the tests run: every test binary and every program, with one feature set (running `cargo test -p X` instead would build the dependencies again for X alone).
+build:
+    cargo test --workspace --no-run
+
+# Build the local control plane's binaries from their Go modules (once; cached by version).
+cluster-build:
+    tests/cluster/build.sh >/dev/null
+
+# Build Helm from its Go module (once; cached by version).
+helm:
+    scripts/helm.sh >/dev/null
+
+# Build Traefik, the lab's data plane, from its Go module (once; cached by version).
+traefik:
+    tests/lab/traefik.sh >/dev/null
+
+# Fetch what the tests read (Argo's and the routers' CRDs from their Go modules, Debian's Prometheus) into the cache.
+downloads:
+    tests/cluster/argo-crds.sh >/dev/null
+    tests/cluster/router-crds.sh --fetch-only
+    tests/cluster/prometheus.sh >/dev/null
 
 # Format the code.
 fmt:
@@ -22,18 +45,17 @@ clippy:
 
 # Regenerate crds/ from the API types.
 crds:
-    UPDATE_CRDS=1 cargo test -p stepwise-api --test crds
+    UPDATE_CRDS=1 scripts/cargo-test.py stepwise-api:crds
 
 # Fail when crds/ is stale.
 check-crds:
-    cargo test -p stepwise-api --test crds
+    scripts/cargo-test.py stepwise-api:crds
 
 # Unit and property tests (no cluster).
 test-unit:
     tests/cluster/argo-crds.sh >/dev/null
-    cargo test --workspace --exclude stepwise-e2e --exclude stepwise-lab --exclude stepwise-chaos
-    cargo test -p stepwise-chaos --lib
-    cargo test -p stepwise-lab --lib --bins --test responder --test load
+    scripts/cargo-test.py stepwise-api stepwise-core stepwise-traffic stepwise-metrics stepwise-controller kubectl-stepwise stepwise-chaos:lib stepwise-lab:lib,bins,responder,load
+    cargo test --workspace --doc
 
 # Start the local control plane (builds it the first time; reuses a running one).
 cluster-up:
@@ -52,26 +74,29 @@ prometheus:
     tests/cluster/prometheus.sh
 
 # End-to-end tests of the controller on the local control plane.
-e2e: cluster-up prometheus
+e2e: cluster-up prometheus build
     tests/cluster/router-crds.sh
-    cargo build --bins
-    cargo test -p stepwise-e2e -- --test-threads=4
+    scripts/cargo-test.py --jobs 3 stepwise-e2e -- --test-threads=4
 
 # The chaos suite, small fixed-seed versions: the controller SIGKILLed every 5-15 s under a fleet of 20, a fault-injecting proxy (429, 500, 409, latency, cut watches), a partition with expired watches, the real API server restarted mid-update, a leader cut off from it while a standby takes over, 40 random Rollouts.
-chaos-test: cluster-up
-    cargo build --bins
-    cargo test -p stepwise-chaos --tests -- --test-threads=2
+chaos-test: chaos-test-restarts chaos-test-faults
+
+# The chaos suite's restarts: the real API server restarted mid-update (nothing else may use its control plane meanwhile) and the controller SIGKILLed every 5-15 s.
+chaos-test-restarts: cluster-up build
+    scripts/cargo-test.py stepwise-chaos:apiserver_restart,kill_loop -- --test-threads=2
+
+# The chaos suite's faults: the fault-injecting proxy, expired watches, the lost lease and the random Rollouts, and the suite's unit tests.
+chaos-test-faults: cluster-up build
+    scripts/cargo-test.py stepwise-chaos:lib,bins,faults,watch_expiry,lease_loss,random_rollouts -- --test-threads=2
 
 # The chaos suite's full versions, whose figures are in docs/reliability.md: 200 Rollouts under the kill loop, 500 random Rollouts (CHAOS_SEED=n for other draws).
-chaos: cluster-up
-    cargo build --bins
-    CHAOS_ROLLOUTS=200 cargo test -p stepwise-chaos --test kill_loop -- --nocapture
-    CHAOS_RANDOM_ROLLOUTS=500 cargo test -p stepwise-chaos --test random_rollouts -- --nocapture
+chaos: cluster-up build
+    CHAOS_ROLLOUTS=200 scripts/cargo-test.py stepwise-chaos:kill_loop -- --nocapture
+    CHAOS_RANDOM_ROLLOUTS=500 scripts/cargo-test.py stepwise-chaos:random_rollouts -- --nocapture
 
 # The Helm chart on the local control plane: lint, schema, dry-runs, install, a canary as the chart's ServiceAccount, upgrade, uninstall, namespaced mode.
-helm-test: cluster-up
+helm-test: cluster-up build
     tests/cluster/router-crds.sh
-    cargo build --bins
     tests/helm/test.sh
 
 # Run the demo: in the lab, a good version rolled out with the live traffic split at each step, then a bad one aborted by its analysis (on the plain cluster where the lab cannot run).
@@ -93,8 +118,7 @@ lab-down:
 
 # The lab's tests: real requests through Traefik and the Gateway API, analyses on real error rates, zero downtime, an HPA, the Kubernetes metrics provider.
 lab-test: lab-up
-    cargo test -p stepwise-lab --tests --no-run --quiet
-    tests/lab/exec.sh cargo test --offline -p stepwise-lab --test traffic --test analysis --test zero_downtime --test hpa --test kubernetes_provider -- --test-threads=2
+    tests/lab/exec.sh scripts/cargo-test.py --offline --jobs 3 stepwise-lab:traffic,analysis,zero_downtime,hpa,kubernetes_provider -- --test-threads=2
 
 # Check what this machine has for building and running stepwise, the local cluster and the lab; one line each.
 doctor:

@@ -138,6 +138,12 @@ done
 echo "$BIN" >"$RUN/bin-dir"
 
 # --- ports ---------------------------------------------------------------------------------
+# A port is free when picked and taken only when its component binds it: clusters starting side by
+# side (`just test` gives each suite its own) pick and bind one at a time, under a lock shared by
+# every state directory.
+mkdir -p "${STEPWISE_CACHE:-$HOME/.cache/stepwise}"
+exec 7>"${STEPWISE_CACHE:-$HOME/.cache/stepwise}/.cluster-ports.lock"
+flock -w 600 7 || die "timed out waiting for the lock of the port picking"
 read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT <<<"$(free_ports 6)"
 cat >"$RUN/ports.env" <<EOF
 ETCD_PORT=$ETCD_PORT
@@ -250,6 +256,7 @@ start_kwok
 wait_for "kube-controller-manager /healthz" http_ok "https://127.0.0.1:$KCM_PORT/healthz" insecure
 wait_for "kube-scheduler /healthz" http_ok "https://127.0.0.1:$SCHED_PORT/healthz" insecure
 wait_for "kwok /healthz" http_ok "http://127.0.0.1:$KWOK_PORT/healthz"
+exec 7>&- # every port is bound
 
 # --- fake nodes ----------------------------------------------------------------------------
 nodes_yaml() {

@@ -35,7 +35,7 @@ API_SERVER=$(sed -n 's/^API_SERVER=//p' "$state/env")
 export KUBECONFIG
 controller_bin=$repo/target/debug/stepwise-controller
 plugin_bin=$repo/target/debug/kubectl-stepwise
-[ -x "$controller_bin" ] && [ -x "$plugin_bin" ] || die "build the binaries first: cargo build --bins"
+[ -x "$controller_bin" ] && [ -x "$plugin_bin" ] || die "build the binaries first: scripts/just build"
 HELM=$("$repo/scripts/helm.sh")
 k() { "$KUBECTL" "$@"; }
 

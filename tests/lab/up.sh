@@ -32,8 +32,8 @@ if [ "${1:-}" != --inside ]; then
   PROMETHEUS_BIN=$("$REPO_ROOT/tests/cluster/prometheus.sh")
   lab_log "step 4/6: the routers' CRDs (tests/cluster/router-crds.sh --fetch-only)"
   "$REPO_ROOT/tests/cluster/router-crds.sh" --fetch-only
-  lab_log "step 5/6: stepwise and the lab's programs (cargo build --bins)"
-  (cd "$REPO_ROOT" && cargo build --bins --quiet)
+  lab_log "step 5/6: stepwise and the lab's programs (scripts/just build: cargo test --workspace --no-run)"
+  (cd "$REPO_ROOT" && cargo test --workspace --no-run --quiet)
   lab_log "step 6/6: the namespace and everything in it"
   netns_up
   cat >"$LAB_RUN/binaries.env" <<EOF

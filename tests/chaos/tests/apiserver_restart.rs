@@ -16,7 +16,6 @@
 //! debug build of the controller (`cargo build --bins`). See docs/reliability.md.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
 use stepwise_chaos::fleet::{Fleet, Sampler, describe, image};
-use stepwise_e2e::{ControllerProcess, Env, eventually, repo_root, secs};
+use stepwise_e2e::{ControllerProcess, Env, cluster_dir, eventually, repo_root, secs};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 
 const ROLLOUTS: usize = 6;
@@ -41,11 +40,6 @@ const MAX_ATTEMPTS_PER_SECOND: f64 = 20.0;
 /// Its watches back off to at most 5 s (with jitter) and failed reconciles retry after 5 s, so a
 /// controller still idle this long after the API server is ready did not come back by itself.
 const MAX_RECOVERY: Duration = Duration::from_secs(60);
-
-/// The state directory of the local control plane, as `tests/cluster/lib.sh` computes it.
-fn cluster_dir() -> PathBuf {
-    std::env::var_os("STEPWISE_CLUSTER_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/cluster"))
-}
 
 /// The pid up.sh recorded for a component of the control plane.
 fn component_pid(name: &str) -> anyhow::Result<u32> {

@@ -27,20 +27,24 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
 }
 
+/// The state directory of the local control plane, as `tests/cluster/lib.sh` computes it: each
+/// suite of `just test` has its own (`STEPWISE_CLUSTER_DIR`).
+pub fn cluster_dir() -> PathBuf {
+    std::env::var_os("STEPWISE_CLUSTER_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/cluster"))
+}
+
 /// The kubeconfig of the local control plane.
 pub fn kubeconfig_path() -> PathBuf {
-    std::env::var_os("STEPWISE_KUBECONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/cluster/kubeconfig"))
+    std::env::var_os("STEPWISE_KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| cluster_dir().join("kubeconfig"))
 }
 
 /// kubectl as the project's scripts install it.
 pub fn kubectl_path() -> PathBuf {
-    let env = std::fs::read_to_string(repo_root().join("target/cluster/env")).unwrap_or_default();
+    let env = std::fs::read_to_string(cluster_dir().join("env")).unwrap_or_default();
     env.lines()
         .find_map(|l| l.strip_prefix("KUBECTL="))
         .map(|p| PathBuf::from(p.trim_matches('\'')))
-        .unwrap_or_else(|| repo_root().join("target/cluster/bin/kubectl"))
+        .unwrap_or_else(|| cluster_dir().join("bin/kubectl"))
 }
 
 /// A client of the local control plane; fails with a hint when it is not running.

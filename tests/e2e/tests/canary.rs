@@ -143,8 +143,12 @@ async fn undo_goes_back_to_the_previous_template_and_scaling_keeps_the_ratio() -
     env.when_scaled(8).await?;
     env.then_pods(2, 6, secs(60)).await?;
     env.then_paused_at_step(1, secs(10)).await?;
+    // The status that counts them may land a moment after the pods.
+    env.then("the status counts the 8 replicas", secs(30), |ro| {
+        ro.status.as_ref().and_then(|s| s.hpa_replicas) == Some(8)
+    })
+    .await?;
     let st = env.get().await?.status.unwrap();
-    assert_eq!(st.hpa_replicas, Some(8));
     assert_eq!(st.selector.as_deref(), Some("app=demo"));
 
     env.when_promote_full().await?;

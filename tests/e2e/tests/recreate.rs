@@ -35,10 +35,14 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(env: &Env) -> Self {
+    /// Starts it and returns once it has seen the pods as they are now: on a busy machine the
+    /// first list could otherwise come after the change the test then makes.
+    async fn start(env: &Env) -> anyhow::Result<Self> {
         let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let (first_sample, first_sample_taken) = tokio::sync::oneshot::channel();
+        let mut first_sample = Some(first_sample);
         let task = tokio::spawn(async move {
             let mut seen = Seen { samples: 0, versions: Vec::new(), overlaps: Vec::new() };
             while !stopped.load(Ordering::Relaxed) {
@@ -75,11 +79,19 @@ impl Watcher {
                 {
                     seen.versions.push(v);
                 }
+                if let Some(taken) = first_sample.take() {
+                    let _ = taken.send(());
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Ok(seen)
         });
-        Watcher { stop, task }
+        if first_sample_taken.await.is_err() {
+            // The task ended before its first sample: its error says why.
+            task.await??;
+            anyhow::bail!("the pod watcher stopped before its first sample");
+        }
+        Ok(Watcher { stop, task })
     }
 
     /// Stops it; fails if it ever saw two versions at once.
@@ -120,7 +132,7 @@ async fn recreate_stops_every_old_pod_before_a_new_one_starts_and_completes() ->
     let env = Env::new("recreate").await?;
     env.given_rollout(3, RECREATE).await?;
     let v1 = env.get().await?.status.unwrap().stable_rs.unwrap();
-    let watcher = Watcher::start(&env);
+    let watcher = Watcher::start(&env).await?;
 
     env.when_image("example.invalid/demo:2").await?;
     let v2 = env.get().await?.status.unwrap().current_pod_hash.unwrap();
@@ -152,7 +164,7 @@ async fn recreate_stops_every_old_pod_before_a_new_one_starts_and_completes() ->
 async fn abort_of_a_recreate_stops_the_new_pods_before_the_stable_version_comes_back() -> anyhow::Result<()> {
     let env = Env::new("recreate-abort").await?;
     env.given_rollout(2, RECREATE).await?;
-    let watcher = Watcher::start(&env);
+    let watcher = Watcher::start(&env).await?;
 
     // The new version's pods never get a node: the old ones are gone, the new ones pending.
     unschedulable_update(&env).await?;
@@ -188,7 +200,7 @@ async fn abort_of_a_recreate_stops_the_new_pods_before_the_stable_version_comes_
 async fn undo_of_a_recreate_mid_update_returns_to_the_previous_version_the_same_way() -> anyhow::Result<()> {
     let env = Env::new("recreate-undo").await?;
     env.given_rollout(2, RECREATE).await?;
-    let watcher = Watcher::start(&env);
+    let watcher = Watcher::start(&env).await?;
 
     unschedulable_update(&env).await?;
     let (new, stable) = hashes(&env.get().await?.status.unwrap());
@@ -225,7 +237,7 @@ async fn recreate_waits_for_old_pods_that_are_still_stopping() -> anyhow::Result
         let name = pod.metadata.name.unwrap_or_default();
         pods.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(hold(true))).await?;
     }
-    let watcher = Watcher::start(&env);
+    let watcher = Watcher::start(&env).await?;
 
     env.when_image("example.invalid/demo:2").await?;
     env.then("waiting for the old pods to stop", secs(30), |ro| {
