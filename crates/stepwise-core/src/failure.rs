@@ -45,6 +45,7 @@ pub fn status_after_failure(
         (Some(RolloutPhase::Degraded), Some(why)) => format!("{why}; {report}"),
         _ => report,
     });
+    crate::readiness::report(&mut status, now);
     status
 }
 
@@ -512,7 +513,10 @@ mod tests {
             Plan { actions: vec![scale(1)], status: status(RolloutPhase::Progressing, "x"), requeue_after: None };
         let mut st = fail(&ro, &old_status(), &plan, 0);
         st.conditions.insert(0, RolloutCondition { r#type: "Available".into(), ..Default::default() });
+        let types = |st: &RolloutStatus| st.conditions.iter().map(|c| c.r#type.clone()).collect::<Vec<_>>();
+        let others: Vec<String> = types(&st).into_iter().filter(|t| t != RECONCILE_ERROR).collect();
+        assert!(others.len() < st.conditions.len() && others.contains(&"Available".to_string()));
         clear_reconcile_error(&mut st);
-        assert_eq!(st.conditions.iter().map(|c| c.r#type.as_str()).collect::<Vec<_>>(), ["Available"]);
+        assert_eq!(types(&st), others);
     }
 }

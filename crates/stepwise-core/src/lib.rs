@@ -16,6 +16,7 @@ pub mod measure;
 pub mod objects;
 mod observed;
 mod plan;
+mod readiness;
 pub mod replicas;
 mod time;
 
@@ -39,4 +40,12 @@ pub mod condition {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// An action of the last plan failed; the message is the error. Written by the controller.
     pub const RECONCILE_ERROR: &str = "ReconcileError";
+    /// The rollout is Healthy: the newest version is released (kstatus and Kubernetes' API
+    /// conventions; the reason is the phase).
+    pub const READY: &str = "Ready";
+    /// Present while a release is under way or waits (kstatus: InProgress).
+    pub const RECONCILING: &str = "Reconciling";
+    /// Present while the rollout is Degraded: aborted, past its progress deadline or invalid
+    /// (kstatus: Failed).
+    pub const STALLED: &str = "Stalled";
 }

@@ -29,6 +29,7 @@ use stepwise_api::Rollout;
 pub use action::{Action, EventType, Plan, action_event};
 use context::Ctx;
 use desired::Draft;
+pub(crate) use status::set_condition;
 
 /// Decides what to do for one Rollout. Pure: the same inputs give the same plan, and planning
 /// again once the plan is carried out asks for nothing more.
@@ -42,6 +43,7 @@ pub fn plan(rollout: &Rollout, observed: &crate::Observed, now: &Time) -> Plan {
         Ok(valid) => valid,
         Err(invalid) => {
             status::invalid_spec(&prev, &mut status, &mut draft, &invalid.message, now);
+            crate::readiness::report(&mut status, now);
             if invalid.look_again {
                 draft.requeue_in(30.0);
             }
@@ -70,6 +72,7 @@ pub fn plan(rollout: &Rollout, observed: &crate::Observed, now: &Time) -> Plan {
     revision::trim_history(&ctx, &status, &mut draft);
     status::report_scale_selector(&ctx, &draft.desired, &mut status);
     status::summarize(&ctx, &prev, &mut status, &mut draft);
+    crate::readiness::report(&mut status, now);
     revision::scale_down_workload(&ctx, &status, &mut draft);
 
     let requeue_after = draft.requeue_after();
