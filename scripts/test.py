@@ -40,12 +40,17 @@ class Recipe:
 
     name: str
     needs: list = field(default_factory=list)
+    # Recipes it starts after, whatever their outcome: suites whose tests judge timing (the
+    # chaos suite) do not share the CPU with the builds.
+    after: list = field(default_factory=list)
     # A control plane of its own (target/clusters/<cluster>), stopped after the last recipe on it.
     cluster: str = None
     # Builds that only the last suites need run at a lower CPU priority (a higher nice value) from
     # the start: they take the CPU the others leave idle, and yield it to them.
     nice: int = 0
 
+
+BUILDS = ["build", "clippy", "cluster-build", "traefik", "helm"]
 
 # The graph. The builds come first and once: each suite's recipe still names what it needs (a
 # no-op by then), so that `scripts/just e2e` alone works as before.
@@ -62,8 +67,8 @@ RECIPES = [
     Recipe("test-unit", needs=["build", "downloads"]),
     Recipe("smoke", needs=["cluster-build"], cluster="e2e"),
     Recipe("e2e", needs=["build", "downloads", "smoke"], cluster="e2e"),
-    Recipe("chaos-test-restarts", needs=["build", "cluster-build"], cluster="chaos-restarts"),
-    Recipe("chaos-test-faults", needs=["build", "cluster-build"], cluster="chaos-faults"),
+    Recipe("chaos-test-restarts", needs=["build", "cluster-build"], after=BUILDS, cluster="chaos-restarts"),
+    Recipe("chaos-test-faults", needs=["build", "cluster-build"], after=BUILDS, cluster="chaos-faults"),
     Recipe("helm-test", needs=["build", "downloads", "helm"], cluster="helm"),
     Recipe("lab-test", needs=["build", "downloads", "traefik", "cluster-build"]),
 ]
@@ -110,7 +115,8 @@ class Run:
                  f"{f' on its own control plane target/clusters/{recipe.cluster}' if recipe.cluster else ''}")
 
     def ready(self, recipe):
-        return all(self.result.get(n, (None,))[0] == "passed" for n in recipe.needs)
+        return all(self.result.get(n, (None,))[0] == "passed" for n in recipe.needs) and all(
+            n in self.result for n in recipe.after if n in self.recipes)
 
     def blocked(self, recipe):
         return any(self.result.get(n, (None,))[0] in ("FAILED", "skipped") for n in recipe.needs)
