@@ -71,11 +71,16 @@ fn aborted(ro: &Rollout) -> bool {
     ro.status.as_ref().is_some_and(|s| s.abort == Some(true) && s.phase == Some(RolloutPhase::Degraded))
 }
 
-/// The newest run ended in `expected`, with three measurements kept.
+/// The newest run ended in `expected`. Creation times are whole seconds, so runs created in the
+/// same second as the newest (a step's run and a background run stopped with it) are all newest.
 async fn then_last_run(env: &Env, expected: AnalysisPhase) -> anyhow::Result<AnalysisRun> {
-    let run = runs(env).await?.pop().ok_or_else(|| anyhow::anyhow!("no AnalysisRun"))?;
-    assert_eq!(phase(&run), Some(expected), "{:?}", run.status);
-    Ok(run)
+    let runs = runs(env).await?;
+    let newest = runs.last().ok_or_else(|| anyhow::anyhow!("no AnalysisRun"))?.metadata.creation_timestamp.clone();
+    let mut last: Vec<AnalysisRun> = runs.into_iter().filter(|r| r.metadata.creation_timestamp == newest).collect();
+    let statuses: Vec<_> = last.iter().map(|r| r.status.clone()).collect();
+    let found = last.iter().position(|r| phase(r) == Some(expected));
+    assert!(found.is_some(), "no newest run ended {expected:?}: {statuses:?}");
+    Ok(last.swap_remove(found.unwrap_or_default()))
 }
 
 #[tokio::test(flavor = "multi_thread")]
