@@ -4,28 +4,25 @@
 //!
 //! kstatus reads a resource as Failed while `Stalled` is True, InProgress while `Reconciling` is
 //! True or `Ready` False, and otherwise Current once `observedGeneration` is the object's
-//! generation. Without these
-//! a canary paused at 20 % and an aborted one both read as Current: done. So a release under way
-//! or waiting (for a timer, an analysis or a person) is Reconciling, an aborted one, one past its
-//! progress deadline and an invalid spec are Stalled, and only a Healthy Rollout is Ready.
+//! generation. Without these a canary paused at 20 % and an aborted one both read as Current:
+//! done. So a release under way or waiting (for a timer, an analysis or a person) is Reconciling,
+//! an aborted one, one past its progress deadline and an invalid spec are Stalled, and only a
+//! Healthy Rollout is Ready.
 //! The two abnormal conditions are present only while True, as the conventions ask.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use stepwise_api::{RolloutPhase, RolloutStatus};
 
 use crate::condition;
-use crate::plan::set_condition;
+use crate::plan::{remove_condition, set_condition};
 
 /// Writes `Ready`, `Reconciling` and `Stalled` from the phase and message already in `status`.
 pub(crate) fn report(status: &mut RolloutStatus, now: &Time) {
     let phase = status.phase.unwrap_or(RolloutPhase::Progressing);
     let message = status.message.clone().unwrap_or_default();
     let reason = phase.to_string();
-    if phase == RolloutPhase::Healthy {
-        set_condition(status, condition::READY, "True", &reason, &message, now);
-    } else {
-        set_condition(status, condition::READY, "False", &reason, &message, now);
-    }
+    let ready = if phase == RolloutPhase::Healthy { "True" } else { "False" };
+    set_condition(status, condition::READY, ready, &reason, &message, now);
     let (reconciling, stalled) = match phase {
         RolloutPhase::Healthy => (false, false),
         RolloutPhase::Progressing | RolloutPhase::Paused => (true, false),
@@ -35,7 +32,7 @@ pub(crate) fn report(status: &mut RolloutStatus, now: &Time) {
         if holds {
             set_condition(status, type_, "True", &reason, &message, now);
         } else {
-            status.conditions.retain(|c| c.r#type != type_);
+            remove_condition(status, type_);
         }
     }
 }

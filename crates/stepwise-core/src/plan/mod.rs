@@ -29,7 +29,7 @@ use stepwise_api::Rollout;
 pub use action::{Action, EventType, Plan, action_event};
 use context::Ctx;
 use desired::Draft;
-pub(crate) use status::set_condition;
+pub(crate) use status::{remove_condition, set_condition};
 
 /// Decides what to do for one Rollout. Pure: the same inputs give the same plan, and planning
 /// again once the plan is carried out asks for nothing more.
