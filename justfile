@@ -77,6 +77,7 @@ prometheus:
 e2e: cluster-up prometheus build
     tests/cluster/router-crds.sh
     tests/gitops/kstatus.sh >/dev/null
+    tests/gitops/argocd.sh >/dev/null
     scripts/cargo-test.py --jobs 3 stepwise-e2e -- --test-threads=4
 
 # The chaos suite, small fixed-seed versions: the controller SIGKILLed every 5-15 s under a fleet of 20, a fault-injecting proxy (429, 500, 409, latency, cut watches), a partition with expired watches, the real API server restarted mid-update, a leader cut off from it while a standby takes over, 40 random Rollouts.

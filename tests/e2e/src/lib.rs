@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use stepwise_api::operations::{self, Patches};
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
 
+pub mod gitops;
 pub mod prometheus;
 pub mod routing;
 
