@@ -192,6 +192,7 @@ async fn argo_cd_and_flux_show_each_point_of_a_canary_and_argo_cds_buttons_drive
     let run_health = ArgoCd::new(Scripts::Stepwise, "AnalysisRun").await?;
     let run_builtin = ArgoCd::new(Scripts::ArgoBuiltIn, "AnalysisRun").await?;
     let measuring = run_health.health(&runs.get(&run).await?).await?;
+    println!("analysis running: Argo CD shows the AnalysisRun {measuring:?}");
     assert_eq!(measuring.status, "Progressing", "{measuring:?}");
     assert!(measuring.message.starts_with("Analysis Running: health: "), "{measuring:?}");
     assert_eq!(run_builtin.health(&runs.get(&run).await?).await?.status, "Progressing");
@@ -234,6 +235,7 @@ async fn argo_cd_and_flux_show_each_point_of_a_canary_and_argo_cds_buttons_drive
     let failed = readers.expect(&env, "aborted by an analysis", "Degraded", "Failed").await?;
     assert!(failed.argocd.message.contains("health"), "the metric that failed: {failed:?}");
     let failed_run = run_health.health(&runs.get(&failing).await?).await?;
+    println!("analysis failed: Argo CD shows the AnalysisRun {failed_run:?}");
     assert_eq!(failed_run.status, "Degraded", "{failed_run:?}");
     assert!(failed_run.message.contains("result.ok == true"), "the condition that failed: {failed_run:?}");
     assert_eq!(run_builtin.health(&runs.get(&failing).await?).await?.status, "Degraded");
@@ -325,6 +327,7 @@ async fn argo_cd_and_flux_show_a_new_rollout_progressing_and_an_invalid_spec_or_
     ))?;
     env.rollouts().create(&PostParams::default(), &rollout).await?;
     let new = readers.shown(&env.get().await?).await?;
+    println!("new: {new:?}");
     assert_eq!(new.argocd.status, "Progressing", "not yet seen by the controller: {new:?}");
     assert_eq!(new.argocd_builtin.status, "Progressing", "not yet seen by the controller: {new:?}");
 
