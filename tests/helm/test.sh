@@ -400,6 +400,9 @@ expect_cannot "$sa_kc" patch leases.coordination.k8s.io/kube-controller-manager 
 expect_cannot "$sa_kc" patch leases.coordination.k8s.io/other -n "$rel_ns"
 expect_cannot "$sa_kc" create clusterroles.rbac.authorization.k8s.io
 expect_cannot "$sa_kc" delete ingresses.networking.k8s.io -n "$app_ns"
+# The metrics APIs are for the kubernetes provider only, which is off by default.
+expect_cannot "$sa_kc" get pods.custom.metrics.k8s.io -n "$app_ns"
+expect_cannot "$sa_kc" get requests_per_second.external.metrics.k8s.io -n "$app_ns"
 # And a real request: the controller's own token may not make a ConfigMap.
 if k --kubeconfig="$sa_kc" -n "$app_ns" create configmap not-allowed --from-literal=a=b >"$out/refused.log" 2>&1; then
   bad "the ServiceAccount created a ConfigMap"
@@ -411,13 +414,15 @@ fi
 
 # ---- 5. upgrade and uninstall ----------------------------------------------------------------------
 # The controller keeps running: an upgrade must not disturb the Lease it holds.
-log "helm upgrade $rel: 2 replicas, no Istio, no Secrets"
+log "helm upgrade $rel: 2 replicas, no Istio, no Secrets, the kubernetes metric provider"
 "$HELM" upgrade "$rel" "$chart" -n "$rel_ns" --set replicaCount=2 --set routers.istio.enabled=false \
-  --set analysis.secrets.enabled=false >"$out/upgrade.log" 2>&1 || { bad "helm upgrade failed"; cat "$out/upgrade.log" >&2; }
+  --set analysis.secrets.enabled=false --set analysis.kubernetes.enabled=true >"$out/upgrade.log" 2>&1 || { bad "helm upgrade failed"; cat "$out/upgrade.log" >&2; }
 [ "$(jp "$rel_ns" "deployment/$fullname" '{.spec.replicas}')" = 2 ] && ok "upgrade: the Deployment has 2 replicas" || bad "upgrade: replicas not 2"
 [ "$(jp "$rel_ns" "pdb/$fullname" '{.spec.maxUnavailable}')" = 1 ] && ok "upgrade: a PodDisruptionBudget came with the second replica" || bad "upgrade: no PodDisruptionBudget"
 expect_cannot "$sa_kc" patch virtualservices.networking.istio.io -n "$app_ns"
 expect_cannot "$sa_kc" get secrets -n "$app_ns"
+expect_can "$sa_kc" get pods.custom.metrics.k8s.io -n "$app_ns"
+expect_can "$sa_kc" get requests_per_second.external.metrics.k8s.io -n "$app_ns"
 expect_can "$sa_kc" patch httproutes.gateway.networking.k8s.io -n "$app_ns"
 holder=$(jp "$rel_ns" "lease/$fullname" '{.spec.holderIdentity}' || true)
 [ "$holder" = "helm-test-cluster-$id" ] && ok "upgrade: the Lease still names the running controller" || bad "upgrade: the Lease's holder is '$holder'"

@@ -204,7 +204,10 @@ fn metrics_api_hint(code: &u16, path: &str) -> String {
              `kubectl get --raw /apis/{group}/{version}` show what is)"
         ),
         503 => format!(" (the API server cannot reach the adapter: `kubectl get apiservice {api_service}` says why)"),
-        401 | 403 => format!(" (the controller's ServiceAccount needs get on {group})"),
+        401 | 403 => format!(
+            " (the controller's ServiceAccount needs get on {group}; the chart grants it with \
+             analysis.kubernetes.enabled=true)"
+        ),
         _ => String::new(),
     }
 }
