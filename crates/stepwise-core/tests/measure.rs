@@ -209,6 +209,20 @@ mod limits {
     }
 
     #[test]
+    fn a_message_rounds_the_values_it_quotes_and_the_measurement_keeps_them_whole() {
+        let mut sim = Sim::new(ONE_SHOT);
+        sim.step(value(json!([0.7021421458041176])));
+        assert_eq!(
+            sim.status().message.as_deref(),
+            Some(
+                "success-rate: result[0] >= 0.95 was false for 0.7021 — 1 failed measurement, more than failureLimit 0"
+            )
+        );
+        let m = sim.metric("success-rate");
+        assert_eq!(m.measurements[0].value.as_deref(), Some("[0.7021421458041176]"));
+    }
+
+    #[test]
     fn a_metric_fails_on_the_first_failure_beyond_its_failure_limit_and_says_which_values_failed() {
         let mut sim = Sim::new(FIVE_EVERY_30S);
         for v in [0.82, 0.99, 0.80] {

@@ -61,11 +61,39 @@ fn crossed(r: &MetricResult, phase: AnalysisPhase, word: &str, field: &str, limi
 }
 
 /// A value as a person reads it: a one-element vector (a Prometheus instant query) shows its
-/// element.
+/// element, and numbers are rounded (the measurement keeps them whole).
 fn shown(value: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(value) {
-        Ok(serde_json::Value::Array(a)) if a.len() == 1 => a[0].to_string(),
-        _ => value.to_string(),
+        Ok(serde_json::Value::Array(a)) if a.len() == 1 => rounded(&a[0]).to_string(),
+        Ok(parsed) => rounded(&parsed).to_string(),
+        Err(_) => value.to_string(),
+    }
+}
+
+/// Significant digits of a number in a message: enough to tell 0.9499 from 0.95.
+const SIGNIFICANT_DIGITS: i32 = 4;
+
+/// `value` with every number rounded to [`SIGNIFICANT_DIGITS`] (whole numbers stay whole).
+fn rounded(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or_default();
+            if x == 0.0 || !x.is_finite() {
+                return value.clone();
+            }
+            let decimals = (SIGNIFICANT_DIGITS - 1 - x.abs().log10().floor() as i32).max(0);
+            if decimals == 0 {
+                return Value::from(x.round() as i64);
+            }
+            let scale = 10f64.powi(decimals);
+            serde_json::Number::from_f64((x * scale).round() / scale)
+                .map(Value::Number)
+                .unwrap_or_else(|| value.clone())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(rounded).collect()),
+        Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), rounded(v))).collect()),
+        _ => value.clone(),
     }
 }
 
@@ -112,4 +140,20 @@ pub(crate) fn run_message(results: &[MetricResult], terminated: bool) -> Option<
         message = format!("{message}{sep}{}", dry.join("; "));
     }
     Some(message).filter(|m| !m.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn values_in_messages_keep_four_significant_digits_and_whole_numbers_stay_whole() {
+        assert_eq!(shown("[0.7021421458041176]"), "0.7021");
+        assert_eq!(shown("0.000123456"), "0.0001235");
+        assert_eq!(shown("1234.5678"), "1235");
+        assert_eq!(shown("42"), "42");
+        assert_eq!(shown("[0.95, 12.3456]"), "[0.95,12.35]");
+        assert_eq!(shown(r#"{"ok":false}"#), r#"{"ok":false}"#);
+        assert_eq!(shown("not json"), "not json");
+    }
 }
