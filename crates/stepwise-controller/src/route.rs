@@ -92,7 +92,11 @@ pub async fn set_traffic(ctx: &Context, rollout: &Rollout, wanted: Wanted) -> Re
     let mut generated: Vec<Generated> = Vec::new();
     for router in &routers {
         for target in router.targets() {
-            let current = api(ctx, &target).get_opt(&target.name).await.during(|| format!("get {target}"))?;
+            let current = match api(ctx, &target).get_opt(&target.name).await {
+                // get_opt reads a missing object as None: a 404 here is a resource not served.
+                Err(kube::Error::Api(status)) if status.code == 404 => return Err(not_served(ctx, &target).await),
+                read => read.during(|| format!("get {target}"))?,
+            };
             let Some(current) = current else {
                 return Err(traffic(stepwise_traffic::Error::NotFound(target.to_string())));
             };
@@ -145,6 +149,39 @@ pub async fn set_traffic(ctx: &Context, rollout: &Rollout, wanted: Wanted) -> Re
     Ok(())
 }
 
+/// The error for a routing object whose kind the cluster does not serve at the version the router
+/// writes (Istio before 1.22 serves no `networking.istio.io/v1`), naming what it serves instead.
+async fn not_served(ctx: &Context, target: &Target) -> Error {
+    let served = ctx.client.list_api_groups().await.ok().map(|groups| {
+        groups
+            .groups
+            .into_iter()
+            .filter(|g| g.name == target.group)
+            .flat_map(|g| g.versions.into_iter().map(|v| v.version))
+            .collect::<Vec<_>>()
+    });
+    Error::Traffic(not_served_message(target, served.as_deref()))
+}
+
+/// What [`not_served`] says, given the versions of the target's group the cluster serves (None
+/// when discovery could not tell).
+fn not_served_message(target: &Target, served: Option<&[String]>) -> String {
+    let group = target.group;
+    let needed = format!("{}/{} {}", group, target.version, target.kind);
+    let serves = match served {
+        None => "its API discovery did not answer".to_string(),
+        Some([]) => format!("it serves no {group} API (are its CRDs installed?)"),
+        Some(versions) if versions.iter().any(|v| v == target.version) => {
+            format!("it serves {group}/{} but no {} in it", target.version, target.plural)
+        }
+        Some(versions) => {
+            let listed: Vec<String> = versions.iter().map(|v| format!("{group}/{v}")).collect();
+            format!("it serves {} only", listed.join(", "))
+        }
+    };
+    format!("{target}: this cluster does not serve {needed}, which stepwise needs: {serves}")
+}
+
 /// A generated object may replace only one this Rollout owns: an Ingress of the same name that a
 /// person wrote is theirs.
 async fn check_owned(ctx: &Context, rollout: &Rollout, target: &Target) -> Result<(), Error> {
@@ -175,4 +212,43 @@ async fn apply_generated(
         .during(|| format!("apply {target}"))?;
     info!(rollout = %rollout.name_any(), object = %target, canary_weight, "set traffic weight");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn virtual_service() -> Target {
+        Target {
+            group: "networking.istio.io",
+            version: "v1",
+            kind: "VirtualService",
+            plural: "virtualservices",
+            namespace: "shop".into(),
+            name: "checkout".into(),
+        }
+    }
+
+    #[test]
+    fn an_unserved_version_names_what_stepwise_needs_and_what_the_cluster_serves() {
+        let older = ["v1beta1".to_string(), "v1alpha3".to_string()];
+        let message = not_served_message(&virtual_service(), Some(&older));
+        assert!(message.contains("does not serve networking.istio.io/v1 VirtualService"), "{message}");
+        assert!(
+            message.ends_with("it serves networking.istio.io/v1beta1, networking.istio.io/v1alpha3 only"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unserved_group_asks_whether_its_crds_are_installed() {
+        let message = not_served_message(&virtual_service(), Some(&[]));
+        assert!(message.ends_with("it serves no networking.istio.io API (are its CRDs installed?)"), "{message}");
+    }
+
+    #[test]
+    fn a_served_version_without_the_kind_says_so() {
+        let message = not_served_message(&virtual_service(), Some(&["v1".to_string()]));
+        assert!(message.ends_with("it serves networking.istio.io/v1 but no virtualservices in it"), "{message}");
+    }
 }
