@@ -85,6 +85,17 @@ enum Command {
     Resume { name: String },
     /// Replace every pod, one at a time.
     Restart { name: String },
+    /// The revisions, oldest first: their images, change-cause and when each was the stable
+    /// version, as `kubectl rollout history` lists a Deployment's.
+    History {
+        name: String,
+        /// Print that revision's pod template.
+        #[arg(long)]
+        revision: Option<i64>,
+        /// Output format for scripts.
+        #[arg(short, long, value_enum)]
+        output: Option<Output>,
+    },
     /// Put back the pod template of an earlier revision (default: the one before the current).
     Undo {
         name: String,
@@ -495,6 +506,26 @@ async fn undo(cx: &Cx, name: &str, to: Option<i64>) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn history(cx: &Cx, name: &str, revision: Option<i64>, output: Option<Output>) -> anyhow::Result<()> {
+    let tree = cx.tree(name).await?;
+    let text = match (revision, output) {
+        (None, None) => render::history(&tree),
+        (Some(n), None) => render::revision_detail(&tree, n).map_err(|e| anyhow!("{e}"))?,
+        (revision, Some(format)) => {
+            let value = match revision {
+                None => render::history_summary(&tree),
+                Some(n) => render::revision_summary(&tree, n).map_err(|e| anyhow!("{e}"))?,
+            };
+            match format {
+                Output::Json => format!("{}\n", serde_json::to_string_pretty(&value)?),
+                Output::Yaml => serde_yaml::to_string(&value)?,
+            }
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
 async fn set_image(cx: &Cx, name: &str, assignment: &str) -> anyhow::Result<()> {
     let Some((container, image)) = assignment.split_once('=').filter(|(c, i)| !c.is_empty() && !i.is_empty()) else {
         bail!("expected CONTAINER=IMAGE, got {assignment:?}");
@@ -709,6 +740,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let at = Timestamp::from_second(Timestamp::now().as_second())?.to_string();
             cx.operate(&name, |ro| Ok(decide::restart(ro, &at))).await?
         }
+        Command::History { name, revision, output } => history(&cx, &name, revision, output).await?,
         Command::Undo { name, to_revision } => undo(&cx, &name, to_revision).await?,
         Command::Set { what: SetWhat::Image { name, assignment } } => set_image(&cx, &name, &assignment).await?,
         Command::Version { .. }

@@ -314,3 +314,198 @@ pub fn summary(t: &RolloutTree) -> serde_json::Value {
         "revisions": revisions,
     })
 }
+
+/// One revision as `history` shows it: what it ran, why, and when it was the stable version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Revision {
+    /// The revision number.
+    pub revision: i64,
+    /// The pod template hash of its version.
+    pub hash: String,
+    /// Its ReplicaSet.
+    pub replica_set: String,
+    /// (container, image) of each container, in the template's order.
+    pub images: Vec<(String, String)>,
+    /// The `kubernetes.io/change-cause` the Rollout had when the revision's ReplicaSet was made.
+    pub change_cause: Option<String>,
+    /// Its roles now: stable, canary, active, preview, and aborted for an aborted update.
+    pub status: Vec<&'static str>,
+    /// When it last became the stable version, as the controller recorded on its ReplicaSet; None
+    /// when it never was, or no record of it is left.
+    pub stable_from: Option<Timestamp>,
+    /// When it then stopped being the stable version, as recorded; None while it is.
+    pub stable_until: Option<Timestamp>,
+}
+
+fn recorded_time(rs: &ReplicaSet, annotation: &str) -> Option<Timestamp> {
+    rs.annotations().get(annotation).and_then(|t| t.parse().ok())
+}
+
+/// The revisions of a Rollout, oldest first, as `kubectl rollout history` lists a Deployment's.
+pub fn revisions(t: &RolloutTree) -> Vec<Revision> {
+    let ro = &t.rollout;
+    let status = ro.status.clone().unwrap_or_default();
+    let mut replica_sets: Vec<&ReplicaSet> = t.replica_sets.iter().collect();
+    replica_sets.sort_by_key(|rs| revision_of(rs.annotations()));
+    replica_sets
+        .iter()
+        .map(|rs| {
+            let hash = hash_of(rs.labels()).to_string();
+            let revision = revision_of(rs.annotations());
+            let mut roles = roles(ro, &hash);
+            if status.abort == Some(true) && status.current_pod_hash.as_deref() == Some(hash.as_str()) {
+                roles.push("aborted");
+            }
+            let mut stable_from = recorded_time(rs, stepwise_core::objects::STABLE_SINCE_ANNOTATION);
+            let mut stable_until = recorded_time(rs, stepwise_core::objects::STABLE_UNTIL_ANNOTATION);
+            if status.stable_rs.as_deref() == Some(hash.as_str()) && stable_until.is_some() {
+                // Stable again, and the start of this time was not recorded: what is recorded is
+                // an earlier time, over.
+                (stable_from, stable_until) = (None, None);
+            }
+            let containers = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.spec.as_ref())
+                .map(|s| s.containers.clone())
+                .unwrap_or_default();
+            Revision {
+                revision,
+                hash,
+                replica_set: rs.name_any(),
+                images: containers.into_iter().map(|c| (c.name, c.image.unwrap_or_default())).collect(),
+                change_cause: rs.annotations().get(stepwise_core::objects::CHANGE_CAUSE_ANNOTATION).cloned(),
+                status: roles,
+                stable_from,
+                stable_until,
+            }
+        })
+        .collect()
+}
+
+/// A time as `history` shows it: UTC, to the second.
+fn instant(t: Option<Timestamp>) -> Option<String> {
+    t.map(|t| Timestamp::from_second(t.as_second()).unwrap_or(t).to_string())
+}
+
+/// The STABLE-FROM and STABLE-UNTIL cells: `-` where there is no such time (never stable, or
+/// stable now), `<unknown>` where there is one that was not recorded (a version stable before the
+/// controller recorded these times, or whose record failed).
+fn stable_cells(r: &Revision) -> (String, String) {
+    let stable_now = r.status.contains(&"stable");
+    let unknown = || "<unknown>".to_string();
+    let none = || "-".to_string();
+    match (instant(r.stable_from), instant(r.stable_until)) {
+        (Some(from), Some(until)) => (from, until),
+        (Some(from), None) => (from, if stable_now { none() } else { unknown() }),
+        (None, Some(until)) => (unknown(), until),
+        (None, None) if stable_now => (unknown(), none()),
+        (None, None) => (none(), none()),
+    }
+}
+
+fn status_cell(r: &Revision) -> String {
+    if r.status.is_empty() { "-".into() } else { r.status.join(",") }
+}
+
+fn images_cell(r: &Revision) -> String {
+    r.images.iter().map(|(c, i)| format!("{c}={i}")).collect::<Vec<_>>().join(",")
+}
+
+/// `history`: one line per revision, oldest first: its roles now, when it was stable, its images
+/// and its change-cause (`<none>` without one, as kubectl prints it).
+pub fn history(t: &RolloutTree) -> String {
+    let revisions = revisions(t);
+    if revisions.is_empty() {
+        return format!(
+            "rollout {:?} has no revisions yet (the controller has made no ReplicaSet)\n",
+            t.rollout.name_any()
+        );
+    }
+    let mut rows = vec![
+        ["REVISION", "STATUS", "STABLE-FROM", "STABLE-UNTIL", "IMAGES", "CHANGE-CAUSE"].map(String::from).to_vec(),
+    ];
+    for r in &revisions {
+        let (from, until) = stable_cells(r);
+        rows.push(vec![
+            r.revision.to_string(),
+            status_cell(r),
+            from,
+            until,
+            images_cell(r),
+            r.change_cause.clone().unwrap_or_else(|| "<none>".into()),
+        ]);
+    }
+    table(&rows)
+}
+
+fn revision_json(r: &Revision) -> serde_json::Value {
+    serde_json::json!({
+        "revision": r.revision,
+        "podTemplateHash": r.hash,
+        "replicaSet": r.replica_set,
+        "status": r.status,
+        "images": r.images.iter().map(|(c, i)| serde_json::json!({"container": c, "image": i})).collect::<Vec<_>>(),
+        "changeCause": r.change_cause,
+        "stableFrom": instant(r.stable_from),
+        "stableUntil": instant(r.stable_until),
+    })
+}
+
+/// `history -o json|yaml`: the revisions as data, oldest first.
+pub fn history_summary(t: &RolloutTree) -> serde_json::Value {
+    serde_json::json!({
+        "name": t.rollout.name_any(),
+        "namespace": t.rollout.namespace(),
+        "revisions": revisions(t).iter().map(revision_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The revision `revision` and its ReplicaSet, or why there is none.
+fn find_revision(t: &RolloutTree, revision: i64) -> Result<(Revision, &ReplicaSet), String> {
+    let all = revisions(t);
+    let rs = t.replica_sets.iter().find(|rs| revision_of(rs.annotations()) == revision);
+    match (all.iter().find(|r| r.revision == revision), rs) {
+        (Some(r), Some(rs)) => Ok((r.clone(), rs)),
+        _ => {
+            let known: Vec<String> = all.iter().map(|r| r.revision.to_string()).collect();
+            let known = if known.is_empty() { "none yet".to_string() } else { known.join(", ") };
+            Err(format!("rollout {:?} has no revision {revision} (its revisions: {known})", t.rollout.name_any()))
+        }
+    }
+}
+
+/// The version's own pod template: its ReplicaSet's, without the role metadata stepwise put on
+/// it (the hash label stays: it names the version).
+fn version_template(rs: &ReplicaSet) -> k8s_openapi::api::core::v1::PodTemplateSpec {
+    stepwise_core::objects::observe_replica_set(rs).template
+}
+
+/// `history --revision N`: what the table says of it, then its pod template, as
+/// `kubectl rollout history --revision` prints a Deployment's.
+pub fn revision_detail(t: &RolloutTree, revision: i64) -> Result<String, String> {
+    let (r, rs) = find_revision(t, revision)?;
+    let (from, until) = stable_cells(&r);
+    let template = serde_yaml::to_string(&version_template(rs)).map_err(|e| e.to_string())?;
+    let mut out = format!("Rollout {} with revision #{}\n", t.rollout.name_any(), r.revision);
+    let mut field = |k: &str, v: String| out.push_str(&format!("{:<14}{v}\n", format!("{k}:")));
+    field("ReplicaSet", r.replica_set.clone());
+    field("Status", status_cell(&r));
+    field("Stable from", from);
+    field("Stable until", until);
+    field("Change-cause", r.change_cause.clone().unwrap_or_else(|| "<none>".into()));
+    out.push_str("Pod Template:\n");
+    for line in template.lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    Ok(out)
+}
+
+/// `history --revision N -o json|yaml`: the revision as data, with its pod template.
+pub fn revision_summary(t: &RolloutTree, revision: i64) -> Result<serde_json::Value, String> {
+    let (r, rs) = find_revision(t, revision)?;
+    let mut value = revision_json(&r);
+    value["template"] = serde_json::to_value(version_template(rs)).map_err(|e| e.to_string())?;
+    Ok(value)
+}

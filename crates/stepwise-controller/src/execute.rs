@@ -11,6 +11,7 @@ use stepwise_api::{
     AnalysisRun, MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout,
     SCALE_DOWN_DEADLINE_ANNOTATION,
 };
+use stepwise_core::objects::{STABLE_SINCE_ANNOTATION, STABLE_UNTIL_ANNOTATION};
 use stepwise_core::{Action, EventType, RoleMetadata};
 use tracing::{debug, info};
 
@@ -90,6 +91,27 @@ async fn execute_one(ctx: &Context, rollout: &Rollout, action: &Action) -> Resul
                 .patch(rs_name, &PatchParams::default(), &Patch::Merge(patch))
                 .await
                 .during(|| format!("set scale-down deadline of {rs_name}"))?;
+        }
+        Action::SetStableSince { name: rs_name, since } => {
+            let since = stepwise_core::objects::stable_time_value(since);
+            // A version stable again has no end any more: null takes the one recorded before off.
+            let annotations = json!({STABLE_SINCE_ANNOTATION: since, STABLE_UNTIL_ANNOTATION: null});
+            replica_sets
+                .patch(
+                    rs_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+                )
+                .await
+                .during(|| format!("record when {rs_name} became stable"))?;
+        }
+        Action::SetStableUntil { name: rs_name, until } => {
+            let until = stepwise_core::objects::stable_time_value(until);
+            let patch = json!({"metadata": {"annotations": {STABLE_UNTIL_ANNOTATION: until}}});
+            replica_sets
+                .patch(rs_name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .during(|| format!("record when {rs_name} stopped being stable"))?;
         }
         Action::DeleteReplicaSet { name: rs_name } => {
             match replica_sets.delete(rs_name, &DeleteParams::background()).await {

@@ -22,6 +22,20 @@ use crate::observed::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedRepli
 /// all in place, so that only those keys are ever taken off again.
 pub const ROLE_METADATA_ANNOTATION: &str = "stepwise.dev/role-metadata";
 
+/// The annotation on a ReplicaSet that records when its version last became the stable one
+/// (RFC 3339), which `kubectl stepwise history` shows: nothing else records it once the events
+/// have expired.
+pub const STABLE_SINCE_ANNOTATION: &str = "stepwise.dev/stable-since";
+
+/// The annotation on a ReplicaSet that records when its version stopped being the stable one
+/// (RFC 3339), after [`STABLE_SINCE_ANNOTATION`]; none while it is stable.
+pub const STABLE_UNTIL_ANNOTATION: &str = "stepwise.dev/stable-until";
+
+/// The annotation `kubectl rollout history` reads as the reason for a revision. A Rollout's is
+/// copied to the ReplicaSet its template creates, as the Deployment controller copies a
+/// Deployment's, so that each revision keeps the cause it was made for.
+pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
+
 /// What planning needs of a ReplicaSet.
 pub fn observe_replica_set(rs: &ReplicaSet) -> ObservedReplicaSet {
     let meta = &rs.metadata;
@@ -51,6 +65,8 @@ pub fn observe_replica_set(rs: &ReplicaSet) -> ObservedReplicaSet {
         template,
         role_metadata,
         scale_down_deadline: annotations.get(SCALE_DOWN_DEADLINE_ANNOTATION).and_then(|t| t.parse().ok()).map(Time),
+        stable_since: annotations.get(STABLE_SINCE_ANNOTATION).and_then(|t| t.parse().ok()).map(Time),
+        stable_until: annotations.get(STABLE_UNTIL_ANNOTATION).and_then(|t| t.parse().ok()).map(Time),
         created: meta.creation_timestamp.clone(),
     }
 }
@@ -75,7 +91,8 @@ pub fn observe_analysis_run(run: &AnalysisRun) -> ObservedAnalysisRun {
 }
 
 /// The ReplicaSet a [`Action::CreateReplicaSet`] asks for, owned by the Rollout and labelled so
-/// that [`observe_replica_set`] reads it back; None for any other action.
+/// that [`observe_replica_set`] reads it back, with the Rollout's change-cause; None for any other
+/// action.
 pub fn replica_set(rollout: &Rollout, action: &Action) -> Option<ReplicaSet> {
     let Action::CreateReplicaSet { name, hash, revision, replicas, template, selector, min_ready_seconds } = action
     else {
@@ -83,12 +100,16 @@ pub fn replica_set(rollout: &Rollout, action: &Action) -> Option<ReplicaSet> {
     };
     let mut labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
     labels.insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
+    let mut annotations = BTreeMap::from([(REVISION_ANNOTATION.to_string(), revision.to_string())]);
+    if let Some(cause) = rollout.metadata.annotations.as_ref().and_then(|a| a.get(CHANGE_CAUSE_ANNOTATION)) {
+        annotations.insert(CHANGE_CAUSE_ANNOTATION.to_string(), cause.clone());
+    }
     Some(ReplicaSet {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             namespace: rollout.metadata.namespace.clone(),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(REVISION_ANNOTATION.to_string(), revision.to_string())])),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner_reference(rollout)]),
             ..Default::default()
         },
@@ -128,6 +149,12 @@ pub fn role_metadata_value(role: &RoleMetadata) -> Option<String> {
 /// [`observe_replica_set`] parses it.
 pub fn scale_down_deadline_value(deadline: &Time) -> String {
     deadline.0.to_string()
+}
+
+/// The value of the stable-since and stable-until annotations, as [`observe_replica_set`] parses
+/// them.
+pub fn stable_time_value(time: &Time) -> String {
+    time.0.to_string()
 }
 
 /// The selector of the Rollout's pods: `spec.selector`, or for a `workloadRef` without one, the
@@ -222,6 +249,13 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(SCALE_DOWN_DEADLINE_ANNOTATION.into(), scale_down_deadline_value(&deadline));
+        let (stable_since, stable_until) = (
+            Time(Timestamp::from_second(1_690_000_000).unwrap()),
+            Time(Timestamp::from_second(1_690_000_060).unwrap()),
+        );
+        let annotations = rs.metadata.annotations.as_mut().unwrap();
+        annotations.insert(STABLE_SINCE_ANNOTATION.into(), stable_time_value(&stable_since));
+        annotations.insert(STABLE_UNTIL_ANNOTATION.into(), stable_time_value(&stable_until));
         rs.status = Some(ReplicaSetStatus {
             replicas: 2,
             ready_replicas: Some(2),
@@ -244,10 +278,40 @@ mod tests {
                 template,
                 role_metadata: RoleMetadata::default(),
                 scale_down_deadline: Some(deadline),
+                stable_since: Some(stable_since),
+                stable_until: Some(stable_until),
                 created: None,
             }
         );
         assert_eq!(replica_set(&ro, &Action::DeleteReplicaSet { name: "app-abc".into() }), None);
+    }
+
+    #[test]
+    fn a_replica_set_carries_the_change_cause_the_rollout_had_when_it_was_created() {
+        let action = Action::CreateReplicaSet {
+            name: "app-abc".into(),
+            hash: "abc".into(),
+            revision: 2,
+            replicas: 1,
+            template: PodTemplateSpec::default(),
+            selector: LabelSelector::default(),
+            min_ready_seconds: 0,
+        };
+        let annotated = rollout(
+            "metadata: {name: app, annotations: {kubernetes.io/change-cause: deploy demo:2, other: x}}\nspec: {strategy: {canary: {}}}\n",
+        );
+        let rs = replica_set(&annotated, &action).expect("a ReplicaSet");
+        assert_eq!(
+            rs.metadata.annotations,
+            Some(BTreeMap::from([
+                (CHANGE_CAUSE_ANNOTATION.to_string(), "deploy demo:2".to_string()),
+                (REVISION_ANNOTATION.to_string(), "2".to_string()),
+            ])),
+            "the change-cause and the revision, no other annotation of the Rollout"
+        );
+        let plain = rollout("metadata: {name: app}\nspec: {strategy: {canary: {}}}\n");
+        let rs = replica_set(&plain, &action).expect("a ReplicaSet");
+        assert_eq!(rs.metadata.annotations.unwrap().get(CHANGE_CAUSE_ANNOTATION), None);
     }
 
     #[test]

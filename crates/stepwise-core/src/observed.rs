@@ -72,6 +72,11 @@ pub struct ObservedReplicaSet {
     pub role_metadata: RoleMetadata,
     /// When it is to be scaled to zero, if a delay was set.
     pub scale_down_deadline: Option<Time>,
+    /// When its version last became the stable one, as recorded on it; None when it never was
+    /// since stepwise records it.
+    pub stable_since: Option<Time>,
+    /// When its version then stopped being the stable one, as recorded on it.
+    pub stable_until: Option<Time>,
     /// Its creation time.
     pub created: Option<Time>,
 }

@@ -244,6 +244,8 @@ fn check_plan(kind: Kind, before: &World, p: &Plan, after: &World) -> Result<(),
             Action::ScaleReplicaSet { name, .. }
             | Action::SetRevision { name, .. }
             | Action::SetScaleDownDeadline { name, .. }
+            | Action::SetStableSince { name, .. }
+            | Action::SetStableUntil { name, .. }
             | Action::DeleteReplicaSet { name } => {
                 prop_assert!(
                     owned.contains(name) || created.contains(name),

@@ -5,6 +5,7 @@
 mod support;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use stepwise_api::{AnalysisPhase, RolloutPhase};
 use stepwise_core::{Action, AnalysisKind};
 use support::{World, rollout, rollout_with};
@@ -323,4 +324,118 @@ fn progress_deadline_abort_set_after_the_deadline_passed_aborts_the_timed_out_up
         "{:?}",
         w.events
     );
+}
+
+/// The time each version's ReplicaSet records it became stable and stopped being it, by revision.
+fn stable_periods(w: &World) -> Vec<(i64, Option<Time>, Option<Time>)> {
+    let mut periods: Vec<_> = w
+        .observed
+        .replica_sets
+        .iter()
+        .map(|rs| (rs.revision, rs.stable_since.clone(), rs.stable_until.clone()))
+        .collect();
+    periods.sort_by_key(|(revision, ..)| *revision);
+    periods
+}
+
+/// The records written, as (ReplicaSet name, action), in the order the plans wrote them.
+fn records_written(w: &World) -> Vec<(String, Action)> {
+    w.history
+        .iter()
+        .flat_map(|(_, p)| &p.actions)
+        .filter_map(|a| match a {
+            Action::SetStableSince { name, .. } | Action::SetStableUntil { name, .. } => {
+                Some((name.clone(), a.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_first_version_records_that_it_is_stable_in_the_plan_that_creates_its_replica_set() {
+    let mut w = World::new(rollout_with(2, CANARY));
+    let first = w.reconcile();
+    let created = first.actions.iter().position(|a| matches!(a, Action::CreateReplicaSet { .. }));
+    let recorded = first.actions.iter().position(|a| matches!(a, Action::SetStableSince { .. }));
+    assert!(created.is_some() && recorded > created, "created, then recorded: {:#?}", first.actions);
+    assert_eq!(stable_periods(&w), vec![(1, Some(w.now.clone()), None)]);
+    converge(&mut w);
+    assert_eq!(records_written(&w).len(), 1, "recorded once");
+}
+
+#[test]
+fn each_promotion_records_when_the_new_version_became_stable_and_the_one_before_stopped() {
+    let w = three_versions(CANARY, 0);
+    let periods = stable_periods(&w);
+    let since = |r: usize| periods[r].1.clone().expect("every version was stable once");
+    let until = |r: usize| periods[r].2.clone();
+    assert!(since(0) < since(1) && since(1) < since(2), "in the order of the versions: {periods:?}");
+    assert_eq!(until(0), Some(since(1)), "demo:1 was stable until demo:2 was");
+    assert_eq!(until(1), Some(since(2)), "demo:2 was stable until demo:3 was");
+    assert_eq!(until(2), None, "demo:3 is stable");
+    assert_eq!(records_written(&w).len(), 5, "one since each, one until for each one replaced, written once");
+    // Written by the plan that made demo:2 and demo:3 stable, not before.
+    for revision in [2, 3] {
+        let rs = w.observed.replica_sets.iter().find(|rs| rs.revision == revision).unwrap();
+        let first_stable = w.history.iter().position(|(_, p)| p.status.stable_rs.as_deref() == Some(rs.hash.as_str()));
+        let written = w.history.iter().position(|(_, p)| {
+            p.actions.iter().any(|a| matches!(a, Action::SetStableSince { name, .. } if *name == rs.name))
+        });
+        assert_eq!(written, first_stable, "revision {revision}");
+    }
+}
+
+#[test]
+fn a_version_stable_again_after_an_undo_records_it_anew_and_the_others_keep_their_times() {
+    let mut w = three_versions(CANARY, 2);
+    let before = stable_periods(&w);
+    w.wait(60);
+    w.set_image("demo:2");
+    converge(&mut w);
+    assert_eq!(w.phase(), Some(RolloutPhase::Healthy));
+    let after = stable_periods(&w);
+    // demo:2 is revision 4 now, stable again and with no end; demo:1 keeps the time demo:2 first
+    // became stable as its end, demo:3 ends when demo:2 is stable again.
+    assert_eq!(after.iter().map(|(r, ..)| *r).collect::<Vec<_>>(), vec![1, 3, 4]);
+    assert_eq!(after[0], before[0]);
+    assert_eq!((&after[1].1, &after[1].2), (&before[2].1, &Some(w.now.clone())));
+    assert_eq!((&after[2].1, &after[2].2), (&Some(w.now.clone()), &None));
+}
+
+#[test]
+fn a_record_is_never_before_another_one_even_when_the_clock_is_behind() {
+    let mut w = three_versions(CANARY, 2);
+    let demo3 = stable_periods(&w)[2].1.clone();
+    // A controller whose clock is an hour behind the one that recorded demo:3 undoes to demo:2.
+    w.now = stepwise_core::add_seconds(&w.now, -3600);
+    w.set_image("demo:2");
+    let writes = records_written(&w).len();
+    converge(&mut w);
+    assert_eq!(w.stable(), w.hash(), "demo:2 is stable again");
+    let periods = stable_periods(&w);
+    assert_eq!((&periods[1].2, &periods[2].1), (&demo3, &demo3), "at demo:3's time, not before it");
+    assert_eq!(records_written(&w).len(), writes + 2, "and only once");
+}
+
+#[test]
+fn a_stable_version_without_a_record_is_left_without_one_rather_than_given_a_later_time() {
+    // Versions made stable before the controller recorded it: when they became stable is not
+    // known, and the time of the first plan after an upgrade would be wrong.
+    let mut w = three_versions(CANARY, 0);
+    for rs in &mut w.observed.replica_sets {
+        (rs.stable_since, rs.stable_until) = (None, None);
+    }
+    let writes = records_written(&w).len();
+    w.wait(60);
+    w.reconcile();
+    w.set_image("demo:4");
+    converge(&mut w);
+    assert_eq!(records_written(&w).len(), writes, "nothing recorded while demo:3 stays stable");
+    w.promote_full();
+    converge(&mut w);
+    let periods = stable_periods(&w);
+    let now = Some(w.now.clone());
+    assert_eq!(periods[2], (3, None, now.clone()), "demo:3's end is known, its start is not");
+    assert_eq!(periods[3], (4, now, None), "demo:4's start");
 }

@@ -62,6 +62,21 @@ pub enum Action {
         /// The deadline, or none to clear it.
         deadline: Option<Time>,
     },
+    /// Record on a ReplicaSet that its version became the stable one, and has not stopped being
+    /// it since (an end recorded before goes).
+    SetStableSince {
+        /// Name of the ReplicaSet.
+        name: String,
+        /// When.
+        since: Time,
+    },
+    /// Record on a ReplicaSet that its version stopped being the stable one.
+    SetStableUntil {
+        /// Name of the ReplicaSet.
+        name: String,
+        /// When.
+        until: Time,
+    },
     /// Delete an old ReplicaSet beyond the revision history limit.
     DeleteReplicaSet {
         /// Name of the ReplicaSet.

@@ -51,6 +51,10 @@ pub(crate) struct Desired {
     pub revision: Option<(String, i64)>,
     /// The scale-down deadline by pod template hash; None clears it.
     deadlines: BTreeMap<String, Option<Time>>,
+    /// The ReplicaSet, by name, that records from when its version is stable, and that time.
+    pub stable_since: Option<(String, Time)>,
+    /// The ReplicaSet, by name, that records until when its version was stable, and that time.
+    pub stable_until: Option<(String, Time)>,
     /// The version each managed Service selects.
     services: BTreeMap<String, String>,
     pub weight: Option<Weight>,
@@ -275,6 +279,12 @@ fn replica_set_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
         {
             out.other.push(Action::SetScaleDownDeadline { name: rs.name.clone(), deadline: deadline.clone() });
         }
+    }
+    if let Some((name, until)) = desired.stable_until.take() {
+        out.other.push(Action::SetStableUntil { name, until });
+    }
+    if let Some((name, since)) = desired.stable_since.take() {
+        out.other.push(Action::SetStableSince { name, since });
     }
 }
 

@@ -74,6 +74,7 @@ pub fn plan(rollout: &Rollout, observed: &crate::Observed, now: &Time) -> Plan {
     status::summarize(&ctx, &prev, &mut status, &mut draft);
     crate::readiness::report(&mut status, now);
     revision::scale_down_workload(&ctx, &status, &mut draft);
+    revision::record_stable_period(&ctx, &prev, &status, &mut draft);
 
     let requeue_after = draft.requeue_after();
     Plan { actions: desired::actions(&ctx, draft), status, requeue_after }

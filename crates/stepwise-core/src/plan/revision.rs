@@ -135,6 +135,32 @@ fn ensure_newest_revision(ctx: &Ctx, status: &mut RolloutStatus, draft: &mut Dra
     }
 }
 
+/// The plan that makes a version the stable one records the time on its ReplicaSet (or on the
+/// one it creates, for the first version), and on the ReplicaSet of the version stable before it
+/// as the end of its time: `kubectl stepwise history` shows them. Only then: a version stable
+/// without a record (stable before the controller recorded it, or whose write failed) is left
+/// without, for "not known" is true and a later time would not be. A version stable again after
+/// others (an undo) records it anew. A time is never before another record, so that the records
+/// keep the order of the versions even when clocks differ a little.
+pub(crate) fn record_stable_period(ctx: &Ctx, prev: &RolloutStatus, status: &RolloutStatus, draft: &mut Draft) {
+    let Some(stable) = status.stable_rs.as_deref() else { return };
+    if prev.stable_rs.as_deref() == Some(stable) {
+        return;
+    }
+    let latest = ctx.observed.replica_sets.iter().flat_map(|rs| [&rs.stable_since, &rs.stable_until]).flatten().max();
+    let at = latest.map_or(ctx.now, |other| other.max(ctx.now)).clone();
+    if let Some(before) = prev.stable_rs.as_deref().and_then(|hash| ctx.rs(hash)) {
+        draft.desired.stable_until = Some((before.name.clone(), at.clone()));
+    }
+    match ctx.rs(stable) {
+        Some(rs) => draft.desired.stable_since = Some((rs.name.clone(), at)),
+        None if stable == ctx.hash && draft.desired.new_replica_set.is_some() => {
+            draft.desired.stable_since = Some((ctx.rs_name(stable), at))
+        }
+        None => {}
+    }
+}
+
 /// Old ReplicaSets with no pods, beyond revisionHistoryLimit, oldest first.
 pub(crate) fn trim_history(ctx: &Ctx, status: &RolloutStatus, draft: &mut Draft) {
     let limit = ctx.spec.revision_history_limit.unwrap_or(stepwise_api::DEFAULT_REVISION_HISTORY_LIMIT).max(0) as usize;

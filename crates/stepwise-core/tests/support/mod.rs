@@ -138,6 +138,11 @@ impl World {
             Action::SetScaleDownDeadline { name, deadline } => {
                 self.rs_mut(name).scale_down_deadline = deadline.clone();
             }
+            Action::SetStableSince { name, since } => {
+                let rs = self.rs_mut(name);
+                (rs.stable_since, rs.stable_until) = (Some(since.clone()), None);
+            }
+            Action::SetStableUntil { name, until } => self.rs_mut(name).stable_until = Some(until.clone()),
             Action::DeleteReplicaSet { name } => self.observed.replica_sets.retain(|r| &r.name != name),
             Action::SetServiceSelector { service, hash } => {
                 self.observed.services.insert(service.clone(), Some(hash.clone()));
