@@ -17,6 +17,10 @@ and name it in a Rollout:
 It makes header routes but not mirror routes: a setMirrorRoute step is refused with an error,
 which the Rollout shows. Standard library only.
 
+With `loadedPath` in the config, the proxy tells what it has loaded by writing a copy of the split
+there once it has reloaded; until that copy matches, the plugin answers `verified: false`, and the
+controller keeps the Rollout at its step.
+
     file-router.py PORT [--protocol NAME]
 
 --protocol makes it claim another protocol version: a broken plugin, for testing
@@ -88,7 +92,10 @@ def split_of(request):
             "match": header.get("match") or [],
             "service": canary,
         })
-    return path, {
+    loaded = config.get("loadedPath")
+    if loaded is not None and (not isinstance(loaded, str) or not loaded):
+        raise Refused(400, "config.loadedPath must be the path of a file, when given")
+    return path, loaded, {
         "rollout": f"{rollout.get('namespace')}/{rollout.get('name')}",
         "uid": rollout.get("uid"),
         "canaryWeight": weight,
@@ -101,10 +108,23 @@ def split_of(request):
     }
 
 
+def text_of(content):
+    return json.dumps(content, indent=2, sort_keys=True) + "\n"
+
+
+def loaded(path, content):
+    """Whether the proxy reports having loaded `content`: its copy at `path` is the same."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read() == text_of(content)
+    except OSError:
+        return False
+
+
 def write(path, content):
     """Writes content to path whole (a temporary file renamed over it), so that a proxy reading
     it never sees half a file; an unchanged file is left alone, so that it is not reloaded."""
-    text = json.dumps(content, indent=2, sort_keys=True) + "\n"
+    text = text_of(content)
     try:
         with open(path, encoding="utf-8") as f:
             if f.read() == text:
@@ -156,13 +176,14 @@ class Handler(BaseHTTPRequestHandler):
                 request = json.loads(body)
             except ValueError as e:
                 raise Refused(400, f"the body is not JSON: {e}") from e
-            path, content = split_of(request)
+            path, loaded_path, content = split_of(request)
             with WRITE_LOCK:
                 write(path, content)
         except Refused as e:
             return self.refuse(e.status, e.message)
-        # The file is what the proxy reads: written, the split is in place.
-        self.answer(200, {"protocol": self.server.protocol, "verified": True})
+        # Without a loadedPath, the file is what the proxy reads: written, the split is in place.
+        verified = loaded(loaded_path, content) if loaded_path else True
+        self.answer(200, {"protocol": self.server.protocol, "verified": verified})
 
     def log_message(self, format, *args):
         sys.stderr.write(f"{NAME}: {format % args}\n")

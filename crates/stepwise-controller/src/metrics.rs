@@ -43,6 +43,7 @@ pub struct Metrics {
     rollouts: Family<PhaseLabel, Gauge>,
     phases: Mutex<HashMap<String, RolloutPhase>>,
     leader: Gauge,
+    weight_reads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -55,6 +56,7 @@ impl Default for Metrics {
         let writes = Counter::default();
         let rollouts = Family::<PhaseLabel, Gauge>::default();
         let leader = Gauge::default();
+        let weight_reads = Family::<ResultLabel, Counter>::default();
         registry.register("reconciles", "Reconciles of Rollouts, by result", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Time one reconcile takes", duration.clone());
         registry.register("errors", "Reconcile errors, by kind", errors.clone());
@@ -66,6 +68,11 @@ impl Default for Metrics {
         registry.register("api_writes", "Writes to the API server (creates, patches, deletes)", writes.clone());
         registry.register("rollouts", "Rollouts by phase", rollouts.clone());
         registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
+        registry.register(
+            "traffic_weight_reads",
+            "Weights read back from the routers, by result: in_effect, not_in_effect (another weight, or routes that disagree), unknown",
+            weight_reads.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -76,6 +83,7 @@ impl Default for Metrics {
             rollouts,
             phases: Mutex::new(HashMap::new()),
             leader,
+            weight_reads,
         }
     }
 }
@@ -90,6 +98,16 @@ impl Metrics {
             self.errors.get_or_create(&KindLabel { kind: kind.into() }).inc();
         }
         self.writes.inc_by(writes as u64);
+    }
+
+    /// Records a weight read back from the routers.
+    pub fn weight_read(&self, verified: Option<bool>) {
+        let result = match verified {
+            Some(true) => "in_effect",
+            Some(false) => "not_in_effect",
+            None => "unknown",
+        };
+        self.weight_reads.get_or_create(&ResultLabel { result: result.into() }).inc();
     }
 
     /// Records an answer of the API server: an error one (4xx, 5xx) is counted by kind.

@@ -65,6 +65,9 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
     if rollout.spec.strategy.recreate.is_some() && observed.replica_sets.len() > 1 {
         count_pods_still_running(ctx, rollout, &mut observed).await?;
     }
+    if observed.weight_checkable {
+        read_weight_back(ctx, rollout, &mut observed).await?;
+    }
 
     // plan (pure)
     let plan = stepwise_core::plan(rollout, &observed, &now);
@@ -76,6 +79,22 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
         None => Requeue::await_change(),
     };
     Ok((requeue, writes + finalizer_writes))
+}
+
+/// The weight last set, read back from the routers until it is found in effect; then the status
+/// says so and nothing is read again until the next weight.
+async fn read_weight_back(ctx: &Context, rollout: &Rollout, observed: &mut Observed) -> Result<(), Error> {
+    let weights = rollout.status.as_ref().and_then(|s| s.canary.as_ref()).and_then(|c| c.weights.as_ref());
+    match weights.map(|w| w.verified) {
+        None => {}
+        Some(Some(true)) => observed.weight_verified = Some(true),
+        Some(_) => {
+            let reading = crate::route::read_weight(ctx, rollout).await?;
+            observed.weight_verified = reading.verified;
+            observed.weight_not_in_effect = reading.not_in_effect;
+        }
+    }
+    Ok(())
 }
 
 /// Carries out the plan and writes the status; returns the number of writes. When an action

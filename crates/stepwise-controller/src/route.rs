@@ -15,7 +15,7 @@
 
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use stepwise_api::Rollout;
+use stepwise_api::{CanaryStrategy, Rollout};
 use stepwise_traffic::plugin::RolloutRef;
 use stepwise_traffic::{Desired, Generated, JsonPatch, RouteRequest, Target};
 use tracing::info;
@@ -23,6 +23,7 @@ use tracing::info;
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
 use crate::execute::FIELD_MANAGER;
+use crate::router_plugin::RouterPlugins;
 
 fn traffic(e: stepwise_traffic::Error) -> Error {
     Error::Traffic(e.to_string())
@@ -76,17 +77,7 @@ pub async fn set_traffic(ctx: &Context, rollout: &Rollout, wanted: Wanted) -> Re
     let plugin_calls: Vec<(&String, &serde_json::Value)> =
         routing.plugins.iter().flatten().filter(|(name, _)| registered.contains(*name)).collect();
     let canary_weight = wanted.canary_weight;
-    // Core names the Services in the roles its plan gives them (a pingPong promotion swaps them);
-    // without them (the finalizer), the roles the Rollout's status records.
-    let roles = rollout.status.as_ref().and_then(|s| s.canary.as_ref()).and_then(|c| c.stable_ping_pong);
-    let services = match (wanted.canary_service.as_deref(), wanted.stable_service.as_deref()) {
-        (None, None) => canary.services_in_roles(roles),
-        named => named,
-    };
-    let mut desired = Desired::for_canary(canary, services, canary_weight).map_err(traffic)?;
-    desired.canary_hash = wanted.canary_hash;
-    desired.stable_hash = wanted.stable_hash;
-    desired.routes = wanted.routes;
+    let desired = desired_traffic(rollout, canary, wanted)?;
 
     let mut patches: Vec<(Target, JsonPatch)> = Vec::new();
     let mut generated: Vec<Generated> = Vec::new();
@@ -180,6 +171,114 @@ fn not_served_message(target: &Target, served: Option<&[String]>) -> String {
         }
     };
     format!("{target}: this cluster does not serve {needed}, which stepwise needs: {serves}")
+}
+
+/// The routers' desired state for `wanted`.
+fn desired_traffic(rollout: &Rollout, canary: &CanaryStrategy, wanted: Wanted) -> Result<Desired, Error> {
+    // Core names the Services in the roles its plan gives them (a pingPong promotion swaps them);
+    // without them (the finalizer), the roles the Rollout's status records.
+    let roles = rollout.status.as_ref().and_then(|s| s.canary.as_ref()).and_then(|c| c.stable_ping_pong);
+    let services = match (wanted.canary_service.as_deref(), wanted.stable_service.as_deref()) {
+        (None, None) => canary.services_in_roles(roles),
+        named => named,
+    };
+    let mut desired = Desired::for_canary(canary, services, wanted.canary_weight).map_err(traffic)?;
+    desired.canary_hash = wanted.canary_hash;
+    desired.stable_hash = wanted.stable_hash;
+    desired.routes = wanted.routes;
+    Ok(desired)
+}
+
+/// Whether the controller can read back the weight of `rollout`'s routers: one of them keeps it
+/// in the objects it patches, or is a router plugin (whose answer says `verified`).
+pub fn weight_checkable(rollout: &Rollout, plugins: &RouterPlugins) -> bool {
+    let Some(routing) = rollout.spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()) else {
+        return false;
+    };
+    let registered = plugins.names();
+    if routing.plugins.iter().flatten().any(|(name, _)| registered.contains(name)) {
+        return true;
+    }
+    let ns = rollout.namespace().unwrap_or_default();
+    stepwise_traffic::routers(routing, &rollout.name_any(), &ns, &registered)
+        .is_ok_and(|routers| routers.iter().any(|r| r.weight_in_targets()))
+}
+
+/// What the routers' objects say of the traffic last set, as the Rollout's status records it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WeightReading {
+    /// In effect everywhere it can be read (true), not somewhere (false), or nothing to read.
+    pub verified: Option<bool>,
+    /// What does not carry it, for people.
+    pub not_in_effect: Option<String>,
+}
+
+/// Reads every routing object back (and asks every router plugin again: its set-traffic is
+/// idempotent) against the weight the status says was set last.
+pub async fn read_weight(ctx: &Context, rollout: &Rollout) -> Result<WeightReading, Error> {
+    let canary_status = rollout.status.as_ref().and_then(|s| s.canary.as_ref());
+    let (Some(canary), Some(weights)) =
+        (rollout.spec.strategy.canary.as_ref(), canary_status.and_then(|c| c.weights.as_ref()))
+    else {
+        return Ok(WeightReading::default());
+    };
+    let Some(routing) = canary.traffic_routing.as_ref() else { return Ok(WeightReading::default()) };
+    let wanted = Wanted {
+        canary_weight: weights.canary.weight,
+        canary_hash: weights.canary.pod_template_hash.clone(),
+        stable_hash: weights.stable.pod_template_hash.clone(),
+        canary_service: weights.canary.service_name.clone(),
+        stable_service: weights.stable.service_name.clone(),
+        routes: stepwise_core::routes_last_set(rollout),
+    };
+    let desired = desired_traffic(rollout, canary, wanted)?;
+    let ns = rollout.namespace().unwrap_or_default();
+    let registered = ctx.router_plugins.names();
+    let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns, &registered).map_err(traffic)?;
+    let mut reading = WeightReading::default();
+    let mut not_in_effect = |why: String| {
+        reading.verified = Some(false);
+        reading.not_in_effect.get_or_insert(why);
+    };
+    let mut read_any = false;
+    for router in routers.iter().filter(|r| r.weight_in_targets()) {
+        for target in router.targets() {
+            read_any = true;
+            let Some(current) = api(ctx, &target).get_opt(&target.name).await.during(|| format!("get {target}"))?
+            else {
+                not_in_effect(format!("{target} is not found"));
+                continue;
+            };
+            let current = serde_json::to_value(&current).map_err(|e| Error::Traffic(format!("{target}: {e}")))?;
+            match router.canary_weight(&target, &current, &desired).map_err(traffic)? {
+                Some(w) if w == desired.canary_weight => {}
+                Some(w) => not_in_effect(format!(
+                    "{target} sends {} to the canary",
+                    stepwise_core::weight_text(w, desired.max_weight)
+                )),
+                None => not_in_effect(format!("{target} does not send one weight to the canary on all its routes")),
+            }
+        }
+    }
+    let rollout_ref =
+        RolloutRef { namespace: ns.clone(), name: rollout.name_any(), uid: rollout.uid().unwrap_or_default() };
+    for (name, config) in routing.plugins.iter().flatten().filter(|(name, _)| registered.contains(*name)) {
+        let answer = ctx
+            .router_plugins
+            .set_traffic(name, &rollout_ref, config, &desired)
+            .await
+            .map_err(|e| Error::Traffic(e.to_string()))?;
+        match answer.verified {
+            Some(true) => read_any = true,
+            Some(false) => not_in_effect(format!("router plugin {name} has not verified it yet")),
+            None => {}
+        }
+    }
+    if read_any && reading.verified.is_none() {
+        reading.verified = Some(true);
+    }
+    ctx.metrics.weight_read(reading.verified);
+    Ok(reading)
 }
 
 /// A generated object may replace only one this Rollout owns: an Ingress of the same name that a

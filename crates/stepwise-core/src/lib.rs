@@ -21,7 +21,7 @@ pub mod replicas;
 mod time;
 
 pub use observed::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet, RoleMetadata};
-pub use plan::{Action, EventType, Plan, action_event, plan};
+pub use plan::{Action, EventType, Plan, action_event, plan, routes_last_set, weight_text};
 pub use time::{add_seconds, seconds_between};
 
 /// Condition types written by the step machine.

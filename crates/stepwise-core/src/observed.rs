@@ -21,8 +21,16 @@ pub struct Observed {
     /// The Services the Rollout names that another Rollout manages and names too, with that
     /// Rollout's name.
     pub services_of_others: BTreeMap<String, String>,
-    /// Whether the router confirmed the weight last set; `None` when it cannot tell.
+    /// Whether the controller reads the weight back from the Rollout's routers (a router whose
+    /// objects carry it, or a router plugin): steps and the promotion then wait until
+    /// `weight_verified` says the weight last set is in effect, not only until it is written.
+    pub weight_checkable: bool,
+    /// Whether the routers carry the weight last set, as read back from their objects (and a
+    /// router plugin's `verified`); `None` when none can tell or nothing was read yet.
     pub weight_verified: Option<bool>,
+    /// With `weight_verified` false: what does not carry it, for people
+    /// (`VirtualService shop/app sends 0 % to the canary`).
+    pub weight_not_in_effect: Option<String>,
     /// Pods created before `spec.restartAt`, by pod template hash.
     pub pods_to_restart: Vec<(String, i32)>,
     /// The AnalysisTemplates in the Rollout's namespace that it names, by name. A name missing

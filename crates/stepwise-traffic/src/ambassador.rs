@@ -106,6 +106,10 @@ impl TrafficRouter for Ambassador {
         Ok(None)
     }
 
+    fn weight_in_targets(&self) -> bool {
+        false
+    }
+
     fn generated(&self, target: &Target, current: &Value, desired: &Desired) -> Result<Vec<Generated>, Error> {
         let malformed = |message: String| Error::Malformed { object: target.to_string(), message };
         let Some(spec) = current.get("spec").and_then(Value::as_object) else {

@@ -151,8 +151,16 @@ pub trait TrafficRouter: Send + Sync {
     /// `desired`; None when it is there already. An error names what is wrong with the object.
     fn patch(&self, target: &Target, current: &Value, desired: &Desired) -> Result<Option<JsonPatch>, Error>;
     /// The canary weight `current` carries: Some when every route the router manages sends that
-    /// weight to the canary and the rest to stable, None when they disagree.
+    /// weight to the canary and the rest to stable, None when they disagree (or, for a router
+    /// whose weight lives in an object it generates, always: see
+    /// [`weight_in_targets`](Self::weight_in_targets)).
     fn canary_weight(&self, target: &Target, current: &Value, desired: &Desired) -> Result<Option<i32>, Error>;
+    /// Whether [`canary_weight`](Self::canary_weight) reads the weight from the targets, so that
+    /// the controller can verify a weight by reading them back. False for routers whose weight
+    /// lives in an object they generate whole (nginx's canary Ingress, SMI's TrafficSplit).
+    fn weight_in_targets(&self) -> bool {
+        true
+    }
     /// Objects the router generates whole from `current` (one of [`targets`](Self::targets), as
     /// read), such as nginx's canary Ingress: the controller applies each one as it is and makes
     /// the Rollout its owner. Most routers generate nothing.

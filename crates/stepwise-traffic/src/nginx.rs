@@ -216,6 +216,10 @@ impl TrafficRouter for Nginx {
         Ok(None)
     }
 
+    fn weight_in_targets(&self) -> bool {
+        false
+    }
+
     fn generated(&self, target: &Target, current: &Value, desired: &Desired) -> Result<Vec<Generated>, Error> {
         let rules = canary_rules(target, current, desired)?;
         let name = canary_ingress_name(&self.rollout, &target.name);

@@ -105,6 +105,10 @@ impl TrafficRouter for Smi {
         Ok(None)
     }
 
+    fn weight_in_targets(&self) -> bool {
+        false
+    }
+
     fn generated(&self, _target: &Target, _current: &Value, desired: &Desired) -> Result<Vec<Generated>, Error> {
         Ok(vec![Generated { target: self.split.clone(), object: self.traffic_split_object(desired) }])
     }

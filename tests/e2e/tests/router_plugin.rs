@@ -275,3 +275,103 @@ async fn a_controller_with_a_malformed_router_plugin_flag_refuses_to_start_sayin
     );
     Ok(())
 }
+
+/// The proxy behind the example plugin: while `live`, it reloads the split file every 100 ms and
+/// writes what it loaded to `loaded` (the copy the plugin compares to answer `verified`).
+fn given_proxy(file: PathBuf, loaded: PathBuf) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let live = std::sync::Arc::new(AtomicBool::new(true));
+    let running = live.clone();
+    tokio::spawn(async move {
+        loop {
+            if running.load(Ordering::SeqCst)
+                && let Ok(split) = std::fs::read_to_string(&file)
+                && std::fs::read_to_string(&loaded).ok().as_deref() != Some(split.as_str())
+            {
+                let _ = std::fs::write(&loaded, split);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    live
+}
+
+/// A strategy whose plugin answers `verified` from the proxy's copy at `loaded`.
+fn verified_strategy(file: &Path, loaded: &Path, extra: &str, steps: &str) -> String {
+    format!(
+        "    canary:\n      canaryService: app-canary\n      stableService: app-stable\n      scaleDownDelaySeconds: 2\n      trafficRouting:\n        plugins:\n          {PLUGIN}: {{path: '{}', loadedPath: '{}'}}\n{extra}{steps}",
+        file.display(),
+        loaded.display()
+    )
+}
+
+fn weights_verified(ro: &Rollout) -> Option<bool> {
+    ro.status.as_ref()?.canary.as_ref()?.weights.as_ref()?.verified
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_waits_until_the_router_has_its_weight_in_effect_then_goes_on() -> anyhow::Result<()> {
+    let plugin = FileRouter::start(free_port(), "router-plugin-verify", &[]).await?;
+    let env = env_with_plugin("router-plugin-verify", &plugin.url()).await?;
+    let file = split_file(&env.ns);
+    let loaded = repo_root().join(format!("target/e2e-logs/{}-loaded.json", env.ns));
+    let proxy = given_proxy(file.clone(), loaded.clone());
+    let steps = "      steps:\n      - setWeight: 20\n      - setWeight: 60\n      - pause: {}\n";
+    env.given_rollout(5, &verified_strategy(&file, &loaded, "", steps)).await?;
+
+    // The proxy stops reloading: 20 % is written but not in effect.
+    proxy.store(false, std::sync::atomic::Ordering::SeqCst);
+    env.when_image("example.invalid/demo:2").await?;
+    then_split(&file, 20).await?;
+    let waiting =
+        format!("waiting for the routers to send 20 % to the canary: router plugin {PLUGIN} has not verified it yet");
+    env.then("waiting for 20 % to be in effect", secs(60), |ro| {
+        weights_verified(ro) == Some(false)
+            && ro.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains(&waiting))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let held = env.get().await?;
+    assert_eq!(held.status.as_ref().and_then(|s| s.current_step_index), Some(0), "the step waits: {:?}", held.status);
+    let reads = env.controllers[0].metric_values("stepwise_traffic_weight_reads_total").await?;
+    assert!(reads.get("{result=\"not_in_effect\"}").is_some_and(|n| *n >= 2.0), "read again while it waits: {reads:?}");
+
+    // The proxy reloads: the step goes on, and so does the next once 60 % is in effect.
+    proxy.store(true, std::sync::atomic::Ordering::SeqCst);
+    env.then_paused_at_step(2, secs(60)).await?;
+    then_split(&file, 60).await?;
+    assert_eq!(weights_verified(&env.get().await?), Some(true), "60 % verified");
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_weight_the_router_never_takes_ends_at_the_progress_deadline_with_an_event_and_no_promotion()
+-> anyhow::Result<()> {
+    let plugin = FileRouter::start(free_port(), "router-plugin-never", &[]).await?;
+    let env = env_with_plugin("router-plugin-never", &plugin.url()).await?;
+    let file = split_file(&env.ns);
+    let loaded = repo_root().join(format!("target/e2e-logs/{}-loaded.json", env.ns));
+    let proxy = given_proxy(file.clone(), loaded.clone());
+    let steps = "      steps:\n      - setWeight: 50\n";
+    env.given_rollout(3, &verified_strategy(&file, &loaded, "", steps)).await?;
+    let api: Api<Rollout> = Api::namespaced(env.client.clone(), &env.ns);
+    let deadline = serde_json::json!({"spec": {"progressDeadlineSeconds": 10}});
+    api.patch("app", &Default::default(), &kube::api::Patch::Merge(deadline)).await?;
+    let stable = env.get().await?.status.and_then(|s| s.stable_rs);
+
+    proxy.store(false, std::sync::atomic::Ordering::SeqCst);
+    env.when_image("example.invalid/demo:2").await?;
+    then_split(&file, 50).await?;
+    env.then_phase(RolloutPhase::Degraded, secs(90)).await?;
+    let status = env.get().await?.status.unwrap_or_default();
+    let message = status.message.clone().unwrap_or_default();
+    let why =
+        format!("waiting for the routers to send 50 % to the canary: router plugin {PLUGIN} has not verified it yet");
+    assert!(message.starts_with("ProgressDeadlineExceeded: ") && message.contains(&why), "{message}");
+    assert_eq!(status.stable_rs, stable, "never promoted");
+    eventually("a ProgressDeadlineExceeded event naming the router", secs(30), || async {
+        Ok(env.events().await?.iter().any(|(r, m)| r == "ProgressDeadlineExceeded" && m.contains(&why)))
+    })
+    .await?;
+    env.cleanup().await
+}

@@ -118,6 +118,17 @@ enum Router {
 }
 
 impl Router {
+    /// The step reached was read back from the routing object (Istio, Gateway API, Traefik keep
+    /// the weight in the object they patch); nginx's lives in the canary Ingress it generates,
+    /// which the controller does not read back.
+    async fn then_weight_verified(self, env: &Env) -> anyhow::Result<()> {
+        let status = env.get().await?.status.unwrap_or_default();
+        let verified = status.canary.and_then(|c| c.weights).and_then(|w| w.verified);
+        let expected = (!matches!(self, Router::Nginx)).then_some(true);
+        anyhow::ensure!(verified == expected, "weights.verified is {verified:?}, not {expected:?}");
+        Ok(())
+    }
+
     fn api(self, env: &Env) -> Api<DynamicObject> {
         match self {
             Router::Istio => virtual_services(env),
@@ -213,11 +224,13 @@ async fn walk(env: &Env, router: Router, created: &Value) -> anyhow::Result<()> 
     env.then_paused_at_step(1, secs(60)).await?;
     env.then_pods(1, 5, secs(30)).await?;
     router.then_weight(env, created, 20).await?;
+    router.then_weight_verified(env).await?;
 
     env.when_promote().await?;
     env.then_paused_at_step(3, secs(60)).await?;
     env.then_pods(3, 5, secs(30)).await?;
     router.then_weight(env, created, 60).await?;
+    router.then_weight_verified(env).await?;
 
     env.when_promote().await?;
     env.then_phase(RolloutPhase::Healthy, secs(60)).await?;

@@ -53,7 +53,10 @@ pub(crate) fn check_progress_deadline(ctx: &Ctx, prev: &RolloutStatus, status: &
         draft.requeue_in(left);
         return;
     }
-    let message = format!("ReplicaSet {} has timed out progressing.", ctx.rs_name(&ctx.hash));
+    let mut message = format!("ReplicaSet {} has timed out progressing.", ctx.rs_name(&ctx.hash));
+    if let Some(why) = super::status::weight_not_in_effect(ctx, status) {
+        message = format!("{message} It was {why}.");
+    }
     set_condition(status, condition::PROGRESSING, "False", "ProgressDeadlineExceeded", &message, ctx.now);
     draft.event(EventType::Warning, "ProgressDeadlineExceeded", message.clone());
     // A promoted rollout has nothing to go back to (and an abort of it is dropped at once).

@@ -297,7 +297,10 @@ fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
         out.event(action_event::SERVICE_SWITCHED, format!("Switched selector of Service {service} to {hash}"));
     }
     let Some(weight) = desired.weight.take() else { return };
-    if weight.previous == Some(weight.canary) && !desired.routes_changed && !weight.sides_changed {
+    let unchanged = weight.previous == Some(weight.canary) && !desired.routes_changed && !weight.sides_changed;
+    // A router object that does not carry the weight last set (another writer put its own back)
+    // is given it again.
+    if unchanged && ctx.observed.weight_verified != Some(false) {
         return;
     }
     if weight.previous != Some(weight.canary) {

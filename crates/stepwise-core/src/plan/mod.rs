@@ -29,7 +29,16 @@ use stepwise_api::Rollout;
 pub use action::{Action, EventType, Plan, action_event};
 use context::Ctx;
 use desired::Draft;
+pub use status::weight_text;
 pub(crate) use status::{remove_condition, set_condition};
+
+/// The header and mirror routes the routers were last given, as the Rollout's status records
+/// them (with `status.canary.weights`, the whole traffic state last set): what the controller
+/// reads the routers' objects back against.
+pub fn routes_last_set(rollout: &Rollout) -> Vec<stepwise_api::RouteRequest> {
+    let (Some(canary), Some(status)) = (&rollout.spec.strategy.canary, &rollout.status) else { return Vec::new() };
+    canary::routes::managed_routes(canary, status).into_iter().map(|(route, _)| route).collect()
+}
 
 /// Decides what to do for one Rollout. Pure: the same inputs give the same plan, and planning
 /// again once the plan is carried out asks for nothing more.

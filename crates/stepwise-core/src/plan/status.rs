@@ -209,6 +209,8 @@ fn phase_and_message(ctx: &Ctx, status: &RolloutStatus, healthy: bool) -> (Rollo
         (progressing, format!("{at}: waiting for AnalysisRun {} ({})", run.name, run.status))
     } else if recreate && !healthy {
         (progressing, recreate::progress_message(ctx, status))
+    } else if let Some(why) = weight_not_in_effect(ctx, status) {
+        (progressing, format!("{}: {why}", step_label(ctx, status)))
     } else if updated < r {
         (progressing, format!("{}: {updated} of {r} pods updated", step_label(ctx, status)))
     } else if new_available < updated {
@@ -222,4 +224,22 @@ fn phase_and_message(ctx: &Ctx, status: &RolloutStatus, healthy: bool) -> (Rollo
     } else {
         (RolloutPhase::Healthy, format!("Healthy at revision {}", status.current_revision.unwrap_or(1)))
     }
+}
+
+/// While the routers do not carry the weight last set: what it waits for, and what carries
+/// another weight. Steps and the promotion wait for it.
+pub(crate) fn weight_not_in_effect(ctx: &Ctx, status: &RolloutStatus) -> Option<String> {
+    if ctx.observed.weight_verified != Some(false) || status.abort == Some(true) {
+        return None;
+    }
+    let weights = status.canary.as_ref()?.weights.as_ref()?;
+    let max = ctx.spec.strategy.canary.as_ref()?.traffic_routing.as_ref()?.max_traffic_weight.unwrap_or(100);
+    let wanted = weight_text(weights.canary.weight, max);
+    let why = ctx.observed.weight_not_in_effect.as_deref().unwrap_or("a router does not report it");
+    Some(format!("waiting for the routers to send {wanted} to the canary: {why}"))
+}
+
+/// A weight for people: `25 %` out of 100, `250/1000` out of another maxTrafficWeight.
+pub fn weight_text(weight: i32, max_weight: i32) -> String {
+    if max_weight == 100 { format!("{weight} %") } else { format!("{weight}/{max_weight}") }
 }

@@ -193,13 +193,18 @@ impl<'c> Canary<'c> {
         needed.clamp(1, want)
     }
 
-    /// Whether the router carries weight `w`: set by an earlier plan and not reported wrong, or,
-    /// when the router cannot confirm weights, set by this very plan, which it may be once the
-    /// canary's available pods carry it. Deciding it here keeps the plan idempotent: a step never
-    /// waits one more reconcile for a weight nobody will confirm.
+    /// Whether the router carries weight `w`. When the controller reads weights back: set by an
+    /// earlier plan and read back in effect. Otherwise: set by an earlier plan and not reported
+    /// wrong, or set by this very plan, which it may be once the canary's available pods carry
+    /// it; deciding it here keeps the plan idempotent: a step never waits one more reconcile for
+    /// a weight nobody will confirm.
     pub fn weight_reached(&self, w: i32, pods_carry_it: bool) -> bool {
-        let verified = self.ctx.observed.weight_verified;
-        let set = self.prev_weight == Some(w) && verified != Some(false);
-        set || (pods_carry_it && verified.is_none())
+        let observed = self.ctx.observed;
+        let set = self.prev_weight == Some(w);
+        if observed.weight_checkable {
+            return set && observed.weight_verified == Some(true);
+        }
+        let verified = observed.weight_verified;
+        (set && verified != Some(false)) || (pods_carry_it && verified.is_none())
     }
 }

@@ -307,6 +307,9 @@ fn point_routed_canary_service(c: &Canary, d: &Decision, others: &Others, routed
     }
 }
 
+/// How soon a weight found not in effect is read back (and given again).
+const WEIGHT_READ_AGAIN_SECONDS: f64 = 5.0;
+
 /// Records the weight, the versions it splits between and the managed routes, and hands them to
 /// the router when any of them changed. `canary_hash` is the version that carries the canary's
 /// share: routers that select pods themselves (Istio subsets) must not point the canary's share
@@ -320,6 +323,10 @@ fn record_weight(
     draft: &mut Draft,
 ) {
     let ctx = c.ctx;
+    // Nothing the controller watches changes when a routing object is put back: it looks again.
+    if ctx.observed.weight_verified == Some(false) {
+        draft.requeue_in(WEIGHT_READ_AGAIN_SECONDS);
+    }
     let stable_hash = status.stable_rs.clone();
     let hashes = (Some(canary_hash.to_string()), stable_hash.clone());
     let services = (c.canary_service.map(String::from), c.stable_service.map(String::from));
