@@ -25,6 +25,10 @@ helm:
 traefik:
     tests/lab/traefik.sh >/dev/null
 
+# Build the image from scratch with buildah, no base image pulled: static (musl) release builds of the controller and the plugin, and the CA bundle; prints its reference (localhost/stepwise-controller:<version>) and size. `just image --profile dev`, `--image REF`, `--push DEST`: scripts/image.sh --help.
+image *args:
+    scripts/image.sh {{args}}
+
 # Fetch what the tests read (Argo's and the routers' CRDs from their Go modules, Debian's Prometheus) into the cache.
 downloads:
     tests/cluster/argo-crds.sh >/dev/null
@@ -101,6 +105,14 @@ helm-test: cluster-up build
     tests/cluster/router-crds.sh
     tests/helm/test.sh
 
+# The image on the local control plane: built (dev profile), its contents and size, `podman run --version`, the chart installed with it, then run by podman as the chart's ServiceAccount, taking the Lease and walking a canary to Healthy.
+image-test: image-test-build cluster-build helm
+    tests/image/test.sh
+
+# The image test's build alone (the dev profile, localhost/stepwise-controller:test-dev), which `just test` runs at the lowest priority.
+image-test-build:
+    tests/image/test.sh --build-only
+
 # Run the demo: in the lab, a good version rolled out with the live traffic split at each step, then a bad one aborted by its analysis (on the plain cluster where the lab cannot run).
 demo:
     scripts/demo.sh
@@ -137,3 +149,11 @@ scale n="10000":
 # The property tests at 100,000 cases each, optimised (about 20 minutes on 2 cores).
 test-deep:
     PROPTEST_CASES=100000 cargo test --release -p stepwise-core --test properties
+
+# The plugin as krew installs it: the release's archive and manifest of the debug build, krew's own validation (validate-krew-manifest, built from krew's Go module), an install into a KREW_ROOT of its own and the installed plugin's version, then broken manifests that krew must refuse.
+krew-test: build
+    tests/krew/test.sh
+
+# The release VERSION (the workspace's, e.g. 0.1.0): the image (scripts/image.sh), the plugin's archive, its sha256 and krew's manifest in dist/, checked by krew; prints the commands that publish them.
+release VERSION:
+    scripts/release.sh {{VERSION}}

@@ -31,7 +31,7 @@ else
 fi
 
 if have python3; then ok python3 "$(python3 --version 2>&1)"; else bad python3 "no python3: the cluster scripts use it (apt-get install python3)"; fi
-if python3 -m pip --version >/dev/null 2>&1; then ok pip "kubectl and just come from Python wheels"; else bad pip "no pip: apt-get install python3-pip"; fi
+if python3 -m pip --version >/dev/null 2>&1; then ok pip "just comes from a Python wheel"; else bad pip "no pip: apt-get install python3-pip"; fi
 for tool in openssl flock setsid curl; do
   if have "$tool"; then ok "$tool" "$(command -v "$tool")"; else bad "$tool" "not found: apt-get install ${tool/flock/util-linux}"; fi
 done
@@ -55,6 +55,27 @@ elif [ "$(id -u)" = 0 ] && have apt-get; then
 else
   bad iptables "not found: kube-proxy in the lab needs it (sudo apt-get install iptables)"
 fi
+
+# The image (scripts/image.sh, tests/image): the musl target, musl-gcc (ring's C code), buildah to
+# build it and podman with runc to run it; the first just image or image-test installs what is
+# missing, as root.
+if have rustup && rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+  ok musl-target "x86_64-unknown-linux-musl (the image's static build)"
+elif have rustup; then
+  warn musl-target "not installed: the first just image runs rustup target add x86_64-unknown-linux-musl"
+else
+  bad musl-target "no rustup: the image's static build needs the x86_64-unknown-linux-musl target"
+fi
+for tool in musl-gcc buildah podman runc; do
+  pkg=${tool/musl-gcc/musl-tools}
+  if have "$tool"; then
+    ok "$tool" "$(command -v "$tool")"
+  elif [ "$(id -u)" = 0 ] && have apt-get; then
+    warn "$tool" "not installed: the first just image or image-test installs Debian's $pkg"
+  else
+    bad "$tool" "not found: the image's build and test need it (sudo apt-get install $pkg)"
+  fi
+done
 
 free_gib=$(df -Pk "$root" | awk 'NR==2 {printf "%d", $4/1048576}')
 if [ "$free_gib" -ge 15 ]; then ok disk "$free_gib GiB free (a cold build uses about 12)"; else bad disk "only $free_gib GiB free; a cold build needs about 12 GiB (target/, ~/.cache/stepwise, the Go caches)"; fi

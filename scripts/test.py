@@ -71,6 +71,11 @@ RECIPES = [
     Recipe("chaos-test-faults", needs=["build", "cluster-build"], after=BUILDS, cluster="chaos-faults"),
     Recipe("helm-test", needs=["build", "downloads", "helm"], cluster="helm"),
     Recipe("lab-test", needs=["build", "downloads", "traefik", "cluster-build"]),
+    # The image's build (musl, target/image of its own) is for its test only: at the lowest
+    # priority. The test is short, but its control plane must not starve: a little below the rest.
+    Recipe("image-test-build", nice=19),
+    Recipe("image-test", needs=["image-test-build", "cluster-build", "helm"], cluster="image", nice=5),
+    Recipe("krew-test", needs=["build"], nice=10),
 ]
 
 

@@ -43,9 +43,9 @@ ensure_iptables() {
   local log=$LAB_LOGS/apt-iptables.log
   lab_log "installing Debian's iptables package (kube-proxy needs it; log $log)"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y --no-install-recommends iptables >"$log" 2>&1; then
+  if ! apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends iptables >"$log" 2>&1; then
     lab_log "install failed; refreshing the package lists (apt-get update) and retrying"
-    { apt-get update && apt-get install -y --no-install-recommends iptables; } >>"$log" 2>&1 ||
+    { apt-get -o DPkg::Lock::Timeout=600 update && apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends iptables; } >>"$log" 2>&1 ||
       { tail -n 20 "$log" >&2; lab_die "apt-get install iptables failed"; }
   fi
   command -v iptables >/dev/null || lab_die "apt-get installed iptables but it is not on PATH ($PATH)"
