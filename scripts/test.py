@@ -50,7 +50,7 @@ class Recipe:
     nice: int = 0
 
 
-BUILDS = ["build", "clippy", "cluster-build", "traefik", "helm"]
+BUILDS = ["build", "clippy", "cluster-build", "traefik", "helm", "image-test-build"]
 
 # The graph. The builds come first and once: each suite's recipe still names what it needs (a
 # no-op by then), so that `scripts/just e2e` alone works as before.

@@ -257,6 +257,23 @@ no_refusals() {
 can() { k --kubeconfig="$1" auth can-i "${@:2}" 2>/dev/null; }
 expect_can() { if can "$@" >/dev/null; then ok "the ServiceAccount may ${*:2}"; else bad "the ServiceAccount may not ${*:2}"; fi; }
 expect_cannot() { if can "$@" >/dev/null; then bad "the ServiceAccount may ${*:2}"; else ok "the ServiceAccount may not ${*:2}"; fi; }
+# may_get_metrics SA_KUBECONFIG GROUP NS: whether the ServiceAccount may get metrics of GROUP, by a
+# SelfSubjectAccessReview (kubectl auth can-i cannot name a resource of a group nobody serves).
+may_get_metrics() {
+  k --kubeconfig="$1" create --validate=false -o 'jsonpath={.status.allowed}' -f - 2>/dev/null <<EOF
+apiVersion: authorization.k8s.io/v1
+kind: SelfSubjectAccessReview
+spec: {resourceAttributes: {verb: get, group: $2, resource: pods, namespace: $3}}
+EOF
+}
+# expect_metrics true|false SA_KUBECONFIG NS: the ServiceAccount may (not) read both metrics APIs.
+expect_metrics() {
+  local group allowed
+  for group in custom.metrics.k8s.io external.metrics.k8s.io; do
+    allowed=$(may_get_metrics "$2" "$group" "$3")
+    if [ "$allowed" = "$1" ]; then ok "the ServiceAccount may get $group: $allowed"; else bad "the ServiceAccount may get $group: '$allowed', not $1"; fi
+  done
+}
 
 rollout_field() { jp "$1" "rollout.stepwise.dev/$2" "$3"; }
 phase_is() { [ "$(rollout_field "$1" "$2" '{.status.phase}')" = "$3" ]; }
@@ -401,8 +418,7 @@ expect_cannot "$sa_kc" patch leases.coordination.k8s.io/other -n "$rel_ns"
 expect_cannot "$sa_kc" create clusterroles.rbac.authorization.k8s.io
 expect_cannot "$sa_kc" delete ingresses.networking.k8s.io -n "$app_ns"
 # The metrics APIs are for the kubernetes provider only, which is off by default.
-expect_cannot "$sa_kc" get pods.custom.metrics.k8s.io -n "$app_ns"
-expect_cannot "$sa_kc" get requests_per_second.external.metrics.k8s.io -n "$app_ns"
+expect_metrics false "$sa_kc" "$app_ns"
 # And a real request: the controller's own token may not make a ConfigMap.
 if k --kubeconfig="$sa_kc" -n "$app_ns" create configmap not-allowed --from-literal=a=b >"$out/refused.log" 2>&1; then
   bad "the ServiceAccount created a ConfigMap"
@@ -421,8 +437,7 @@ log "helm upgrade $rel: 2 replicas, no Istio, no Secrets, the kubernetes metric 
 [ "$(jp "$rel_ns" "pdb/$fullname" '{.spec.maxUnavailable}')" = 1 ] && ok "upgrade: a PodDisruptionBudget came with the second replica" || bad "upgrade: no PodDisruptionBudget"
 expect_cannot "$sa_kc" patch virtualservices.networking.istio.io -n "$app_ns"
 expect_cannot "$sa_kc" get secrets -n "$app_ns"
-expect_can "$sa_kc" get pods.custom.metrics.k8s.io -n "$app_ns"
-expect_can "$sa_kc" get requests_per_second.external.metrics.k8s.io -n "$app_ns"
+expect_metrics true "$sa_kc" "$app_ns"
 expect_can "$sa_kc" patch httproutes.gateway.networking.k8s.io -n "$app_ns"
 holder=$(jp "$rel_ns" "lease/$fullname" '{.spec.holderIdentity}' || true)
 [ "$holder" = "helm-test-cluster-$id" ] && ok "upgrade: the Lease still names the running controller" || bad "upgrade: the Lease's holder is '$holder'"

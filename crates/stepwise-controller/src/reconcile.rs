@@ -90,6 +90,9 @@ async fn read_weight_back(ctx: &Context, rollout: &Rollout, observed: &mut Obser
         Some(Some(true)) => observed.weight_verified = Some(true),
         Some(_) => {
             let reading = crate::route::read_weight(ctx, rollout).await?;
+            // Nothing could tell (a plugin that answers `verified: null`): a step goes on once
+            // the weight is written, as for routers that are never read back.
+            observed.weight_checkable = reading.verified.is_some();
             observed.weight_verified = reading.verified;
             observed.weight_not_in_effect = reading.not_in_effect;
         }
