@@ -70,18 +70,11 @@ fn why_missing(path: &str) -> String {
     let key = path.rsplit('.').next().unwrap_or(path);
     let key = key.split('[').next().unwrap_or(key);
     match key {
-        "antiAffinity" => "stepwise does not inject pod anti-affinity (not in its schema)".into(),
-        "pingPong" => "stepwise has no ping-pong Services; use canaryService and stableService".into(),
-        "replicaProgressThreshold" => format!("stepwise has no {key} (not in its schema)"),
         "datadog" | "newRelic" | "wavefront" | "cloudWatch" | "graphite" | "influxdb" | "kayenta" | "skywalking" => {
             format!(
-                "stepwise has no {key} metric provider (it has prometheus, web, job and plugins); the metric needs another"
+                "stepwise has no {key} metric provider (it has prometheus, web, job, kubernetes and plugins); the metric needs another"
             )
         }
-        "rangeQuery" | "authentication" => {
-            "not implemented yet; for credentials use headers with a secretKeyRef argument".into()
-        }
-        "jsonBody" => "not implemented yet; use body".into(),
         "templates" if path == "spec.templates" => {
             "a stepwise template cannot include other templates; name them all in the Rollout's analysis".into()
         }

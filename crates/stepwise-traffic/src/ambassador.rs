@@ -87,10 +87,6 @@ fn canary_service(service: &str, stable: &str, canary: &str) -> Option<String> {
 }
 
 impl TrafficRouter for Ambassador {
-    fn kind(&self) -> &'static str {
-        "ambassador"
-    }
-
     fn targets(&self) -> Vec<Target> {
         self.mappings.clone()
     }

@@ -136,10 +136,6 @@ fn weight_at(route: &Value, rule: usize, backend: usize) -> Option<&Value> {
 }
 
 impl TrafficRouter for Apisix {
-    fn kind(&self) -> &'static str {
-        "apisix"
-    }
-
     fn targets(&self) -> Vec<Target> {
         vec![self.route.clone()]
     }

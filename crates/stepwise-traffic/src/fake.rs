@@ -13,10 +13,6 @@ pub struct FakeRouter {
 }
 
 impl TrafficRouter for FakeRouter {
-    fn kind(&self) -> &'static str {
-        "fake"
-    }
-
     fn targets(&self) -> Vec<Target> {
         self.objects
             .iter()

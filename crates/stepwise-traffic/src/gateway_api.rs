@@ -706,10 +706,6 @@ impl GatewayApi {
 }
 
 impl TrafficRouter for GatewayApi {
-    fn kind(&self) -> &'static str {
-        "gatewayAPI"
-    }
-
     fn targets(&self) -> Vec<Target> {
         self.routes.clone()
     }

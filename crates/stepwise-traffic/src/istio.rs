@@ -656,10 +656,6 @@ fn rebuilt_http(http: &[Value], splits: &[Split], wanted: Vec<Value>, desired: &
 }
 
 impl TrafficRouter for Istio {
-    fn kind(&self) -> &'static str {
-        "istio"
-    }
-
     fn targets(&self) -> Vec<Target> {
         let rule = self.subsets.iter().map(|s| s.rule.clone());
         rule.chain(self.services.iter().map(|c| c.target.clone())).collect()

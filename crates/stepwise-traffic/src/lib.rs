@@ -143,8 +143,6 @@ pub type JsonPatch = Vec<Value>;
 /// What the controller asks of a router. Everything is decided from the objects as read; the
 /// controller does the reading and the writing.
 pub trait TrafficRouter: Send + Sync {
-    /// The router's field under `trafficRouting` (`istio`, `gatewayAPI`, ...), for messages.
-    fn kind(&self) -> &'static str;
     /// The objects the router reads and patches.
     fn targets(&self) -> Vec<Target>;
     /// The patch that brings `current` (one of [`targets`](Self::targets), as read) to
@@ -442,7 +440,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(built.len(), 1);
-        assert_eq!(built[0].kind(), "gatewayAPI");
         assert_eq!(built[0].targets()[0].to_string(), "HTTPRoute edge/web");
         let err = routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {}\n"), "app", "ns", &BTreeSet::new())
             .err()
@@ -475,7 +472,8 @@ mod tests {
             &registered,
         )
         .unwrap();
-        assert_eq!(both.iter().map(|r| r.kind()).collect::<Vec<_>>(), ["gatewayAPI"]);
+        let targets: Vec<String> = both.iter().flat_map(|r| r.targets()).map(|t| t.to_string()).collect();
+        assert_eq!(targets, ["HTTPRoute ns/web"], "the Gateway API router alone");
     }
 
     #[test]

@@ -197,10 +197,6 @@ fn canary_rules(target: &Target, stable: &Value, desired: &Desired) -> Result<Ve
 }
 
 impl TrafficRouter for Nginx {
-    fn kind(&self) -> &'static str {
-        "nginx"
-    }
-
     fn targets(&self) -> Vec<Target> {
         self.stable.clone()
     }

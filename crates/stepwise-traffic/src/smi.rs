@@ -86,10 +86,6 @@ impl Smi {
 }
 
 impl TrafficRouter for Smi {
-    fn kind(&self) -> &'static str {
-        "smi"
-    }
-
     fn targets(&self) -> Vec<Target> {
         vec![self.rollout.clone()]
     }

@@ -82,10 +82,6 @@ fn weight_at(current: &Value, entry: usize) -> Option<&Value> {
 }
 
 impl TrafficRouter for Traefik {
-    fn kind(&self) -> &'static str {
-        "traefik"
-    }
-
     fn targets(&self) -> Vec<Target> {
         vec![self.service.clone()]
     }
