@@ -20,6 +20,7 @@ use stepwise_api::operations::{self, Patches};
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
 
 pub mod gitops;
+pub mod plugin_cli;
 pub mod prometheus;
 pub mod routing;
 

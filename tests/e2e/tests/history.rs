@@ -3,58 +3,16 @@
 //! deployed with (as a GitOps commit brings them, in the same change as the image), an undo, then
 //! an aborted update; the table, one revision in detail, and the data for scripts.
 
-use std::path::PathBuf;
-
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use stepwise_api::RolloutPhase;
 use stepwise_api::operations::revision_of;
-use stepwise_e2e::{Env, kubeconfig_path, repo_root, secs};
+use stepwise_e2e::plugin_cli::{ok, stepwise};
+use stepwise_e2e::{Env, secs};
 
 const STEPS: &str = "    canary:\n      steps:\n      - setWeight: 50\n      - pause: {}\n";
-
-/// What one `kubectl stepwise` run printed and how it exited.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `kubectl stepwise <args> -n <namespace>` with the debug build of the plugin on PATH.
-async fn stepwise(ns: &str, args: &[&str]) -> anyhow::Result<Run> {
-    let plugin_dir = repo_root().join("target/debug");
-    anyhow::ensure!(
-        plugin_dir.join("kubectl-stepwise").exists(),
-        "target/debug/kubectl-stepwise not built: run `cargo build --bins` first"
-    );
-    let path = std::env::join_paths(
-        std::iter::once(plugin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )?;
-    let kubectl: PathBuf = stepwise_e2e::kubectl_path();
-    let out = tokio::process::Command::new(kubectl)
-        .arg("stepwise")
-        .args(args)
-        .args(["-n", ns])
-        .env("PATH", path)
-        .env("KUBECONFIG", kubeconfig_path())
-        .output()
-        .await?;
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    eprintln!("$ kubectl stepwise {} -n {}\n{}{}[exit {}]", args.join(" "), ns, run.stdout, run.stderr, run.code);
-    Ok(run)
-}
-
-async fn ok(ns: &str, args: &[&str]) -> anyhow::Result<String> {
-    let run = stepwise(ns, args).await?;
-    anyhow::ensure!(run.code == 0, "`kubectl stepwise {}` exited {}: {}", args.join(" "), run.code, run.stderr);
-    Ok(run.stdout)
-}
 
 /// The image and its change-cause in one change, as an apply of a commit makes it.
 async fn deploy(env: &Env, image: &str, cause: &str) -> anyhow::Result<()> {
