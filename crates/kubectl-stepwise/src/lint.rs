@@ -245,10 +245,14 @@ fn placeholder_template(name: &str) -> AnalysisTemplateSpec {
 
 /// The step machine's validation, with the world of the file.
 fn check_rollout(doc: &Document, rollout: &Rollout, world: &World, lint: &mut DocLint) {
+    let kinds_with = |ability: fn(&stepwise_traffic::RouterEntry) -> bool| {
+        stepwise_traffic::kinds(ability).into_iter().map(String::from).collect()
+    };
     let mut observed = Observed {
-        router_kinds: stepwise_traffic::KINDS.iter().map(ToString::to_string).collect(),
-        header_route_kinds: stepwise_traffic::HEADER_ROUTE_KINDS.iter().map(ToString::to_string).collect(),
-        mirror_route_kinds: stepwise_traffic::MIRROR_ROUTE_KINDS.iter().map(ToString::to_string).collect(),
+        router_kinds: kinds_with(|_| true),
+        header_route_kinds: kinds_with(|r| r.header_routes),
+        mirror_route_kinds: kinds_with(|r| r.mirror_routes),
+        ping_pong_kinds: kinds_with(|r| r.ping_pong),
         ..Default::default()
     };
     // Which router plugins the controller was started with, only the controller knows.
@@ -258,9 +262,12 @@ fn check_rollout(doc: &Document, rollout: &Rollout, world: &World, lint: &mut Do
         if !observed.router_kinds.contains(&kind) {
             lint.unchecked
                 .push(format!("the router plugin {plugin} is registered with the controller (--router-plugin)"));
-            for kinds in
-                [&mut observed.router_kinds, &mut observed.header_route_kinds, &mut observed.mirror_route_kinds]
-            {
+            for kinds in [
+                &mut observed.router_kinds,
+                &mut observed.header_route_kinds,
+                &mut observed.mirror_route_kinds,
+                &mut observed.ping_pong_kinds,
+            ] {
                 kinds.insert(kind.clone());
             }
         }

@@ -261,6 +261,12 @@ pub struct MetricProvider {
 }
 
 impl MetricProvider {
+    /// The provider's kind: the field that is set (the first, were several).
+    pub fn kind(&self) -> Option<String> {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) else { return None };
+        fields.keys().next().cloned()
+    }
+
     /// The field names of the Argo Rollouts providers that are set here but not built into
     /// stepwise.
     pub fn unbuilt(&self) -> Vec<&'static str> {

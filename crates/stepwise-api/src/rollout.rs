@@ -577,9 +577,7 @@ pub struct PodMetadata {
 /// How traffic is split between the stable and canary Services. Exactly one router is set.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "(has(self.istio) ? 1 : 0) + (has(self.nginx) ? 1 : 0) + (has(self.traefik) ? 1 : 0) + (has(self.gatewayAPI) ? 1 : 0) + (has(self.smi) ? 1 : 0) + (has(self.apisix) ? 1 : 0) + (has(self.ambassador) ? 1 : 0) + (has(self.alb) ? 1 : 0) + (has(self.appMesh) ? 1 : 0) + (has(self.plugins) ? 1 : 0) >= 1", "message": "trafficRouting must set at least one of istio, nginx, traefik, gatewayAPI, smi, apisix, ambassador, alb, appMesh and plugins"}
-]))]
+#[schemars(transform = crate::schema::names_a_router)]
 pub struct TrafficRouting {
     /// Istio VirtualService (and optionally DestinationRule subsets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -622,6 +620,30 @@ pub struct TrafficRouting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_traffic_weight: Option<i32>,
+}
+
+impl TrafficRouting {
+    /// The fields of `trafficRouting` that are settings, not routers: every other field is a
+    /// router (or `plugins`, a map of them).
+    pub const SETTINGS: [&str; 2] = ["managedRoutes", "maxTrafficWeight"];
+
+    /// The routers it names, by their field (`istio`, `gatewayAPI`, …), a plugin as
+    /// `plugins.<name>`. Read from the fields themselves, so that a router added to this type is
+    /// named without another list to keep.
+    pub fn named(&self) -> Vec<String> {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) else { return Vec::new() };
+        let mut named = Vec::new();
+        for (field, value) in fields {
+            match value {
+                _ if Self::SETTINGS.contains(&field.as_str()) => {}
+                serde_json::Value::Object(plugins) if field == "plugins" => {
+                    named.extend(plugins.keys().map(|name| format!("plugins.{name}")));
+                }
+                _ => named.push(field),
+            }
+        }
+        named
+    }
 }
 
 /// A route stepwise may create and remove.

@@ -42,3 +42,18 @@ pub fn plugin_configs(_: &mut SchemaGenerator) -> Schema {
         },
     })
 }
+
+/// trafficRouting's rule that it names a router, made from its properties: every one but its
+/// settings is a router, so that a router field added is in the rule without another edit.
+pub fn names_a_router(schema: &mut Schema) {
+    let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) else { return };
+    let routers: Vec<&str> = properties
+        .keys()
+        .map(String::as_str)
+        .filter(|field| !crate::TrafficRouting::SETTINGS.contains(field))
+        .collect();
+    let rule = routers.iter().map(|r| format!("(has(self.{r}) ? 1 : 0)")).collect::<Vec<_>>().join(" + ") + " >= 1";
+    let (last, others) = routers.split_last().unwrap_or((&"", &[]));
+    let message = format!("trafficRouting must set at least one of {} and {last}", others.join(", "));
+    schema.insert("x-kubernetes-validations".into(), serde_json::json!([{"rule": rule, "message": message}]));
+}

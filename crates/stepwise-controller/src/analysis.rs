@@ -19,30 +19,11 @@ use serde_json::{Value, json};
 use stepwise_api::{AnalysisRun, AnalysisRunStatus, Measurement, Rollout};
 use stepwise_core::EventType;
 use stepwise_core::measure::{self, Expiry, Outcome, Reading, SecretValues, Step, Task};
-use stepwise_metrics::job::JobProvider;
-use stepwise_metrics::kubernetes::KubernetesProvider;
-use stepwise_metrics::plugin::PluginProvider;
-use stepwise_metrics::prometheus::PrometheusProvider;
-use stepwise_metrics::web::WebProvider;
-use stepwise_metrics::{MetricProvider, RunRef, Taken};
+use stepwise_metrics::{DynMetricProvider, Providers, RunRef, Taken};
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
 use crate::shard::Shard;
-
-/// The providers measurements go through.
-pub struct Providers {
-    /// Prometheus queries.
-    pub prometheus: PrometheusProvider,
-    /// HTTP requests with a JSON answer.
-    pub web: WebProvider,
-    /// Kubernetes Jobs.
-    pub job: JobProvider,
-    /// The API server's custom and external metrics APIs.
-    pub kubernetes: KubernetesProvider,
-    /// Out-of-process metric plugins.
-    pub plugin: PluginProvider,
-}
 
 /// What every reconcile of a run shares.
 pub struct AnalysisContext {
@@ -199,26 +180,15 @@ async fn read_secrets(ctx: &AnalysisContext, ns: &str, needed: Vec<(String, Stri
 /// Takes one measurement (or resumes or stops one) through the metric's provider.
 async fn perform(providers: &Providers, run: &RunRef, task: &Task) -> Outcome {
     let started_at = now();
-    let provider = &task.metric.provider;
-    let (reading, metadata) = if provider.prometheus.is_some() {
-        take(&providers.prometheus, run, task).await
-    } else if provider.web.is_some() {
-        take(&providers.web, run, task).await
-    } else if provider.job.is_some() {
-        take(&providers.job, run, task).await
-    } else if provider.kubernetes.is_some() {
-        take(&providers.kubernetes, run, task).await
-    } else if provider.plugin.is_some() {
-        take(&providers.plugin, run, task).await
-    } else {
+    let (reading, metadata) = match providers.of(&task.metric) {
+        Ok(provider) => take(provider, run, task).await,
         // The schema asks for exactly one provider; a run written around it still says why.
-        let message = "the metric sets no provider (prometheus, web, job, kubernetes or plugin)".to_string();
-        (Reading::Error(message), BTreeMap::new())
+        Err(message) => (Reading::Error(message), BTreeMap::new()),
     };
     Outcome { metric: task.metric.name.clone(), reading, metadata, started_at, finished_at: now() }
 }
 
-async fn take<P: MetricProvider>(provider: &P, run: &RunRef, task: &Task) -> (Reading, BTreeMap<String, String>) {
+async fn take(provider: &dyn DynMetricProvider, run: &RunRef, task: &Task) -> (Reading, BTreeMap<String, String>) {
     match &task.step {
         Step::Run => reading_of(provider.run(run, &task.metric).await, BTreeMap::new()),
         Step::Resume(m) => reading_of(provider.resume(run, &task.metric, m).await, kept_metadata(m)),
@@ -260,19 +230,9 @@ async fn collect(
     metric: &stepwise_api::Metric,
     dropped: &[Measurement],
 ) -> Result<(), stepwise_metrics::Error> {
-    let provider = &metric.provider;
-    if provider.prometheus.is_some() {
-        providers.prometheus.garbage_collect(run, metric, dropped).await
-    } else if provider.web.is_some() {
-        providers.web.garbage_collect(run, metric, dropped).await
-    } else if provider.job.is_some() {
-        providers.job.garbage_collect(run, metric, dropped).await
-    } else if provider.kubernetes.is_some() {
-        providers.kubernetes.garbage_collect(run, metric, dropped).await
-    } else if provider.plugin.is_some() {
-        providers.plugin.garbage_collect(run, metric, dropped).await
-    } else {
-        Ok(())
+    match providers.of(metric) {
+        Ok(provider) => provider.garbage_collect(run, metric, dropped).await,
+        Err(_) => Ok(()),
     }
 }
 

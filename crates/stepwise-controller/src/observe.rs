@@ -1,6 +1,6 @@
 //! Observe: what the reflector caches say about one Rollout (no client required, no GETs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -54,6 +54,12 @@ where
         .collect();
     objects.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
     objects
+}
+
+/// The routers with `ability`: the built-in ones as their table says, and every router plugin
+/// the controller was started with.
+fn kinds_with(ability: fn(&stepwise_traffic::RouterEntry) -> bool, plugins: &RouterPlugins) -> BTreeSet<String> {
+    stepwise_traffic::kinds(ability).into_iter().map(String::from).chain(plugins.kinds()).collect()
 }
 
 /// Gathers the observations for `rollout` from the caches.
@@ -111,17 +117,10 @@ pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores, p
         // router plugin is accepted for header and mirror routes whatever its v1/info says:
         // admission must not depend on whether the plugin has answered yet, and a plugin refuses
         // what it cannot make with an error the Rollout shows.
-        router_kinds: stepwise_traffic::KINDS.iter().map(ToString::to_string).chain(plugins.kinds()).collect(),
-        header_route_kinds: stepwise_traffic::HEADER_ROUTE_KINDS
-            .iter()
-            .map(ToString::to_string)
-            .chain(plugins.kinds())
-            .collect(),
-        mirror_route_kinds: stepwise_traffic::MIRROR_ROUTE_KINDS
-            .iter()
-            .map(ToString::to_string)
-            .chain(plugins.kinds())
-            .collect(),
+        router_kinds: kinds_with(|_| true, plugins),
+        header_route_kinds: kinds_with(|r| r.header_routes, plugins),
+        mirror_route_kinds: kinds_with(|r| r.mirror_routes, plugins),
+        ping_pong_kinds: kinds_with(|r| r.ping_pong, plugins),
     }
 }
 

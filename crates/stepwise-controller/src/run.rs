@@ -21,13 +21,14 @@ use serde::de::DeserializeOwned;
 use stepwise_api::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, POD_TEMPLATE_HASH_LABEL, Rollout};
 
 use k8s_openapi::api::batch::v1::Job;
+use stepwise_metrics::Providers;
 use stepwise_metrics::job::{ANALYSIS_RUN_LABEL, JobProvider};
 use stepwise_metrics::kubernetes::KubernetesProvider;
 use stepwise_metrics::plugin::PluginProvider;
 use stepwise_metrics::prometheus::PrometheusProvider;
 use stepwise_metrics::web::WebProvider;
 
-use crate::analysis::{AnalysisContext, Providers, reconcile_run, run_error_policy};
+use crate::analysis::{AnalysisContext, reconcile_run, run_error_policy};
 use crate::context::{AnalysisStores, Context, Limiter};
 use crate::index::{Index, controller_ref, controller_uid, named_key};
 use crate::metrics::Metrics;
@@ -377,16 +378,15 @@ fn run_controller(
     sources: RunSources,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send {
-    let providers = Providers {
-        prometheus: PrometheusProvider::new(settings.prometheus_address.clone()),
-        web: WebProvider::new(),
-        job: JobProvider::new(client.clone()),
-        kubernetes: settings.kubernetes_metrics.clone(),
-        plugin: PluginProvider::new(
+    let providers = Providers::default()
+        .with(PrometheusProvider::new(settings.prometheus_address.clone()))
+        .with(WebProvider::new())
+        .with(JobProvider::new(client.clone()))
+        .with(settings.kubernetes_metrics.clone())
+        .with(PluginProvider::new(
             settings.metric_plugins.clone(),
             Duration::from_secs(stepwise_metrics::plugin::DEFAULT_TIMEOUT_SECONDS),
-        ),
-    };
+        ));
     let RunSources { shared, runs, run_events, runs_by_owner, rollouts, rollout_events } = sources;
     let ctx = Arc::new(AnalysisContext::new(shared, providers, settings.shard.clone(), rollouts));
     let unfinished_runs_of = {

@@ -45,6 +45,8 @@ pub struct Observed {
     pub header_route_kinds: BTreeSet<String>,
     /// The routers, among `router_kinds`, that make mirror routes (`setMirrorRoute`).
     pub mirror_route_kinds: BTreeSet<String>,
+    /// The routers, among `router_kinds`, that follow a pingPong swap of the Services.
+    pub ping_pong_kinds: BTreeSet<String>,
 }
 
 /// One ReplicaSet owned by the Rollout.

@@ -272,7 +272,7 @@ fn ping_pong_with_a_router_that_cannot_swap_services_is_refused_naming_the_route
         assert_eq!(
             invalid(&strategy(router)),
             format!(
-                "spec.strategy.canary.pingPong: the {kind} router cannot swap the ping and pong Services; istio (host-level), gatewayAPI and router plugins can"
+                "spec.strategy.canary.pingPong: the {kind} router cannot swap the ping and pong Services; gatewayAPI, istio and router plugins can"
             )
         );
     }
@@ -289,6 +289,7 @@ fn ping_pong_with_gateway_api_or_a_router_plugin_is_accepted() {
     for router in ["gatewayAPI: {httpRoute: app}", "plugins: {argoproj-labs/gatewayAPI: {httpRoute: app}}"] {
         let mut w = World::new(rollout_with(2, &strategy(router)));
         w.observed.router_kinds.insert("plugins.argoproj-labs/gatewayAPI".into());
+        w.observed.ping_pong_kinds.insert("plugins.argoproj-labs/gatewayAPI".into());
         w.settle(30);
         assert_eq!(w.phase(), Some(RolloutPhase::Healthy), "{router}: {:?}", w.status().message);
     }

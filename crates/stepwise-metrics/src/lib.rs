@@ -113,6 +113,71 @@ pub trait MetricProvider: Send + Sync {
     }
 }
 
+/// A boxed future of a provider's answer.
+pub type Answer<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// [`MetricProvider`] as a trait object, so that providers of every kind sit in one
+/// [`Providers`] registry; every `MetricProvider` is one.
+pub trait DynMetricProvider: Send + Sync {
+    /// As [`MetricProvider::run`].
+    fn run<'a>(&'a self, run: &'a RunRef, metric: &'a Metric) -> Answer<'a, Taken>;
+    /// As [`MetricProvider::resume`].
+    fn resume<'a>(&'a self, run: &'a RunRef, metric: &'a Metric, measurement: &'a Measurement) -> Answer<'a, Taken>;
+    /// As [`MetricProvider::terminate`].
+    fn terminate<'a>(&'a self, run: &'a RunRef, metric: &'a Metric, measurement: &'a Measurement) -> Answer<'a, ()>;
+    /// As [`MetricProvider::garbage_collect`].
+    fn garbage_collect<'a>(&'a self, run: &'a RunRef, metric: &'a Metric, dropped: &'a [Measurement])
+    -> Answer<'a, ()>;
+}
+
+impl<P: MetricProvider> DynMetricProvider for P {
+    fn run<'a>(&'a self, run: &'a RunRef, metric: &'a Metric) -> Answer<'a, Taken> {
+        Box::pin(MetricProvider::run(self, run, metric))
+    }
+    fn resume<'a>(&'a self, run: &'a RunRef, metric: &'a Metric, measurement: &'a Measurement) -> Answer<'a, Taken> {
+        Box::pin(MetricProvider::resume(self, run, metric, measurement))
+    }
+    fn terminate<'a>(&'a self, run: &'a RunRef, metric: &'a Metric, measurement: &'a Measurement) -> Answer<'a, ()> {
+        Box::pin(MetricProvider::terminate(self, run, metric, measurement))
+    }
+    fn garbage_collect<'a>(
+        &'a self,
+        run: &'a RunRef,
+        metric: &'a Metric,
+        dropped: &'a [Measurement],
+    ) -> Answer<'a, ()> {
+        Box::pin(MetricProvider::garbage_collect(self, run, metric, dropped))
+    }
+}
+
+/// The metric providers by kind (their field under a metric's `provider`): the one place a
+/// measurement finds its provider. A new provider is its module and one [`Providers::with`].
+#[derive(Default)]
+pub struct Providers {
+    by_kind: std::collections::BTreeMap<&'static str, Box<dyn DynMetricProvider>>,
+}
+
+impl Providers {
+    /// Adds `provider` under its kind.
+    pub fn with<P: MetricProvider + 'static>(mut self, provider: P) -> Self {
+        self.by_kind.insert(provider.kind(), Box::new(provider));
+        self
+    }
+
+    /// The provider of `metric`; an error naming its kind when none measures it.
+    pub fn of(&self, metric: &Metric) -> Result<&dyn DynMetricProvider, String> {
+        let kind = metric.provider.kind();
+        match kind.as_deref().and_then(|k| self.by_kind.get(k)) {
+            Some(provider) => Ok(provider.as_ref()),
+            None => {
+                let known: Vec<&str> = self.by_kind.keys().copied().collect();
+                let set = kind.map(|k| format!("provider.{k} is not one")).unwrap_or_else(|| "it sets none".into());
+                Err(format!("the metric needs a provider this controller has ({}): {set}", known.join(", ")))
+            }
+        }
+    }
+}
+
 /// Why a provider could not measure. Each becomes a measurement in Error with this text.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -29,18 +29,102 @@ pub mod plugin;
 pub mod smi;
 pub mod traefik;
 
-/// The routers this build drives, by their field under `trafficRouting` (a plugin as
-/// `plugins.<name>`): what core compares a Rollout's routers with. The controller adds the router
-/// plugins it was started with (`plugins.<name>`), which may make header and mirror routes too.
-pub const KINDS: [&str; 8] =
-    ["istio", "nginx", "gatewayAPI", "traefik", "smi", "apisix", "ambassador", gateway_api::PLUGIN_KIND];
+/// A router this build drives: its field under `trafficRouting` (a built-in plugin form as
+/// `plugins.<name>`), what it can make, and how to build it. [`ROUTERS`] lists them all; every
+/// other list of routers (the kinds core accepts, those that make header or mirror routes or
+/// follow a pingPong swap, [`routers`]) is derived from it. A new router is its module and one row.
+pub struct RouterEntry {
+    /// Its field under `trafficRouting`.
+    pub kind: &'static str,
+    /// Whether it makes header routes (`setHeaderRoute` steps).
+    pub header_routes: bool,
+    /// Whether it makes mirror routes (`setMirrorRoute` steps).
+    pub mirror_routes: bool,
+    /// Whether it splits between two Services named as they are in their roles now, and so
+    /// follows a pingPong swap (the others derive their objects from the stable Service).
+    pub ping_pong: bool,
+    /// The router for `routing` of the Rollout `rollout` in `namespace`; None when `routing`
+    /// does not name it.
+    pub build: fn(routing: &TrafficRouting, rollout: &str, namespace: &str) -> Option<Result<BoxedRouter, Error>>,
+}
 
-/// The routers that make header routes (`setHeaderRoute` steps), by their field under
-/// `trafficRouting`: a Rollout asking another router for one is refused before anything moves.
-pub const HEADER_ROUTE_KINDS: [&str; 4] = ["istio", "gatewayAPI", gateway_api::PLUGIN_KIND, "nginx"];
+fn boxed<R: TrafficRouter + 'static>(built: Result<R, Error>) -> Result<BoxedRouter, Error> {
+    built.map(|r| Box::new(r) as BoxedRouter)
+}
 
-/// The routers that make mirror routes (`setMirrorRoute` steps), as [`HEADER_ROUTE_KINDS`].
-pub const MIRROR_ROUTE_KINDS: [&str; 3] = ["istio", "gatewayAPI", gateway_api::PLUGIN_KIND];
+/// Every router this build drives.
+pub const ROUTERS: &[RouterEntry] = &[
+    RouterEntry {
+        kind: "istio",
+        header_routes: true,
+        mirror_routes: true,
+        ping_pong: true,
+        build: |routing, _, ns| routing.istio.as_ref().map(|c| boxed(istio::Istio::new(c, ns))),
+    },
+    RouterEntry {
+        kind: "nginx",
+        header_routes: true,
+        mirror_routes: false,
+        ping_pong: false,
+        build: |routing, rollout, ns| routing.nginx.as_ref().map(|c| boxed(nginx::Nginx::new(c, rollout, ns))),
+    },
+    RouterEntry {
+        kind: "gatewayAPI",
+        header_routes: true,
+        mirror_routes: true,
+        ping_pong: true,
+        build: |routing, _, ns| routing.gateway_api.as_ref().map(|c| boxed(gateway_api::GatewayApi::new(c, ns))),
+    },
+    // Argo users configure Gateway API through its plugin; the same fields drive the built-in
+    // router, so their manifests work by changing apiVersion only.
+    RouterEntry {
+        kind: gateway_api::PLUGIN_KIND,
+        header_routes: true,
+        mirror_routes: true,
+        ping_pong: true,
+        build: |routing, _, ns| {
+            let config = routing.plugins.as_ref()?.get(gateway_api::PLUGIN_NAME)?;
+            Some(boxed(gateway_api::GatewayApi::from_plugin(config, ns)))
+        },
+    },
+    RouterEntry {
+        kind: "traefik",
+        header_routes: false,
+        mirror_routes: false,
+        ping_pong: false,
+        build: |routing, _, ns| routing.traefik.as_ref().map(|c| boxed(traefik::Traefik::new(c, ns))),
+    },
+    RouterEntry {
+        kind: "smi",
+        header_routes: false,
+        mirror_routes: false,
+        ping_pong: false,
+        build: |routing, rollout, ns| routing.smi.as_ref().map(|c| boxed(Ok(smi::Smi::new(c, rollout, ns)))),
+    },
+    RouterEntry {
+        kind: "apisix",
+        header_routes: false,
+        mirror_routes: false,
+        ping_pong: false,
+        build: |routing, _, ns| routing.apisix.as_ref().map(|c| boxed(apisix::Apisix::new(c, ns))),
+    },
+    RouterEntry {
+        kind: "ambassador",
+        header_routes: false,
+        mirror_routes: false,
+        ping_pong: false,
+        build: |routing, _, ns| {
+            let config = routing.ambassador.as_ref()?;
+            Some(boxed(ambassador::Ambassador::new(config, routing.max_traffic_weight, ns)))
+        },
+    },
+];
+
+/// The kinds of [`ROUTERS`] with `ability` (`|_| true` for all): what core compares a Rollout's
+/// routers with. The controller adds the router plugins it was started with (`plugins.<name>`).
+pub fn kinds(ability: fn(&RouterEntry) -> bool) -> Vec<&'static str> {
+    ROUTERS.iter().filter(|r| ability(r)).map(|r| r.kind).collect()
+}
 
 /// One object a router reads and patches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,41 +274,21 @@ pub fn routers(
     namespace: &str,
     registered: &BTreeSet<String>,
 ) -> Result<Vec<BoxedRouter>, Error> {
-    let mut out: Vec<BoxedRouter> = Vec::new();
-    if let Some(config) = &routing.istio {
-        out.push(Box::new(istio::Istio::new(config, namespace)?));
-    }
-    if let Some(config) = &routing.nginx {
-        out.push(Box::new(nginx::Nginx::new(config, rollout, namespace)?));
-    }
-    if let Some(config) = &routing.traefik {
-        out.push(Box::new(traefik::Traefik::new(config, namespace)?));
-    }
-    if let Some(config) = &routing.gateway_api {
-        out.push(Box::new(gateway_api::GatewayApi::new(config, namespace)?));
-    }
-    if let Some(config) = &routing.smi {
-        out.push(Box::new(smi::Smi::new(config, rollout, namespace)));
-    }
-    if let Some(config) = &routing.apisix {
-        out.push(Box::new(apisix::Apisix::new(config, namespace)?));
-    }
-    if let Some(config) = &routing.ambassador {
-        out.push(Box::new(ambassador::Ambassador::new(config, routing.max_traffic_weight, namespace)?));
-    }
-    for (name, config) in routing.plugins.iter().flatten() {
-        if registered.contains(name) {
-            continue;
-        }
-        if name != gateway_api::PLUGIN_NAME {
-            return Err(Error::Config(format!(
-                "the router plugin {name} is not registered with this controller: start it with --router-plugin {name}=URL, the URL where the plugin serves {} (docs/plugins.md)",
-                plugin::PROTOCOL
-            )));
-        }
-        // Argo users configure Gateway API through its plugin; the same fields drive the
-        // built-in router, so their manifests work by changing apiVersion only.
-        out.push(Box::new(gateway_api::GatewayApi::from_plugin(config, namespace)?));
+    // A plugin registered with the controller under a built-in plugin form's name is the plugin.
+    let plugin_registered = |r: &&RouterEntry| r.kind.strip_prefix("plugins.").is_some_and(|n| registered.contains(n));
+    let out = ROUTERS
+        .iter()
+        .filter(|r| !plugin_registered(r))
+        .filter_map(|r| (r.build)(routing, rollout, namespace))
+        .collect::<Result<Vec<_>, _>>()?;
+    let built_in = |name: &str| ROUTERS.iter().any(|r| r.kind.strip_prefix("plugins.") == Some(name));
+    if let Some(name) =
+        routing.plugins.iter().flatten().map(|(name, _)| name).find(|n| !registered.contains(*n) && !built_in(n))
+    {
+        return Err(Error::Config(format!(
+            "the router plugin {name} is not registered with this controller: start it with --router-plugin {name}=URL, the URL where the plugin serves {} (docs/plugins.md)",
+            plugin::PROTOCOL
+        )));
     }
     let any_plugin = routing.plugins.iter().flatten().any(|(name, _)| registered.contains(name));
     if out.is_empty() && !any_plugin {

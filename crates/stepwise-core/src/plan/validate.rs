@@ -58,7 +58,7 @@ pub(crate) fn validate(rollout: &Rollout, observed: &Observed) -> Result<(PodTem
     validate_services(spec, observed)?;
     validate_fenceposts(spec)?;
     validate_routers(spec, observed)?;
-    validate_ping_pong_routers(spec)?;
+    validate_ping_pong_routers(spec, observed)?;
     validate_analyses(rollout, observed).map_err(|message| Invalid { message, look_again: true })?;
     Ok((template, selector))
 }
@@ -245,26 +245,7 @@ fn validate_fenceposts(spec: &RolloutSpec) -> Result<(), String> {
 
 /// The routers a Rollout names, by their field under trafficRouting.
 fn named_routers(spec: &RolloutSpec) -> Vec<String> {
-    let Some(routing) = spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()) else {
-        return Vec::new();
-    };
-    let mut kinds: Vec<String> = [
-        ("istio", routing.istio.is_some()),
-        ("nginx", routing.nginx.is_some()),
-        ("traefik", routing.traefik.is_some()),
-        ("gatewayAPI", routing.gateway_api.is_some()),
-        ("smi", routing.smi.is_some()),
-        ("apisix", routing.apisix.is_some()),
-        ("ambassador", routing.ambassador.is_some()),
-        ("alb", routing.alb.is_some()),
-        ("appMesh", routing.app_mesh.is_some()),
-    ]
-    .into_iter()
-    .filter(|(_, named)| *named)
-    .map(|(kind, _)| kind.to_string())
-    .collect();
-    kinds.extend(routing.plugins.iter().flat_map(|p| p.keys()).map(|k| format!("plugins.{k}")));
-    kinds
+    spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()).map(|r| r.named()).unwrap_or_default()
 }
 
 /// A Rollout that names a router this build cannot drive is refused before anything moves: it
@@ -311,19 +292,20 @@ fn validate_routers(spec: &RolloutSpec, observed: &Observed) -> Result<(), Strin
 }
 
 /// pingPong needs a router that splits between two Services named as they are in their roles
-/// now, and so follows a swap: Istio host-level, Gateway API and router plugins. The others
-/// derive their objects from the stable Service (nginx's stable Ingress, SMI's root Service,
-/// Ambassador's Mapping) or are not built for the swap; Istio's subset-level splitting routes to
-/// subsets, not Services.
-fn validate_ping_pong_routers(spec: &RolloutSpec) -> Result<(), String> {
+/// now, and so follows a swap (`Observed::ping_pong_kinds`: Istio host-level, Gateway API and
+/// router plugins). The others derive their objects from the stable Service (nginx's stable
+/// Ingress, SMI's root Service, Ambassador's Mapping) or are not built for the swap; Istio's
+/// subset-level splitting routes to subsets, not Services.
+fn validate_ping_pong_routers(spec: &RolloutSpec, observed: &Observed) -> Result<(), String> {
     let Some(canary) = spec.strategy.canary.as_ref().filter(|c| c.ping_pong.is_some()) else { return Ok(()) };
     if canary.traffic_routing.as_ref().and_then(|t| t.istio.as_ref()).is_some_and(|i| i.destination_rule.is_some()) {
         return Err("spec.strategy.canary.pingPong cannot be combined with trafficRouting.istio.destinationRule: subset-level splitting routes to subsets, not to the ping and pong Services".into());
     }
-    let able = |kind: &str| kind == "istio" || kind == "gatewayAPI" || kind.starts_with("plugins.");
-    if let Some(kind) = named_routers(spec).into_iter().find(|k| !able(k)) {
+    if let Some(kind) = named_routers(spec).into_iter().find(|k| !observed.ping_pong_kinds.contains(k)) {
+        let able = observed.ping_pong_kinds.iter().filter(|k| !k.starts_with("plugins.")).cloned();
         return Err(format!(
-            "spec.strategy.canary.pingPong: the {kind} router cannot swap the ping and pong Services; istio (host-level), gatewayAPI and router plugins can"
+            "spec.strategy.canary.pingPong: the {kind} router cannot swap the ping and pong Services; {} and router plugins can",
+            able.collect::<Vec<_>>().join(", ")
         ));
     }
     Ok(())

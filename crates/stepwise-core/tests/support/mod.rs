@@ -69,6 +69,7 @@ impl World {
                     .into(),
                 header_route_kinds: ["istio", "nginx", "gatewayAPI"].map(String::from).into(),
                 mirror_route_kinds: ["istio", "gatewayAPI"].map(String::from).into(),
+                ping_pong_kinds: ["istio", "gatewayAPI"].map(String::from).into(),
                 ..Default::default()
             },
             now: Time(Timestamp::from_second(1_800_000_000).unwrap()),
