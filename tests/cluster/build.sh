@@ -59,11 +59,14 @@ fi
 
 # kubectl of the control plane's own version, well inside kubectl's one-minor skew (kubectl's
 # wheels are newer than 1.35 only). A kubectl of another version (an older cache's) is replaced.
-if ! "$OUT/kubectl" version --client 2>/dev/null | grep -q "Client Version: v$K8S_VERSION\$"; then
-  rm -f "$OUT/kubectl"
-  rm -rf "$OUT/pylib"
+# Clusters that start side by side run this at once: the check reads the whole output (grep -q
+# would cut kubectl's pipe and fail the check), and the new binary is renamed into place whole.
+kubectl_version=$("$OUT/kubectl" version --client 2>/dev/null || true)
+if ! grep -qx "Client Version: v$K8S_VERSION" <<<"$kubectl_version"; then
   go_build_progress "kubectl v$K8S_VERSION" "$here/k8s" \
-    -trimpath -buildvcs=false -ldflags="$(k8s_ldflags)" -o "$OUT/" k8s.io/kubernetes/cmd/kubectl
+    -trimpath -buildvcs=false -ldflags="$(k8s_ldflags)" -o "$OUT/kubectl.$$" k8s.io/kubernetes/cmd/kubectl
+  mv -f "$OUT/kubectl.$$" "$OUT/kubectl"
+  rm -rf "$OUT/pylib"
 fi
 
 echo "$OUT"
