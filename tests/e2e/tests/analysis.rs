@@ -71,16 +71,15 @@ fn aborted(ro: &Rollout) -> bool {
     ro.status.as_ref().is_some_and(|s| s.abort == Some(true) && s.phase == Some(RolloutPhase::Degraded))
 }
 
-/// The newest run ended in `expected`. Creation times are whole seconds, so runs created in the
-/// same second as the newest (a step's run and a background run stopped with it) are all newest.
+/// The newest run that ended in `expected`. Not simply the newest run: a run started as the
+/// rollout is aborted (a background run, or a step's run planned on a status the abort had not
+/// reached yet) is stopped at once, and ends Successful ("Run Terminated") after the one that
+/// decided.
 async fn then_last_run(env: &Env, expected: AnalysisPhase) -> anyhow::Result<AnalysisRun> {
     let runs = runs(env).await?;
-    let newest = runs.last().ok_or_else(|| anyhow::anyhow!("no AnalysisRun"))?.metadata.creation_timestamp.clone();
-    let mut last: Vec<AnalysisRun> = runs.into_iter().filter(|r| r.metadata.creation_timestamp == newest).collect();
-    let statuses: Vec<_> = last.iter().map(|r| r.status.clone()).collect();
-    let found = last.iter().position(|r| phase(r) == Some(expected));
-    assert!(found.is_some(), "no newest run ended {expected:?}: {statuses:?}");
-    Ok(last.swap_remove(found.unwrap_or_default()))
+    let statuses: Vec<_> = runs.iter().map(|r| (r.metadata.name.clone(), r.status.clone())).collect();
+    let found = runs.into_iter().rev().find(|r| phase(r) == Some(expected));
+    found.ok_or_else(|| anyhow::anyhow!("no run ended {expected:?}: {statuses:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
