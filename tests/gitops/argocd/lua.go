@@ -177,16 +177,7 @@ func executeDiscovery(object map[string]any, script string) ([]resourceAction, e
 	if script == "" {
 		return nil, errors.New("no action discovery script")
 	}
-	l, err := runLua(object, script)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Close()
-	returned := l.Get(-1)
-	if returned.Type() != lua.LTTable {
-		return nil, fmt.Errorf("expect table output from Lua script, not %s", returned.Type())
-	}
-	encoded, err := luajson.Encode(returned)
+	encoded, err := tableOf(object, script)
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +200,20 @@ func executeDiscovery(object map[string]any, script string) ([]resourceAction, e
 	return available, nil
 }
 
+// tableOf runs a script that must return a table, and returns the table as JSON.
+func tableOf(object map[string]any, script string) ([]byte, error) {
+	l, err := runLua(object, script)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	returned := l.Get(-1)
+	if returned.Type() != lua.LTTable {
+		return nil, fmt.Errorf("expect table output from Lua script, not %s", returned.Type())
+	}
+	return luajson.Encode(returned)
+}
+
 // isDisabled: actions are enabled unless their table says disabled = true.
 func isDisabled(action any) bool {
 	fields, ok := action.(map[string]any)
@@ -221,16 +226,7 @@ func isDisabled(action any) bool {
 
 // executeAction returns the object as an old-style action (one returning obj) leaves it.
 func executeAction(object map[string]any, script string) (map[string]any, error) {
-	l, err := runLua(object, script)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Close()
-	returned := l.Get(-1)
-	if returned.Type() != lua.LTTable {
-		return nil, fmt.Errorf("expect table output from Lua script, not %s", returned.Type())
-	}
-	encoded, err := luajson.Encode(returned)
+	encoded, err := tableOf(object, script)
 	if err != nil {
 		return nil, err
 	}
