@@ -4,6 +4,7 @@
 
 pub mod complete;
 pub mod convert;
+pub mod dashboard;
 pub mod decide;
 pub mod expr;
 pub mod lint;

@@ -22,6 +22,8 @@ use serde_json::Value;
 use stepwise_api::operations::{Patches, revision_of};
 use stepwise_api::{AnalysisRun, POD_TEMPLATE_HASH_LABEL, Rollout};
 
+mod server;
+
 /// Drive stepwise Rollouts: see them, promote, abort, retry, undo.
 #[derive(Parser)]
 #[command(name = "kubectl stepwise", version, about)]
@@ -132,6 +134,22 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         what: PluginWhat,
+    },
+    /// A web dashboard of every Rollout, live: what needs a person, why each waits, its traffic,
+    /// revisions, analysis and Events, with buttons to act. Read-only unless --actions. Watches
+    /// every namespace unless -n is given.
+    Dashboard {
+        /// Where to listen. With --auth=kubeconfig only a loopback address is allowed.
+        #[arg(long, default_value = "127.0.0.1:3100")]
+        address: std::net::SocketAddr,
+        /// Serve the action buttons (promote, abort, ...), each checked against Kubernetes RBAC.
+        #[arg(long)]
+        actions: bool,
+        /// kubeconfig: the dashboard acts as you, for you alone. token: people sign in with a
+        /// bearer token the API server accepts and act as themselves (impersonation); how it runs
+        /// in a cluster.
+        #[arg(long, value_enum, default_value = "kubeconfig")]
+        auth: server::auth::Mode,
     },
     /// A shell completion script for `kubectl-stepwise` on stdout (for `kubectl stepwise`, link
     /// the binary as kubectl_complete-stepwise on PATH).
@@ -705,6 +723,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return plugin_check(&url, &config, timeout).await;
         }
         Command::Convert { filename } => return convert(&filename),
+        Command::Dashboard { address, actions, auth } => {
+            let config = dashboard_config(&cli.global).await?;
+            let options = server::Options { address, mode: auth, actions, namespace: cli.global.namespace.clone() };
+            server::serve(options, config).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "kubectl-stepwise", &mut std::io::stdout());
@@ -747,11 +771,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Completion { .. }
         | Command::Lint { .. }
         | Command::Convert { .. }
+        | Command::Dashboard { .. }
         | Command::Plugin { .. } => {
             unreachable!("handled above")
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The dashboard's connection: the kubeconfig as for every command, or, in a Pod without one, the
+/// Pod's ServiceAccount.
+async fn dashboard_config(global: &Global) -> anyhow::Result<Config> {
+    let options = KubeConfigOptions { context: global.context.clone(), ..Default::default() };
+    let kubeconfig = match &global.kubeconfig {
+        Some(path) => {
+            Some(Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?)
+        }
+        None => Kubeconfig::read().ok(),
+    };
+    match kubeconfig {
+        Some(kubeconfig) => Ok(Config::from_custom_kubeconfig(kubeconfig, &options).await?),
+        None => Config::incluster().context("no kubeconfig (set KUBECONFIG or pass --kubeconfig) and not in a Pod"),
+    }
 }
 
 /// kubectl's completion of `kubectl stepwise …`: called as `kubectl_complete-stepwise WORDS…`

@@ -1,0 +1,177 @@
+//! Server-sent events: each page's stream is a task that waits on the store's changes and writes
+//! what changed since the last id it sent. A change is coalesced for a moment so that a burst of
+//! watch events is one message; a heartbeat keeps proxies from closing an idle stream.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::auth::Viewer;
+use super::store::{Key, Since};
+use super::{Body, Dashboard};
+
+/// How long changes are gathered before they are sent.
+const COALESCE: Duration = Duration::from_millis(150);
+/// How often an idle stream sends a comment.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long the browser waits before it reconnects (the `retry:` field).
+const RECONNECT_MS: u32 = 1000;
+
+/// One SSE message.
+fn message(event: &str, data: &impl Serialize, id: Option<u64>) -> Bytes {
+    let data = serde_json::to_string(data).unwrap_or_default();
+    let id = id.map(|id| format!("id: {id}\n")).unwrap_or_default();
+    Bytes::from(format!("event: {event}\n{id}data: {data}\n\n"))
+}
+
+/// A streaming response fed by a task through a channel: when the browser goes away, the body
+/// is dropped, the channel closes and the task ends.
+fn streaming(dashboard: &Arc<Dashboard>) -> (Response<Body>, Sender) {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(Frame::data(bytes)), rx))
+    });
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-store")
+        // Proxies that buffer responses (nginx) would hold the stream back.
+        .header("X-Accel-Buffering", "no")
+        .body(StreamBody::new(frames).boxed())
+        .unwrap_or_default();
+    dashboard.streams.fetch_add(1, Ordering::Relaxed);
+    (response, Sender { tx, dashboard: dashboard.clone() })
+}
+
+/// The sending end of a stream, which counts the streams open.
+struct Sender {
+    tx: mpsc::Sender<Bytes>,
+    dashboard: Arc<Dashboard>,
+}
+
+impl Sender {
+    /// False once the browser went away.
+    async fn send(&self, bytes: Bytes) -> bool {
+        self.tx.send(bytes).await.is_ok()
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.dashboard.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Waits for the next change after `seen`, sending heartbeats meanwhile; false once the browser
+/// went away.
+async fn next_change(rx: &mut tokio::sync::watch::Receiver<u64>, seen: u64, out: &Sender) -> bool {
+    loop {
+        tokio::select! {
+            changed = async { rx.wait_for(|seq| *seq > seen).await.is_ok() } => {
+                if !changed {
+                    return false;
+                }
+                tokio::time::sleep(COALESCE).await;
+                return true;
+            }
+            _ = tokio::time::sleep(HEARTBEAT) => {
+                if !out.send(Bytes::from_static(b": heartbeat\n\n")).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// The list: a snapshot, then upserts and deletes. A reconnect that sends the last id it saw
+/// gets only what changed after it (or a snapshot when that is too long ago).
+pub fn list(dashboard: Arc<Dashboard>, viewer: Viewer, last_id: Option<u64>) -> Response<Body> {
+    let (response, out) = streaming(&dashboard);
+    tokio::spawn(async move {
+        dashboard.store.synced().await;
+        let mut changes = dashboard.store.subscribe();
+        if !out.send(Bytes::from(format!("retry: {RECONNECT_MS}\n\n"))).await {
+            return;
+        }
+        let mut seen = last_id;
+        loop {
+            let (since, seq) = dashboard.store.since(seen);
+            let mut messages = vec![];
+            match since {
+                Since::Everything(entries) => {
+                    let rows = dashboard.rows(&viewer, &entries).await;
+                    messages.push(("snapshot", json!({"rollouts": rows})));
+                }
+                Since::Changes { upserted, deleted } => {
+                    for key in deleted {
+                        messages.push(("delete", json!({"namespace": key.0, "name": key.1})));
+                    }
+                    for row in dashboard.rows(&viewer, &upserted).await {
+                        messages.push(("upsert", serde_json::to_value(row).unwrap_or_default()));
+                    }
+                }
+            }
+            // Only the last message of a batch carries the id: a browser cut off in the middle
+            // of it resumes from the previous id and gets the whole batch again.
+            let last = messages.len().saturating_sub(1);
+            for (i, (event, data)) in messages.iter().enumerate() {
+                if !out.send(message(event, data, (i == last).then_some(seq))).await {
+                    return;
+                }
+            }
+            if messages.is_empty() && seen != Some(seq) && !out.send(Bytes::from(format!("id: {seq}\n\n"))).await {
+                return;
+            }
+            seen = Some(seq);
+            if !next_change(&mut changes, seq, &out).await {
+                return;
+            }
+        }
+    });
+    response
+}
+
+/// One Rollout's page, whole, each time it or what it owns changes.
+pub async fn detail(dashboard: Arc<Dashboard>, viewer: Viewer, key: Key, last_id: Option<u64>) -> Response<Body> {
+    dashboard.store.synced().await;
+    if let Err(response) = dashboard.detail_of(&viewer, &key).await {
+        return response;
+    }
+    let (response, out) = streaming(&dashboard);
+    tokio::spawn(async move {
+        let mut changes = dashboard.store.subscribe();
+        if !out.send(Bytes::from(format!("retry: {RECONNECT_MS}\n\n"))).await {
+            return;
+        }
+        let mut sent = last_id;
+        loop {
+            let seq = dashboard.store.seq();
+            match dashboard.detail_of(&viewer, &key).await {
+                Ok((detail, changed)) if sent.is_none_or(|s| changed > s) => {
+                    if !out.send(message("detail", &detail, Some(changed))).await {
+                        return;
+                    }
+                    sent = Some(changed);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    let gone = json!({"error": format!("Rollout {:?} in namespace {:?} is gone", key.1, key.0)});
+                    let _ = out.send(message("gone", &gone, None)).await;
+                    return;
+                }
+            }
+            if !next_change(&mut changes, seq, &out).await {
+                return;
+            }
+        }
+    });
+    response
+}
