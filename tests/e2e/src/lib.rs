@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 use stepwise_api::operations::{self, Patches};
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
 
+pub mod browser;
+pub mod dashboard;
 pub mod gitops;
 pub mod plugin_cli;
 pub mod prometheus;
@@ -571,4 +573,25 @@ fn is_conflict(e: &kube::Error) -> bool {
 /// Seconds as a Duration, for readable timeouts.
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
+}
+
+/// A JSON document served over HTTP on 127.0.0.1 (what a web metric reads), changed by the test
+/// through the handle; returns its URL.
+pub async fn serve_json(document: std::sync::Arc<std::sync::Mutex<Value>>) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let _ = stream.read(&mut buf).await;
+            let body = document.lock().map(|d| d.to_string()).unwrap_or_default();
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    Ok(url)
 }
