@@ -18,7 +18,8 @@ use stepwise_e2e::dashboard::DashboardProcess;
 use stepwise_e2e::{Env, repo_root, secs, serve_json};
 
 /// Steps that stop at a pause a person must end, then at a pause of an hour.
-const PAUSED_CANARY: &str = "    canary:\n      steps: [{setWeight: 25}, {pause: {}}, {setWeight: 50}, {pause: {duration: 1h}}]\n";
+const PAUSED_CANARY: &str =
+    "    canary:\n      steps: [{setWeight: 25}, {pause: {}}, {setWeight: 50}, {pause: {duration: 1h}}]\n";
 
 fn screenshot(name: &str) -> std::path::PathBuf {
     repo_root().join("target/e2e-artifacts/dashboard").join(format!("{name}.png"))
@@ -80,7 +81,8 @@ async fn a_paused_canary_needs_attention_and_promote_moves_it_on() -> anyhow::Re
     browser.wait_text("#step", |t| t.trim() == "4/4", secs(15)).await?;
     println!("promote to step 4/4 on the page: {:?}", clicked.elapsed());
     browser.wait_text("#weight", |t| t.trim() == "50", secs(10)).await?;
-    let first = browser.wait_text("#waiting li[data-kind=\"pause\"] [data-countdown]", |t| !t.is_empty(), secs(10)).await?;
+    let first =
+        browser.wait_text("#waiting li[data-kind=\"pause\"] [data-countdown]", |t| !t.is_empty(), secs(10)).await?;
     let later = browser.wait_text("#waiting li[data-kind=\"pause\"] [data-countdown]", |t| t != first, secs(5)).await?;
     println!("the countdown went from {first:?} to {later:?}");
     let notice = browser.wait_text("#notice", |t| !t.is_empty(), secs(5)).await?;
@@ -105,7 +107,11 @@ async fn a_paused_canary_needs_attention_and_promote_moves_it_on() -> anyhow::Re
         )
         .await?;
     assert_eq!(stale.status, 409, "{}", stale.body);
-    assert!(stale.body["error"].as_str().unwrap_or_default().contains("changed since the page showed it"), "{}", stale.body);
+    assert!(
+        stale.body["error"].as_str().unwrap_or_default().contains("changed since the page showed it"),
+        "{}",
+        stale.body
+    );
     assert!(browser.console_errors().await?.is_empty(), "no script error: {:?}", browser.console_errors().await?);
     drop(browser);
     env.cleanup().await
@@ -158,6 +164,8 @@ spec:
     assert!(text.contains("result < 0.05"), "the condition is shown: {text:?}");
     assert!(text.contains("Failed"), "the metric's phase is shown: {text:?}");
     browser.screenshot(screenshot("rollout-aborted")).await?;
+    browser.execute("document.querySelector('#analysis').scrollIntoView()", &[]).await?;
+    browser.screenshot(screenshot("rollout-analysis")).await?;
     drop(browser);
     env.cleanup().await
 }
@@ -196,11 +204,15 @@ async fn given_viewer_token(env: &Env) -> anyhow::Result<String> {
     accounts.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "viewer"}}))?).await?;
     let role = json!({"metadata": {"name": "rollout-viewer"}, "rules": [
         {"apiGroups": ["stepwise.dev"], "resources": ["rollouts", "analysisruns"], "verbs": ["get", "list", "watch"]}]});
-    Api::<Role>::namespaced(env.client.clone(), ns).create(&PostParams::default(), &serde_json::from_value(role)?).await?;
+    Api::<Role>::namespaced(env.client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(role)?)
+        .await?;
     let binding = json!({"metadata": {"name": "rollout-viewer"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rollout-viewer"},
         "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": ns}]});
-    Api::<RoleBinding>::namespaced(env.client.clone(), ns).create(&PostParams::default(), &serde_json::from_value(binding)?).await?;
+    Api::<RoleBinding>::namespaced(env.client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(binding)?)
+        .await?;
     let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))?;
     let answer = accounts.create_token_request("viewer", &PostParams::default(), &request).await?;
     answer.status.map(|s| s.token).ok_or_else(|| anyhow::anyhow!("the TokenRequest gave no token"))
@@ -211,7 +223,9 @@ async fn a_token_without_patch_sees_promote_disabled_with_the_reason() -> anyhow
     let env = Env::new("dash-token").await?;
     given_paused_canary(&env).await?;
     let token = given_viewer_token(&env).await?;
-    let dashboard = DashboardProcess::start(&format!("{}-dashboard", env.ns), &["-n", &env.ns, "--actions", "--auth=token"]).await?;
+    let dashboard =
+        DashboardProcess::start(&format!("{}-dashboard", env.ns), &["-n", &env.ns, "--actions", "--auth=token"])
+            .await?;
     let unauthenticated = dashboard.get("/api/rollouts").await?;
     assert_eq!(unauthenticated.status, 401, "nothing is served without a token: {}", unauthenticated.body);
 
@@ -256,7 +270,11 @@ async fn the_stream_resumes_after_the_server_restarts() -> anyhow::Result<()> {
     browser.wait_text("#live", |t| t.contains("reconnecting"), secs(10)).await?;
     // A change while the server is down: the page must show it once the stream is back.
     env.rollouts()
-        .patch(&env.rollout, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"resumed": "yes"}}})))
+        .patch(
+            &env.rollout,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"resumed": "yes"}}})),
+        )
         .await?;
     env.when_promote().await?;
     env.then_paused_at_step(3, secs(60)).await?;
@@ -277,10 +295,12 @@ async fn every_error_is_a_sentence_and_never_a_blank_page() -> anyhow::Result<()
     let unknown = dashboard.get(&format!("/api/rollouts/{}/nothing", env.ns)).await?;
     assert_eq!(unknown.status, 404);
     assert!(unknown.body["error"].as_str().unwrap_or_default().contains("no Rollout \"nothing\""), "{}", unknown.body);
-    let no_header = dashboard.post(&format!("/api/rollouts/{}/nothing/actions/promote", env.ns), &[], &json!({})).await?;
+    let no_header =
+        dashboard.post(&format!("/api/rollouts/{}/nothing/actions/promote", env.ns), &[], &json!({})).await?;
     assert_eq!(no_header.status, 403, "an action without the page's header is refused: {}", no_header.body);
-    let no_such_action =
-        dashboard.post(&format!("/api/rollouts/{}/x/actions/explode", env.ns), &[("X-Stepwise-Action", "1")], &json!({})).await?;
+    let no_such_action = dashboard
+        .post(&format!("/api/rollouts/{}/x/actions/explode", env.ns), &[("X-Stepwise-Action", "1")], &json!({}))
+        .await?;
     assert_eq!(no_such_action.status, 404);
     assert!(no_such_action.body["error"].as_str().unwrap_or_default().contains("promote"), "{}", no_such_action.body);
 

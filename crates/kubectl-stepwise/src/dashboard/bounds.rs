@@ -141,7 +141,7 @@ fn number(text: &str) -> Option<f64> {
 fn measures_result(text: &str) -> bool {
     let identifiers: Vec<&str> =
         text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
-    identifiers.first().is_some()
+    !identifiers.is_empty()
         && identifiers.contains(&"result")
         && identifiers.iter().all(|w| {
             *w == "result" || w.chars().all(|c| c.is_ascii_digit()) || ["double", "int", "float"].contains(w)

@@ -31,6 +31,9 @@ pub enum Mode {
     Token,
 }
 
+/// The API server's answers to (verb, resource, namespace) for one person, with when each came.
+type Answers = Mutex<HashMap<(String, String, String), (Instant, Result<(), String>)>>;
+
 /// A person signed in with a token.
 pub struct Person {
     /// Their name, as the API server's TokenReview gave it.
@@ -39,7 +42,7 @@ pub struct Person {
     reviewed: Mutex<Instant>,
     /// A client that acts as them.
     pub client: Client,
-    answers: Mutex<HashMap<(String, String, String), (Instant, Result<(), String>)>>,
+    answers: Answers,
 }
 
 /// Who is looking at a page.
@@ -63,7 +66,7 @@ pub struct Auth {
     /// The kubeconfig's user as the API server names it (locally).
     local_user: String,
     sessions: Mutex<HashMap<String, Arc<Person>>>,
-    local_answers: Mutex<HashMap<(String, String, String), (Instant, Result<(), String>)>>,
+    local_answers: Answers,
 }
 
 /// Why a request was refused.
@@ -230,8 +233,7 @@ impl Auth {
             Viewer::Person(p) => &p.answers,
         };
         let cached = answers.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
-        if let Some((at, answer)) = cached.filter(|(at, _)| at.elapsed() < REVIEW_TTL) {
-            let _ = at;
+        if let Some((_, answer)) = cached.filter(|(at, _)| at.elapsed() < REVIEW_TTL) {
             return answer;
         }
         let answer = self.ask(viewer, verb, resource, namespace).await;

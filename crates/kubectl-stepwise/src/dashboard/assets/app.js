@@ -135,6 +135,7 @@
     if (!message) message = kind === 'error' ? 'Something went wrong, and the server gave no reason.' : 'Done.';
     notice.textContent = message;
     notice.className = kind === 'ok' ? 'ok' : 'error';
+    delete notice.dataset.connection;
     notice.hidden = false;
   }
 
@@ -156,6 +157,8 @@
   /** Reports a failed API call. A 401 in token mode means the session ended: show the login. */
   function reportError(err) {
     showNotice(err && err.message ? err.message : String(err), 'error');
+    // "Cannot reach the server" goes away by itself once the stream is back (see openStream).
+    if (err && err.status === 0) $('notice').dataset.connection = '1';
     if (err && err.status === 401 && state.who && state.who.mode === 'token') boot();
   }
 
@@ -238,7 +241,10 @@
 
     const connect = () => {
       source = new EventSource(url);
-      source.onopen = () => setLive(true);
+      source.onopen = () => {
+        setLive(true);
+        if ($('notice').dataset.connection) hideNotice();
+      };
       source.onerror = () => {
         setLive(false);
         if (source.readyState === EventSource.CLOSED && !closed) {
