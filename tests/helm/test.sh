@@ -5,15 +5,20 @@
 #  1. the chart's CRDs are the bytes of crds/;
 #  2. helm lint, and values.schema.json refusing wrong values;
 #  3. helm template with the defaults and with every option (tests/helm/values/*.yaml), each
-#     checked by the API server (kubectl apply --dry-run=server);
-#  4. helm install (all namespaces); the controller binary then runs outside the cluster as the
-#     chart's ServiceAccount (a TokenRequest token) with the Deployment's own arguments, and a
-#     canary through a Gateway API HTTPRoute with a Job analysis (its argument from a Secret) and
-#     a restart completes, with no request refused; requests outside the chart's rules are refused;
-#  5. helm upgrade to changed values changes the permissions; helm uninstall leaves nothing of
-#     the release but the CRDs;
+#     checked by the API server (kubectl apply --dry-run=server); the defaults render nothing of
+#     the dashboard;
+#  4. helm install (all namespaces, with the dashboard and its actions); the controller binary
+#     then runs outside the cluster as the chart's ServiceAccount (a TokenRequest token) with the
+#     Deployment's own arguments, and a canary through a Gateway API HTTPRoute with a Job analysis
+#     (its argument from a Secret) and a restart completes, with no request refused; requests
+#     outside the chart's rules are refused. The dashboard runs likewise as its own ServiceAccount:
+#     people signed in with their tokens see and do what their own RBAC allows (impersonation),
+#     and its ServiceAccount may read and impersonate, not change Rollouts nor read the rest;
+#  5. helm upgrade to changed values changes the permissions (the dashboard read-only: no
+#     Events); helm uninstall leaves nothing of the release but the CRDs;
 #  6. the namespaced mode: a Rollout in the watched namespace completes, the rest of the cluster
-#     is refused, and a Rollout elsewhere is left alone.
+#     is refused, and a Rollout elsewhere is left alone; the dashboard reads the watched namespace
+#     alone.
 #
 # Prints "helm-test: N passed, M failed" last and exits non-zero if anything failed. Logs of the
 # controller runs: target/helm-test/.
@@ -100,6 +105,8 @@ cases=(
   "namespaced|-f $here/values/namespaced.yaml --set watchNamespace=$watched"
   "minimal|-f $here/values/minimal.yaml"
   "bring-your-own-rbac|-f $here/values/bring-your-own-rbac.yaml"
+  "dashboard|-f $here/values/dashboard.yaml"
+  "dashboard-namespaced|-f $here/values/dashboard.yaml --set watchNamespace=$watched"
 )
 for c in "${cases[@]}"; do
   name=${c%%|*}
@@ -127,6 +134,11 @@ wrong=(
   "replicas=2"
   "replicaCount=2,leaderElection.enabled=false"
   "metrics.service.enabled=false,metrics.serviceMonitor.enabled=true"
+  "dashboard.enabled=yes"
+  "dashboard.replicas=-1"
+  "dashboard.service.type=Ingress"
+  "dashboard.service.port=0"
+  "dashboard.address=0.0.0.0:3100"
 )
 for w in "${wrong[@]}"; do
   if "$HELM" install --dry-run=client wrong "$chart" -n "$dry_ns" --set "$w" >"$out/wrong.log" 2>&1; then
@@ -153,6 +165,36 @@ for c in "${cases[@]}"; do
 done
 grep -qx -- "        - --shard=eu-1" "$out/template-all-options.yaml" \
   && ok "controller.shard becomes --shard" || bad "no --shard=eu-1 in the all-options Deployment"
+# The dashboard is off by default: not an object, not a rule, not a word.
+if grep -in dashboard "$out/template-defaults.yaml" >"$out/dashboard-defaults.log"; then
+  bad "the defaults render something of the dashboard:"; head -n 5 "$out/dashboard-defaults.log" >&2
+else
+  ok "with the defaults nothing named dashboard renders"
+fi
+# dashboard_objects CASE: "Kind/name namespace" of each object of the dashboard a case renders.
+dashboard_objects() {
+  python3 - "$out/template-$1.yaml" <<'PY' | grep -- '-dashboard ' | sort | tr '\n' ' '
+import re, sys
+for doc in open(sys.argv[1]).read().split("\n---"):
+    kind = re.search(r"^kind: (\S+)", doc, re.M)
+    meta = re.search(r"^metadata:\n((?:  .*\n?)*)", doc, re.M)
+    if kind and meta:
+        name = re.search(r'^  name: "?([^"\n]+)', meta.group(1), re.M)
+        ns = re.search(r'^  namespace: "?([^"\n]+)', meta.group(1), re.M)
+        print(f"{kind.group(1)}/{name.group(1)} {ns.group(1) if ns else '-'}")
+PY
+}
+dry_dash=dry$id-stepwise-dashboard
+cluster_dash=$dry_ns-$dry_dash
+got=$(dashboard_objects dashboard)
+expected="ClusterRole/$cluster_dash - ClusterRoleBinding/$cluster_dash - Deployment/$dry_dash $dry_ns Service/$dry_dash $dry_ns ServiceAccount/$dry_dash $dry_ns "
+[ "$got" = "$expected" ] && ok "the dashboard (all namespaces): $got" || bad "the dashboard's objects: '$got', not '$expected'"
+got=$(dashboard_objects dashboard-namespaced)
+expected="ClusterRole/$cluster_dash - ClusterRoleBinding/$cluster_dash - Deployment/$dry_dash $dry_ns Role/$dry_dash $watched RoleBinding/$dry_dash $watched Service/$dry_dash $dry_ns ServiceAccount/$dry_dash $dry_ns "
+[ "$got" = "$expected" ] && ok "the dashboard (namespaced): a Role and RoleBinding in $watched, a ClusterRole for sign-in and impersonation" \
+  || bad "the namespaced dashboard's objects: '$got', not '$expected'"
+[ "$(grep -cx -- "        - --namespace=$watched" "$out/template-dashboard-namespaced.yaml")" = 2 ] \
+  && ok "namespaced: the controller and the dashboard both run with --namespace=$watched" || bad "namespaced: not two --namespace=$watched"
 # Every option the values document is set by one of the files: a value missing from them all is
 # an untested option.
 if python3 - "$chart/values.yaml" "$here"/values/*.yaml <<'PY'; then
@@ -207,14 +249,14 @@ current-context: $sa
 EOF
 }
 
-# deployment_args NS NAME: the controller container's args, one a line, without --metrics-addr
-# (the pod's 0.0.0.0 is replaced by a loopback port here).
+# deployment_args NS NAME: the first container's args, one a line, without --metrics-addr or
+# --address (the pod's 0.0.0.0 is replaced by a loopback port here).
 deployment_args() {
   k -n "$1" get deployment "$2" -o json | python3 -c '
 import json, sys
 c = json.load(sys.stdin)["spec"]["template"]["spec"]["containers"][0]
 for a in c["args"]:
-    if not a.startswith("--metrics-addr"):
+    if not a.startswith(("--metrics-addr", "--address")):
         print(a)'
 }
 deployment_env() {
@@ -253,10 +295,25 @@ no_refusals() {
   fi
 }
 
+# sa_of SA_KUBECONFIG: which ServiceAccount a kubeconfig of sa_kubeconfig is, for the messages.
+sa_of() { printf 'ServiceAccount %s' "$(sed -n 's/^current-context: //p' "$1")"; }
 # can SA_KUBECONFIG VERB RESOURCE [FLAGS]: kubectl auth can-i as the ServiceAccount.
 can() { k --kubeconfig="$1" auth can-i "${@:2}" 2>/dev/null; }
-expect_can() { if can "$@" >/dev/null; then ok "the ServiceAccount may ${*:2}"; else bad "the ServiceAccount may not ${*:2}"; fi; }
-expect_cannot() { if can "$@" >/dev/null; then bad "the ServiceAccount may ${*:2}"; else ok "the ServiceAccount may not ${*:2}"; fi; }
+expect_can() { if can "$@" >/dev/null; then ok "$(sa_of "$1") may ${*:2}"; else bad "$(sa_of "$1") may not ${*:2}"; fi; }
+expect_cannot() { if can "$@" >/dev/null; then bad "$(sa_of "$1") may ${*:2}"; else ok "$(sa_of "$1") may not ${*:2}"; fi; }
+# expect_review true|false SA_KUBECONFIG WHAT ATTRIBUTES: the answer of a SelfSubjectAccessReview
+# of ATTRIBUTES (its resourceAttributes, flow-style YAML), for what kubectl auth can-i cannot
+# name (a resource nobody serves, such as the userextras/KEY of impersonation).
+expect_review() {
+  local allowed
+  allowed=$(k --kubeconfig="$2" create --validate=false -o 'jsonpath={.status.allowed}' -f - 2>/dev/null <<EOF
+apiVersion: authorization.k8s.io/v1
+kind: SelfSubjectAccessReview
+spec: {resourceAttributes: $4}
+EOF
+  )
+  if [ "$allowed" = "$1" ]; then ok "$(sa_of "$2") may $3: $allowed"; else bad "$(sa_of "$2") may $3: '$allowed', not $1"; fi
+}
 # may_get_metrics SA_KUBECONFIG GROUP NS: whether the ServiceAccount may get metrics of GROUP, by a
 # SelfSubjectAccessReview (kubectl auth can-i cannot name a resource of a group nobody serves).
 may_get_metrics() {
@@ -271,7 +328,7 @@ expect_metrics() {
   local group allowed
   for group in custom.metrics.k8s.io external.metrics.k8s.io; do
     allowed=$(may_get_metrics "$2" "$group" "$3")
-    if [ "$allowed" = "$1" ]; then ok "the ServiceAccount may get $group: $allowed"; else bad "the ServiceAccount may get $group: '$allowed', not $1"; fi
+    if [ "$allowed" = "$1" ]; then ok "$(sa_of "$2") may get $group: $allowed"; else bad "$(sa_of "$2") may get $group: '$allowed', not $1"; fi
   done
 }
 
@@ -300,8 +357,9 @@ EOF
 }
 
 # ---- 4. install (all namespaces) and a canary as the chart's ServiceAccount -----------------------
-log "helm install $rel into $rel_ns"
-"$HELM" install "$rel" "$chart" -n "$rel_ns" >"$out/install.log" 2>&1 || { cat "$out/install.log" >&2; die "helm install failed"; }
+log "helm install $rel into $rel_ns, with the dashboard and its actions"
+"$HELM" install "$rel" "$chart" -n "$rel_ns" --set dashboard.enabled=true --set dashboard.actions=true >"$out/install.log" 2>&1 \
+  || { cat "$out/install.log" >&2; die "helm install failed"; }
 fullname=$rel-stepwise
 sa_kc=$out/sa-$rel.kubeconfig
 sa_kubeconfig "$rel_ns" "$fullname" "$sa_kc"
@@ -428,17 +486,135 @@ else
   bad "creating a ConfigMap failed, but not with Forbidden: $(cat "$out/refused.log")"
 fi
 
+# ---- 4b. the dashboard, as its own ServiceAccount -------------------------------------------------
+dash=$fullname-dashboard
+grep -qF "kubectl -n $rel_ns port-forward svc/$dash 3100:3100" "$out/install.log" \
+  && ok "the install's notes tell how to reach the dashboard (port-forward svc/$dash)" || bad "the install's notes name no port-forward to svc/$dash"
+dash_available() { [ "$(jp "$rel_ns" "deployment/$dash" '{.status.availableReplicas}')" = 1 ]; }
+wait_for "the dashboard's Deployment to be available" 60 dash_available && ok "the dashboard's Deployment is available" || bad "the dashboard's Deployment is not available"
+components=$(k -n "$rel_ns" get pods -l "app.kubernetes.io/name=stepwise,app.kubernetes.io/instance=$rel" \
+  -o 'jsonpath={range .items[*]}{.metadata.labels.app\.kubernetes\.io/component}{"\n"}{end}' | sort -u | tr '\n' ' ')
+[ "$components" = "controller " ] && ok "the controller's selector matches no dashboard pod" || bad "the controller's selector matches pods of: $components"
+dash_kc=$out/sa-$dash.kubeconfig
+sa_kubeconfig "$rel_ns" "$dash" "$dash_kc"
+# Its own rules: sign-in, impersonation, the reads of the page, and Events (actions are on).
+expect_can "$dash_kc" create tokenreviews.authentication.k8s.io
+expect_can "$dash_kc" impersonate users
+expect_can "$dash_kc" impersonate groups
+expect_can "$dash_kc" impersonate serviceaccounts -n "$other"
+expect_review true "$dash_kc" "impersonate the uid of a token" "{verb: impersonate, group: authentication.k8s.io, resource: uids, name: 0b5e}"
+expect_review true "$dash_kc" "impersonate the extra authentication.kubernetes.io/credential-id of a token" \
+  "{verb: impersonate, group: authentication.k8s.io, resource: userextras, subresource: authentication.kubernetes.io/credential-id, name: JTI=1}"
+for verb in get list watch; do expect_can "$dash_kc" "$verb" rollouts.stepwise.dev --all-namespaces; done
+expect_can "$dash_kc" watch analysisruns.stepwise.dev --all-namespaces
+expect_can "$dash_kc" watch replicasets.apps --all-namespaces
+expect_can "$dash_kc" watch events --all-namespaces
+expect_can "$dash_kc" create events -n "$app_ns"
+# People act as themselves: the ServiceAccount itself may change no Rollout and read nothing else.
+expect_cannot "$dash_kc" patch rollouts.stepwise.dev -n "$app_ns"
+expect_cannot "$dash_kc" patch rollouts.stepwise.dev --subresource=status -n "$app_ns"
+expect_cannot "$dash_kc" delete rollouts.stepwise.dev -n "$app_ns"
+expect_cannot "$dash_kc" get secrets -n "$app_ns"
+expect_cannot "$dash_kc" list pods -n "$app_ns"
+expect_cannot "$dash_kc" list configmaps -n "$app_ns"
+expect_cannot "$dash_kc" create events.events.k8s.io -n "$app_ns"
+
+# The dashboard runs outside the cluster as its ServiceAccount with the Deployment's arguments
+# (scoped to the test's namespace, like the controller). An operator, who may patch Rollouts in
+# $app_ns, and a stranger, who may do nothing, sign in with their own tokens.
+mapfile -t dash_args < <(deployment_args "$rel_ns" "$dash")
+printf '%s\n' "${dash_args[@]}" | grep -qx -- --actions && ok "the dashboard's Deployment runs with ${dash_args[*]}" || bad "no --actions in ${dash_args[*]}"
+k -n "$app_ns" create serviceaccount operator >/dev/null
+k -n "$app_ns" create serviceaccount stranger >/dev/null
+k -n "$app_ns" create role rollout-operator --verb=get,list,watch,patch --resource=rollouts.stepwise.dev,rollouts.stepwise.dev/status >/dev/null
+k -n "$app_ns" create rolebinding rollout-operator --role=rollout-operator --serviceaccount="$app_ns:operator" >/dev/null
+operator_token=$(k -n "$app_ns" create token operator --duration=1h)
+stranger_token=$(k -n "$app_ns" create token stranger --duration=1h)
+dash_port=$(free_port)
+"$plugin_bin" "${dash_args[@]}" --kubeconfig="$dash_kc" --address="127.0.0.1:$dash_port" --namespace="$app_ns" \
+  >"$out/dashboard.log" 2>&1 </dev/null &
+dash_pid=$!
+pids+=("$dash_pid")
+log "started the dashboard (pid $dash_pid): ${dash_args[*]} (log: $out/dashboard.log)"
+# dash_call METHOD PATH TOKEN [JSON]: a request to the dashboard by the token's person (with the
+# header the page sends with actions); prints the status, a space and the body.
+dash_call() {
+  python3 - "http://127.0.0.1:$dash_port$2" "$1" "$3" "${4:-}" <<'PY'
+import sys, urllib.request, urllib.error
+url, method, token, body = sys.argv[1:5]
+request = urllib.request.Request(url, data=body.encode() or None, method=method, headers={
+    "Authorization": "Bearer " + token, "X-Stepwise-Action": "1", "Content-Type": "application/json"})
+try:
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=20) as r:
+        print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+except Exception as e:
+    print(0, e)
+PY
+}
+if wait_for "the dashboard to be ready" 30 ready "$dash_port"; then ok "the dashboard runs as its ServiceAccount (/readyz)"; else bad "the dashboard did not become ready"; tail -n 20 "$out/dashboard.log" >&2; fi
+answer=$(dash_call GET /api/rollouts "$operator_token")
+case $answer in
+  "200 "*"\"name\":\"app\""*) ok "the operator, signed in with their token, sees the Rollout app" ;;
+  *) bad "the operator's list: $answer" ;;
+esac
+answer=$(dash_call GET /api/rollouts "$stranger_token")
+case $answer in
+  "200 "*"\"rollouts\":[]"*) ok "the stranger sees no Rollout (they may not list them in $app_ns)" ;;
+  *) bad "the stranger's list: $answer" ;;
+esac
+# pause_as TOKEN: the pause action as the token's person, on the Rollout as it is now (the page
+# sends the resourceVersion it showed); retried while the controller moves the Rollout on.
+pause_as() {
+  local version
+  version=$(rollout_field "$app_ns" app '{.metadata.resourceVersion}')
+  answer=$(dash_call POST "/api/rollouts/$app_ns/app/actions/pause" "$1" "{\"resourceVersion\":\"$version\"}")
+  [ "${answer%% *}" != 409 ]
+}
+wait_for "the stranger's pause to be answered" 20 pause_as "$stranger_token" || true
+case $answer in
+  "403 "*"system:serviceaccount:$app_ns:stranger"*) ok "the stranger's pause is refused by the API server, as the stranger: $(head -c 160 <<<"$answer")" ;;
+  *) bad "the stranger's pause: $answer" ;;
+esac
+wait_for "the operator's pause to be answered" 20 pause_as "$operator_token" || true
+case $answer in
+  "200 "*) ok "the operator paused the Rollout through the dashboard: $answer" ;;
+  *) bad "the operator's pause: $answer" ;;
+esac
+[ "$(rollout_field "$app_ns" app '{.spec.paused}')" = true ] && ok "the Rollout is paused" || bad "the Rollout is not paused"
+recorded=$(k -n "$app_ns" get events -o 'jsonpath={range .items[?(@.source.component=="stepwise-dashboard")]}{.reason}: {.message}{"\n"}{end}')
+case $recorded in
+  *"Pause: system:serviceaccount:$app_ns:operator via the dashboard"*) ok "the dashboard recorded the action as an Event naming the operator" ;;
+  *) bad "no Event of the dashboard names the operator's pause: '$recorded'" ;;
+esac
+if grep -i 'forbidden' "$out/dashboard.log" >"$out/refusals.log"; then
+  bad "requests of the dashboard were refused (a missing RBAC rule):"; head -n 20 "$out/refusals.log" >&2
+else
+  ok "no request of the dashboard was refused (dashboard.log)"
+fi
+kill -TERM "$dash_pid" && wait "$dash_pid" || true
+unset 'pids[-1]' # the last one is the controller again, which step 5 stops
+
 # ---- 5. upgrade and uninstall ----------------------------------------------------------------------
 # The controller keeps running: an upgrade must not disturb the Lease it holds.
-log "helm upgrade $rel: 2 replicas, no Istio, no Secrets, the kubernetes metric provider"
+log "helm upgrade $rel: 2 replicas, no Istio, no Secrets, the kubernetes metric provider, the dashboard read-only"
 "$HELM" upgrade "$rel" "$chart" -n "$rel_ns" --set replicaCount=2 --set routers.istio.enabled=false \
-  --set analysis.secrets.enabled=false --set analysis.kubernetes.enabled=true >"$out/upgrade.log" 2>&1 || { bad "helm upgrade failed"; cat "$out/upgrade.log" >&2; }
+  --set analysis.secrets.enabled=false --set analysis.kubernetes.enabled=true \
+  --set dashboard.enabled=true >"$out/upgrade.log" 2>&1 || { bad "helm upgrade failed"; cat "$out/upgrade.log" >&2; }
 [ "$(jp "$rel_ns" "deployment/$fullname" '{.spec.replicas}')" = 2 ] && ok "upgrade: the Deployment has 2 replicas" || bad "upgrade: replicas not 2"
 [ "$(jp "$rel_ns" "pdb/$fullname" '{.spec.maxUnavailable}')" = 1 ] && ok "upgrade: a PodDisruptionBudget came with the second replica" || bad "upgrade: no PodDisruptionBudget"
 expect_cannot "$sa_kc" patch virtualservices.networking.istio.io -n "$app_ns"
 expect_cannot "$sa_kc" get secrets -n "$app_ns"
 expect_metrics true "$sa_kc" "$app_ns"
 expect_can "$sa_kc" patch httproutes.gateway.networking.k8s.io -n "$app_ns"
+# Read-only, the dashboard records nothing: no Events, but it still impersonates, to ask what
+# each person may see.
+jp "$rel_ns" "deployment/$dash" '{.spec.template.spec.containers[0].args}' | grep -q -- --actions \
+  && bad "upgrade: the read-only dashboard still runs with --actions" || ok "upgrade: the dashboard runs without --actions"
+expect_cannot "$dash_kc" create events -n "$app_ns"
+expect_can "$dash_kc" impersonate users
+expect_can "$dash_kc" list rollouts.stepwise.dev --all-namespaces
 holder=$(jp "$rel_ns" "lease/$fullname" '{.spec.holderIdentity}' || true)
 [ "$holder" = "helm-test-cluster-$id" ] && ok "upgrade: the Lease still names the running controller" || bad "upgrade: the Lease's holder is '$holder'"
 ready "$port" && ok "upgrade: the controller is still the ready leader" || bad "upgrade: the controller is no longer ready"
@@ -463,8 +639,8 @@ crds=$(k get crd -o name | grep -c 'stepwise.dev' || true)
 [ "$crds" = 4 ] && ok "uninstall: the 4 CRDs are kept" || bad "uninstall: $crds stepwise CRDs left"
 
 # ---- 6. the namespaced mode ----------------------------------------------------------------------------
-log "helm install $nsrel into $nsrel_ns, watching $watched"
-"$HELM" install "$nsrel" "$chart" -n "$nsrel_ns" --set watchNamespace="$watched" >"$out/install-ns.log" 2>&1 \
+log "helm install $nsrel into $nsrel_ns, watching $watched, with the dashboard (read-only)"
+"$HELM" install "$nsrel" "$chart" -n "$nsrel_ns" --set watchNamespace="$watched" --set dashboard.enabled=true >"$out/install-ns.log" 2>&1 \
   || { cat "$out/install-ns.log" >&2; die "helm install (namespaced) failed"; }
 nsfull=$nsrel-stepwise
 ns_kc=$out/sa-$nsrel.kubeconfig
@@ -497,6 +673,18 @@ elif grep -q 'is forbidden' "$out/refused-ns.log"; then
 else
   bad "reading Rollouts in $other failed, but not with Forbidden: $(cat "$out/refused-ns.log")"
 fi
+# The namespaced dashboard reads the watched namespace alone, and still signs people in and
+# impersonates them (cluster-wide by nature).
+ns_dash_kc=$out/sa-$nsfull-dashboard.kubeconfig
+sa_kubeconfig "$nsrel_ns" "$nsfull-dashboard" "$ns_dash_kc"
+jp "$nsrel_ns" "deployment/$nsfull-dashboard" '{.spec.template.spec.containers[0].args}' | grep -q -- "--namespace=$watched" \
+  && ok "the namespaced dashboard runs with --namespace=$watched" || bad "the namespaced dashboard runs without --namespace=$watched"
+expect_can "$ns_dash_kc" watch rollouts.stepwise.dev -n "$watched"
+expect_cannot "$ns_dash_kc" list rollouts.stepwise.dev -n "$other"
+expect_cannot "$ns_dash_kc" list rollouts.stepwise.dev --all-namespaces
+expect_cannot "$ns_dash_kc" create events -n "$watched"
+expect_can "$ns_dash_kc" create tokenreviews.authentication.k8s.io
+expect_can "$ns_dash_kc" impersonate users
 kill -TERM "${pids[-1]}" && wait "${pids[-1]}" || true
 "$HELM" uninstall "$nsrel" -n "$nsrel_ns" --wait >"$out/uninstall-ns.log" 2>&1 || bad "helm uninstall (namespaced) failed"
 left=$(release_objects "$nsrel")

@@ -189,3 +189,82 @@ crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
   verbs: [get, create, patch]
 {{- end }}
 {{- end }}
+
+{{/* The name of the dashboard's objects (its ServiceAccount, Deployment, Service, Role). */}}
+{{- define "stepwise.dashboardName" -}}
+{{- printf "%s-dashboard" (include "stepwise.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The name of the dashboard's cluster-scoped objects. */}}
+{{- define "stepwise.dashboardClusterName" -}}
+{{- printf "%s-dashboard" (include "stepwise.clusterName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of the dashboard's objects. Its name label is its own, so that no selector of the
+controller (its Deployment, the metrics Service, the PodDisruptionBudget) matches its pods. */}}
+{{- define "stepwise.dashboardLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "stepwise.dashboardSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: dashboard
+app.kubernetes.io/part-of: stepwise
+{{- end }}
+
+{{/* Labels that select the dashboard pods. */}}
+{{- define "stepwise.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-dashboard" (include "stepwise.name" .) | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
+{{- end }}
+
+{{/*
+The dashboard's rules in the namespaces it shows, derived from the API calls in
+crates/kubectl-stepwise/src/server (store.rs, actions.rs). Nothing here lets it change a Rollout:
+people act as themselves (the rules of stepwise.dashboardIdentityRules).
+*/}}
+{{- define "stepwise.dashboardRules" -}}
+# The page's one set of watches (store.rs): Rollouts, the AnalysisRuns and ReplicaSets they own,
+# and the Events about them. get: the Rollout an action's Event is about (its uid).
+- apiGroups: [stepwise.dev]
+  resources: [rollouts, analysisruns]
+  verbs: [get, list, watch]
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [get, list, watch]
+{{- if .Values.dashboard.actions }}
+# The record of each action: a core/v1 Event on the Rollout naming the person, written as the
+# dashboard itself (a person may be allowed to patch Rollouts but not to create Events).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
+{{- end }}
+
+{{/*
+The dashboard's cluster-wide rules, in every mode: who a person is, and acting as them. Users,
+groups and the extras and uid of a token are not namespaced, so only a ClusterRole grants them.
+*/}}
+{{- define "stepwise.dashboardIdentityRules" -}}
+# Sign-in: a TokenReview tells whose a bearer token is (auth.rs).
+- apiGroups: [authentication.k8s.io]
+  resources: [tokenreviews]
+  verbs: [create]
+# Acting as that person: every request made for them (their SelfSubjectAccessReviews, which
+# decide the namespaces they see and the buttons they may press, and their actions) carries their
+# user, groups, uid and extras as impersonation headers, so that Kubernetes RBAC decides what they
+# may do, and the dashboard's own rules above never stand in for theirs.
+- apiGroups: [""]
+  resources: [users, groups, serviceaccounts]
+  verbs: [impersonate]
+# The uid and the extras of their token (a ServiceAccount token carries
+# authentication.kubernetes.io/credential-id, pod-name, ...; OIDC tokens others). An extra is
+# checked as userextras/<key>, and RBAC's only wildcards are "*" and "*/<subresource>" (a rule
+# "userextras/*" matches the key "*" alone), so "*": in this group that grants impersonating
+# uids and every extra, and nothing else (impersonate means nothing to tokenreviews).
+- apiGroups: [authentication.k8s.io]
+  resources: ["*"]
+  verbs: [impersonate]
+{{- end }}

@@ -88,7 +88,13 @@ impl DashboardProcess {
         self.request("POST", path, headers, Some(body)).await
     }
 
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> anyhow::Result<Answer> {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
