@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use serde::Serialize;
@@ -579,12 +580,8 @@ pub fn waiting(ro: &Rollout, runs: &[&AnalysisRun], replica_sets: &[&ReplicaSet]
 /// `analysis NAME: metric error-rate 3 of 5 measured, last 0.01; ...`
 fn analysis_progress(run: &AnalysisRun) -> String {
     let status = run.status.clone().unwrap_or_default();
-    let spec_count = |name: &str| {
-        run.spec.metrics.iter().find(|m| m.name == name).and_then(|m| m.count.as_ref()).map(|c| match c {
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => n.to_string(),
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
-        })
-    };
+    let spec_count =
+        |name: &str| run.spec.metrics.iter().find(|m| m.name == name).and_then(|m| m.count.as_ref()).map(text);
     let metrics: Vec<String> = run
         .spec
         .metrics
@@ -602,6 +599,14 @@ fn analysis_progress(run: &AnalysisRun) -> String {
         })
         .collect();
     format!("analysis {}: {}", run.name_any(), metrics.join("; "))
+}
+
+/// A count or limit as written (`5`, or a still unresolved `{{args.count}}`).
+fn text(value: &IntOrString) -> String {
+    match value {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::String(s) => s.clone(),
+    }
 }
 
 fn hash_of(rs: &ReplicaSet) -> Option<&str> {
@@ -694,13 +699,7 @@ fn run_view(run: &AnalysisRun) -> RunView {
                 bounds: lines,
                 count: result.count,
                 failed: result.failed,
-                limit: metric.failure_limit.as_ref().map(|l| {
-                    let limit = match l {
-                        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => n.to_string(),
-                        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
-                    };
-                    format!("fails after more than {limit} failed")
-                }),
+                limit: metric.failure_limit.as_ref().map(|l| format!("fails after more than {} failed", text(l))),
                 message: result.message.clone(),
                 measurements: result
                     .measurements

@@ -147,7 +147,7 @@ impl Dashboard {
             (&Method::GET, ["rollouts"]) => self.list(&viewer).await,
             (&Method::GET, ["rollouts", ns, name]) => self.detail(&viewer, ns, name).await,
             (&Method::GET, ["stream", "rollouts"]) => {
-                stream::list(self.clone(), viewer, last_event_id(request.headers()))
+                stream::list(self.clone(), viewer, last_event_id(request.headers())).await
             }
             (&Method::GET, ["stream", "rollouts", ns, name]) => {
                 let key = (ns.to_string(), name.to_string());
@@ -224,7 +224,9 @@ impl Dashboard {
     }
 
     async fn list(&self, viewer: &Viewer) -> Response<Body> {
-        self.store.synced().await;
+        if let Err(why) = self.store.ready().await {
+            return error(503, why);
+        }
         let (since, seq) = self.store.since(None);
         let entries = match since {
             store::Since::Everything(entries) | store::Since::Changes { upserted: entries, .. } => entries,
@@ -270,7 +272,9 @@ impl Dashboard {
     }
 
     async fn detail(&self, viewer: &Viewer, ns: &str, name: &str) -> Response<Body> {
-        self.store.synced().await;
+        if let Err(why) = self.store.ready().await {
+            return error(503, why);
+        }
         match self.detail_of(viewer, &(ns.to_string(), name.to_string())).await {
             Ok((detail, _)) => json_response(StatusCode::OK, &serde_json::to_value(detail).unwrap_or_default()),
             Err(response) => response,

@@ -22,6 +22,8 @@ pub type Key = (String, String);
 /// How many deletions are remembered for streams that resume; one that resumes from before the
 /// oldest gets the whole list again.
 const TOMBSTONES: usize = 10_000;
+/// How long a request waits for the watches to list before it is told why they have not.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How many Events are kept per Rollout (the newest).
 const EVENTS_PER_ROLLOUT: usize = 100;
 
@@ -55,6 +57,8 @@ struct Inner {
 /// What the watches hold.
 pub struct Store {
     inner: RwLock<Inner>,
+    /// The last error of each watch that has not listed since.
+    errors: std::sync::Mutex<BTreeMap<&'static str, String>>,
     changed: watch::Sender<u64>,
     synced: watch::Sender<HashSet<&'static str>>,
 }
@@ -75,6 +79,7 @@ impl Store {
     pub fn new() -> Arc<Self> {
         Arc::new(Store {
             inner: RwLock::default(),
+            errors: Default::default(),
             changed: watch::channel(0).0,
             synced: watch::channel(HashSet::new()).0,
         })
@@ -138,7 +143,7 @@ impl Store {
                         }
                     }
                     Ok(watcher::Event::InitDone) => store.listed(kind),
-                    Err(e) => eprintln!("dashboard: watching {kind}s: {e}; retrying"),
+                    Err(e) => store.failed(kind, &e),
                 }
             }
         });
@@ -220,13 +225,37 @@ impl Store {
         for (key, name) in gone {
             self.apply(kind, key, name, None);
         }
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).remove(kind);
         self.synced.send_modify(|listed| _ = listed.insert(kind));
+    }
+
+    /// A watch failed; kube's watcher tries again with a backoff.
+    fn failed(&self, kind: &'static str, e: &watcher::Error) {
+        let mut why = e.to_string();
+        if why.contains("403") {
+            why.push_str(&format!(" (if you may not list {kind}s in every namespace, pass -n NAMESPACE)"));
+        }
+        eprintln!("dashboard: watching {kind}s: {why}; trying again");
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).insert(kind, why);
     }
 
     /// Waits until every watch has listed once.
     pub async fn synced(&self) {
         let mut synced = self.synced.subscribe();
         let _ = synced.wait_for(|listed| listed.len() >= KINDS.len()).await;
+    }
+
+    /// Waits a while for every watch to list once; Err with the watches' errors when they have not.
+    pub async fn ready(&self) -> Result<(), String> {
+        if tokio::time::timeout(SYNC_WAIT, self.synced()).await.is_ok() {
+            return Ok(());
+        }
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let errors: Vec<String> = errors.iter().map(|(kind, why)| format!("{kind}s: {why}")).collect();
+        Err(format!(
+            "the dashboard has not listed every Rollout yet{}",
+            if errors.is_empty() { ": try again in a moment".to_string() } else { format!(" ({})", errors.join("; ")) }
+        ))
     }
 
     /// A receiver that wakes on every change, with the latest sequence number.
@@ -332,5 +361,81 @@ fn trim_events(events: &mut BTreeMap<String, Arc<Event>>) {
             Some(name) => _ = events.remove(&name),
             None => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(name: &str) -> Object {
+        let ro: Rollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "stepwise.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "strategy": {"canary": {}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
+        }))
+        .unwrap();
+        Object::Rollout(Arc::new(ro))
+    }
+
+    fn key(name: &str) -> Key {
+        ("shop".into(), name.into())
+    }
+
+    fn names(entries: &[Entry]) -> Vec<String> {
+        let mut names: Vec<String> = entries.iter().filter_map(|e| e.rollout.as_ref()).map(|r| r.name_any()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_stream_that_resumes_gets_only_what_changed_after_its_id_deletions_included() {
+        let store = Store::new();
+        store.apply("Rollout", key("a"), "a".into(), Some(rollout("a")));
+        store.apply("Rollout", key("b"), "b".into(), Some(rollout("b")));
+        let seen = store.seq();
+        store.apply("Rollout", key("c"), "c".into(), Some(rollout("c")));
+        store.apply("Rollout", key("a"), "a".into(), None);
+        let (Since::Changes { upserted, deleted }, _) = store.since(Some(seen)) else {
+            panic!("a resume within memory")
+        };
+        assert_eq!(names(&upserted), vec!["c"]);
+        assert_eq!(deleted, vec![key("a")]);
+    }
+
+    #[test]
+    fn a_stream_from_another_run_of_the_server_gets_everything() {
+        let store = Store::new();
+        store.apply("Rollout", key("a"), "a".into(), Some(rollout("a")));
+        // The page's last id came from a server that had seen more changes before it stopped.
+        let (since, seq) = store.since(Some(1_000));
+        assert!(matches!(since, Since::Everything(ref all) if names(all) == vec!["a"]));
+        assert_eq!(seq, 1);
+    }
+
+    #[test]
+    fn a_stream_from_before_the_deletions_remembered_gets_everything() {
+        let store = Store::new();
+        let seen = store.seq();
+        for i in 0..=TOMBSTONES {
+            let name = format!("r{i}");
+            store.apply("Rollout", key(&name), name.clone(), Some(rollout(&name)));
+            store.apply("Rollout", key(&name), name, None);
+        }
+        assert!(matches!(store.since(Some(seen)).0, Since::Everything(_)));
+    }
+
+    #[test]
+    fn a_listing_deletes_what_it_no_longer_lists() {
+        let store = Store::new();
+        store.apply("Rollout", key("a"), "a".into(), Some(rollout("a")));
+        store.apply("Rollout", key("b"), "b".into(), Some(rollout("b")));
+        // The watch expired and lists again: only b is left.
+        store.start_listing("Rollout");
+        store.apply("Rollout", key("b"), "b".into(), Some(rollout("b")));
+        store.listed("Rollout");
+        assert_eq!(store.rollouts(), 1);
+        assert!(store.get(&key("a")).is_none());
     }
 }

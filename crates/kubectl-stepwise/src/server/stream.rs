@@ -93,10 +93,12 @@ async fn next_change(rx: &mut tokio::sync::watch::Receiver<u64>, seen: u64, out:
 
 /// The list: a snapshot, then upserts and deletes. A reconnect that sends the last id it saw
 /// gets only what changed after it (or a snapshot when that is too long ago).
-pub fn list(dashboard: Arc<Dashboard>, viewer: Viewer, last_id: Option<u64>) -> Response<Body> {
+pub async fn list(dashboard: Arc<Dashboard>, viewer: Viewer, last_id: Option<u64>) -> Response<Body> {
+    if let Err(why) = dashboard.store.ready().await {
+        return super::error(503, why);
+    }
     let (response, out) = streaming(&dashboard);
     tokio::spawn(async move {
-        dashboard.store.synced().await;
         let mut changes = dashboard.store.subscribe();
         if !out.send(Bytes::from(format!("retry: {RECONNECT_MS}\n\n"))).await {
             return;
@@ -141,7 +143,9 @@ pub fn list(dashboard: Arc<Dashboard>, viewer: Viewer, last_id: Option<u64>) -> 
 
 /// One Rollout's page, whole, each time it or what it owns changes.
 pub async fn detail(dashboard: Arc<Dashboard>, viewer: Viewer, key: Key, last_id: Option<u64>) -> Response<Body> {
-    dashboard.store.synced().await;
+    if let Err(why) = dashboard.store.ready().await {
+        return super::error(503, why);
+    }
     if let Err(response) = dashboard.detail_of(&viewer, &key).await {
         return response;
     }
