@@ -29,11 +29,12 @@ traefik:
 image *args:
     scripts/image.sh {{args}}
 
-# Fetch what the tests read (Argo's and the routers' CRDs from their Go modules, Debian's Prometheus) into the cache.
+# Fetch what the tests read (Argo's and the routers' CRDs from their Go modules, Debian's Prometheus) into the cache, and install Debian's chromium and chromium-driver for the dashboard's browser tests.
 downloads:
     tests/cluster/argo-crds.sh >/dev/null
     tests/cluster/router-crds.sh --fetch-only
     tests/cluster/prometheus.sh >/dev/null
+    scripts/browser.sh >/dev/null
 
 # Format the code.
 fmt:
@@ -145,6 +146,10 @@ bench *counts:
 # The scale fleet: N Rollouts (10,000 by default) of 1 replica created in stages, RSS, CPU per minute and every write at steady state, a restart, and a heap profile of the settled controller (docs/benchmarks.md).
 scale n="10000":
     scripts/scale.sh {{n}}
+
+# The dashboard under load: N Rollouts of 1 replica (1,000 by default) and P pages (20) on the release builds, all N updated at once; the dashboard's RSS and CPU, the API server's watches with 0 and P pages, events per page, Healthy-to-page delay, first snapshot; a table in target/bench/dashboard-N.md. `just bench-dashboard --rollouts 100 --pages 5 --details 2`.
+bench-dashboard *args:
+    scripts/bench-dashboard.sh {{args}}
 
 # The property tests at 100,000 cases each, optimised (about 20 minutes on 2 cores).
 test-deep:

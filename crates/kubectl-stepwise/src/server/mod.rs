@@ -235,19 +235,18 @@ impl Dashboard {
         json_response(StatusCode::OK, &json!({"version": seq, "rollouts": rows}))
     }
 
-    /// The rows of the entries the viewer may see.
-    async fn rows(&self, viewer: &Viewer, entries: &[store::Entry]) -> Vec<view::Row> {
+    /// The rows the viewer may see.
+    async fn rows(&self, viewer: &Viewer, listed: &[store::Listed]) -> Vec<view::Row> {
         let now = k8s_openapi::jiff::Timestamp::now();
         let mut readable = std::collections::HashMap::new();
-        let mut rows = vec![];
-        for entry in entries {
-            let Some(ro) = &entry.rollout else { continue };
-            let ns = ro.metadata.namespace.clone().unwrap_or_default();
+        let mut rows = Vec::with_capacity(listed.len());
+        for l in listed {
+            let ns = l.rollout.metadata.namespace.clone().unwrap_or_default();
             if !*readable.entry(ns.clone()).or_insert(self.auth.may_read(viewer, &ns).await) {
                 continue;
             }
-            let runs: Vec<&stepwise_api::AnalysisRun> = entry.runs.values().map(|r| r.as_ref()).collect();
-            rows.push(view::row(ro, &runs, now));
+            let runs: Vec<&stepwise_api::AnalysisRun> = l.runs.iter().map(|r| r.as_ref()).collect();
+            rows.push(view::row(&l.rollout, &runs, now));
         }
         rows
     }

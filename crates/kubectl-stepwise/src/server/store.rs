@@ -66,12 +66,20 @@ pub struct Store {
 /// The kinds watched; the store is synced once each has listed.
 const KINDS: [&str; 4] = ["Rollout", "ReplicaSet", "AnalysisRun", "Event"];
 
+/// What a row of the list is made of: a Rollout and its AnalysisRuns, shared with the store.
+pub struct Listed {
+    /// The Rollout.
+    pub rollout: Arc<Rollout>,
+    /// Its AnalysisRuns.
+    pub runs: Vec<Arc<AnalysisRun>>,
+}
+
 /// What changed after a sequence number.
 pub enum Since {
     /// These Rollouts changed (or appeared), these were deleted.
-    Changes { upserted: Vec<Entry>, deleted: Vec<Key> },
+    Changes { upserted: Vec<Listed>, deleted: Vec<Key> },
     /// Too long ago: the whole list.
-    Everything(Vec<Entry>),
+    Everything(Vec<Listed>),
 }
 
 impl Store {
@@ -281,13 +289,16 @@ impl Store {
     /// What changed after `seq` (None: everything), and the sequence number it is as of.
     pub fn since(&self, seq: Option<u64>) -> (Since, u64) {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let with_rollout = |e: &&Entry| e.rollout.is_some();
+        let listed = |e: &Entry| {
+            let rollout = e.rollout.clone()?;
+            Some(Listed { rollout, runs: e.runs.values().cloned().collect() })
+        };
         let since = match seq {
             Some(seq) if seq >= inner.horizon && seq <= inner.seq => Since::Changes {
-                upserted: inner.entries.values().filter(|e| e.changed > seq).filter(with_rollout).cloned().collect(),
+                upserted: inner.entries.values().filter(|e| e.changed > seq).filter_map(listed).collect(),
                 deleted: inner.tombstones.range(seq + 1..).map(|(_, k)| k.clone()).collect(),
             },
-            _ => Since::Everything(inner.entries.values().filter(with_rollout).cloned().collect()),
+            _ => Since::Everything(inner.entries.values().filter_map(listed).collect()),
         };
         (since, inner.seq)
     }
@@ -383,8 +394,8 @@ mod tests {
         ("shop".into(), name.into())
     }
 
-    fn names(entries: &[Entry]) -> Vec<String> {
-        let mut names: Vec<String> = entries.iter().filter_map(|e| e.rollout.as_ref()).map(|r| r.name_any()).collect();
+    fn names(listed: &[Listed]) -> Vec<String> {
+        let mut names: Vec<String> = listed.iter().map(|l| l.rollout.name_any()).collect();
         names.sort();
         names
     }

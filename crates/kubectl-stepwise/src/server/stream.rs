@@ -25,11 +25,29 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// How long the browser waits before it reconnects (the `retry:` field).
 const RECONNECT_MS: u32 = 1000;
 
-/// One SSE message.
-fn message(event: &str, data: &impl Serialize, id: Option<u64>) -> Bytes {
-    let data = serde_json::to_string(data).unwrap_or_default();
-    let id = id.map(|id| format!("id: {id}\n")).unwrap_or_default();
-    Bytes::from(format!("event: {event}\n{id}data: {data}\n\n"))
+/// One SSE message without its end, serialized straight into its bytes: `end` closes it, with
+/// or without an id.
+fn message(event: &str, data: &impl Serialize) -> Vec<u8> {
+    let mut out = format!("event: {event}\ndata: ").into_bytes();
+    // JSON has no raw newline, so the data is one line whatever it holds.
+    let _ = serde_json::to_writer(&mut out, data);
+    out.push(b'\n');
+    out
+}
+
+/// Ends a message, with the id a reconnecting browser will send back.
+fn end(mut message: Vec<u8>, id: Option<u64>) -> Bytes {
+    if let Some(id) = id {
+        message.extend_from_slice(format!("id: {id}\n").as_bytes());
+    }
+    message.push(b'\n');
+    Bytes::from(message)
+}
+
+/// The list's first message.
+#[derive(Serialize)]
+struct Snapshot {
+    rollouts: Vec<kubectl_stepwise::dashboard::view::Row>,
 }
 
 /// A streaming response fed by a task through a channel: when the browser goes away, the body
@@ -108,29 +126,30 @@ pub async fn list(dashboard: Arc<Dashboard>, viewer: Viewer, last_id: Option<u64
             let (since, seq) = dashboard.store.since(seen);
             let mut messages = vec![];
             match since {
-                Since::Everything(entries) => {
-                    let rows = dashboard.rows(&viewer, &entries).await;
-                    messages.push(("snapshot", json!({"rollouts": rows})));
+                Since::Everything(listed) => {
+                    let rollouts = dashboard.rows(&viewer, &listed).await;
+                    messages.push(message("snapshot", &Snapshot { rollouts }));
                 }
                 Since::Changes { upserted, deleted } => {
-                    for key in deleted {
-                        messages.push(("delete", json!({"namespace": key.0, "name": key.1})));
+                    for (namespace, name) in deleted {
+                        messages.push(message("delete", &json!({"namespace": namespace, "name": name})));
                     }
                     for row in dashboard.rows(&viewer, &upserted).await {
-                        messages.push(("upsert", serde_json::to_value(row).unwrap_or_default()));
+                        messages.push(message("upsert", &row));
                     }
                 }
             }
             // Only the last message of a batch carries the id: a browser cut off in the middle
-            // of it resumes from the previous id and gets the whole batch again.
+            // of it resumes from the previous id and gets the whole batch again. A batch of
+            // nothing the viewer may see still moves the id on.
+            if messages.is_empty() && seen != Some(seq) {
+                messages.push(b": nothing for this page\n".to_vec());
+            }
             let last = messages.len().saturating_sub(1);
-            for (i, (event, data)) in messages.iter().enumerate() {
-                if !out.send(message(event, data, (i == last).then_some(seq))).await {
+            for (i, m) in messages.into_iter().enumerate() {
+                if !out.send(end(m, (i == last).then_some(seq))).await {
                     return;
                 }
-            }
-            if messages.is_empty() && seen != Some(seq) && !out.send(Bytes::from(format!("id: {seq}\n\n"))).await {
-                return;
             }
             seen = Some(seq);
             if !next_change(&mut changes, seq, &out).await {
@@ -160,7 +179,7 @@ pub async fn detail(dashboard: Arc<Dashboard>, viewer: Viewer, key: Key, last_id
             let seq = dashboard.store.seq();
             match dashboard.detail_of(&viewer, &key).await {
                 Ok((detail, changed)) if sent.is_none_or(|s| changed > s) => {
-                    if !out.send(message("detail", &detail, Some(changed))).await {
+                    if !out.send(end(message("detail", &detail), Some(changed))).await {
                         return;
                     }
                     sent = Some(changed);
@@ -168,7 +187,7 @@ pub async fn detail(dashboard: Arc<Dashboard>, viewer: Viewer, key: Key, last_id
                 Ok(_) => {}
                 Err(_) => {
                     let gone = json!({"error": format!("Rollout {:?} in namespace {:?} is gone", key.1, key.0)});
-                    let _ = out.send(message("gone", &gone, None)).await;
+                    let _ = out.send(end(message("gone", &gone), None)).await;
                     return;
                 }
             }
