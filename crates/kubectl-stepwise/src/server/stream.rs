@@ -2,6 +2,7 @@
 //! what changed since the last id it sent. A change is coalesced for a moment so that a burst of
 //! watch events is one message; a heartbeat keeps proxies from closing an idle stream.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
+use kubectl_stepwise::dashboard::view::Row;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -44,10 +46,20 @@ fn end(mut message: Vec<u8>, id: Option<u64>) -> Bytes {
     Bytes::from(message)
 }
 
+fn key_of(row: &Row) -> Key {
+    (row.namespace.clone(), row.name.clone())
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(bytes, &mut hasher);
+    std::hash::Hasher::finish(&hasher)
+}
+
 /// The list's first message.
 #[derive(Serialize)]
 struct Snapshot {
-    rollouts: Vec<kubectl_stepwise::dashboard::view::Row>,
+    rollouts: Vec<Row>,
 }
 
 /// A streaming response fed by a task through a channel: when the browser goes away, the body
@@ -122,20 +134,29 @@ pub async fn list(dashboard: Arc<Dashboard>, viewer: Viewer, last_id: Option<u64
             return;
         }
         let mut seen = last_id;
+        // What this page was last sent of each row: a change of what a Rollout owns (an Event,
+        // a ReplicaSet's status) often leaves its row as it was, and is not sent again.
+        let mut sent: HashMap<Key, u64> = HashMap::new();
         loop {
             let (since, seq) = dashboard.store.since(seen);
             let mut messages = vec![];
             match since {
                 Since::Everything(listed) => {
                     let rollouts = dashboard.rows(&viewer, &listed).await;
+                    sent = rollouts.iter().map(|row| (key_of(row), fingerprint(&message("upsert", row)))).collect();
                     messages.push(message("snapshot", &Snapshot { rollouts }));
                 }
                 Since::Changes { upserted, deleted } => {
                     for (namespace, name) in deleted {
+                        sent.remove(&(namespace.clone(), name.clone()));
                         messages.push(message("delete", &json!({"namespace": namespace, "name": name})));
                     }
                     for row in dashboard.rows(&viewer, &upserted).await {
-                        messages.push(message("upsert", &row));
+                        let upsert = message("upsert", &row);
+                        let print = fingerprint(&upsert);
+                        if sent.insert(key_of(&row), print) != Some(print) {
+                            messages.push(upsert);
+                        }
                     }
                 }
             }
