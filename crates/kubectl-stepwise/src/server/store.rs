@@ -13,7 +13,7 @@ use kube::api::{Api, ObjectMeta};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use stepwise_api::{AnalysisRun, POD_TEMPLATE_HASH_LABEL, Rollout};
+use stepwise_api::{AnalysisRun, POD_TEMPLATE_HASH_LABEL, Rollout, RolloutPhase};
 use tokio::sync::watch;
 
 /// A Rollout's namespace and name.
@@ -286,13 +286,17 @@ impl Store {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).entries.values().filter(|e| e.rollout.is_some()).count()
     }
 
+    /// The Rollouts in phase Progressing: their rows change with time alone.
+    pub fn progressing(&self) -> Vec<Listed> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let progressing =
+            |l: &Listed| l.rollout.status.as_ref().and_then(|s| s.phase) == Some(RolloutPhase::Progressing);
+        inner.entries.values().filter_map(listed).filter(progressing).collect()
+    }
+
     /// What changed after `seq` (None: everything), and the sequence number it is as of.
     pub fn since(&self, seq: Option<u64>) -> (Since, u64) {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let listed = |e: &Entry| {
-            let rollout = e.rollout.clone()?;
-            Some(Listed { rollout, runs: e.runs.values().cloned().collect() })
-        };
         let since = match seq {
             Some(seq) if seq >= inner.horizon && seq <= inner.seq => Since::Changes {
                 upserted: inner.entries.values().filter(|e| e.changed > seq).filter_map(listed).collect(),
@@ -335,6 +339,11 @@ impl From<Arc<Event>> for Object {
     fn from(o: Arc<Event>) -> Self {
         Object::Event(o)
     }
+}
+
+/// An entry's row material, when its Rollout has been seen.
+fn listed(e: &Entry) -> Option<Listed> {
+    Some(Listed { rollout: e.rollout.clone()?, runs: e.runs.values().cloned().collect() })
 }
 
 fn key_of(meta: &ObjectMeta) -> Key {
@@ -387,6 +396,13 @@ mod tests {
                      "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
         }))
         .unwrap();
+        Object::Rollout(Arc::new(ro))
+    }
+
+    fn with_phase(name: &str, phase: &str) -> Object {
+        let Object::Rollout(ro) = rollout(name) else { unreachable!() };
+        let mut ro = (*ro).clone();
+        ro.status = serde_json::from_value(serde_json::json!({"phase": phase})).unwrap();
         Object::Rollout(Arc::new(ro))
     }
 
@@ -448,5 +464,13 @@ mod tests {
         store.listed("Rollout");
         assert_eq!(store.rollouts(), 1);
         assert!(store.get(&key("a")).is_none());
+    }
+
+    #[test]
+    fn only_progressing_rollouts_are_made_again_as_time_passes() {
+        let store = Store::new();
+        store.apply("Rollout", key("moving"), "moving".into(), Some(with_phase("moving", "Progressing")));
+        store.apply("Rollout", key("done"), "done".into(), Some(with_phase("done", "Healthy")));
+        assert_eq!(names(&store.progressing()), vec!["moving"]);
     }
 }

@@ -100,26 +100,31 @@ impl Drop for Sender {
     }
 }
 
-/// Waits for the next change after `seen`, sending heartbeats meanwhile; false once the browser
-/// went away.
-async fn next_change(rx: &mut tokio::sync::watch::Receiver<u64>, seen: u64, out: &Sender) -> bool {
-    loop {
-        tokio::select! {
-            changed = async { rx.wait_for(|seq| *seq > seen).await.is_ok() } => {
-                if !changed {
-                    return false;
-                }
-                tokio::time::sleep(COALESCE).await;
-                return true;
+/// What a stream wakes for.
+enum Wake {
+    /// The store changed after what the stream sent.
+    Changed,
+    /// A heartbeat is due.
+    Tick,
+    /// The store is gone (the server stops).
+    Closed,
+}
+
+/// Waits for the next change after `seen` (gathered for a moment), or the next heartbeat.
+async fn wake(rx: &mut tokio::sync::watch::Receiver<u64>, seen: u64) -> Wake {
+    tokio::select! {
+        changed = async { rx.wait_for(|seq| *seq > seen).await.is_ok() } => {
+            if !changed {
+                return Wake::Closed;
             }
-            _ = tokio::time::sleep(HEARTBEAT) => {
-                if !out.send(Bytes::from_static(b": heartbeat\n\n")).await {
-                    return false;
-                }
-            }
+            tokio::time::sleep(COALESCE).await;
+            Wake::Changed
         }
+        _ = tokio::time::sleep(HEARTBEAT) => Wake::Tick,
     }
 }
+
+const HEARTBEAT_MESSAGE: &[u8] = b": heartbeat\n\n";
 
 /// The list: a snapshot, then upserts and deletes. A reconnect that sends the last id it saw
 /// gets only what changed after it (or a snapshot when that is too long ago).
@@ -173,8 +178,28 @@ pub async fn list(dashboard: Arc<Dashboard>, viewer: Viewer, last_id: Option<u64
                 }
             }
             seen = Some(seq);
-            if !next_change(&mut changes, seq, &out).await {
-                return;
+            loop {
+                match wake(&mut changes, seq).await {
+                    Wake::Changed => break,
+                    Wake::Closed => return,
+                    // A progressing Rollout's row changes with time alone (its progress
+                    // deadline nears): those rows are made again, and sent if they differ.
+                    Wake::Tick => {
+                        let mut batch = vec![Bytes::from_static(HEARTBEAT_MESSAGE)];
+                        for row in dashboard.rows(&viewer, &dashboard.store.progressing()).await {
+                            let upsert = message("upsert", &row);
+                            let print = fingerprint(&upsert);
+                            if sent.insert(key_of(&row), print) != Some(print) {
+                                batch.push(end(upsert, None));
+                            }
+                        }
+                        for m in batch {
+                            if !out.send(m).await {
+                                return;
+                            }
+                        }
+                    }
+                }
             }
         }
     });
@@ -212,8 +237,13 @@ pub async fn detail(dashboard: Arc<Dashboard>, viewer: Viewer, key: Key, last_id
                     return;
                 }
             }
-            if !next_change(&mut changes, seq, &out).await {
-                return;
+            loop {
+                match wake(&mut changes, seq).await {
+                    Wake::Changed => break,
+                    Wake::Closed => return,
+                    Wake::Tick if !out.send(Bytes::from_static(HEARTBEAT_MESSAGE)).await => return,
+                    Wake::Tick => {}
+                }
             }
         }
     });
