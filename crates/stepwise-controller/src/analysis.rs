@@ -20,9 +20,11 @@ use stepwise_api::{AnalysisRun, AnalysisRunStatus, Measurement, Rollout};
 use stepwise_core::EventType;
 use stepwise_core::measure::{self, Expiry, Outcome, Reading, SecretValues, Step, Task};
 use stepwise_metrics::{DynMetricProvider, Providers, RunRef, Taken};
+use tracing::Instrument;
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
+use crate::metrics::Loop;
 use crate::shard::Shard;
 
 /// What every reconcile of a run shares.
@@ -83,12 +85,18 @@ pub async fn reconcile_run(obj: Arc<AnalysisRun>, ctx: Arc<AnalysisContext>) -> 
         return Ok(Requeue::await_change());
     }
     let started = Instant::now();
-    let result = measure_run(&ctx, &ctx.latest(&obj)).await;
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = "analysisrun",
+        namespace = obj.metadata.namespace.as_deref().unwrap_or_default(),
+        run = obj.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let result = measure_run(&ctx, &ctx.latest(&obj)).instrument(span).await;
     let (writes, kind) = match &result {
         Ok((_, w)) => (*w, None),
         Err(e) => (0, Some(e.kind())),
     };
-    ctx.shared.metrics.reconciled(started.elapsed().as_secs_f64(), kind, writes);
+    ctx.shared.metrics.reconciled(Loop::AnalysisRun, started.elapsed().as_secs_f64(), kind, writes);
     result.map(|(requeue, _)| requeue)
 }
 

@@ -11,11 +11,45 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use stepwise_api::RolloutPhase;
 
-/// Label of the reconcile counter.
+/// Label of a result: the weight reads'.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
-    /// ok or error.
+    /// What came of it.
     pub result: String,
+}
+
+/// Which of the controller's two loops reconciled.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Loop {
+    /// The Rollout controller.
+    Rollout,
+    /// The AnalysisRun controller.
+    AnalysisRun,
+}
+
+impl Loop {
+    fn name(self) -> &'static str {
+        match self {
+            Loop::Rollout => "rollout",
+            Loop::AnalysisRun => "analysisrun",
+        }
+    }
+}
+
+/// Labels of the reconcile counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// rollout or analysisrun.
+    pub controller: &'static str,
+    /// ok or error.
+    pub result: &'static str,
+}
+
+/// Label of the reconcile duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    /// rollout or analysisrun.
+    pub controller: &'static str,
 }
 
 /// Label of the error counter.
@@ -35,8 +69,8 @@ pub struct PhaseLabel {
 /// The controller's metrics.
 pub struct Metrics {
     registry: Registry,
-    reconciles: Family<ResultLabel, Counter>,
-    duration: Histogram,
+    reconciles: Family<ReconcileLabels, Counter>,
+    duration: Family<ControllerLabel, Histogram, fn() -> Histogram>,
     errors: Family<KindLabel, Counter>,
     api_errors: Family<KindLabel, Counter>,
     writes: Counter,
@@ -46,19 +80,27 @@ pub struct Metrics {
     weight_reads: Family<ResultLabel, Counter>,
 }
 
+fn reconcile_buckets() -> Histogram {
+    Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("stepwise");
-        let reconciles = Family::<ResultLabel, Counter>::default();
-        let duration = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let duration = Family::<ControllerLabel, Histogram, fn() -> Histogram>::new_with_constructor(reconcile_buckets);
         let errors = Family::<KindLabel, Counter>::default();
         let api_errors = Family::<KindLabel, Counter>::default();
         let writes = Counter::default();
         let rollouts = Family::<PhaseLabel, Gauge>::default();
         let leader = Gauge::default();
         let weight_reads = Family::<ResultLabel, Counter>::default();
-        registry.register("reconciles", "Reconciles of Rollouts, by result", reconciles.clone());
-        registry.register("reconcile_duration_seconds", "Time one reconcile takes", duration.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles, by controller (rollout, analysisrun) and result",
+            reconciles.clone(),
+        );
+        registry.register("reconcile_duration_seconds", "Time one reconcile takes, by controller", duration.clone());
         registry.register("errors", "Reconcile errors, by kind", errors.clone());
         registry.register(
             "api_errors",
@@ -89,11 +131,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Records a finished reconcile.
-    pub fn reconciled(&self, seconds: f64, error: Option<&str>, writes: usize) {
-        self.duration.observe(seconds);
+    /// Records a finished reconcile of one of the two loops.
+    pub fn reconciled(&self, by: Loop, seconds: f64, error: Option<&str>, writes: usize) {
+        let controller = by.name();
+        self.duration.get_or_create(&ControllerLabel { controller }).observe(seconds);
         let result = if error.is_some() { "error" } else { "ok" };
-        self.reconciles.get_or_create(&ResultLabel { result: result.into() }).inc();
+        self.reconciles.get_or_create(&ReconcileLabels { controller, result }).inc();
         if let Some(kind) = error {
             self.errors.get_or_create(&KindLabel { kind: kind.into() }).inc();
         }
@@ -174,6 +217,24 @@ mod tests {
             assert!(text.contains(&format!("stepwise_api_errors_total{{kind=\"{kind}\"}} {n}\n")), "{kind}: {text}");
         }
         assert_eq!(text.matches("stepwise_api_errors_total{").count(), 5, "{text}");
+    }
+
+    #[test]
+    fn reconciles_are_counted_by_the_loop_that_made_them() {
+        let metrics = Metrics::default();
+        metrics.reconciled(Loop::Rollout, 0.002, None, 2);
+        metrics.reconciled(Loop::Rollout, 0.002, Some("conflict"), 0);
+        metrics.reconciled(Loop::AnalysisRun, 0.003, None, 1);
+        let text = metrics.encode();
+        for line in [
+            "stepwise_reconciles_total{controller=\"rollout\",result=\"ok\"} 1\n",
+            "stepwise_reconciles_total{controller=\"rollout\",result=\"error\"} 1\n",
+            "stepwise_reconciles_total{controller=\"analysisrun\",result=\"ok\"} 1\n",
+            "stepwise_reconcile_duration_seconds_count{controller=\"analysisrun\"} 1\n",
+            "stepwise_reconcile_duration_seconds_count{controller=\"rollout\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
     }
 
     #[test]

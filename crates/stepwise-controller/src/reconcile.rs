@@ -16,18 +16,26 @@ use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout, RolloutStatus};
 use stepwise_core::failure::{clear_reconcile_error, decision_events, status_after_failure};
 use stepwise_core::objects::{label_selector_string, pod_selector};
 use stepwise_core::{Action, Observed, Plan};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
 use crate::execute::{ExecuteError, execute, publish_event};
-use crate::metrics::Metrics;
+use crate::metrics::{Loop, Metrics};
 use crate::observe::observe;
 
 /// Reconciles one Rollout and records the metrics of the attempt.
 pub async fn reconcile(obj: Arc<DeserializeGuard<Rollout>>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    let result = reconcile_rollout(&obj, &ctx).await;
+    // Every line logged while reconciling names the Rollout, whichever function logs it.
+    let meta = obj.0.as_ref().map(|r| &r.metadata).ok();
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = "rollout",
+        namespace = meta.and_then(|m| m.namespace.as_deref()).unwrap_or_default(),
+        rollout = meta.and_then(|m| m.name.as_deref()).unwrap_or_default(),
+    );
+    let result = reconcile_rollout(&obj, &ctx).instrument(span).await;
     if let (Err(e), Ok(rollout)) = (&result, &obj.0)
         && e.needs_a_person()
     {
@@ -38,7 +46,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<Rollout>>, ctx: Arc<Context>) -
         Ok((_, w)) => (*w, None),
         Err(e) => (0, Some(e.kind())),
     };
-    ctx.metrics.reconciled(started.elapsed().as_secs_f64(), kind, writes);
+    ctx.metrics.reconciled(Loop::Rollout, started.elapsed().as_secs_f64(), kind, writes);
     result.map(|(requeue, _)| requeue)
 }
 

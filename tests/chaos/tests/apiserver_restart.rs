@@ -51,7 +51,7 @@ fn component_pid(name: &str) -> anyhow::Result<u32> {
 /// What the controller has counted so far; the differences over the outage are its attempts.
 #[derive(Clone, Debug, Default)]
 struct Counts {
-    /// Reconciles that failed (`stepwise_reconciles_total{result="error"}`).
+    /// Reconciles of Rollouts that failed (`stepwise_reconciles_total{controller="rollout",result="error"}`).
     failed_reconciles: f64,
     /// Reconcile errors by kind (`stepwise_errors_total`).
     errors: BTreeMap<String, f64>,
@@ -68,7 +68,7 @@ async fn counts(controller: &ControllerProcess) -> anyhow::Result<Counts> {
     let reconciles = controller.metric_values("stepwise_reconciles_total").await?;
     let log = std::fs::read_to_string(&controller.log).unwrap_or_default();
     Ok(Counts {
-        failed_reconciles: reconciles.get("{result=\"error\"}").copied().unwrap_or(0.0),
+        failed_reconciles: reconciles.get("{controller=\"rollout\",result=\"error\"}").copied().unwrap_or(0.0),
         errors: controller.metric_values("stepwise_errors_total").await?,
         writes: controller.metric_sum("stepwise_api_writes_total").await?,
         watch_retries: log.lines().filter(|l| l.contains("watch error")).count(),

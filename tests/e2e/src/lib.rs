@@ -218,6 +218,20 @@ impl ControllerProcess {
         self.log_tail_lines(40)
     }
 
+    /// Its whole log, without the terminal's colour codes.
+    pub fn log_text(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut plain = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find('\x1b') {
+            plain.push_str(&rest[..at]);
+            rest = &rest[at..];
+            rest = rest.find('m').map(|end| &rest[end + 1..]).unwrap_or("");
+        }
+        plain.push_str(rest);
+        plain
+    }
+
     /// The last `lines` lines of its log.
     pub fn log_tail_lines(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
