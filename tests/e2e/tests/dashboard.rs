@@ -92,6 +92,13 @@ async fn a_paused_canary_needs_attention_and_promote_moves_it_on() -> anyhow::Re
     assert!(!user.is_empty() && history.contains(&user), "the history names who promoted ({user:?}): {history:?}");
     browser.screenshot(screenshot("rollout-promoted")).await?;
 
+    // Undo shows what it would put back before the person confirms; cancelled, nothing changes.
+    button(&browser, "undo").await?.click().await?;
+    let preview = browser.wait_text("#undo-diff", |t| t.contains("demo:1"), secs(10)).await?;
+    assert!(preview.contains("- image: example.invalid/demo:2"), "the undo preview: {preview:?}");
+    browser.screenshot(screenshot("undo-preview")).await?;
+    browser.find("#confirm-no").await?.click().await?;
+
     // The record names the person and the action.
     let events = env.events().await?;
     assert!(

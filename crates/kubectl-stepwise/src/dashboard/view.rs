@@ -548,13 +548,10 @@ pub fn waiting(ro: &Rollout, runs: &[&AnalysisRun], replica_sets: &[&ReplicaSet]
                 continue;
             }
         };
+        // What is left is counted down on the page, from `until`: a text saying it would be
+        // stale a second later.
         if let Some(seconds) = seconds {
-            let left = (seconds - seconds_since(&condition.start_time, now)).max(0.0);
-            wait(
-                "pause",
-                format!("paused for {}: {} left", seconds_text(seconds), seconds_text(left)),
-                Some(plus(&condition.start_time, seconds)),
-            );
+            wait("pause", format!("a pause of {}", seconds_text(seconds)), Some(plus(&condition.start_time, seconds)));
         }
     }
     for run in runs.iter().filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(AnalysisPhase::Running)) {
@@ -673,6 +670,31 @@ fn template_diff(ro: &Rollout, replica_sets: &[&ReplicaSet]) -> Option<TemplateD
         from: revision_of(from.annotations()),
         to: revision_of(current.annotations()),
         lines: diff::diff(&template_yaml(from), &template_yaml(current)),
+    })
+}
+
+/// What an undo to `revision` would change in the pod template: from the current revision's
+/// template to that revision's (both ReplicaSets', so both carry the API server's defaults).
+pub fn undo_diff(ro: &Rollout, replica_sets: &[&ReplicaSet], revision: i64) -> Result<TemplateDiff, String> {
+    let current_hash = ro.status.as_ref().and_then(|s| s.current_pod_hash.as_deref());
+    let current = replica_sets
+        .iter()
+        .find(|rs| hash_of(rs).is_some() && hash_of(rs) == current_hash)
+        .ok_or_else(|| format!("rollout {:?} has no ReplicaSet of its current revision yet", ro.name_any()))?;
+    let Some(target) = replica_sets.iter().find(|rs| revision_of(rs.annotations()) == revision) else {
+        let mut known: Vec<i64> = replica_sets.iter().map(|rs| revision_of(rs.annotations())).collect();
+        known.sort_unstable();
+        let known: Vec<String> = known.iter().map(i64::to_string).collect();
+        return Err(format!(
+            "rollout {:?} has no revision {revision} (its revisions: {})",
+            ro.name_any(),
+            known.join(", ")
+        ));
+    };
+    Ok(TemplateDiff {
+        from: revision_of(current.annotations()),
+        to: revision,
+        lines: diff::diff(&template_yaml(current), &template_yaml(target)),
     })
 }
 
@@ -897,7 +919,7 @@ mod tests {
             waiting,
             vec![Waiting {
                 kind: "pause",
-                text: "paused for 1m 00s: 30s left".into(),
+                text: "a pause of 1m 00s".into(),
                 until: Some("2026-12-07T12:00:30Z".into())
             }]
         );
@@ -996,5 +1018,32 @@ mod tests {
             analysis_progress(&run("Running", 1)),
             "analysis checkout-c1-2: error-rate 3 of 5 measured, last [0.2]"
         );
+    }
+
+    fn replica_set(hash: &str, revision: i64, image: &str) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("checkout-{hash}"), "namespace": "shop",
+                         "labels": {POD_TEMPLATE_HASH_LABEL: hash}, "annotations": {stepwise_api::REVISION_ANNOTATION: revision.to_string()}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "checkout"}},
+                     "template": {"metadata": {"labels": {"app": "checkout", POD_TEMPLATE_HASH_LABEL: hash}},
+                                  "spec": {"containers": [{"name": "app", "image": image}]}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_undo_shows_what_it_would_put_back_before_it_is_made() {
+        let (old, new) = (replica_set("s1", 1, "app:1"), replica_set("c1", 2, "app:2"));
+        let diff = undo_diff(&canary(2, json!({})), &[&old, &new], 1).unwrap();
+        assert_eq!((diff.from, diff.to), (2, 1));
+        let changed: Vec<String> = diff
+            .lines
+            .iter()
+            .filter(|l| l.op == "+" || l.op == "-")
+            .map(|l| format!("{}{}", l.op, l.text.trim()))
+            .collect();
+        assert_eq!(changed, vec!["-- image: app:2", "+- image: app:1"]);
+        let unknown = undo_diff(&canary(2, json!({})), &[&old, &new], 7).unwrap_err();
+        assert_eq!(unknown, "rollout \"checkout\" has no revision 7 (its revisions: 1, 2)");
     }
 }

@@ -146,6 +146,9 @@ impl Dashboard {
         match (request.method(), &segments[1..]) {
             (&Method::GET, ["rollouts"]) => self.list(&viewer).await,
             (&Method::GET, ["rollouts", ns, name]) => self.detail(&viewer, ns, name).await,
+            (&Method::GET, ["rollouts", ns, name, "undo", revision]) => {
+                self.undo_diff(&viewer, ns, name, revision).await
+            }
             (&Method::GET, ["stream", "rollouts"]) => {
                 stream::list(self.clone(), viewer, last_event_id(request.headers())).await
             }
@@ -277,6 +280,28 @@ impl Dashboard {
         match self.detail_of(viewer, &(ns.to_string(), name.to_string())).await {
             Ok((detail, _)) => json_response(StatusCode::OK, &serde_json::to_value(detail).unwrap_or_default()),
             Err(response) => response,
+        }
+    }
+}
+
+impl Dashboard {
+    /// What an undo to a revision would change, for the page to show before the person confirms.
+    async fn undo_diff(&self, viewer: &Viewer, ns: &str, name: &str, revision: &str) -> Response<Body> {
+        let Ok(revision) = revision.parse::<i64>() else {
+            return error(400, format!("revision: expected a number, got {revision:?}"));
+        };
+        if !self.auth.may_read(viewer, ns).await {
+            return error(403, format!("{} may not list rollouts in namespace {ns:?}", self.auth.name_of(viewer)));
+        }
+        let entry = self.store.get(&(ns.to_string(), name.to_string()));
+        let Some((entry, rollout)) = entry.and_then(|e| e.rollout.clone().map(|r| (e, r))) else {
+            return error(404, format!("no Rollout {name:?} in namespace {ns:?}"));
+        };
+        let replica_sets: Vec<&k8s_openapi::api::apps::v1::ReplicaSet> =
+            entry.replica_sets.values().map(|r| r.as_ref()).collect();
+        match view::undo_diff(&rollout, &replica_sets, revision) {
+            Ok(diff) => json_response(StatusCode::OK, &serde_json::to_value(diff).unwrap_or_default()),
+            Err(why) => error(404, why),
         }
     }
 }

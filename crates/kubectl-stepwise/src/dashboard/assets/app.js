@@ -1063,10 +1063,14 @@
         const revisions = [...(detail.undoRevisions || [])].sort((a, b) => b - a);
         const select = h('select', { id: 'undo-revision' },
           revisions.map((r) => h('option', { value: r, text: `revision ${r}${revisionImages(r)}` })));
-        fields.append(h('label', { for: 'undo-revision', text: 'Roll back to' }), select);
+        const preview = h('pre', { id: 'undo-diff', class: 'diff' });
+        select.addEventListener('change', () => showUndoDiff(select.value, preview));
+        fields.append(h('label', { for: 'undo-revision', text: 'Roll back to' }), select, preview);
         if (revisions.length === 0) {
           setText($('confirm-error'), 'There is no earlier revision to go back to.');
           $('confirm-yes').disabled = true;
+        } else {
+          showUndoDiff(select.value, preview);
         }
       } else if (action.name === 'set-image') {
         fields.append(
@@ -1082,6 +1086,27 @@
       else dialog.setAttribute('open', '');
       const first = fields.querySelector('input, select');
       (first || $('confirm-yes')).focus();
+    }
+
+    /** What an undo to `revision` would change, from the server, before the person confirms. */
+    async function showUndoDiff(revision, preview) {
+      preview.replaceChildren(h('span', { class: 'line ctx', text: 'loading the change…' }));
+      try {
+        const diff = await api('GET', `${base}/undo/${encodeURIComponent(revision)}`);
+        const lines = diff.lines || [];
+        if (lines.length === 0) {
+          preview.replaceChildren(h('span', { class: 'line ctx', text: 'The pod template would not change.' }));
+          return;
+        }
+        preview.replaceChildren(...lines.map((line) => {
+          const op = line.op === '+' || line.op === '-' ? line.op : ' ';
+          const cls = op === '+' ? 'add' : op === '-' ? 'del' : 'ctx';
+          return h('span', { class: `line ${cls}`, text: `${op} ${line.text}\n` });
+        }));
+      } catch (err) {
+        preview.replaceChildren();
+        setText($('confirm-error'), err.message);
+      }
     }
 
     /** For the undo list: "revision 2 (app:1)" when the revision is still among the ReplicaSets. */
