@@ -3,6 +3,8 @@
 //! A refusal is an `Err` with the reason in words: the plugin prints it and changes nothing, so a
 //! person (or a CI job) is never left wondering whether a no-op did something.
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::ResourceExt;
 use serde_json::{Value, json};
 use stepwise_api::operations::{self, Patches};
 use stepwise_api::{Rollout, RolloutPhase};
@@ -225,6 +227,17 @@ pub fn set_image(ro: &Rollout, container: &str, image: &str) -> Result<(Value, S
         {"op": "add", "path": format!("{path}/image"), "value": image},
     ]);
     Ok((patch, format!("rollout {n:?}: container {container:?} set to {image}; a new update starts")))
+}
+
+/// A Rollout's ReplicaSets as `undo` takes them: `(revision, pod template)`.
+pub fn revision_templates<'a>(replica_sets: impl IntoIterator<Item = &'a ReplicaSet>) -> Vec<(i64, Value)> {
+    replica_sets
+        .into_iter()
+        .map(|rs| {
+            let template = rs.spec.as_ref().and_then(|s| s.template.clone());
+            (operations::revision_of(rs.annotations()), serde_json::to_value(template).unwrap_or(Value::Null))
+        })
+        .collect()
 }
 
 /// `undo [--to-revision N]`: `replica_sets` as `(revision, template)`.

@@ -19,7 +19,7 @@ use kube::{Api, Client, Config, ResourceExt};
 use kubectl_stepwise::decide::{self, Decision, Verdict};
 use kubectl_stepwise::{RolloutTree, convert, lint, render};
 use serde_json::Value;
-use stepwise_api::operations::{Patches, revision_of};
+use stepwise_api::operations::Patches;
 use stepwise_api::{AnalysisRun, POD_TEMPLATE_HASH_LABEL, Rollout};
 
 mod server;
@@ -510,14 +510,7 @@ fn humantime(d: Duration) -> String {
 
 async fn undo(cx: &Cx, name: &str, to: Option<i64>) -> anyhow::Result<()> {
     let tree = cx.tree(name).await?;
-    let revisions: Vec<(i64, Value)> = tree
-        .replica_sets
-        .iter()
-        .map(|rs| {
-            let template = rs.spec.as_ref().and_then(|s| s.template.clone());
-            (revision_of(rs.annotations()), serde_json::to_value(template).unwrap_or(Value::Null))
-        })
-        .collect();
+    let revisions = decide::revision_templates(&tree.replica_sets);
     let (patch, done) = decide::undo(&tree.rollout, &revisions, to).map_err(|e| anyhow!("{e}"))?;
     cx.json_patch(name, patch).await?;
     println!("{done}");

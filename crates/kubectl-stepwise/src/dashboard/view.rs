@@ -805,17 +805,25 @@ fn undo_revisions(ro: &Rollout, replica_sets: &[&ReplicaSet]) -> Vec<i64> {
     revisions
 }
 
+/// The decision of an action made of merge patches (all but restart, undo and set-image, which
+/// need more than the Rollout), as the plugin's commands decide it.
+pub fn merge_decision(ro: &Rollout, action: &str) -> Option<Result<decide::Decision, String>> {
+    Some(match action {
+        "promote" => decide::promote(ro, false),
+        "promote-full" => decide::promote(ro, true),
+        "abort" => decide::abort(ro),
+        "retry" => decide::retry(ro),
+        "pause" => decide::set_paused(ro, true),
+        "resume" => decide::set_paused(ro, false),
+        _ => return None,
+    })
+}
+
 /// Which subresources an action patches: (the Rollout, its status).
 fn patches_needed(ro: &Rollout, action: &str) -> Result<(bool, bool), String> {
-    let of = |d: Result<decide::Decision, String>| d.map(|d| (d.patches.spec.is_some(), d.patches.status.is_some()));
-    match action {
-        "promote" => of(decide::promote(ro, false)),
-        "promote-full" => of(decide::promote(ro, true)),
-        "abort" => of(decide::abort(ro)),
-        "retry" => of(decide::retry(ro)),
-        "pause" => of(decide::set_paused(ro, true)),
-        "resume" => of(decide::set_paused(ro, false)),
-        _ => Ok((true, false)),
+    match merge_decision(ro, action) {
+        Some(decision) => decision.map(|d| (d.patches.spec.is_some(), d.patches.status.is_some())),
+        None => Ok((true, false)),
     }
 }
 

@@ -12,10 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
-use kubectl_stepwise::dashboard::view::{ACTION_ANNOTATION, ACTIONS, BY_ANNOTATION};
+use kubectl_stepwise::dashboard::view::{ACTION_ANNOTATION, ACTIONS, BY_ANNOTATION, merge_decision};
 use kubectl_stepwise::decide::{self, Decision};
 use serde_json::{Value, json};
-use stepwise_api::operations::revision_of;
 use stepwise_api::{POD_TEMPLATE_HASH_LABEL, Rollout};
 
 use super::auth::{Viewer, api_reason};
@@ -61,10 +60,10 @@ pub async fn act(
     let who = dashboard.auth.name_of(viewer);
     match run(&client, ns, name, action, &body).await {
         Err((status, message)) => error(status, message),
-        Ok(done) => {
+        Ok((done, uid)) => {
             // The record is the server's to write (a person may patch Rollouts without being
             // allowed to create Events); failing to write it does not undo the action.
-            let recorded = record(&dashboard.auth.client, ns, name, action, &who, &done).await;
+            let recorded = record(&dashboard.auth.client, (ns, name, uid), action, &who, &done).await;
             let note = recorded
                 .err()
                 .map(|e| format!(" (the Event recording it could not be written: {e})"))
@@ -76,7 +75,14 @@ pub async fn act(
 
 type Failure = (u16, String);
 
-async fn run(client: &Client, ns: &str, name: &str, action: &str, body: &Value) -> Result<String, Failure> {
+/// Makes the action; returns what it did and the Rollout's uid, for the record.
+async fn run(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    action: &str,
+    body: &Value,
+) -> Result<(String, Option<String>), Failure> {
     let api: Api<Rollout> = Api::namespaced(client.clone(), ns);
     let rollout = api.get(name).await.map_err(|e| refused(&e, ns, name))?;
     let shown =
@@ -91,19 +97,16 @@ async fn run(client: &Client, ns: &str, name: &str, action: &str, body: &Value) 
         ));
     }
     let change = decide_change(client, &rollout, action, body).await?;
-    apply(&api, name, &current, change).await
+    let done = apply(&api, name, &current, change).await?;
+    Ok((done, rollout.uid()))
 }
 
 async fn decide_change(client: &Client, ro: &Rollout, action: &str, body: &Value) -> Result<Change, Failure> {
     let refused = |reason: String| (409, reason);
-    let merge = |d: Result<Decision, String>| d.map(Change::Merge).map_err(refused);
+    if let Some(decision) = merge_decision(ro, action) {
+        return decision.map(Change::Merge).map_err(refused);
+    }
     match action {
-        "promote" => merge(decide::promote(ro, false)),
-        "promote-full" => merge(decide::promote(ro, true)),
-        "abort" => merge(decide::abort(ro)),
-        "retry" => merge(decide::retry(ro)),
-        "pause" => merge(decide::set_paused(ro, true)),
-        "resume" => merge(decide::set_paused(ro, false)),
         "restart" => Ok(Change::Merge(decide::restart(ro, &Timestamp::now().to_string()))),
         "set-image" => {
             let field = |f: &str| {
@@ -134,15 +137,8 @@ async fn templates(client: &Client, ro: &Rollout) -> Result<Vec<(i64, Value)>, F
         .await
         .map_err(|e| refused(&e, &ns, "replicasets"))?;
     let uid = ro.uid();
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|rs| rs.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()))
-        .map(|rs| {
-            let template = rs.spec.as_ref().and_then(|s| s.template.clone());
-            (revision_of(rs.annotations()), serde_json::to_value(template).unwrap_or(Value::Null))
-        })
-        .collect())
+    let owned = list.items.iter().filter(|rs| rs.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()));
+    Ok(decide::revision_templates(owned))
 }
 
 /// Makes the change, the first patch conditional on the version the page showed.
@@ -195,9 +191,13 @@ fn refused(e: &kube::Error, ns: &str, name: &str) -> Failure {
 }
 
 /// An Event on the Rollout: what was done, by whom.
-async fn record(client: &Client, ns: &str, name: &str, action: &str, who: &str, done: &str) -> Result<(), String> {
-    let api: Api<Rollout> = Api::namespaced(client.clone(), ns);
-    let uid = api.get_metadata(name).await.ok().and_then(|m| m.metadata.uid);
+async fn record(
+    client: &Client,
+    (ns, name, uid): (&str, &str, Option<String>),
+    action: &str,
+    who: &str,
+    done: &str,
+) -> Result<(), String> {
     let now = Timestamp::now();
     let reason: String = action.split('-').map(|w| w[..1].to_uppercase() + &w[1..]).collect();
     let event = Event {
