@@ -18,7 +18,15 @@ pub enum Error {
     /// An analysis template the Rollout names does not exist or cannot be combined.
     #[error("analysis: {0}")]
     Analysis(String),
-    /// The traffic router the Rollout names is not available.
+    /// A router's object needs a person: missing, malformed, or without the route named.
+    #[error("traffic routing: {0}")]
+    Router(#[from] stepwise_traffic::Error),
+    /// A router plugin failed: no answer or no connection passes by itself, an answer it refuses
+    /// or cannot be read needs a person ([`Error::needs_a_person`]).
+    #[error("traffic routing: {0}")]
+    RouterPlugin(#[from] stepwise_traffic::plugin::PluginError),
+    /// Routing cannot be done as the cluster stands: an API it does not serve, a generated
+    /// object of the same name that is not the Rollout's.
     #[error("traffic routing: {0}")]
     Traffic(String),
     /// A ReplicaSet with the name stepwise wants exists but belongs to something else.
@@ -41,7 +49,8 @@ impl Error {
             Error::Kube { source, .. } => client_kind(source),
             Error::InvalidObject(_) => "invalid_object",
             Error::Analysis(_) => "analysis",
-            Error::Traffic(_) => "traffic",
+            Error::Router(_) | Error::Traffic(_) => "traffic",
+            Error::RouterPlugin(_) => "router_plugin",
             Error::Collision(_) => "collision",
             Error::Selector(_) => "selector",
             Error::Conflict(_) => "conflict",
@@ -58,7 +67,10 @@ impl Error {
     /// Rollout as Warning events, a condition and its message, and retried only now and then.
     pub fn needs_a_person(&self) -> bool {
         match self {
-            Error::Analysis(_) | Error::Traffic(_) | Error::Collision(_) | Error::Selector(_) => true,
+            Error::Analysis(_) | Error::Router(_) | Error::Traffic(_) | Error::Collision(_) | Error::Selector(_) => {
+                true
+            }
+            Error::RouterPlugin(e) => plugin_refused(&e.problem),
             // Not found, a conflict and too many requests pass by themselves: the next plan is
             // made from newer caches, or later.
             Error::Kube { source: kube::Error::Api(status), .. } => {
@@ -66,6 +78,18 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+/// Whether a router plugin's answer says something a person must change (its configuration, the
+/// plugin itself), as opposed to a plugin that is not there or not answering now, or failing on
+/// its side (5xx): those pass, as the API server's do.
+fn plugin_refused(problem: &stepwise_traffic::plugin::Problem) -> bool {
+    use stepwise_traffic::plugin::Problem;
+    match problem {
+        Problem::Timeout(_) | Problem::Connect(_) | Problem::Transport(_) => false,
+        Problem::Http { status, .. } => *status < 500,
+        Problem::NotJson { .. } | Problem::Protocol(_) | Problem::NotARouter | Problem::BadAnswer(_) => true,
     }
 }
 
@@ -169,6 +193,24 @@ mod tests {
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         assert_eq!(service(Box::new(refused)).kind(), "unreachable");
         assert_eq!(Error::Conflict("ns/app".into()).kind(), "conflict", "a lost status race is a conflict too");
+    }
+
+    #[test]
+    fn a_router_plugin_that_does_not_answer_is_retried_and_one_that_refuses_needs_a_person() {
+        use std::time::Duration;
+        use stepwise_traffic::plugin::{PluginError, Problem};
+        let plugin = |problem| Error::RouterPlugin(PluginError { plugin: "p".into(), url: "http://p".into(), problem });
+        let http = |status| Problem::Http { path: "v1/traffic/set", status, message: None, body: String::new() };
+        for passing in [Problem::Timeout(Duration::from_secs(5)), Problem::Connect("refused".into()), http(503)] {
+            let e = plugin(passing);
+            assert!(!e.needs_a_person() && e.is_transient(), "{e}");
+        }
+        for refused in [http(400), Problem::BadAnswer("no verified".into()), Problem::NotARouter] {
+            assert!(plugin(refused).needs_a_person());
+        }
+        let malformed = Error::Router(stepwise_traffic::Error::NotFound("VirtualService ns/web".into()));
+        assert!(malformed.needs_a_person(), "a malformed or missing routing object waits for a person");
+        assert_eq!((malformed.kind(), plugin(http(503)).kind()), ("traffic", "router_plugin"));
     }
 
     #[test]

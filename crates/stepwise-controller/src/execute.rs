@@ -131,24 +131,7 @@ async fn execute_one(ctx: &Context, rollout: &Rollout, action: &Action) -> Resul
                 .during(|| format!("point Service {service} at {hash}"))?;
             info!(rollout = %name, service = %service, hash = %hash, "switched Service selector");
         }
-        Action::SetTrafficWeight {
-            canary_weight,
-            canary_hash,
-            stable_hash,
-            canary_service,
-            stable_service,
-            routes,
-        } => {
-            let wanted = crate::route::Wanted {
-                canary_weight: *canary_weight,
-                canary_hash: Some(canary_hash.clone()),
-                stable_hash: stable_hash.clone(),
-                canary_service: canary_service.clone(),
-                stable_service: stable_service.clone(),
-                routes: routes.clone(),
-            };
-            crate::route::set_traffic(ctx, rollout, wanted).await?
-        }
+        Action::SetTraffic(desired) => crate::route::set_traffic(ctx, rollout, desired).await?,
         Action::CreateAnalysisRun { run, .. } => {
             let run_name = run.name_any();
             match runs.create(&create, run).await {

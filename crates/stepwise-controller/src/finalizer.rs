@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
 use crate::execute::{FIELD_MANAGER, publish_event};
-use crate::route::{Wanted, set_traffic};
+use crate::route::set_traffic;
 
 /// The finalizer's name.
 pub const TRAFFIC_FINALIZER: &str = "stepwise.dev/restore-traffic";
@@ -47,16 +47,14 @@ pub async fn finalize(ctx: &Context, rollout: &Rollout) -> Result<(), Error> {
         return Ok(());
     }
     let name = rollout.name_any();
-    if routed(rollout) {
-        // Naming no Service sends it all to the one that is stable now (with pingPong, the one
-        // the status names).
-        match set_traffic(ctx, rollout, Wanted::default()).await {
+    if let Some(all_to_stable) = stepwise_core::traffic::all_to_stable(rollout) {
+        match set_traffic(ctx, rollout, &all_to_stable).await {
             Ok(()) => {
                 info!(rollout = %name, "all traffic back to stable before deletion");
                 let message = "All traffic sent back to the stable version before deletion";
                 publish_event(ctx, rollout, EventType::Normal, "TrafficRestored", message).await;
             }
-            Err(e @ Error::Traffic(_)) => {
+            Err(e) if e.needs_a_person() && !matches!(e, Error::Kube { .. }) => {
                 warn!(rollout = %name, error = %e, "could not restore traffic before deletion");
                 let message = format!("Deleted without restoring traffic to stable: {e}");
                 publish_event(ctx, rollout, EventType::Warning, "TrafficNotRestored", &message).await;

@@ -15,19 +15,15 @@
 
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use stepwise_api::{CanaryStrategy, Rollout};
+use stepwise_api::Rollout;
 use stepwise_traffic::plugin::RolloutRef;
-use stepwise_traffic::{Desired, Generated, JsonPatch, RouteRequest, Target};
+use stepwise_traffic::{Desired, Generated, JsonPatch, Target};
 use tracing::info;
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
 use crate::execute::FIELD_MANAGER;
 use crate::router_plugin::RouterPlugins;
-
-fn traffic(e: stepwise_traffic::Error) -> Error {
-    Error::Traffic(e.to_string())
-}
 
 fn api(ctx: &Context, target: &Target) -> Api<DynamicObject> {
     let resource = ApiResource {
@@ -45,39 +41,20 @@ fn api(ctx: &Context, target: &Target) -> Api<DynamicObject> {
     Api::namespaced_with(ctx.client.clone(), &target.namespace, &resource)
 }
 
-/// What the routers are to carry out: the canary's weight, the versions it splits between, and
-/// every header and mirror route wanted.
-#[derive(Clone, Debug, Default)]
-pub struct Wanted {
-    /// The canary's weight, out of maxTrafficWeight.
-    pub canary_weight: i32,
-    /// The canary's pod-template-hash.
-    pub canary_hash: Option<String>,
-    /// The stable pods' pod-template-hash.
-    pub stable_hash: Option<String>,
-    /// The Service of the canary's share (canaryService, or the pingPong Service that is not
-    /// stable now); with neither Service named, the roles the Rollout's status records.
-    pub canary_service: Option<String>,
-    /// The Service of the stable's share.
-    pub stable_service: Option<String>,
-    /// The header and mirror routes wanted, in the order of managedRoutes.
-    pub routes: Vec<RouteRequest>,
-}
-
-/// Sends `canary_weight` (out of maxTrafficWeight) to the canary and the rest to the stable
-/// version, and makes exactly the managed routes wanted, through every router the Rollout names.
-/// Without a router there is nothing to do.
-pub async fn set_traffic(ctx: &Context, rollout: &Rollout, wanted: Wanted) -> Result<(), Error> {
-    let Some(canary) = rollout.spec.strategy.canary.as_ref() else { return Ok(()) };
-    let Some(routing) = canary.traffic_routing.as_ref() else { return Ok(()) };
+/// Brings every router the Rollout names to `desired`, as core decided it: the canary's weight
+/// (out of maxTrafficWeight) to the canary and the rest to the stable version, and exactly the
+/// managed routes wanted. Without a router there is nothing to do.
+pub async fn set_traffic(ctx: &Context, rollout: &Rollout, desired: &Desired) -> Result<(), Error> {
+    let Some(routing) = rollout.spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()) else {
+        return Ok(());
+    };
     let ns = rollout.namespace().unwrap_or_default();
     let plugins = &ctx.router_plugins;
     let registered = plugins.names();
-    let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns, &registered).map_err(traffic)?;
+    let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns, &registered)?;
     let plugin_calls: Vec<(&String, &serde_json::Value)> =
         routing.plugins.iter().flatten().filter(|(name, _)| registered.contains(*name)).collect();
-    let canary_weight = wanted.canary_weight;
-    let desired = desired_traffic(rollout, canary, wanted)?;
+    let canary_weight = desired.canary_weight;
 
     let mut patches: Vec<(Target, JsonPatch)> = Vec::new();
     let mut generated: Vec<Generated> = Vec::new();
@@ -89,28 +66,25 @@ pub async fn set_traffic(ctx: &Context, rollout: &Rollout, wanted: Wanted) -> Re
                 read => read.during(|| format!("get {target}"))?,
             };
             let Some(current) = current else {
-                return Err(traffic(stepwise_traffic::Error::NotFound(target.to_string())));
+                return Err(stepwise_traffic::Error::NotFound(target.to_string()).into());
             };
             let current = serde_json::to_value(&current).map_err(|e| Error::Traffic(format!("{target}: {e}")))?;
-            if let Some(patch) = router.patch(&target, &current, &desired).map_err(traffic)? {
+            if let Some(patch) = router.patch(&target, &current, desired)? {
                 patches.push((target.clone(), patch));
             }
-            generated.extend(router.generated(&target, &current, &desired).map_err(traffic)?);
+            generated.extend(router.generated(&target, &current, desired)?);
         }
     }
     for object in &generated {
         check_owned(ctx, rollout, &object.target).await?;
     }
     for (name, _) in &plugin_calls {
-        plugins.info(name).await.map_err(|e| Error::Traffic(e.to_string()))?;
+        plugins.info(name).await?;
     }
     let rollout_ref =
         RolloutRef { namespace: ns.clone(), name: rollout.name_any(), uid: rollout.uid().unwrap_or_default() };
     for (name, config) in plugin_calls {
-        let answer = plugins
-            .set_traffic(name, &rollout_ref, config, &desired)
-            .await
-            .map_err(|e| Error::Traffic(e.to_string()))?;
+        let answer = plugins.set_traffic(name, &rollout_ref, config, desired).await?;
         info!(
             rollout = %rollout.name_any(),
             plugin = %name,
@@ -173,22 +147,6 @@ fn not_served_message(target: &Target, served: Option<&[String]>) -> String {
     format!("{target}: this cluster does not serve {needed}, which stepwise needs: {serves}")
 }
 
-/// The routers' desired state for `wanted`.
-fn desired_traffic(rollout: &Rollout, canary: &CanaryStrategy, wanted: Wanted) -> Result<Desired, Error> {
-    // Core names the Services in the roles its plan gives them (a pingPong promotion swaps them);
-    // without them (the finalizer), the roles the Rollout's status records.
-    let roles = rollout.status.as_ref().and_then(|s| s.canary.as_ref()).and_then(|c| c.stable_ping_pong);
-    let services = match (wanted.canary_service.as_deref(), wanted.stable_service.as_deref()) {
-        (None, None) => canary.services_in_roles(roles),
-        named => named,
-    };
-    let mut desired = Desired::for_canary(canary, services, wanted.canary_weight).map_err(traffic)?;
-    desired.canary_hash = wanted.canary_hash;
-    desired.stable_hash = wanted.stable_hash;
-    desired.routes = wanted.routes;
-    Ok(desired)
-}
-
 /// Whether the controller can read back the weight of `rollout`'s routers: one of them keeps it
 /// in the objects it patches, or is a router plugin (whose answer says `verified`).
 pub fn weight_checkable(rollout: &Rollout, plugins: &RouterPlugins) -> bool {
@@ -216,25 +174,13 @@ pub struct WeightReading {
 /// Reads every routing object back (and asks every router plugin again: its set-traffic is
 /// idempotent) against the weight the status says was set last.
 pub async fn read_weight(ctx: &Context, rollout: &Rollout) -> Result<WeightReading, Error> {
-    let canary_status = rollout.status.as_ref().and_then(|s| s.canary.as_ref());
-    let (Some(canary), Some(weights)) =
-        (rollout.spec.strategy.canary.as_ref(), canary_status.and_then(|c| c.weights.as_ref()))
-    else {
+    let Some(desired) = stepwise_core::traffic::last_set(rollout) else { return Ok(WeightReading::default()) };
+    let Some(routing) = rollout.spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()) else {
         return Ok(WeightReading::default());
     };
-    let Some(routing) = canary.traffic_routing.as_ref() else { return Ok(WeightReading::default()) };
-    let wanted = Wanted {
-        canary_weight: weights.canary.weight,
-        canary_hash: weights.canary.pod_template_hash.clone(),
-        stable_hash: weights.stable.pod_template_hash.clone(),
-        canary_service: weights.canary.service_name.clone(),
-        stable_service: weights.stable.service_name.clone(),
-        routes: stepwise_core::routes_last_set(rollout),
-    };
-    let desired = desired_traffic(rollout, canary, wanted)?;
     let ns = rollout.namespace().unwrap_or_default();
     let registered = ctx.router_plugins.names();
-    let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns, &registered).map_err(traffic)?;
+    let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns, &registered)?;
     let mut reading = WeightReading::default();
     let mut not_in_effect = |why: String| {
         reading.verified = Some(false);
@@ -250,7 +196,7 @@ pub async fn read_weight(ctx: &Context, rollout: &Rollout) -> Result<WeightReadi
                 continue;
             };
             let current = serde_json::to_value(&current).map_err(|e| Error::Traffic(format!("{target}: {e}")))?;
-            match router.canary_weight(&target, &current, &desired).map_err(traffic)? {
+            match router.canary_weight(&target, &current, &desired)? {
                 Some(w) if w == desired.canary_weight => {}
                 Some(w) => not_in_effect(format!(
                     "{target} sends {} to the canary",
@@ -263,11 +209,7 @@ pub async fn read_weight(ctx: &Context, rollout: &Rollout) -> Result<WeightReadi
     let rollout_ref =
         RolloutRef { namespace: ns.clone(), name: rollout.name_any(), uid: rollout.uid().unwrap_or_default() };
     for (name, config) in routing.plugins.iter().flatten().filter(|(name, _)| registered.contains(*name)) {
-        let answer = ctx
-            .router_plugins
-            .set_traffic(name, &rollout_ref, config, &desired)
-            .await
-            .map_err(|e| Error::Traffic(e.to_string()))?;
+        let answer = ctx.router_plugins.set_traffic(name, &rollout_ref, config, &desired).await?;
         match answer.verified {
             Some(true) => read_any = true,
             Some(false) => not_in_effect(format!("router plugin {name} has not verified it yet")),

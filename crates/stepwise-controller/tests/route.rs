@@ -16,7 +16,8 @@ use stepwise_controller::error::Error;
 use stepwise_controller::index::{Index, controller_uid};
 use stepwise_controller::metrics::Metrics;
 use stepwise_controller::observe::Stores;
-use stepwise_controller::route::{Wanted, set_traffic};
+use stepwise_controller::route::set_traffic;
+use stepwise_traffic::Desired;
 
 /// One request the mocked API server received: method, path, content type and body.
 type Sent = (String, String, String, Value);
@@ -103,7 +104,7 @@ const B: &str = "/apis/networking.istio.io/v1/namespaces/ns/virtualservices/b";
 #[tokio::test]
 async fn every_object_is_read_before_any_is_patched_and_only_weights_are_written() {
     let (client, sent) = mocked_api(vec![virtual_service("a", "5"), virtual_service("b", "9")]);
-    set_traffic(&context(client), &rollout(), weight(30)).await.unwrap();
+    set_traffic(&context(client), &rollout(), &weight(30)).await.unwrap();
     let sent = sent.lock().unwrap().clone();
     let lines: Vec<(&str, &str)> = sent.iter().map(|(m, p, _, _)| (m.as_str(), p.as_str())).collect();
     assert_eq!(lines, [("GET", A), ("GET", B), ("PATCH", A), ("PATCH", B)]);
@@ -122,8 +123,8 @@ async fn every_object_is_read_before_any_is_patched_and_only_weights_are_written
 #[tokio::test]
 async fn a_missing_object_is_a_traffic_error_for_a_person_and_nothing_is_written() {
     let (client, sent) = mocked_api(vec![virtual_service("a", "5")]);
-    let err = set_traffic(&context(client), &rollout(), weight(30)).await.unwrap_err();
-    assert!(matches!(&err, Error::Traffic(m) if m == "VirtualService ns/b not found"), "{err}");
+    let err = set_traffic(&context(client), &rollout(), &weight(30)).await.unwrap_err();
+    assert!(matches!(&err, Error::Router(stepwise_traffic::Error::NotFound(m)) if m == "VirtualService ns/b"), "{err}");
     assert!(err.needs_a_person());
     let methods: Vec<String> = sent.lock().unwrap().iter().map(|(m, ..)| m.clone()).collect();
     assert_eq!(methods, ["GET", "GET"], "no PATCH after a failed read");
@@ -132,11 +133,20 @@ async fn a_missing_object_is_a_traffic_error_for_a_person_and_nothing_is_written
 #[tokio::test]
 async fn a_weight_already_in_place_writes_nothing() {
     let (client, sent) = mocked_api(vec![virtual_service("a", "5"), virtual_service("b", "9")]);
-    set_traffic(&context(client), &rollout(), weight(0)).await.unwrap();
+    set_traffic(&context(client), &rollout(), &weight(0)).await.unwrap();
     assert!(sent.lock().unwrap().iter().all(|(m, ..)| m == "GET"));
 }
 
-/// The canary at `canary_weight`, with no header or mirror routes.
-fn weight(canary_weight: i32) -> Wanted {
-    Wanted { canary_weight, ..Default::default() }
+/// The canary at `canary_weight` out of 100, with no header or mirror routes.
+fn weight(canary_weight: i32) -> Desired {
+    Desired {
+        canary_service: "web-canary".into(),
+        stable_service: "web-stable".into(),
+        canary_weight,
+        max_weight: 100,
+        canary_hash: None,
+        stable_hash: None,
+        managed_route_names: Vec::new(),
+        routes: Vec::new(),
+    }
 }

@@ -71,7 +71,7 @@ pub fn clear_reconcile_error(status: &mut RolloutStatus) {
 /// Restores from `prev` what `status` records as the effect of `action`, which was not done.
 fn take_back(rollout: &stepwise_api::Rollout, prev: &RolloutStatus, status: &mut RolloutStatus, action: &Action) {
     match action {
-        Action::SetTrafficWeight { .. } => {
+        Action::SetTraffic(_) => {
             let before = prev.canary.clone().unwrap_or_default();
             let now = status.canary.get_or_insert_with(Default::default);
             now.weights = before.weights;
@@ -202,6 +202,19 @@ mod tests {
             status: None,
         };
         Action::CreateAnalysisRun { kind, run: Box::new(run) }
+    }
+
+    fn traffic(canary_weight: i32) -> Action {
+        Action::SetTraffic(crate::traffic::Traffic {
+            canary_service: "canary".into(),
+            stable_service: "stable".into(),
+            canary_weight,
+            max_weight: 100,
+            canary_hash: Some("new".into()),
+            stable_hash: Some("old".into()),
+            managed_route_names: Vec::new(),
+            routes: Vec::new(),
+        })
     }
 
     fn scale(replicas: i32) -> Action {
@@ -362,14 +375,7 @@ mod tests {
         };
         let actions = vec![
             scale(2),
-            Action::SetTrafficWeight {
-                canary_weight: 50,
-                canary_hash: "new".into(),
-                stable_hash: Some("old".into()),
-                canary_service: Some("canary".into()),
-                stable_service: Some("stable".into()),
-                routes: Vec::new(),
-            },
+            traffic(50),
             create_run("app-new-2-1", AnalysisKind::Step(1)),
             create_run("app-new-2", AnalysisKind::Background),
             event(),
@@ -408,14 +414,7 @@ mod tests {
     fn a_canary_status_with_nothing_left_to_record_is_absent_as_the_plan_leaves_it() {
         let ro = canary();
         let plan = Plan {
-            actions: vec![Action::SetTrafficWeight {
-                canary_weight: 10,
-                canary_hash: "new".into(),
-                stable_hash: None,
-                canary_service: Some("canary".into()),
-                stable_service: Some("stable".into()),
-                routes: Vec::new(),
-            }],
+            actions: vec![traffic(10)],
             status: RolloutStatus {
                 canary: Some(CanaryStatus { weights: Some(weights(10)), ..Default::default() }),
                 ..status(RolloutPhase::Progressing, "x")

@@ -19,9 +19,10 @@ mod plan;
 mod readiness;
 pub mod replicas;
 mod time;
+pub mod traffic;
 
 pub use observed::{AnalysisKind, Observed, ObservedAnalysisRun, ObservedReplicaSet, RoleMetadata};
-pub use plan::{Action, EventType, Plan, action_event, plan, routes_last_set, weight_text};
+pub use plan::{Action, EventType, Plan, action_event, plan, weight_text};
 pub use time::{add_seconds, seconds_between};
 
 /// Condition types written by the step machine.

@@ -25,7 +25,7 @@ fn weights_set(p: &Plan) -> Vec<i32> {
     p.actions
         .iter()
         .filter_map(|a| match a {
-            Action::SetTrafficWeight { canary_weight, .. } => Some(*canary_weight),
+            Action::SetTraffic(t) => Some(t.canary_weight),
             _ => None,
         })
         .collect()

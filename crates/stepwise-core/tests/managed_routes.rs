@@ -21,7 +21,7 @@ fn updated(strategy: &str) -> World {
 
 fn route_names(p: &Plan) -> Option<Vec<String>> {
     p.actions.iter().find_map(|a| match a {
-        Action::SetTrafficWeight { routes, .. } => Some(routes.iter().map(|r| r.name().to_string()).collect()),
+        Action::SetTraffic(t) => Some(t.routes.iter().map(|r| r.name().to_string()).collect()),
         _ => None,
     })
 }
@@ -83,9 +83,7 @@ fn a_failed_route_write_is_made_again_by_the_next_plan() {
     let mut failed = None;
     for _ in 0..30 {
         let p = stepwise_core::plan(&w.rollout, &w.observed, &w.now);
-        if let Some(at) =
-            p.actions.iter().position(|a| matches!(a, Action::SetTrafficWeight { routes, .. } if !routes.is_empty()))
-        {
+        if let Some(at) = p.actions.iter().position(|a| matches!(a, Action::SetTraffic(t) if !t.routes.is_empty())) {
             failed = Some((p, at));
             break;
         }

@@ -34,9 +34,7 @@ fn stable_ping_pong(w: &World) -> Option<PingPong> {
 /// The last split the router was given, as weight by Service.
 fn router_split(w: &World) -> BTreeMap<String, i32> {
     let last = w.history.iter().rev().flat_map(|(_, p)| p.actions.iter().rev()).find_map(|a| match a {
-        Action::SetTrafficWeight { canary_weight, canary_service, stable_service, .. } => {
-            Some((canary_service.clone().unwrap(), *canary_weight, stable_service.clone().unwrap()))
-        }
+        Action::SetTraffic(t) => Some((t.canary_service.clone(), t.canary_weight, t.stable_service.clone())),
         _ => None,
     });
     let (canary, weight, stable) = last.expect("the router was given a split");
@@ -132,12 +130,10 @@ fn at_promotion_the_router_is_told_the_swapped_roles_with_no_traffic_moving() {
         w.pods_settle();
         if w.status().stable_rs == w.status().current_pod_hash {
             let swap = p.actions.iter().find_map(|a| match a {
-                Action::SetTrafficWeight { canary_weight, canary_service, stable_service, .. } => {
-                    Some((*canary_weight, canary_service.clone(), stable_service.clone()))
-                }
+                Action::SetTraffic(t) => Some((t.canary_weight, t.canary_service.as_str(), t.stable_service.as_str())),
                 _ => None,
             });
-            assert_eq!(swap, Some((0, Some("app-ping".into()), Some("app-pong".into()))), "{:?}", p.actions);
+            assert_eq!(swap, Some((0, "app-ping", "app-pong")), "{:?}", p.actions);
             return;
         }
         assert_eq!(router_split(&w)["app-ping"] + router_split(&w)["app-pong"], 100);
@@ -200,7 +196,7 @@ fn on_abort_the_canary_service_returns_to_the_stable_pods_only_once_they_carry_a
             assert_eq!(selectors_set(&p), [("app-pong".to_string(), v1.clone())]);
             assert_eq!(w.pods(&v1), (4, 4), "every stable pod is available");
             assert!(
-                p.actions.iter().any(|a| matches!(a, Action::SetTrafficWeight { canary_weight: 0, .. })),
+                p.actions.iter().any(|a| matches!(a, Action::SetTraffic(t) if t.canary_weight == 0)),
                 "the same plan takes the canary's weight to 0: {:?}",
                 p.actions
             );
@@ -220,7 +216,7 @@ fn a_failed_weight_write_at_promotion_is_made_again_with_the_swapped_roles() {
     for _ in 0..30 {
         let prev = w.status();
         let p = stepwise_core::plan(&w.rollout, &w.observed, &w.now);
-        let weight_at = p.actions.iter().position(|a| matches!(a, Action::SetTrafficWeight { canary_weight: 0, .. }));
+        let weight_at = p.actions.iter().position(|a| matches!(a, Action::SetTraffic(t) if t.canary_weight == 0));
         if let (Some(failed), Some(true)) = (weight_at, p.status.stable_rs.as_ref().map(|s| *s == w.hash())) {
             for a in &p.actions[..failed] {
                 w.apply_action(a);
@@ -231,12 +227,10 @@ fn a_failed_weight_write_at_promotion_is_made_again_with_the_swapped_roles() {
             w.rollout.status = Some(status);
             let again = w.reconcile();
             let told = again.actions.iter().find_map(|a| match a {
-                Action::SetTrafficWeight { canary_weight, canary_service, .. } => {
-                    Some((*canary_weight, canary_service.clone()))
-                }
+                Action::SetTraffic(t) => Some((t.canary_weight, t.canary_service.as_str())),
                 _ => None,
             });
-            assert_eq!(told, Some((0, Some("app-ping".into()))), "{:?}", again.actions);
+            assert_eq!(told, Some((0, "app-ping")), "{:?}", again.actions);
             return;
         }
         w.apply(&p);

@@ -262,16 +262,17 @@ fn check_plan(kind: Kind, before: &World, p: &Plan, after: &World) -> Result<(),
     // 1. Traffic to the new version only moves up once its pods are available.
     for a in &p.actions {
         match a {
-            Action::SetTrafficWeight { canary_weight, .. } if *canary_weight > before.router_weight.unwrap_or(0) => {
+            Action::SetTraffic(traffic) if traffic.canary_weight > before.router_weight.unwrap_or(0) => {
                 // setCanaryScale may size the canary below what the weight needs: then all the
                 // pods the plan leaves it must be available.
                 let spec_after = spec_pods(after, &new_hash).0;
-                let needed = replicas_for_weight(*canary_weight, r, max_weight(before))
+                let needed = replicas_for_weight(traffic.canary_weight, r, max_weight(before))
                     .min(new_spec.max(1))
                     .min(spec_after.max(1));
                 prop_assert!(
                     new_avail >= needed.max(1),
-                    "weight {canary_weight} with {new_avail} available canary pods (needed {needed})"
+                    "weight {} with {new_avail} available canary pods (needed {needed})",
+                    traffic.canary_weight
                 );
             }
             Action::SetServiceSelector { service, hash }
@@ -295,7 +296,7 @@ fn check_plan(kind: Kind, before: &World, p: &Plan, after: &World) -> Result<(),
         let mut active_back = kind != Kind::BlueGreen || before.service("a").as_deref() != Some(new_hash.as_str());
         for a in &p.actions {
             match a {
-                Action::SetTrafficWeight { canary_weight: 0, .. } => traffic_back = true,
+                Action::SetTraffic(traffic) if traffic.canary_weight == 0 => traffic_back = true,
                 Action::SetServiceSelector { service, hash } if hash != &new_hash => {
                     if service == "c" {
                         svc_back = true;

@@ -38,7 +38,7 @@ fn carried(w: &mut World) {
 
 fn weight_set(p: &Plan) -> Option<i32> {
     p.actions.iter().find_map(|a| match a {
-        Action::SetTrafficWeight { canary_weight, .. } => Some(*canary_weight),
+        Action::SetTraffic(t) => Some(t.canary_weight),
         _ => None,
     })
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 pub use stepwise_api::RouteRequest;
-use stepwise_api::{CanaryStrategy, TrafficRouting};
+use stepwise_api::TrafficRouting;
 
 pub mod ambassador;
 pub mod apisix;
@@ -178,46 +178,6 @@ impl Desired {
     /// What the canary does not get goes to stable.
     pub fn stable_weight(&self) -> i32 {
         self.max_weight - self.canary_weight
-    }
-
-    /// The desired state of a canary strategy at `canary_weight`, between `services`: the
-    /// (canary, stable) Services in their roles now, as core decided them (canaryService and
-    /// stableService, or the pingPong Services, which swap at each promotion).
-    pub fn for_canary(
-        canary: &CanaryStrategy,
-        services: (Option<&str>, Option<&str>),
-        canary_weight: i32,
-    ) -> Result<Desired, Error> {
-        // Istio's subset-level splitting routes to DestinationRule subsets, not to Services.
-        let subset_level = canary
-            .traffic_routing
-            .as_ref()
-            .and_then(|t| t.istio.as_ref())
-            .is_some_and(|i| i.destination_rule.is_some());
-        let (canary_service, stable_service) = match services {
-            (Some(c), Some(s)) => (c.to_string(), s.to_string()),
-            (c, s) if subset_level => (c.unwrap_or_default().to_string(), s.unwrap_or_default().to_string()),
-            _ => {
-                return Err(Error::Config("trafficRouting needs canaryService and stableService, or pingPong".into()));
-            }
-        };
-        let max_weight = canary.traffic_routing.as_ref().and_then(|t| t.max_traffic_weight).unwrap_or(100);
-        let managed_route_names = canary
-            .traffic_routing
-            .iter()
-            .flat_map(|t| t.managed_routes.iter().flatten())
-            .map(|r| r.name.clone())
-            .collect();
-        Ok(Desired {
-            canary_service,
-            stable_service,
-            canary_weight,
-            max_weight,
-            canary_hash: None,
-            stable_hash: None,
-            managed_route_names,
-            routes: Vec::new(),
-        })
     }
 }
 
@@ -418,16 +378,11 @@ pub(crate) mod testing {
     /// The weights wanted between the pingPong Services `web-ping` and `web-pong`, out of 100,
     /// with `stable` the stable one: the Services in their roles, as core hands them over.
     pub fn ping_pong(stable: stepwise_api::PingPong, canary_weight: i32) -> Desired {
-        let canary: stepwise_api::CanaryStrategy = serde_yaml::from_str(
-            "pingPong: {pingService: web-ping, pongService: web-pong}\ntrafficRouting: {istio: {}}\n",
-        )
-        .unwrap();
-        let services = canary.services_in_roles(Some(stable));
-        Desired {
-            canary_hash: Some("canary-hash".into()),
-            stable_hash: Some("stable-hash".into()),
-            ..Desired::for_canary(&canary, services, canary_weight).unwrap()
-        }
+        let (canary, stable) = match stable {
+            stepwise_api::PingPong::Ping => ("web-pong", "web-ping"),
+            stepwise_api::PingPong::Pong => ("web-ping", "web-pong"),
+        };
+        Desired { canary_service: canary.into(), stable_service: stable.into(), ..desired(canary_weight) }
     }
 
     /// `patch` applied to `object`, as the API server would (only the operations routers emit).
@@ -544,26 +499,5 @@ mod tests {
     fn a_name_with_a_dot_names_the_namespace_too() {
         assert_eq!(split_name("web.edge", "ns"), ("edge".into(), "web".into()));
         assert_eq!(split_name("web", "ns"), ("ns".into(), "web".into()));
-    }
-
-    #[test]
-    fn the_desired_state_needs_both_services_and_defaults_max_weight_to_100() {
-        let canary: CanaryStrategy =
-            serde_yaml::from_str("canaryService: c\nstableService: s\ntrafficRouting: {istio: {}}\n").unwrap();
-        let desired = Desired::for_canary(&canary, canary.services_in_roles(None), 30).unwrap();
-        assert_eq!((desired.canary_weight, desired.stable_weight()), (30, 70));
-        assert_eq!(desired.max_weight, 100);
-        let no_stable: CanaryStrategy = serde_yaml::from_str("canaryService: c\n").unwrap();
-        assert!(Desired::for_canary(&no_stable, no_stable.services_in_roles(None), 30).is_err());
-    }
-
-    #[test]
-    fn with_ping_pong_the_canary_service_is_the_one_that_is_not_stable() {
-        use stepwise_api::PingPong;
-        let first = testing::ping_pong(PingPong::Ping, 30);
-        assert_eq!((first.canary_service.as_str(), first.stable_service.as_str()), ("web-pong", "web-ping"));
-        let swapped = testing::ping_pong(PingPong::Pong, 0);
-        assert_eq!((swapped.canary_service.as_str(), swapped.stable_service.as_str()), ("web-ping", "web-pong"));
-        assert_eq!(swapped.stable_weight(), 100);
     }
 }

@@ -4,9 +4,10 @@ use std::time::Duration as StdDuration;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
-use stepwise_api::{AnalysisRun, RolloutStatus, RouteRequest};
+use stepwise_api::{AnalysisRun, RolloutStatus};
 
 use crate::observed::{AnalysisKind, RoleMetadata};
+use crate::traffic::Traffic;
 
 /// Whether an event reports normal progress or something a person should look at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,23 +90,10 @@ pub enum Action {
         /// Pod template hash to select.
         hash: String,
     },
-    /// Set the canary's traffic weight through the router.
-    SetTrafficWeight {
-        /// Weight of the canary, out of maxTrafficWeight.
-        canary_weight: i32,
-        /// Pod template hash of the canary.
-        canary_hash: String,
-        /// Pod template hash of the stable version.
-        stable_hash: Option<String>,
-        /// The Service of the canary's share: canaryService, or the pingPong Service that is not
-        /// stable now. None with Istio subset-level splitting.
-        canary_service: Option<String>,
-        /// The Service of the stable's share: stableService, or the stable pingPong Service.
-        stable_service: Option<String>,
-        /// Every header and mirror route wanted, in the order of `managedRoutes`; the router
-        /// removes the managed routes not listed.
-        routes: Vec<RouteRequest>,
-    },
+    /// Bring every router the Rollout names to this traffic state: the weight, the versions it
+    /// splits between, and exactly these managed routes (the others named in `managedRoutes`
+    /// are removed).
+    SetTraffic(Traffic),
     /// Start an AnalysisRun.
     CreateAnalysisRun {
         /// What it judges.

@@ -24,20 +24,14 @@ pub(crate) struct NewReplicaSet {
     pub selector: LabelSelector,
 }
 
-/// The canary's traffic weight and the versions it splits between.
+/// The traffic the routers are to carry, and how it differs from what they were last given.
 pub(crate) struct Weight {
-    pub canary: i32,
+    pub traffic: crate::traffic::Traffic,
     /// The weight the router had, as the status recorded it.
     pub previous: Option<i32>,
-    /// The version that carries the canary's share.
-    pub canary_hash: String,
-    pub stable_hash: Option<String>,
-    /// The Service of the canary's share (canaryService, or the canary one of pingPong).
-    pub canary_service: Option<String>,
-    /// The Service of the stable's share.
-    pub stable_service: Option<String>,
-    /// Whether the versions or the Services differ from those the router was last given.
-    pub sides_changed: bool,
+    /// Whether the versions, the Services or the managed routes differ from those the router
+    /// was last given.
+    pub changed: bool,
 }
 
 /// What the world should look like once the plan is carried out. Only what the plan decides is
@@ -58,10 +52,6 @@ pub(crate) struct Desired {
     /// The version each managed Service selects.
     services: BTreeMap<String, String>,
     pub weight: Option<Weight>,
-    /// The header and mirror routes wanted, all of them, and whether they differ from those
-    /// the router was last given.
-    pub routes: Vec<stepwise_api::RouteRequest>,
-    pub routes_changed: bool,
     /// AnalysisRuns to start.
     pub new_runs: Vec<(AnalysisKind, AnalysisRun)>,
     /// Names of the runs that must go on measuring; every other unfinished run is stopped.
@@ -297,24 +287,18 @@ fn traffic_actions(ctx: &Ctx, desired: &mut Desired, out: &mut Ordered) {
         out.event(action_event::SERVICE_SWITCHED, format!("Switched selector of Service {service} to {hash}"));
     }
     let Some(weight) = desired.weight.take() else { return };
-    let unchanged = weight.previous == Some(weight.canary) && !desired.routes_changed && !weight.sides_changed;
+    let canary = weight.traffic.canary_weight;
+    let unchanged = weight.previous == Some(canary) && !weight.changed;
     // A router object that does not carry the weight last set (another writer put its own back)
     // is given it again.
     if unchanged && ctx.observed.weight_verified != Some(false) {
         return;
     }
-    if weight.previous != Some(weight.canary) {
-        let message = format!("Traffic weight updated from {} to {}", weight.previous.unwrap_or(0), weight.canary);
+    if weight.previous != Some(canary) {
+        let message = format!("Traffic weight updated from {} to {canary}", weight.previous.unwrap_or(0));
         out.event(action_event::WEIGHT_SET, message);
     }
-    out.traffic.push(Action::SetTrafficWeight {
-        canary_weight: weight.canary,
-        canary_hash: weight.canary_hash,
-        stable_hash: weight.stable_hash,
-        canary_service: weight.canary_service,
-        stable_service: weight.stable_service,
-        routes: std::mem::take(&mut desired.routes),
-    });
+    out.traffic.push(Action::SetTraffic(weight.traffic));
 }
 
 /// The workloadRef's Deployment: scaled up with the new pods, down with the old ones.

@@ -32,11 +32,11 @@ use desired::Draft;
 pub use status::weight_text;
 pub(crate) use status::{remove_condition, set_condition};
 
-/// The header and mirror routes the routers were last given, as the Rollout's status records
-/// them (with `status.canary.weights`, the whole traffic state last set): what the controller
-/// reads the routers' objects back against.
-pub fn routes_last_set(rollout: &Rollout) -> Vec<stepwise_api::RouteRequest> {
-    let (Some(canary), Some(status)) = (&rollout.spec.strategy.canary, &rollout.status) else { return Vec::new() };
+/// The header and mirror routes `status` records as given to the routers.
+pub(crate) fn managed_routes(
+    canary: &stepwise_api::CanaryStrategy,
+    status: &stepwise_api::RolloutStatus,
+) -> Vec<stepwise_api::RouteRequest> {
     canary::routes::managed_routes(canary, status).into_iter().map(|(route, _)| route).collect()
 }
 

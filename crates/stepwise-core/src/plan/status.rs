@@ -233,7 +233,7 @@ pub(crate) fn weight_not_in_effect(ctx: &Ctx, status: &RolloutStatus) -> Option<
         return None;
     }
     let weights = status.canary.as_ref()?.weights.as_ref()?;
-    let max = ctx.spec.strategy.canary.as_ref()?.traffic_routing.as_ref()?.max_traffic_weight.unwrap_or(100);
+    let max = crate::traffic::max_weight(ctx.spec.strategy.canary.as_ref()?);
     let wanted = weight_text(weights.canary.weight, max);
     let why = ctx.observed.weight_not_in_effect.as_deref().unwrap_or("a router does not report it");
     Some(format!("waiting for the routers to send {wanted} to the canary: {why}"))

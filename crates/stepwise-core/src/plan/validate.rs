@@ -90,7 +90,7 @@ fn template_and_selector(spec: &RolloutSpec, observed: &Observed) -> Result<(Pod
 fn validate_steps(rollout: &Rollout) -> Result<(), String> {
     let Some(canary) = &rollout.spec.strategy.canary else { return Ok(()) };
     let steps = canary.steps.as_deref().unwrap_or_default();
-    let max_weight = canary.traffic_routing.as_ref().and_then(|t| t.max_traffic_weight).unwrap_or(100);
+    let max_weight = crate::traffic::max_weight(canary);
     for (i, step) in steps.iter().enumerate() {
         let field = format!("spec.strategy.canary.steps[{i}]");
         let exclusive =

@@ -148,9 +148,9 @@ impl World {
             Action::SetServiceSelector { service, hash } => {
                 self.observed.services.insert(service.clone(), Some(hash.clone()));
             }
-            Action::SetTrafficWeight { canary_weight, routes, .. } => {
-                self.router_weight = Some(*canary_weight);
-                self.router_routes = routes.iter().map(|r| r.name().to_string()).collect();
+            Action::SetTraffic(traffic) => {
+                self.router_weight = Some(traffic.canary_weight);
+                self.router_routes = traffic.routes.iter().map(|r| r.name().to_string()).collect();
             }
             Action::CreateAnalysisRun { kind, run } => {
                 let labels = run.metadata.labels.clone().unwrap_or_default();

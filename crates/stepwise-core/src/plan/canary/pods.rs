@@ -55,7 +55,7 @@ impl<'c> Canary<'c> {
             steps,
             n: steps.len() as i32,
             routed: spec.traffic_routing.is_some(),
-            max_weight: spec.traffic_routing.as_ref().and_then(|t| t.max_traffic_weight).unwrap_or(100),
+            max_weight: crate::traffic::max_weight(spec),
             surge,
             unavailable,
             prev_weight: prev.canary.as_ref().and_then(|c| c.weights.as_ref()).map(|w| w.canary.weight),

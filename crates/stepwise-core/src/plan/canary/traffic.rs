@@ -7,6 +7,7 @@ use super::Decision;
 use super::pods::{Canary, Others};
 use crate::plan::desired::{Draft, Weight, beyond_delay_limit};
 use crate::replicas::{Counts, at_least_min_pods, replicas_for_weight, weight_supported_by};
+use crate::traffic::Sides;
 
 pub(crate) fn desire(
     c: &Canary,
@@ -328,23 +329,19 @@ fn record_weight(
         draft.requeue_in(WEIGHT_READ_AGAIN_SECONDS);
     }
     let stable_hash = status.stable_rs.clone();
-    let hashes = (Some(canary_hash.to_string()), stable_hash.clone());
-    let services = (c.canary_service.map(String::from), c.stable_service.map(String::from));
-    draft.desired.weight = Some(Weight {
-        canary: weight,
-        previous: c.prev_weight,
-        canary_hash: canary_hash.to_string(),
-        stable_hash: stable_hash.clone(),
-        canary_service: services.0.clone(),
-        stable_service: services.1.clone(),
-        // A pingPong promotion swaps the Services at the same weights: the router is told too.
-        sides_changed: c.prev_hashes.as_ref().is_some_and(|prev| *prev != hashes)
-            || c.prev_services.as_ref().is_some_and(|prev| *prev != services),
-    });
+    let sides = Sides {
+        services: (c.canary_service.map(String::from), c.stable_service.map(String::from)),
+        hashes: (Some(canary_hash.to_string()), stable_hash.clone()),
+    };
     let routes = super::routes::managed_routes(c.spec, status);
     let recorded = super::routes::recorded(&routes);
-    draft.desired.routes_changed = recorded != c.prev_routes;
-    draft.desired.routes = routes.into_iter().map(|(r, _)| r).collect();
+    // A pingPong promotion swaps the Services at the same weights: the router is told too.
+    let changed = c.prev_hashes.as_ref().is_some_and(|prev| *prev != sides.hashes)
+        || c.prev_services.as_ref().is_some_and(|prev| *prev != sides.services)
+        || recorded != c.prev_routes;
+    let routes = routes.into_iter().map(|(r, _)| r).collect();
+    let traffic = crate::traffic::wanted(c.spec, sides, weight, routes);
+    draft.desired.weight = Some(Weight { traffic, previous: c.prev_weight, changed });
     canary_status.managed_routes = (!recorded.is_empty()).then_some(recorded);
     canary_status.weights = Some(TrafficWeights {
         canary: WeightDestination {
