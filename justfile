@@ -59,7 +59,7 @@ check-crds:
 # Unit and property tests (no cluster).
 test-unit:
     tests/cluster/argo-crds.sh >/dev/null
-    scripts/cargo-test.py stepwise-api stepwise-core stepwise-traffic stepwise-metrics stepwise-controller kubectl-stepwise stepwise-chaos:lib stepwise-lab:lib,bins,responder,load
+    scripts/cargo-test.py stepwise-api stepwise-core stepwise-traffic stepwise-metrics stepwise-controller kubectl-stepwise stepwise-example-router:lib stepwise-chaos:lib stepwise-lab:lib,bins,responder,load
     cargo test --workspace --doc
 
 # Start the local control plane (builds it the first time; reuses a running one).
@@ -83,7 +83,7 @@ e2e: cluster-up prometheus build
     tests/cluster/router-crds.sh
     tests/gitops/kstatus.sh >/dev/null
     tests/gitops/argocd.sh >/dev/null
-    scripts/cargo-test.py --jobs 3 stepwise-e2e -- --test-threads=4
+    scripts/cargo-test.py --jobs 3 stepwise-e2e stepwise-example-router:walk -- --test-threads=4
 
 # The chaos suite, small fixed-seed versions: the controller SIGKILLed every 5-15 s under a fleet of 20, a fault-injecting proxy (429, 500, 409, latency, cut watches), a partition with expired watches, the real API server restarted mid-update, a leader cut off from it while a standby takes over, 40 random Rollouts.
 chaos-test: chaos-test-restarts chaos-test-faults

@@ -139,6 +139,9 @@ wrong=(
   "dashboard.service.type=Ingress"
   "dashboard.service.port=0"
   "dashboard.address=0.0.0.0:3100"
+  "tracing.otlpEndpoint=collector:4318"
+  "tracing.otlp=x"
+  "rbac.extraRules[0].verbs[0]=get"
 )
 for w in "${wrong[@]}"; do
   if "$HELM" install --dry-run=client wrong "$chart" -n "$dry_ns" --set "$w" >"$out/wrong.log" 2>&1; then
@@ -165,6 +168,15 @@ for c in "${cases[@]}"; do
 done
 grep -qx -- "        - --shard=eu-1" "$out/template-all-options.yaml" \
   && ok "controller.shard becomes --shard" || bad "no --shard=eu-1 in the all-options Deployment"
+grep -A1 -- "- name: OTEL_EXPORTER_OTLP_ENDPOINT" "$out/template-all-options.yaml" \
+  | grep -q 'value: "http://otel-collector.observability:4318"' \
+  && ! grep -q OTEL_EXPORTER_OTLP_ENDPOINT "$out/template-defaults.yaml" \
+  && ok "tracing.otlpEndpoint sets OTEL_EXPORTER_OTLP_ENDPOINT, and only when set" \
+  || bad "tracing.otlpEndpoint does not set OTEL_EXPORTER_OTLP_ENDPOINT alone"
+grep -A7 -- "# rbac.extraRules" "$out/template-all-options.yaml" | tr -d ' \n' | grep -q -- '-apiGroups:-""resources:-configmapsverbs:-get-patch' \
+  && ! grep -q "rbac.extraRules" "$out/template-defaults.yaml" \
+  && ok "rbac.extraRules become rules of the controller's ClusterRole" \
+  || bad "rbac.extraRules not in the all-options ClusterRole"
 # The dashboard is off by default: not an object, not a rule, not a word.
 if grep -in dashboard "$out/template-defaults.yaml" >"$out/dashboard-defaults.log"; then
   bad "the defaults render something of the dashboard:"; head -n 5 "$out/dashboard-defaults.log" >&2

@@ -188,6 +188,10 @@ crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
   resources: [mappings]
   verbs: [get, create, patch]
 {{- end }}
+{{- with .Values.rbac.extraRules }}
+# rbac.extraRules: the objects of routers registered at start in a controller binary of your own.
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* The name of the dashboard's objects (its ServiceAccount, Deployment, Service, Role). */}}

@@ -245,9 +245,8 @@ fn placeholder_template(name: &str) -> AnalysisTemplateSpec {
 
 /// The step machine's validation, with the world of the file.
 fn check_rollout(doc: &Document, rollout: &Rollout, world: &World, lint: &mut DocLint) {
-    let kinds_with = |ability: fn(&stepwise_traffic::RouterEntry) -> bool| {
-        stepwise_traffic::kinds(ability).into_iter().map(String::from).collect()
-    };
+    let kinds_with =
+        |ability: fn(&stepwise_traffic::RouterEntry) -> bool| stepwise_traffic::Routers::default().kinds(ability);
     let mut observed = Observed {
         router_kinds: kinds_with(|_| true),
         header_route_kinds: kinds_with(|r| r.header_routes),

@@ -85,12 +85,14 @@ pub async fn reconcile_run(obj: Arc<AnalysisRun>, ctx: Arc<AnalysisContext>) -> 
         return Ok(Requeue::await_change());
     }
     let started = Instant::now();
-    let span = tracing::info_span!(
+    // Every line logged while measuring names the run and carries the trace id of the reconcile.
+    let span = crate::telemetry::with_trace_id(tracing::info_span!(
         "reconcile",
         controller = "analysisrun",
         namespace = obj.metadata.namespace.as_deref().unwrap_or_default(),
         run = obj.metadata.name.as_deref().unwrap_or_default(),
-    );
+        trace_id = tracing::field::Empty,
+    ));
     let result = measure_run(&ctx, &ctx.latest(&obj)).instrument(span).await;
     let (writes, kind) = match &result {
         Ok((_, w)) => (*w, None),

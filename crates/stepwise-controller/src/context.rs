@@ -40,6 +40,9 @@ pub struct Context {
     pub limiter: Limiter,
     /// The router plugins the controller was started with (`--router-plugin`).
     pub router_plugins: Arc<RouterPlugins>,
+    /// Every router the controller drives, by kind: built in, registered at start, and the
+    /// router plugins.
+    pub routers: Arc<stepwise_traffic::Routers>,
 }
 
 /// A token bucket: at most `burst` writes at once, refilled at `qps` per second.

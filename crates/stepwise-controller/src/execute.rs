@@ -2,7 +2,6 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType as KubeEventType};
 use kube::{Api, Resource, ResourceExt};
@@ -158,7 +157,7 @@ async fn execute_one(ctx: &Context, rollout: &Rollout, action: &Action) -> Resul
                 Err(e) => return Err(e).during(|| format!("terminate AnalysisRun {run_name}")),
             }
         }
-        Action::RestartPods { hash, before, max } => restart_pods(ctx, &ns, &name, hash, before, *max).await?,
+        Action::RestartPod { name: pod } => restart_pod(ctx, &ns, &name, pod).await?,
         Action::ScaleWorkload { name: deployment, replicas } => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
             let patch = json!({"spec": {"replicas": replicas}});
@@ -170,6 +169,7 @@ async fn execute_one(ctx: &Context, rollout: &Rollout, action: &Action) -> Resul
         Action::SetRoleMetadata { name: rs_name, pods, metadata, remove, .. } => {
             set_role_metadata(ctx, &ns, &name, rs_name, pods, metadata, remove).await?
         }
+        Action::AddTrafficFinalizer => drop(crate::finalizer::add(ctx, rollout).await?),
         Action::Event { type_, reason, message } => {
             let type_ = match type_ {
                 EventType::Normal => KubeEventType::Normal,
@@ -181,33 +181,14 @@ async fn execute_one(ctx: &Context, rollout: &Rollout, action: &Action) -> Resul
     Ok(())
 }
 
-/// Evicts up to `max` pods of `hash` created before `before`; which pods those are is known only
-/// by listing them.
-async fn restart_pods(
-    ctx: &Context,
-    ns: &str,
-    rollout: &str,
-    hash: &str,
-    before: &Time,
-    max: i32,
-) -> Result<(), Error> {
+/// Evicts the pod `name`, so that its ReplicaSet replaces it.
+async fn restart_pod(ctx: &Context, ns: &str, rollout: &str, name: &str) -> Result<(), Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{POD_TEMPLATE_HASH_LABEL}={hash}")))
-        .await
-        .during(|| "list pods to restart".into())?;
-    let stale = list.items.iter().filter(|p| {
-        p.metadata.deletion_timestamp.is_none()
-            && p.metadata.creation_timestamp.as_ref().is_some_and(|c| c.0 < before.0)
-    });
-    for pod in stale.take(usize::try_from(max).unwrap_or(0)) {
-        let pod_name = pod.name_any();
-        match pods.evict(&pod_name, &EvictParams::default()).await {
-            Ok(_) => info!(rollout = %rollout, pod = %pod_name, "evicted pod for restart"),
-            // A disruption budget said no: try again on the next reconcile.
-            Err(kube::Error::Api(e)) if e.code == 429 || e.code == 404 => {}
-            Err(e) => return Err(e).during(|| format!("evict pod {pod_name}")),
-        }
+    match pods.evict(name, &EvictParams::default()).await {
+        Ok(_) => info!(rollout = %rollout, pod = %name, "evicted pod for restart"),
+        // A disruption budget said no, or it is gone already: the next plan looks again.
+        Err(kube::Error::Api(e)) if e.code == 429 || e.code == 404 => {}
+        Err(e) => return Err(e).during(|| format!("evict pod {name}")),
     }
     Ok(())
 }

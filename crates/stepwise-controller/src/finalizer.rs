@@ -2,7 +2,9 @@
 //! mid-rollout first sends all traffic back to the stable version. Without it the routing
 //! objects, which outlive the Rollout, would keep sending the canary's share to pods about to go.
 //!
-//! Only Rollouts with `trafficRouting` get it: the others leave nothing behind that routes.
+//! Only Rollouts with `trafficRouting` get it: the others leave nothing behind that routes. Core
+//! plans adding it (`Action::AddTrafficFinalizer`), before anything routes; this module adds it,
+//! and carries out what the finalizer promises when the Rollout is deleted.
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -16,26 +18,17 @@ use crate::error::{Error, KubeContext};
 use crate::execute::{FIELD_MANAGER, publish_event};
 use crate::route::set_traffic;
 
-/// The finalizer's name.
-pub const TRAFFIC_FINALIZER: &str = "stepwise.dev/restore-traffic";
-
-fn routed(rollout: &Rollout) -> bool {
-    rollout.spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some())
-}
+pub use stepwise_core::traffic::TRAFFIC_FINALIZER;
 
 fn has_finalizer(rollout: &Rollout) -> bool {
     rollout.finalizers().iter().any(|f| f == TRAFFIC_FINALIZER)
 }
 
-/// Adds the finalizer to a routed Rollout that lacks it. Returns the number of writes.
-pub async fn ensure(ctx: &Context, rollout: &Rollout) -> Result<usize, Error> {
-    if !routed(rollout) || has_finalizer(rollout) || rollout.metadata.deletion_timestamp.is_some() {
-        return Ok(0);
-    }
+/// Adds the finalizer to the Rollout, keeping those it has; returns the Rollout as written.
+pub async fn add(ctx: &Context, rollout: &Rollout) -> Result<Rollout, Error> {
     let mut finalizers = rollout.finalizers().to_vec();
     finalizers.push(TRAFFIC_FINALIZER.to_string());
-    patch_finalizers(ctx, rollout, finalizers).await?;
-    Ok(1)
+    patch_finalizers(ctx, rollout, finalizers).await
 }
 
 /// For a Rollout being deleted: sends all traffic to stable, removes every managed route, then
@@ -63,18 +56,17 @@ pub async fn finalize(ctx: &Context, rollout: &Rollout) -> Result<(), Error> {
         }
     }
     let rest = rollout.finalizers().iter().filter(|f| *f != TRAFFIC_FINALIZER).cloned().collect();
-    patch_finalizers(ctx, rollout, rest).await
+    patch_finalizers(ctx, rollout, rest).await.map(drop)
 }
 
 /// Writes the finalizer list as the Rollout was read plus or minus ours. The patch carries the
 /// resourceVersion read, so a finalizer another controller added meanwhile is never dropped: the
 /// patch is refused with a Conflict and the next reconcile reads again.
-async fn patch_finalizers(ctx: &Context, rollout: &Rollout, finalizers: Vec<String>) -> Result<(), Error> {
+async fn patch_finalizers(ctx: &Context, rollout: &Rollout, finalizers: Vec<String>) -> Result<Rollout, Error> {
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": rollout.resource_version()}});
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     api.patch(&rollout.name_any(), &params, &Patch::Merge(patch))
         .await
-        .during(|| format!("set the finalizers of Rollout {}", rollout.name_any()))?;
-    Ok(())
+        .during(|| format!("set the finalizers of Rollout {}", rollout.name_any()))
 }

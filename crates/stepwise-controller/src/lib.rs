@@ -1,6 +1,7 @@
 //! The stepwise controller: observe → plan → execute → status, for every Rollout.
 
 pub mod analysis;
+pub mod cli;
 pub mod context;
 pub mod error;
 pub mod execute;
@@ -15,3 +16,4 @@ pub mod route;
 pub mod router_plugin;
 pub mod run;
 pub mod shard;
+pub mod telemetry;

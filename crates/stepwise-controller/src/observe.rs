@@ -1,6 +1,6 @@
 //! Observe: what the reflector caches say about one Rollout (no client required, no GETs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -13,10 +13,10 @@ use stepwise_api::{
 };
 use stepwise_core::Observed;
 use stepwise_core::objects::{observe_analysis_run, observe_replica_set};
+use stepwise_traffic::Routers;
 
 use crate::context::AnalysisStores;
 use crate::index::{Index, controller_ref, named_key};
-use crate::router_plugin::RouterPlugins;
 
 /// The caches the controller reads.
 #[derive(Clone)]
@@ -56,14 +56,8 @@ where
     objects
 }
 
-/// The routers with `ability`: the built-in ones as their table says, and every router plugin
-/// the controller was started with.
-fn kinds_with(ability: fn(&stepwise_traffic::RouterEntry) -> bool, plugins: &RouterPlugins) -> BTreeSet<String> {
-    stepwise_traffic::kinds(ability).into_iter().map(String::from).chain(plugins.kinds()).collect()
-}
-
 /// Gathers the observations for `rollout` from the caches.
-pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores, plugins: &RouterPlugins) -> Observed {
+pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores, routers: &Routers) -> Observed {
     let ns = rollout.namespace().unwrap_or_default();
     let uid = rollout.uid().unwrap_or_default();
     let replica_sets = owned(&stores.replica_sets_by_owner, &stores.replica_sets, &ns, &uid)
@@ -107,7 +101,7 @@ pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores, p
         workload_replicas,
         services,
         services_of_others,
-        weight_checkable: crate::route::weight_checkable(rollout, plugins),
+        weight_checkable: crate::route::weight_checkable(rollout, routers),
         weight_verified: None,
         weight_not_in_effect: None,
         pods_to_restart: Vec::new(),
@@ -117,10 +111,10 @@ pub fn observe(rollout: &Rollout, stores: &Stores, templates: &AnalysisStores, p
         // router plugin is accepted for header and mirror routes whatever its v1/info says:
         // admission must not depend on whether the plugin has answered yet, and a plugin refuses
         // what it cannot make with an error the Rollout shows.
-        router_kinds: kinds_with(|_| true, plugins),
-        header_route_kinds: kinds_with(|r| r.header_routes, plugins),
-        mirror_route_kinds: kinds_with(|r| r.mirror_routes, plugins),
-        ping_pong_kinds: kinds_with(|r| r.ping_pong, plugins),
+        router_kinds: routers.kinds(|_| true),
+        header_route_kinds: routers.kinds(|r| r.header_routes),
+        mirror_route_kinds: routers.kinds(|r| r.mirror_routes),
+        ping_pong_kinds: routers.kinds(|r| r.ping_pong),
     }
 }
 

@@ -1,5 +1,6 @@
 //! One reconcile of one Rollout: observe (caches) → plan (pure) → execute (client) → status.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,12 +30,14 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<Rollout>>, ctx: Arc<Context>) -
     let started = Instant::now();
     // Every line logged while reconciling names the Rollout, whichever function logs it.
     let meta = obj.0.as_ref().map(|r| &r.metadata).ok();
-    let span = tracing::info_span!(
+    // ... and carries the trace id of the reconcile (crate::telemetry).
+    let span = crate::telemetry::with_trace_id(tracing::info_span!(
         "reconcile",
         controller = "rollout",
         namespace = meta.and_then(|m| m.namespace.as_deref()).unwrap_or_default(),
         rollout = meta.and_then(|m| m.name.as_deref()).unwrap_or_default(),
-    );
+        trace_id = tracing::field::Empty,
+    ));
     let result = reconcile_rollout(&obj, &ctx).instrument(span).await;
     if let (Err(e), Ok(rollout)) = (&result, &obj.0)
         && e.needs_a_person()
@@ -62,16 +65,15 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
         crate::finalizer::finalize(ctx, rollout).await?;
         return Ok((Requeue::await_change(), 0));
     }
-    let finalizer_writes = crate::finalizer::ensure(ctx, rollout).await?;
 
     // observe (no client required)
     let now = Time(Timestamp::now());
-    let mut observed = observe(rollout, &ctx.stores, &ctx.stores_analysis, &ctx.router_plugins);
-    if restart_pending(rollout, &now) {
-        observed.pods_to_restart = pods_created_before_restart(ctx, rollout, &observed).await?;
-    }
-    if rollout.spec.strategy.recreate.is_some() && observed.replica_sets.len() > 1 {
-        count_pods_still_running(ctx, rollout, &mut observed).await?;
+    let mut observed = observe(rollout, &ctx.stores, &ctx.stores_analysis, &ctx.routers);
+    if let Some(pods) = list_pods_if_needed(ctx, rollout, &observed, &now).await? {
+        observed.pods_to_restart = pods_created_before_restart(rollout, &pods);
+        if rollout.spec.strategy.recreate.is_some() {
+            count_pods_still_running(&pods, &mut observed);
+        }
     }
     if observed.weight_checkable {
         read_weight_back(ctx, rollout, &mut observed).await?;
@@ -86,7 +88,7 @@ async fn reconcile_rollout(obj: &DeserializeGuard<Rollout>, ctx: &Context) -> Re
         Some(after) => Requeue::requeue(after.max(Duration::from_millis(200))),
         None => Requeue::await_change(),
     };
-    Ok((requeue, writes + finalizer_writes))
+    Ok((requeue, writes))
 }
 
 /// The weight last set, read back from the routers until it is found in effect; then the status
@@ -113,7 +115,9 @@ async fn read_weight_back(ctx: &Context, rollout: &Rollout, observed: &mut Obser
 /// returned, so that the Rollout tells what the log tells.
 pub async fn act(ctx: &Context, rollout: &Rollout, plan: &Plan, now: &Time) -> Result<usize, Error> {
     let key = Metrics::rollout_key(&rollout.metadata);
-    match execute(ctx, rollout, &plan.actions).await {
+    let (rollout, executed) = execute_plan(ctx, rollout, &plan.actions).await;
+    let rollout = rollout.as_ref();
+    match executed {
         Ok(writes) => {
             let mut status = plan.status.clone();
             clear_reconcile_error(&mut status);
@@ -138,6 +142,26 @@ pub async fn act(ctx: &Context, rollout: &Rollout, plan: &Plan, now: &Time) -> R
             Err(error)
         }
     }
+}
+
+/// Carries out `actions`. Adding the finalizer, always first, changes the Rollout's
+/// resourceVersion, on which the other actions and the status are written: the Rollout returned
+/// is the one to go on with.
+async fn execute_plan<'r>(
+    ctx: &Context,
+    rollout: &'r Rollout,
+    actions: &[Action],
+) -> (Cow<'r, Rollout>, Result<usize, ExecuteError>) {
+    let Some((Action::AddTrafficFinalizer, rest)) = actions.split_first() else {
+        return (Cow::Borrowed(rollout), execute(ctx, rollout, actions).await);
+    };
+    ctx.limiter.acquire().await;
+    let updated = match crate::finalizer::add(ctx, rollout).await {
+        Ok(updated) => updated,
+        Err(error) => return (Cow::Borrowed(rollout), Err(ExecuteError { done: 0, error })),
+    };
+    let executed = execute(ctx, &updated, rest).await;
+    (Cow::Owned(updated), executed.map(|writes| writes + 1).map_err(|e| ExecuteError { done: e.done + 1, ..e }))
 }
 
 /// Writes `status` through the status subresource when it differs from the Rollout's; returns
@@ -205,60 +229,60 @@ fn restart_pending(rollout: &Rollout, now: &Time) -> bool {
     }
 }
 
-/// Pods of the Rollout created before spec.restartAt, by pod template hash. Only listed while a
-/// restart is pending, so a steady-state reconcile makes no request. Without a selector no pod
-/// is the Rollout's: an empty one would list every pod of the namespace.
-async fn pods_created_before_restart(
+/// The Rollout's pods, listed once for the plan when it needs them: while a restart is pending
+/// (which pods are older than spec.restartAt), and for a Recreate Rollout with more than one
+/// version (which are still stopping). Otherwise None, so that a steady-state reconcile makes no
+/// request. Without a selector no pod is the Rollout's: an empty one would list every pod of the
+/// namespace.
+async fn list_pods_if_needed(
     ctx: &Context,
     rollout: &Rollout,
     observed: &Observed,
-) -> Result<Vec<(String, i32)>, Error> {
-    let Some(at) = &rollout.spec.restart_at else { return Ok(Vec::new()) };
-    let Some(selector) = pod_selector(rollout, observed) else { return Ok(Vec::new()) };
+    now: &Time,
+) -> Result<Option<Vec<Pod>>, Error> {
+    let recreating = rollout.spec.strategy.recreate.is_some() && observed.replica_sets.len() > 1;
+    if !restart_pending(rollout, now) && !recreating {
+        return Ok(None);
+    }
+    let Some(selector) = pod_selector(rollout, observed) else { return Ok(None) };
     let selector = label_selector_string(&selector).map_err(Error::Selector)?;
     if selector.is_empty() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    // Only pods of a ReplicaSet stepwise made carry the hash the counts are keyed by.
+    // Only pods of a ReplicaSet stepwise made carry the hash the plan keys them by.
     let selector = format!("{selector},{POD_TEMPLATE_HASH_LABEL}");
-    let ns = rollout.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let list = pods.list(&ListParams::default().labels(&selector)).await.during(|| "list pods for restart".into())?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
+    let list = pods.list(&ListParams::default().labels(&selector)).await.during(|| "list the Rollout's pods".into())?;
+    Ok(Some(list.items))
+}
+
+/// The names of the pods created before spec.restartAt, by pod template hash, the stable
+/// version's first, as they carry the traffic the longest.
+fn pods_created_before_restart(rollout: &Rollout, pods: &[Pod]) -> Vec<(String, Vec<String>)> {
+    let Some(at) = &rollout.spec.restart_at else { return Vec::new() };
     let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.clone());
-    let mut counts: Vec<(String, i32)> = Vec::new();
-    for pod in list.items {
-        let stale = pod.metadata.deletion_timestamp.is_none()
-            && pod.metadata.creation_timestamp.as_ref().is_some_and(|c| c.0 < at.0);
-        let Some(hash) = pod.labels().get(POD_TEMPLATE_HASH_LABEL).cloned() else { continue };
-        if stale {
-            match counts.iter_mut().find(|(h, _)| *h == hash) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((hash, 1)),
-            }
+    let mut by_hash: Vec<(String, Vec<String>)> = Vec::new();
+    let stale = pods.iter().filter(|p| {
+        p.metadata.deletion_timestamp.is_none() && p.metadata.creation_timestamp.as_ref().is_some_and(|c| c.0 < at.0)
+    });
+    for pod in stale {
+        let Some(hash) = pod.labels().get(POD_TEMPLATE_HASH_LABEL) else { continue };
+        match by_hash.iter_mut().find(|(h, _)| h == hash) {
+            Some((_, names)) => names.push(pod.name_any()),
+            None => by_hash.push((hash.clone(), vec![pod.name_any()])),
         }
     }
-    // Stable pods first, as they carry the traffic the longest.
-    counts.sort_by_key(|(h, _)| Some(h) != stable.as_ref());
-    Ok(counts)
+    by_hash.sort_by_key(|(h, _)| Some(h) != stable.as_ref());
+    by_hash
 }
 
 /// Recreate starts the new version only once no pod of another is left. A ReplicaSet's status
 /// counts terminating pods only where the cluster enables an alpha feature, and lags behind its
 /// pods, so the pods themselves are counted: every pod of a version that has not finished, beyond
-/// those its ReplicaSet reports, counts as still stopping. Listed only for a Recreate Rollout with
-/// more than one version, a handful of times per update.
-async fn count_pods_still_running(ctx: &Context, rollout: &Rollout, observed: &mut Observed) -> Result<(), Error> {
-    let Some(selector) = pod_selector(rollout, observed) else { return Ok(()) };
-    let selector = label_selector_string(&selector).map_err(Error::Selector)?;
-    if selector.is_empty() {
-        return Ok(());
-    }
-    let selector = format!("{selector},{POD_TEMPLATE_HASH_LABEL}");
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
-    let list = pods.list(&ListParams::default().labels(&selector)).await.during(|| "list pods for recreate".into())?;
+/// those its ReplicaSet reports, counts as still stopping.
+fn count_pods_still_running(pods: &[Pod], observed: &mut Observed) {
     for rs in &mut observed.replica_sets {
-        let running = list
-            .items
+        let running = pods
             .iter()
             .filter(|p| p.labels().get(POD_TEMPLATE_HASH_LABEL) == Some(&rs.hash))
             .filter(|p| {
@@ -269,7 +293,6 @@ async fn count_pods_still_running(ctx: &Context, rollout: &Rollout, observed: &m
         let running = i32::try_from(running).unwrap_or(i32::MAX);
         rs.terminating = rs.terminating.max(running.saturating_sub(rs.replicas));
     }
-    Ok(())
 }
 
 /// A JSON merge patch (RFC 7386) that turns `old` into `new`, or None when they are equal.

@@ -17,13 +17,12 @@ use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use stepwise_api::Rollout;
 use stepwise_traffic::plugin::RolloutRef;
-use stepwise_traffic::{Desired, Generated, JsonPatch, Target};
+use stepwise_traffic::{Desired, Generated, JsonPatch, Routers, Target};
 use tracing::info;
 
 use crate::context::Context;
 use crate::error::{Error, KubeContext};
 use crate::execute::FIELD_MANAGER;
-use crate::router_plugin::RouterPlugins;
 
 fn api(ctx: &Context, target: &Target) -> Api<DynamicObject> {
     let resource = ApiResource {
@@ -50,8 +49,8 @@ pub async fn set_traffic(ctx: &Context, rollout: &Rollout, desired: &Desired) ->
     };
     let ns = rollout.namespace().unwrap_or_default();
     let plugins = &ctx.router_plugins;
-    let registered = plugins.names();
-    let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns, &registered)?;
+    let registered = ctx.routers.out_of_process();
+    let routers = ctx.routers.build(routing, &rollout.name_any(), &ns)?;
     let plugin_calls: Vec<(&String, &serde_json::Value)> =
         routing.plugins.iter().flatten().filter(|(name, _)| registered.contains(*name)).collect();
     let canary_weight = desired.canary_weight;
@@ -149,17 +148,15 @@ fn not_served_message(target: &Target, served: Option<&[String]>) -> String {
 
 /// Whether the controller can read back the weight of `rollout`'s routers: one of them keeps it
 /// in the objects it patches, or is a router plugin (whose answer says `verified`).
-pub fn weight_checkable(rollout: &Rollout, plugins: &RouterPlugins) -> bool {
+pub fn weight_checkable(rollout: &Rollout, routers: &Routers) -> bool {
     let Some(routing) = rollout.spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()) else {
         return false;
     };
-    let registered = plugins.names();
-    if routing.plugins.iter().flatten().any(|(name, _)| registered.contains(name)) {
+    if routing.plugins.iter().flatten().any(|(name, _)| routers.out_of_process().contains(name)) {
         return true;
     }
     let ns = rollout.namespace().unwrap_or_default();
-    stepwise_traffic::routers(routing, &rollout.name_any(), &ns, &registered)
-        .is_ok_and(|routers| routers.iter().any(|r| r.weight_in_targets()))
+    routers.build(routing, &rollout.name_any(), &ns).is_ok_and(|routers| routers.iter().any(|r| r.weight_in_targets()))
 }
 
 /// What the routers' objects say of the traffic last set, as the Rollout's status records it.
@@ -172,15 +169,16 @@ pub struct WeightReading {
 }
 
 /// Reads every routing object back (and asks every router plugin again: its set-traffic is
-/// idempotent) against the weight the status says was set last.
+/// idempotent) against the weight the status says was set last. A plugin that answered it cannot
+/// tell (`verified: null`) for this traffic is not asked again.
 pub async fn read_weight(ctx: &Context, rollout: &Rollout) -> Result<WeightReading, Error> {
     let Some(desired) = stepwise_core::traffic::last_set(rollout) else { return Ok(WeightReading::default()) };
     let Some(routing) = rollout.spec.strategy.canary.as_ref().and_then(|c| c.traffic_routing.as_ref()) else {
         return Ok(WeightReading::default());
     };
     let ns = rollout.namespace().unwrap_or_default();
-    let registered = ctx.router_plugins.names();
-    let routers = stepwise_traffic::routers(routing, &rollout.name_any(), &ns, &registered)?;
+    let registered = ctx.routers.out_of_process();
+    let routers = ctx.routers.build(routing, &rollout.name_any(), &ns)?;
     let mut reading = WeightReading::default();
     let mut not_in_effect = |why: String| {
         reading.verified = Some(false);
@@ -208,7 +206,9 @@ pub async fn read_weight(ctx: &Context, rollout: &Rollout) -> Result<WeightReadi
     }
     let rollout_ref =
         RolloutRef { namespace: ns.clone(), name: rollout.name_any(), uid: rollout.uid().unwrap_or_default() };
-    for (name, config) in routing.plugins.iter().flatten().filter(|(name, _)| registered.contains(*name)) {
+    let asked =
+        |name: &String| registered.contains(name) && !ctx.router_plugins.cannot_tell(name, &rollout_ref.uid, &desired);
+    for (name, config) in routing.plugins.iter().flatten().filter(|(name, _)| asked(name)) {
         let answer = ctx.router_plugins.set_traffic(name, &rollout_ref, config, &desired).await?;
         match answer.verified {
             Some(true) => read_any = true,

@@ -9,7 +9,7 @@
 //! names the plugin and its URL, and keeps its kind (timeout, connection, HTTP status, not JSON,
 //! protocol) apart in the message.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,10 @@ pub struct RouterPlugins {
     /// controller without plugins needs no client.
     client: Option<reqwest::Client>,
     timeout: Duration,
+    /// The traffic each plugin last answered `verified: null` for, by (plugin, Rollout UID): it
+    /// cannot tell whether that split is in effect, so it is not asked again until the traffic
+    /// changes. Kept in memory: after a restart it is asked once more.
+    cannot_tell: Mutex<HashMap<(String, String), Desired>>,
 }
 
 impl std::fmt::Debug for RouterPlugins {
@@ -60,7 +64,7 @@ impl RouterPlugins {
             return Err("--router-plugin-timeout must be more than 0s".into());
         }
         let client = if plugins.is_empty() { None } else { Some(http_client()?) };
-        Ok(RouterPlugins { plugins, client, timeout })
+        Ok(RouterPlugins { plugins, client, timeout, cannot_tell: Mutex::default() })
     }
 
     /// The names of the registered plugins.
@@ -119,7 +123,18 @@ impl RouterPlugins {
         }
         let answer = answer.map_err(error)?;
         debug!(plugin = name, status, elapsed_ms = started.elapsed().as_millis() as u64, "router plugin set traffic");
+        let key = (name.to_string(), rollout.uid.clone());
+        match answer.verified {
+            None => lock(&self.cannot_tell).insert(key, desired.clone()),
+            Some(_) => lock(&self.cannot_tell).remove(&key),
+        };
         Ok(answer)
+    }
+
+    /// Whether the plugin `name` answered, for `rollout_uid`, that it cannot tell whether
+    /// `desired` is in effect: asking it again would tell nothing new.
+    pub fn cannot_tell(&self, name: &str, rollout_uid: &str, desired: &Desired) -> bool {
+        lock(&self.cannot_tell).get(&(name.to_string(), rollout_uid.to_string())) == Some(desired)
     }
 
     fn plugin(&self, name: &str) -> Result<(&Registered, &reqwest::Client), PluginError> {
@@ -214,6 +229,9 @@ fn causes(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -242,6 +260,66 @@ mod tests {
         );
         assert!(err.starts_with(&prefix), "{err}");
         assert!(err.to_lowercase().contains("refused"), "{err}");
+    }
+
+    /// A plugin on 127.0.0.1 that answers its info, then each set-traffic with the next of
+    /// `verified`, counting the set-traffic calls.
+    async fn plugin_answering(verified: Vec<Value>) -> (RouterPlugins, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        tokio::spawn(async move {
+            let mut answers = verified.into_iter();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = vec![0; 64 * 1024];
+                let n = socket.read(&mut request).await.unwrap_or(0);
+                let body = if String::from_utf8_lossy(&request[..n]).starts_with("GET") {
+                    serde_json::json!({"protocol": plugin::PROTOCOL, "capabilities": {"router": {}}})
+                } else {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    serde_json::json!({"protocol": plugin::PROTOCOL, "verified": answers.next().unwrap_or(Value::Null)})
+                }
+                .to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        let plugins =
+            RouterPlugins::new(&[format!("example.com/lb=http://127.0.0.1:{port}")], Duration::from_secs(5)).unwrap();
+        (plugins, calls)
+    }
+
+    fn traffic(canary_weight: i32) -> Desired {
+        Desired {
+            canary_service: "app-canary".into(),
+            stable_service: "app-stable".into(),
+            canary_weight,
+            max_weight: 100,
+            canary_hash: None,
+            stable_hash: None,
+            managed_route_names: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plugin_that_cannot_tell_is_not_asked_again_until_the_traffic_changes() {
+        let (plugins, calls) = plugin_answering(vec![Value::Null, Value::Bool(true)]).await;
+        let rollout = RolloutRef { namespace: "shop".into(), name: "app".into(), uid: "u-1".into() };
+        let config = serde_json::json!({});
+        let answer = plugins.set_traffic("example.com/lb", &rollout, &config, &traffic(20)).await.unwrap();
+        assert_eq!((answer.verified, calls.load(Ordering::SeqCst)), (None, 1));
+        assert!(plugins.cannot_tell("example.com/lb", "u-1", &traffic(20)));
+        assert!(!plugins.cannot_tell("example.com/lb", "u-1", &traffic(40)), "another weight is asked again");
+        assert!(!plugins.cannot_tell("example.com/lb", "u-2", &traffic(20)), "so is another Rollout");
+        let answer = plugins.set_traffic("example.com/lb", &rollout, &config, &traffic(20)).await.unwrap();
+        assert_eq!(answer.verified, Some(true));
+        assert!(!plugins.cannot_tell("example.com/lb", "u-1", &traffic(20)), "an answer that tells replaces it");
     }
 
     #[tokio::test]

@@ -58,6 +58,9 @@ pub struct Settings {
     pub kubernetes_metrics: KubernetesProvider,
     /// The router plugins of `--router-plugin`.
     pub router_plugins: Arc<crate::router_plugin::RouterPlugins>,
+    /// Every router the controller drives: built in, registered at start, and the router
+    /// plugins by name.
+    pub routers: Arc<stepwise_traffic::Routers>,
     /// The Rollouts this controller acts on (`--shard`).
     pub shard: Shard,
 }
@@ -316,6 +319,7 @@ pub async fn run(
         metrics,
         limiter: Limiter::new(settings.qps, settings.burst),
         router_plugins: settings.router_plugins.clone(),
+        routers: settings.routers.clone(),
     });
 
     let (shutdown_rollouts, shutdown_runs) = {

@@ -150,6 +150,7 @@ fn context_with(client: Client, cached: Vec<Deployment>) -> Context {
         metrics: Arc::new(Metrics::default()),
         limiter: Limiter::new(10_000.0, 10_000),
         router_plugins: Default::default(),
+        routers: Default::default(),
     }
 }
 

@@ -76,6 +76,7 @@ fn context(client: Client) -> Context {
         metrics: Arc::new(Metrics::default()),
         limiter: Limiter::new(10_000.0, 10_000),
         router_plugins: Default::default(),
+        routers: Default::default(),
     }
 }
 

@@ -31,8 +31,9 @@ pub struct Observed {
     /// With `weight_verified` false: what does not carry it, for people
     /// (`VirtualService shop/app sends 0 % to the canary`).
     pub weight_not_in_effect: Option<String>,
-    /// Pods created before `spec.restartAt`, by pod template hash.
-    pub pods_to_restart: Vec<(String, i32)>,
+    /// The names of the pods created before `spec.restartAt`, by pod template hash, the stable
+    /// version's first (its pods carry the traffic the longest).
+    pub pods_to_restart: Vec<(String, Vec<String>)>,
     /// The AnalysisTemplates in the Rollout's namespace that it names, by name. A name missing
     /// from the map does not exist.
     pub analysis_templates: BTreeMap<String, AnalysisTemplateSpec>,

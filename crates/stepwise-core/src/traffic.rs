@@ -8,6 +8,18 @@
 use stepwise_api::{CanaryStrategy, Rollout, RouteRequest};
 pub use stepwise_traffic::Desired as Traffic;
 
+/// The finalizer a Rollout that routes traffic carries, so that deleting it mid-rollout first
+/// sends all traffic back to stable ([`all_to_stable`]): the routing objects outlive the Rollout.
+pub const TRAFFIC_FINALIZER: &str = "stepwise.dev/restore-traffic";
+
+/// Whether `rollout` routes traffic and lacks its finalizer (and is not being deleted, when none
+/// may be added): then adding it is the plan's first action.
+pub(crate) fn lacks_finalizer(rollout: &Rollout) -> bool {
+    let routed = rollout.spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some());
+    let has = rollout.metadata.finalizers.iter().flatten().any(|f| f == TRAFFIC_FINALIZER);
+    routed && !has && rollout.metadata.deletion_timestamp.is_none()
+}
+
 /// The two sides of a split: the canary's and the stable's.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Sides {

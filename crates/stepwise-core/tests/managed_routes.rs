@@ -27,6 +27,17 @@ fn route_names(p: &Plan) -> Option<Vec<String>> {
 }
 
 #[test]
+fn a_routed_rollout_gets_its_traffic_finalizer_first_once_and_never_without_a_router() {
+    let mut w = World::new(rollout_with(4, HEADER_THEN_MIRROR));
+    let first = w.reconcile();
+    assert_eq!(first.actions.first(), Some(&Action::AddTrafficFinalizer), "{:?}", first.actions);
+    let rest = w.reconcile();
+    assert!(!rest.actions.contains(&Action::AddTrafficFinalizer), "once it is there: {:?}", rest.actions);
+    let mut basic = World::new(rollout_with(4, "    canary:\n      steps:\n      - setWeight: 20\n"));
+    assert!(!basic.reconcile().actions.contains(&Action::AddTrafficFinalizer), "nothing routes, nothing to restore");
+}
+
+#[test]
 fn a_header_route_is_asked_of_the_router_once_its_step_is_reached_and_kept_at_the_next_weights() {
     let w = updated(HEADER_THEN_MIRROR);
     assert_eq!(w.step(), 2, "paused after the header route: {:?}", w.status().message);

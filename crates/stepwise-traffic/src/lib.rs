@@ -29,12 +29,15 @@ pub mod plugin;
 pub mod smi;
 pub mod traefik;
 
-/// A router this build drives: its field under `trafficRouting` (a built-in plugin form as
-/// `plugins.<name>`), what it can make, and how to build it. [`ROUTERS`] lists them all; every
-/// other list of routers (the kinds core accepts, those that make header or mirror routes or
-/// follow a pingPong swap, [`routers`]) is derived from it. A new router is its module and one row.
+/// A router the controller drives: its field under `trafficRouting` (a plugin as
+/// `plugins.<name>`), what it can make, and how to build it. [`BUILT_IN`] lists those of this
+/// crate and [`Routers`] holds them with any registered at start; every other list of routers
+/// (the kinds core accepts, those that make header or mirror routes or follow a pingPong swap,
+/// the routers of a Rollout) is derived from it. A new router is its module and one row.
+#[derive(Clone, Copy)]
 pub struct RouterEntry {
-    /// Its field under `trafficRouting`.
+    /// Its field under `trafficRouting`; a router of another crate is `plugins.<name>`, and its
+    /// configuration the value of `trafficRouting.plugins.<name>`.
     pub kind: &'static str,
     /// Whether it makes header routes (`setHeaderRoute` steps).
     pub header_routes: bool,
@@ -52,8 +55,8 @@ fn boxed<R: TrafficRouter + 'static>(built: Result<R, Error>) -> Result<BoxedRou
     built.map(|r| Box::new(r) as BoxedRouter)
 }
 
-/// Every router this build drives.
-pub const ROUTERS: &[RouterEntry] = &[
+/// The routers of this crate.
+pub const BUILT_IN: &[RouterEntry] = &[
     RouterEntry {
         kind: "istio",
         header_routes: true,
@@ -120,10 +123,102 @@ pub const ROUTERS: &[RouterEntry] = &[
     },
 ];
 
-/// The kinds of [`ROUTERS`] with `ability` (`|_| true` for all): what core compares a Rollout's
-/// routers with. The controller adds the router plugins it was started with (`plugins.<name>`).
-pub fn kinds(ability: fn(&RouterEntry) -> bool) -> Vec<&'static str> {
-    ROUTERS.iter().filter(|r| ability(r)).map(|r| r.kind).collect()
+/// The routers a controller drives, by kind: the built-in ones, the routers of other crates
+/// registered in-process ([`Routers::register`]), and the router plugins it calls over HTTP
+/// ([`plugin`], `--router-plugin`), which are kinds without a [`RouterEntry`] as the controller
+/// calls them itself.
+#[derive(Clone)]
+pub struct Routers {
+    entries: Vec<RouterEntry>,
+    out_of_process: BTreeSet<String>,
+}
+
+impl Default for Routers {
+    fn default() -> Self {
+        Routers { entries: BUILT_IN.to_vec(), out_of_process: BTreeSet::new() }
+    }
+}
+
+impl std::fmt::Debug for Routers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routers").field("kinds", &self.kinds(|_| true)).finish()
+    }
+}
+
+impl Routers {
+    /// Adds a router of another crate, under `plugins.<name>`; an error for another form of
+    /// kind, or a kind already taken.
+    pub fn register(&mut self, entry: RouterEntry) -> Result<(), Error> {
+        let Some(name) = entry.kind.strip_prefix("plugins.").filter(|n| !n.is_empty()) else {
+            return Err(Error::Config(format!(
+                "a router registered at start is configured under trafficRouting.plugins: its kind must be plugins.<name>, not {}",
+                entry.kind
+            )));
+        };
+        if self.entries.iter().any(|e| e.kind == entry.kind) || self.out_of_process.contains(name) {
+            return Err(Error::Config(format!("two routers are registered as {}", entry.kind)));
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Adds the router plugins the controller calls over HTTP, by name. One registered under a
+    /// built-in plugin form's name replaces that form.
+    pub fn register_out_of_process(&mut self, names: impl IntoIterator<Item = String>) -> Result<(), Error> {
+        for name in names {
+            let kind = format!("plugins.{name}");
+            if self.entries.iter().any(|e| e.kind == kind && !BUILT_IN.iter().any(|b| b.kind == kind)) {
+                return Err(Error::Config(format!("two routers are registered as {kind}")));
+            }
+            self.out_of_process.insert(name);
+        }
+        Ok(())
+    }
+
+    /// The names of the router plugins called over HTTP.
+    pub fn out_of_process(&self) -> &BTreeSet<String> {
+        &self.out_of_process
+    }
+
+    /// The kinds with `ability` (`|_| true` for all): what core compares a Rollout's routers
+    /// with. A router plugin called over HTTP is taken to have every ability: it refuses what it
+    /// cannot make in its answer.
+    pub fn kinds(&self, ability: fn(&RouterEntry) -> bool) -> BTreeSet<String> {
+        let entries = self.entries.iter().filter(|r| !self.called_over_http(r)).filter(|r| ability(r));
+        let plugins = self.out_of_process.iter().map(|name| format!("plugins.{name}"));
+        entries.map(|r| r.kind.to_string()).chain(plugins).collect()
+    }
+
+    fn called_over_http(&self, entry: &RouterEntry) -> bool {
+        entry.kind.strip_prefix("plugins.").is_some_and(|n| self.out_of_process.contains(n))
+    }
+
+    /// The routers `routing` names, for the Rollout `rollout` in `namespace`, but for the router
+    /// plugins called over HTTP (the controller calls them itself). A plugin that is neither
+    /// known nor registered is an error saying how to register it.
+    pub fn build(&self, routing: &TrafficRouting, rollout: &str, namespace: &str) -> Result<Vec<BoxedRouter>, Error> {
+        let out = self
+            .entries
+            .iter()
+            .filter(|r| !self.called_over_http(r))
+            .filter_map(|r| (r.build)(routing, rollout, namespace))
+            .collect::<Result<Vec<_>, _>>()?;
+        let known = |name: &str| {
+            self.out_of_process.contains(name)
+                || self.entries.iter().any(|r| r.kind.strip_prefix("plugins.") == Some(name))
+        };
+        if let Some(name) = routing.plugins.iter().flatten().map(|(name, _)| name).find(|n| !known(n)) {
+            return Err(Error::Config(format!(
+                "the router plugin {name} is not registered with this controller: start it with --router-plugin {name}=URL, the URL where the plugin serves {} (docs/plugins.md)",
+                plugin::PROTOCOL
+            )));
+        }
+        let any_plugin = routing.plugins.iter().flatten().any(|(name, _)| self.out_of_process.contains(name));
+        if out.is_empty() && !any_plugin {
+            return Err(Error::Config("trafficRouting must name a router".into()));
+        }
+        Ok(out)
+    }
 }
 
 /// One object a router reads and patches.
@@ -224,39 +319,6 @@ pub struct Generated {
 /// A router of any kind, as the controller holds it.
 pub type BoxedRouter = Box<dyn TrafficRouter>;
 
-/// The built-in routers `routing` names, for the Rollout `rollout` in `namespace`. The router
-/// plugins named in `registered` (those the controller was started with, `--router-plugin`) are
-/// skipped: the controller calls them itself ([`plugin`]). A plugin that is neither built in nor
-/// registered is an error saying how to register it.
-pub fn routers(
-    routing: &TrafficRouting,
-    rollout: &str,
-    namespace: &str,
-    registered: &BTreeSet<String>,
-) -> Result<Vec<BoxedRouter>, Error> {
-    // A plugin registered with the controller under a built-in plugin form's name is the plugin.
-    let plugin_registered = |r: &&RouterEntry| r.kind.strip_prefix("plugins.").is_some_and(|n| registered.contains(n));
-    let out = ROUTERS
-        .iter()
-        .filter(|r| !plugin_registered(r))
-        .filter_map(|r| (r.build)(routing, rollout, namespace))
-        .collect::<Result<Vec<_>, _>>()?;
-    let built_in = |name: &str| ROUTERS.iter().any(|r| r.kind.strip_prefix("plugins.") == Some(name));
-    if let Some(name) =
-        routing.plugins.iter().flatten().map(|(name, _)| name).find(|n| !registered.contains(*n) && !built_in(n))
-    {
-        return Err(Error::Config(format!(
-            "the router plugin {name} is not registered with this controller: start it with --router-plugin {name}=URL, the URL where the plugin serves {} (docs/plugins.md)",
-            plugin::PROTOCOL
-        )));
-    }
-    let any_plugin = routing.plugins.iter().flatten().any(|(name, _)| registered.contains(name));
-    if out.is_empty() && !any_plugin {
-        return Err(Error::Config("trafficRouting must name a router".into()));
-    }
-    Ok(out)
-}
-
 /// Errors of the routers: each names the object and what a person must fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -334,8 +396,8 @@ pub(crate) fn agreed_weight(splits: impl IntoIterator<Item = (i64, i64)>, max_we
 }
 
 /// The operations, guarded by the object's resourceVersion (see the crate docs), or None when
-/// there are none.
-pub(crate) fn guarded(current: &Value, ops: JsonPatch) -> Option<JsonPatch> {
+/// there are none. Every router's patch goes through it, those of other crates too.
+pub fn guarded(current: &Value, ops: JsonPatch) -> Option<JsonPatch> {
     if ops.is_empty() {
         return None;
     }
@@ -449,20 +511,18 @@ mod tests {
         serde_yaml::from_str(yaml).unwrap()
     }
 
+    fn routers(yaml: &str, out_of_process: &[&str]) -> Result<Vec<BoxedRouter>, Error> {
+        let mut registry = Routers::default();
+        registry.register_out_of_process(out_of_process.iter().map(|n| n.to_string())).unwrap();
+        registry.build(&routing(yaml), "app", "ns")
+    }
+
     #[test]
     fn the_argo_gateway_api_plugin_is_driven_by_the_built_in_router() {
-        let built = routers(
-            &routing("plugins:\n  argoproj-labs/gatewayAPI: {httpRoute: web, namespace: edge}\n"),
-            "app",
-            "ns",
-            &BTreeSet::new(),
-        )
-        .unwrap();
+        let built = routers("plugins:\n  argoproj-labs/gatewayAPI: {httpRoute: web, namespace: edge}\n", &[]).unwrap();
         assert_eq!(built.len(), 1);
         assert_eq!(built[0].targets()[0].to_string(), "HTTPRoute edge/web");
-        let err = routers(&routing("plugins:\n  argoproj-labs/gatewayAPI: {}\n"), "app", "ns", &BTreeSet::new())
-            .err()
-            .unwrap();
+        let err = routers("plugins:\n  argoproj-labs/gatewayAPI: {}\n", &[]).err().unwrap();
         assert_eq!(
             err.to_string(),
             "trafficRouting.plugins[\"argoproj-labs/gatewayAPI\"] must name an httpRoute, httpRoutes, grpcRoute, grpcRoutes, tcpRoute or tcpRoutes"
@@ -471,8 +531,7 @@ mod tests {
 
     #[test]
     fn a_router_plugin_not_registered_is_an_error_saying_how_to_register_it() {
-        let err =
-            routers(&routing("plugins:\n  example.com/other: {}\n"), "app", "ns", &BTreeSet::new()).err().unwrap();
+        let err = routers("plugins:\n  example.com/other: {}\n", &[]).err().unwrap();
         assert_eq!(
             err.to_string(),
             "the router plugin example.com/other is not registered with this controller: start it with --router-plugin example.com/other=URL, the URL where the plugin serves stepwise.dev/plugins/v1 (docs/plugins.md)"
@@ -481,18 +540,59 @@ mod tests {
 
     #[test]
     fn a_registered_router_plugin_is_not_a_built_in_router_and_is_left_to_the_controller() {
-        let registered: BTreeSet<String> = ["example.com/file".to_string()].into();
-        let built = routers(&routing("plugins:\n  example.com/file: {path: /tmp/x}\n"), "app", "ns", &registered);
+        let built = routers("plugins:\n  example.com/file: {path: /tmp/x}\n", &["example.com/file"]);
         assert!(built.unwrap().is_empty());
         let both = routers(
-            &routing("plugins:\n  example.com/file: {}\n  argoproj-labs/gatewayAPI: {httpRoute: web}\n"),
-            "app",
-            "ns",
-            &registered,
+            "plugins:\n  example.com/file: {}\n  argoproj-labs/gatewayAPI: {httpRoute: web}\n",
+            &["example.com/file"],
         )
         .unwrap();
         let targets: Vec<String> = both.iter().flat_map(|r| r.targets()).map(|t| t.to_string()).collect();
         assert_eq!(targets, ["HTTPRoute ns/web"], "the Gateway API router alone");
+    }
+
+    #[test]
+    fn a_plugin_over_http_under_a_built_in_form_s_name_replaces_that_form() {
+        let built = routers("plugins:\n  argoproj-labs/gatewayAPI: {httpRoute: web}\n", &["argoproj-labs/gatewayAPI"]);
+        assert!(built.unwrap().is_empty(), "the controller calls the plugin instead");
+        let mut registry = Routers::default();
+        registry.register_out_of_process(["argoproj-labs/gatewayAPI".to_string()]).unwrap();
+        assert_eq!(registry.kinds(|r| r.ping_pong).iter().filter(|k| k.contains("gatewayAPI")).count(), 2);
+    }
+
+    fn example_entry(kind: &'static str) -> RouterEntry {
+        RouterEntry {
+            kind,
+            header_routes: false,
+            mirror_routes: false,
+            ping_pong: false,
+            build: |routing, _, _| {
+                routing.plugins.as_ref()?.get("example.dev/fake")?;
+                Some(Ok(Box::new(fake::FakeRouter::default()) as BoxedRouter))
+            },
+        }
+    }
+
+    #[test]
+    fn a_router_registered_at_start_is_built_from_its_plugins_entry_and_has_only_the_abilities_it_declares() {
+        let mut registry = Routers::default();
+        registry.register(example_entry("plugins.example.dev/fake")).unwrap();
+        assert!(registry.kinds(|_| true).contains("plugins.example.dev/fake"));
+        assert!(!registry.kinds(|r| r.header_routes).contains("plugins.example.dev/fake"));
+        let built = registry.build(&routing("plugins:\n  example.dev/fake: {}\n"), "app", "ns").unwrap();
+        assert_eq!(built.len(), 1);
+    }
+
+    #[test]
+    fn a_router_registered_at_start_lives_under_plugins_and_only_once() {
+        let mut registry = Routers::default();
+        let err = registry.register(example_entry("fake")).unwrap_err();
+        assert!(err.to_string().contains("its kind must be plugins.<name>, not fake"), "{err}");
+        registry.register(example_entry("plugins.example.dev/fake")).unwrap();
+        let twice = registry.register(example_entry("plugins.example.dev/fake")).unwrap_err();
+        assert_eq!(twice.to_string(), "two routers are registered as plugins.example.dev/fake");
+        let also_over_http = registry.register_out_of_process(["example.dev/fake".to_string()]).unwrap_err();
+        assert_eq!(also_over_http, twice);
     }
 
     #[test]

@@ -130,6 +130,12 @@ impl ControllerProcess {
         Self::start_with_kubeconfig(Path::new(binary), &kubeconfig_path(), namespace, name, extra)
     }
 
+    /// Starts the debug build with more environment variables (the OTEL_* of an exporter, say).
+    pub fn start_with_env(namespace: &str, name: &str, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let binary = Path::new("target/debug/stepwise-controller");
+        Self::spawn(binary, &kubeconfig_path(), namespace, name, extra, env)
+    }
+
     /// Starts a given build (relative to the repository root, or absolute) with another kubeconfig
     /// (one that points at a proxy, say). Its log is `target/e2e-logs/<namespace>-<name>.log`.
     pub fn start_with_kubeconfig(
@@ -138,6 +144,17 @@ impl ControllerProcess {
         namespace: &str,
         name: &str,
         extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::spawn(binary, kubeconfig, namespace, name, extra, &[])
+    }
+
+    fn spawn(
+        binary: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let bin = repo_root().join(binary);
         if !bin.exists() {
@@ -154,6 +171,7 @@ impl ControllerProcess {
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             .args(extra)
             .env("RUST_LOG", "info,stepwise_controller=debug,kube=warn")
+            .envs(env.iter().copied())
             .stdout(file.try_clone()?)
             .stderr(file)
             .stdin(Stdio::null())

@@ -58,7 +58,7 @@ async fn basic_canary_walks_its_steps_with_the_right_pod_counts_at_every_step() 
     }
     // What the controller logged while reconciling names the loop and the Rollout.
     let log = env.controllers[0].log_text();
-    let span = format!("reconcile{{controller=\"rollout\" namespace=\"{}\" rollout=\"app\"}}:", env.ns);
+    let span = format!("reconcile{{controller=\"rollout\" namespace=\"{}\" rollout=\"app\" trace_id=", env.ns);
     assert!(log.lines().any(|l| l.contains(&span) && l.contains("created ReplicaSet")), "{span} in the log:\n{log}");
     env.cleanup().await
 }

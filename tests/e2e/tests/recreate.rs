@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -31,6 +31,8 @@ struct Seen {
 /// the pods that exist and have not ended (Succeeded or Failed), terminating ones included.
 struct Watcher {
     stop: Arc<AtomicBool>,
+    /// Samples taken so far.
+    taken: Arc<AtomicUsize>,
     task: JoinHandle<anyhow::Result<Seen>>,
 }
 
@@ -41,6 +43,8 @@ impl Watcher {
         let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let taken = Arc::new(AtomicUsize::new(0));
+        let counted = taken.clone();
         let (first_sample, first_sample_taken) = tokio::sync::oneshot::channel();
         let mut first_sample = Some(first_sample);
         let task = tokio::spawn(async move {
@@ -60,6 +64,7 @@ impl Watcher {
                 };
                 let versions: BTreeSet<String> = live.iter().map(|p| hash(p)).collect();
                 seen.samples += 1;
+                counted.fetch_add(1, Ordering::SeqCst);
                 if versions.len() > 1 {
                     seen.overlaps.push(
                         live.iter()
@@ -91,7 +96,17 @@ impl Watcher {
             task.await??;
             anyhow::bail!("the pod watcher stopped before its first sample");
         }
-        Ok(Watcher { stop, task })
+        Ok(Watcher { stop, taken, task })
+    }
+
+    /// Returns once it has taken a whole sample after the call: a state the test has waited for
+    /// is in its record, however briefly it lasts after the test's next change.
+    async fn sampled(&self) -> anyhow::Result<()> {
+        let before = self.taken.load(Ordering::SeqCst);
+        eventually("a sample of the pod watcher", secs(30), || async {
+            Ok(self.taken.load(Ordering::SeqCst) >= before + 2)
+        })
+        .await
     }
 
     /// Stops it; fails if it ever saw two versions at once.
@@ -170,6 +185,7 @@ async fn abort_of_a_recreate_stops_the_new_pods_before_the_stable_version_comes_
     unschedulable_update(&env).await?;
     let (new, stable) = hashes(&env.get().await?.status.unwrap());
     only_new_pods(&env, &new, 2).await?;
+    watcher.sampled().await?;
     env.then("the new version's pods reported", secs(30), |ro| {
         ro.status.as_ref().and_then(|s| s.message.as_deref())
             == Some("Recreating: 0 of 2 pods of the new version available")
@@ -205,6 +221,7 @@ async fn undo_of_a_recreate_mid_update_returns_to_the_previous_version_the_same_
     unschedulable_update(&env).await?;
     let (new, stable) = hashes(&env.get().await?.status.unwrap());
     only_new_pods(&env, &new, 2).await?;
+    watcher.sampled().await?;
 
     env.when_undo().await?;
     env.then("back on the previous version and Healthy", secs(60), |ro| {

@@ -109,6 +109,15 @@ const STEPS: &str =
 
 /// Waits for a ReconcileError condition and a Warning event that both contain `expected`.
 async fn then_reconcile_error(env: &Env, expected: &str) -> anyhow::Result<()> {
+    then_reconcile_error_condition(env, expected).await?;
+    eventually("a ReconcileError event", secs(30), || async {
+        Ok(env.events().await?.iter().any(|(r, m)| r == "ReconcileError" && m.contains(expected)))
+    })
+    .await
+}
+
+/// Waits for a ReconcileError condition that contains `expected`.
+async fn then_reconcile_error_condition(env: &Env, expected: &str) -> anyhow::Result<()> {
     env.then(&format!("a ReconcileError condition saying {expected:?}"), secs(60), |ro| {
         ro.status.as_ref().is_some_and(|st| {
             st.conditions.iter().any(|c| {
@@ -117,10 +126,6 @@ async fn then_reconcile_error(env: &Env, expected: &str) -> anyhow::Result<()> {
                     && c.message.as_deref().is_some_and(|m| m.contains(expected))
             })
         })
-    })
-    .await?;
-    eventually("a ReconcileError event", secs(30), || async {
-        Ok(env.events().await?.iter().any(|(r, m)| r == "ReconcileError" && m.contains(expected)))
     })
     .await
 }
@@ -193,13 +198,14 @@ async fn a_plugin_that_is_not_running_is_an_error_naming_its_url_until_it_starts
     );
     let rollout: Rollout = serde_yaml::from_str(&yaml)?;
     Api::<Rollout>::namespaced(env.client.clone(), &env.ns).create(&PostParams::default(), &rollout).await?;
-    // The first version is routed too (all of it to stable), so the error comes at once.
+    // The first version is routed too (all of it to stable), so the error comes at once. A plugin
+    // that does not answer passes by itself: the status says so, and it is retried with the
+    // backoff of any passing error (not told as a Warning for a person).
     let expected =
         format!("router plugin {PLUGIN} at {url}: cannot connect (is the plugin running and listening there?)");
-    then_reconcile_error(&env, &expected).await?;
+    then_reconcile_error_condition(&env, &expected).await?;
 
-    // The plugin starts after the controller, as a sidecar may: the Rollout goes on by itself
-    // (a router error is retried every 30 s).
+    // The plugin starts after the controller, as a sidecar may: the Rollout goes on by itself.
     let _plugin = FileRouter::start(port, "router-plugin-late", &[]).await?;
     then_split(&file, 0).await?;
     env.then_phase(RolloutPhase::Healthy, secs(90)).await?;

@@ -111,14 +111,11 @@ pub enum Action {
         /// Name of the run.
         name: String,
     },
-    /// Replace pods of a version created before a time (spec.restartAt).
-    RestartPods {
-        /// Pod template hash of the pods.
-        hash: String,
-        /// Pods created before this are replaced.
-        before: Time,
-        /// At most this many at once.
-        max: i32,
+    /// Replace a pod created before spec.restartAt: evict it, so that its ReplicaSet makes a
+    /// new one (a disruption budget may refuse; the next plan asks again).
+    RestartPod {
+        /// Name of the pod.
+        name: String,
     },
     /// Put the labels and annotations of the role a version now holds on its ReplicaSet's pod
     /// template and on its pods, in place (no pod restarts), and take off those of a role it no
@@ -145,6 +142,10 @@ pub enum Action {
         /// New spec.replicas.
         replicas: i32,
     },
+    /// Add [`crate::traffic::TRAFFIC_FINALIZER`] to the Rollout, keeping the finalizers it has.
+    /// Always the first action: it changes the Rollout's resourceVersion, on which the rest of
+    /// the plan and its status are written.
+    AddTrafficFinalizer,
     /// Record a Kubernetes Event on the Rollout.
     Event {
         /// Normal or Warning.

@@ -86,5 +86,10 @@ pub fn plan(rollout: &Rollout, observed: &crate::Observed, now: &Time) -> Plan {
     revision::record_stable_period(&ctx, &prev, &status, &mut draft);
 
     let requeue_after = draft.requeue_after();
-    Plan { actions: desired::actions(&ctx, draft), status, requeue_after }
+    let mut actions = desired::actions(&ctx, draft);
+    // Before anything routes: deleting the Rollout from then on sends all traffic back to stable.
+    if crate::traffic::lacks_finalizer(rollout) {
+        actions.insert(0, Action::AddTrafficFinalizer);
+    }
+    Plan { actions, status, requeue_after }
 }

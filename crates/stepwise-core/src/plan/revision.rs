@@ -192,8 +192,7 @@ pub(crate) fn restart_pods(ctx: &Ctx, status: &mut RolloutStatus, draft: &mut Dr
         draft.requeue_in(wait);
         return;
     }
-    let pending: Vec<&(String, i32)> = ctx.observed.pods_to_restart.iter().filter(|(_, n)| *n > 0).collect();
-    let Some((hash, _)) = pending.first() else {
+    let Some(pod) = ctx.observed.pods_to_restart.iter().find_map(|(_, pods)| pods.first()) else {
         status.restarted_at = Some(restart_at.clone());
         draft.event(EventType::Normal, "RolloutRestarted", "All pods created before spec.restartAt were replaced");
         return;
@@ -208,7 +207,7 @@ pub(crate) fn restart_pods(ctx: &Ctx, status: &mut RolloutStatus, draft: &mut Dr
     let available: i32 = ctx.observed.replica_sets.iter().map(|rs| rs.available.min(rs.spec_replicas)).sum();
     let spec_total: i32 = ctx.observed.replica_sets.iter().map(|rs| rs.spec_replicas).sum();
     if available > r.max(spec_total) - budget {
-        draft.desired.restart = Some(Action::RestartPods { hash: hash.clone(), before: restart_at.clone(), max: 1 });
+        draft.desired.restart = Some(Action::RestartPod { name: pod.clone() });
     }
     draft.requeue_in(5.0);
 }

@@ -175,7 +175,11 @@ impl World {
             Action::DeleteAnalysisRun { name } => self.observed.analysis_runs.retain(|r| &r.name != name),
             Action::SetRoleMetadata { name, metadata, .. } => self.rs_mut(name).role_metadata = metadata.clone(),
             Action::Event { reason, message, .. } => self.events.push(format!("{reason}: {message}")),
-            Action::RestartPods { .. } => {}
+            Action::RestartPod { .. } => {}
+            Action::AddTrafficFinalizer => {
+                let finalizers = self.rollout.metadata.finalizers.get_or_insert_with(Vec::new);
+                finalizers.push(stepwise_core::traffic::TRAFFIC_FINALIZER.to_string());
+            }
             Action::ScaleWorkload { replicas, .. } => self.observed.workload_replicas = Some(*replicas),
         }
     }
