@@ -59,7 +59,7 @@ check-crds:
 # Unit and property tests (no cluster).
 test-unit:
     tests/cluster/argo-crds.sh >/dev/null
-    scripts/cargo-test.py stepwise-api stepwise-core stepwise-traffic stepwise-metrics stepwise-controller kubectl-stepwise stepwise-example-router:lib stepwise-chaos:lib stepwise-lab:lib,bins,responder,load
+    scripts/cargo-test.py stepwise-api stepwise-core stepwise-traffic stepwise-metrics stepwise-notify stepwise-controller kubectl-stepwise stepwise-example-router:lib stepwise-chaos:lib stepwise-lab:lib,bins,responder,load
     cargo test --workspace --doc
 
 # Start the local control plane (builds it the first time; reuses a running one).

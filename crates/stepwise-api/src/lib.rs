@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod anti_affinity;
 pub mod crd;
 pub mod duration;
+pub mod notifications;
 pub mod operations;
 pub mod rollout;
 mod schema;

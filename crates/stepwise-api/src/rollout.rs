@@ -1135,6 +1135,9 @@ pub struct RolloutStatus {
     /// The generation of the Deployment referenced by workloadRef that this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_observed_generation: Option<i64>,
+    /// The notifications due and the last ones delivered (docs/notifications.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::notifications::NotificationsStatus>,
 }
 
 /// The phase of a Rollout.

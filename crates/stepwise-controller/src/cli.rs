@@ -69,6 +69,14 @@ struct Args {
     /// Namespace of the Lease.
     #[arg(long, env = "STEPWISE_LEASE_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// The ConfigMap of the notifications' triggers, templates and services, in the Lease's
+    /// namespace (docs/notifications.md).
+    #[arg(long, env = "STEPWISE_NOTIFICATIONS_CONFIGMAP", default_value = "stepwise-notification-configmap")]
+    notifications_configmap: String,
+    /// The Secret whose keys the notifications' configuration names as `$key`, in the Lease's
+    /// namespace.
+    #[arg(long, env = "STEPWISE_NOTIFICATIONS_SECRET", default_value = "stepwise-notification-secret")]
+    notifications_secret: String,
     /// Identity of this instance (default: host name and process id).
     #[arg(long, env = "STEPWISE_IDENTITY")]
     identity: Option<String>,
@@ -277,6 +285,11 @@ async fn run_until_stopped(mut routers: Routers) -> anyhow::Result<()> {
         routers: std::sync::Arc::new(routers),
         router_plugins: std::sync::Arc::new(router_plugins),
         shard,
+        notifications: crate::notify::NotifierSettings {
+            namespace: args.lease_namespace.clone(),
+            config_map: args.notifications_configmap.clone(),
+            secret: args.notifications_secret.clone(),
+        },
     };
     // In-flight reconciles get a grace period after SIGTERM; then the process ends regardless.
     let grace = {

@@ -10,6 +10,7 @@ pub mod http;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod reconcile;
 pub mod route;

@@ -18,6 +18,17 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// Labels of a notification attempt: its trigger, service and what came of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// The trigger (`on-rollout-aborted`).
+    pub trigger: String,
+    /// The service, as the configuration names it.
+    pub service: String,
+    /// sent, retried (failed, to be tried again) or failed (given up on).
+    pub result: &'static str,
+}
+
 /// Which of the controller's two loops reconciled.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Loop {
@@ -78,6 +89,7 @@ pub struct Metrics {
     phases: Mutex<HashMap<String, RolloutPhase>>,
     leader: Gauge,
     weight_reads: Family<ResultLabel, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
 }
 
 fn reconcile_buckets() -> Histogram {
@@ -95,6 +107,7 @@ impl Default for Metrics {
         let rollouts = Family::<PhaseLabel, Gauge>::default();
         let leader = Gauge::default();
         let weight_reads = Family::<ResultLabel, Counter>::default();
+        let notifications = Family::<NotificationLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles, by controller (rollout, analysisrun) and result",
@@ -115,6 +128,11 @@ impl Default for Metrics {
             "Weights read back from the routers, by result: in_effect, not_in_effect (another weight, or routes that disagree), unknown",
             weight_reads.clone(),
         );
+        registry.register(
+            "notifications",
+            "Notification attempts, by trigger, service and result: sent, retried, failed (given up on)",
+            notifications.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -126,6 +144,7 @@ impl Default for Metrics {
             phases: Mutex::new(HashMap::new()),
             leader,
             weight_reads,
+            notifications,
         }
     }
 }
@@ -151,6 +170,12 @@ impl Metrics {
             None => "unknown",
         };
         self.weight_reads.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    /// Records an attempt to send a notification.
+    pub fn notification(&self, trigger: &str, service: &str, result: &'static str) {
+        let labels = NotificationLabels { trigger: trigger.into(), service: service.into(), result };
+        self.notifications.get_or_create(&labels).inc();
     }
 
     /// Records an answer of the API server: an error one (4xx, 5xx) is counted by kind.

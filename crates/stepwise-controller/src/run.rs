@@ -63,6 +63,8 @@ pub struct Settings {
     pub routers: Arc<stepwise_traffic::Routers>,
     /// The Rollouts this controller acts on (`--shard`).
     pub shard: Shard,
+    /// Where the notifications' configuration is.
+    pub notifications: crate::notify::NotifierSettings,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -322,10 +324,18 @@ pub async fn run(
         routers: settings.routers.clone(),
     });
 
-    let (shutdown_rollouts, shutdown_runs) = {
+    let (shutdown_rollouts, shutdown_runs, shutdown_notifier) = {
         let shared = shutdown.shared();
-        (shared.clone(), shared)
+        (shared.clone(), shared.clone(), shared)
     };
+    let notifier = crate::notify::run(
+        client.clone(),
+        rollout_store.clone(),
+        settings.notifications.clone(),
+        ctx.metrics.clone(),
+        ctx.recorder.clone(),
+        shutdown_notifier,
+    );
     let runs = run_controller(
         &client,
         &settings,
@@ -358,7 +368,7 @@ pub async fn run(
             }
             futures::future::ready(())
         });
-    futures::join!(rollouts, runs);
+    futures::join!(rollouts, runs, notifier);
     tracing::info!("controllers stopped");
     Ok(())
 }

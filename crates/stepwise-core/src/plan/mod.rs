@@ -16,6 +16,7 @@ mod deadline;
 mod desired;
 mod message;
 mod metadata;
+mod notify;
 mod pause;
 mod recreate;
 mod revision;
@@ -84,6 +85,7 @@ pub fn plan(rollout: &Rollout, observed: &crate::Observed, now: &Time) -> Plan {
     crate::readiness::report(&mut status, now);
     revision::scale_down_workload(&ctx, &status, &mut draft);
     revision::record_stable_period(&ctx, &prev, &status, &mut draft);
+    notify::queue(&ctx, &prev, &mut status, &draft);
 
     let requeue_after = draft.requeue_after();
     let mut actions = desired::actions(&ctx, draft);

@@ -1,0 +1,333 @@
+//! Notifications end to end: a real controller, the configuration in a real ConfigMap and Secret,
+//! and a webhook receiver on 127.0.0.1 that records every request. Each subscribed transition
+//! arrives exactly once, with its fields; a receiver that fails twice gets it once, on the third
+//! attempt; a controller killed while a send hangs and started again sends it once more with the
+//! same Idempotency-Key, and it is recorded once; a receiver that hangs does not hold the release;
+//! a template error is a Warning naming the template and the field.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use stepwise_api::RolloutPhase;
+use stepwise_e2e::{Env, eventually, secs};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    idempotency_key: String,
+    authorization: String,
+    body: Value,
+    /// The status it was answered with; None while (or when) it was held.
+    answered: Option<u16>,
+}
+
+/// How the receiver answers: the statuses of the next requests (then 200), and whether it holds
+/// every request without answering.
+#[derive(Default)]
+struct Behaviour {
+    statuses: VecDeque<u16>,
+    hold: bool,
+}
+
+/// A webhook receiver on 127.0.0.1.
+#[derive(Clone, Default)]
+struct Receiver {
+    received: Arc<Mutex<Vec<Received>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+impl Receiver {
+    async fn start() -> anyhow::Result<(Self, String)> {
+        let receiver = Receiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let serving = receiver.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serving.clone().answer(stream));
+            }
+        });
+        Ok((receiver, url))
+    }
+
+    async fn answer(self, mut stream: tokio::net::TcpStream) {
+        let Some((head, body)) = read_request(&mut stream).await else { return };
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let path = head.split_whitespace().nth(1).unwrap_or_default().to_string();
+        let (status, hold) = {
+            let mut behaviour = self.behaviour.lock().unwrap();
+            (behaviour.statuses.pop_front().unwrap_or(200), behaviour.hold)
+        };
+        let index = {
+            let mut received = self.received.lock().unwrap();
+            received.push(Received {
+                path,
+                idempotency_key: header("idempotency-key"),
+                authorization: header("authorization"),
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                answered: None,
+            });
+            received.len() - 1
+        };
+        if hold {
+            // Held until the controller gives up on it (its timeout) or dies.
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            return;
+        }
+        let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        if stream.write_all(answer.as_bytes()).await.is_ok() {
+            self.received.lock().unwrap()[index].answered = Some(status);
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The requests answered 2xx.
+    fn delivered(&self) -> Vec<Received> {
+        self.received().into_iter().filter(|r| r.answered.is_some_and(|s| (200..300).contains(&s))).collect()
+    }
+}
+
+/// The request head and body (by content-length).
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < end + 4 + length {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        return Some((head, buf[end + 4..end + 4 + length].to_vec()));
+    }
+}
+
+/// The configuration: one webhook `ci` at `url` with a token from the Secret, one template whose
+/// body carries the fields a receiver needs, and the triggers the tests subscribe to.
+async fn given_config(env: &Env, url: &str, body: &str) -> anyhow::Result<()> {
+    let triggers = [
+        "on-rollout-updated",
+        "on-rollout-step-completed",
+        "on-rollout-paused",
+        "on-rollout-completed",
+        "on-rollout-aborted",
+    ];
+    let mut data = serde_json::Map::new();
+    for trigger in triggers {
+        data.insert(format!("trigger.{trigger}"), json!("- send: [release]"));
+    }
+    data.insert(
+        "service.webhook.ci".into(),
+        json!(format!("url: {url}\nheaders:\n- name: Authorization\n  value: Bearer $ci-token\ntimeout: 2s\n")),
+    );
+    data.insert(
+        "template.release".into(),
+        json!(format!("message: Rollout {{{{.rollout.metadata.name}}}} {{{{.notification.trigger}}}}\nwebhook:\n  ci:\n    method: POST\n    path: /hooks\n    body: '{body}'\n")),
+    );
+    let config_map: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "stepwise-notification-configmap"},
+        "data": data,
+    }))?;
+    Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns).create(&PostParams::default(), &config_map).await?;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "stepwise-notification-secret"},
+        "stringData": {"ci-token": "s3cr3t-token"},
+    }))?;
+    Api::<Secret>::namespaced(env.client.clone(), &env.ns).create(&PostParams::default(), &secret).await?;
+    Ok(())
+}
+
+const BODY: &str = r#"{"trigger": "{{.notification.trigger}}", "rollout": "{{.rollout.metadata.name}}", "revision": {{.notification.revision}}, "step": "{{.notification.step}}", "message": "{{.notification.message}}"}"#;
+
+const STEPS: &str = "    canary:\n      steps:\n      - setWeight: 50\n      - pause: {}\n";
+
+/// A namespace with the configuration, a controller that reads it, and a Rollout subscribed to
+/// `triggers` through the webhook `ci`.
+async fn env_subscribed(name: &str, url: &str, body: &str, triggers: &[&str]) -> anyhow::Result<Env> {
+    let mut env = Env::without_controller(name).await?;
+    given_config(&env, url, body).await?;
+    let lease_namespace = format!("--lease-namespace={}", env.ns);
+    env.start_controller(&["--leader-elect=false", &lease_namespace])?;
+    let annotations: String =
+        triggers.iter().map(|t| format!("    notifications.stepwise.dev/subscribe.{t}.ci: ''\n")).collect();
+    let yaml = format!(
+        "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: app\n  annotations:\n{annotations}spec:\n  replicas: 2\n  selector: {{matchLabels: {{app: demo}}}}\n  template:\n    metadata: {{labels: {{app: demo}}}}\n    spec: {{containers: [{{name: app, image: 'demo:1'}}]}}\n  strategy:\n{STEPS}"
+    );
+    env.rollouts().create(&PostParams::default(), &serde_yaml::from_str(&yaml)?).await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    Ok(env)
+}
+
+/// Waits until the Rollout's outbox has recorded `n` deliveries and holds nothing pending.
+async fn then_delivered(env: &Env, n: usize) -> anyhow::Result<()> {
+    env.then(&format!("{n} notifications delivered and none pending"), secs(60), |ro| {
+        ro.status
+            .as_ref()
+            .and_then(|s| s.notifications.as_ref())
+            .is_some_and(|o| o.pending.is_empty() && o.delivered.len() >= n)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_subscribed_transition_arrives_exactly_once_with_its_fields() -> anyhow::Result<()> {
+    let (receiver, url) = Receiver::start().await?;
+    let triggers = ["on-rollout-updated", "on-rollout-step-completed", "on-rollout-paused", "on-rollout-completed"];
+    let env = env_subscribed("notify-once", &url, BODY, &triggers).await?;
+    env.when_image("demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.when_promote().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    then_delivered(&env, 6).await?;
+    // A reconcile or two more: nothing may arrive again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let all = receiver.received();
+    let first: Vec<&str> =
+        all.iter().filter(|r| r.body["revision"] == 1).map(|r| r.body["trigger"].as_str().unwrap_or("?")).collect();
+    assert_eq!(first, ["on-rollout-completed"], "the first version's deploy, once");
+    let received: Vec<Received> = all.into_iter().filter(|r| r.body["revision"] == 2).collect();
+    let seen: Vec<(String, String)> = received
+        .iter()
+        .map(|r| {
+            (r.body["trigger"].as_str().unwrap_or("?").to_string(), r.body["step"].as_str().unwrap_or("?").to_string())
+        })
+        .collect();
+    let expected = [
+        ("on-rollout-updated", "0"),
+        ("on-rollout-step-completed", "0"),
+        ("on-rollout-paused", "1"),
+        ("on-rollout-step-completed", "1"),
+        ("on-rollout-completed", "2"),
+    ];
+    let mut sorted = seen.clone();
+    sorted.sort();
+    let mut wanted: Vec<(String, String)> = expected.iter().map(|(t, s)| (t.to_string(), s.to_string())).collect();
+    wanted.sort();
+    assert_eq!(sorted, wanted, "each transition once: {received:#?}");
+    for r in &received {
+        assert_eq!(r.path, "/hooks");
+        assert_eq!(r.authorization, "Bearer s3cr3t-token", "the header from the Secret");
+        assert_eq!((r.body["rollout"].as_str(), r.body["revision"].as_i64()), (Some("app"), Some(2)));
+        assert!(r.idempotency_key.starts_with("2/on-rollout-"), "{}", r.idempotency_key);
+    }
+    let step_message = received.iter().find(|r| r.body["trigger"] == "on-rollout-step-completed").unwrap();
+    assert!(step_message.body["message"].as_str().unwrap_or_default().starts_with("Rollout step 1/2 completed"));
+    let delivered = env.get().await?.status.unwrap().notifications.unwrap().delivered;
+    assert_eq!(delivered.len(), 6, "the first deploy's and the release's five");
+    assert!(delivered.iter().all(|d| d.sent && d.attempts == 1), "{delivered:?}");
+    // The Secret's value is in no message of the controller and no status.
+    let log = env.controllers[0].log_text();
+    assert!(!log.contains("s3cr3t-token"));
+    assert!(!serde_json::to_string(&env.get().await?.status)?.contains("s3cr3t-token"));
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_fails_twice_gets_the_notification_once_on_the_third_attempt() -> anyhow::Result<()> {
+    let (receiver, url) = Receiver::start().await?;
+    let env = env_subscribed("notify-retry", &url, BODY, &["on-rollout-aborted"]).await?;
+    receiver.behaviour.lock().unwrap().statuses = VecDeque::from([503, 503]);
+    env.when_image("demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.when_abort().await?;
+    then_delivered(&env, 1).await?;
+
+    let received = receiver.received();
+    let answers: Vec<Option<u16>> = received.iter().map(|r| r.answered).collect();
+    assert_eq!(answers, [Some(503), Some(503), Some(200)], "{received:#?}");
+    let keys: Vec<&str> = received.iter().map(|r| r.idempotency_key.as_str()).collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "one key for every attempt: {keys:?}");
+    let delivered = env.get().await?.status.unwrap().notifications.unwrap().delivered;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!((delivered[0].sent, delivered[0].attempts), (true, 3));
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_killed_while_sending_and_started_again_delivers_the_notification_once() -> anyhow::Result<()> {
+    let (receiver, url) = Receiver::start().await?;
+    let mut env = env_subscribed("notify-kill", &url, BODY, &["on-rollout-aborted"]).await?;
+    receiver.behaviour.lock().unwrap().hold = true;
+    env.when_image("demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.when_abort().await?;
+    eventually("the send to be under way", secs(30), || async { Ok(!receiver.received().is_empty()) }).await?;
+    env.controllers[0].kill_hard();
+    receiver.behaviour.lock().unwrap().hold = false;
+
+    let lease_namespace = format!("--lease-namespace={}", env.ns);
+    env.start_controller(&["--leader-elect=false", &lease_namespace])?;
+    then_delivered(&env, 1).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 1, "{:#?}", receiver.received());
+    let keys: Vec<String> = receiver.received().iter().map(|r| r.idempotency_key.clone()).collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "the repeat carries the same key: {keys:?}");
+    let recorded = env.get().await?.status.unwrap().notifications.unwrap().delivered;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_hangs_does_not_hold_the_release() -> anyhow::Result<()> {
+    let (receiver, url) = Receiver::start().await?;
+    let env = env_subscribed("notify-hang", &url, BODY, &["on-rollout-updated", "on-rollout-step-completed"]).await?;
+    receiver.behaviour.lock().unwrap().hold = true;
+    env.when_image("demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.when_promote().await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    let pending = env.get().await?.status.unwrap().notifications.map(|n| n.pending.len()).unwrap_or(0);
+    assert!(pending > 0, "released while the notifications wait for the receiver");
+    assert!(receiver.delivered().is_empty());
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_error_is_a_warning_naming_the_template_and_the_field() -> anyhow::Result<()> {
+    let (receiver, url) = Receiver::start().await?;
+    let broken = r#"{"step": "{{.notification.nothing.here}}"}"#;
+    let env = env_subscribed("notify-template", &url, broken, &["on-rollout-updated"]).await?;
+    env.when_image("demo:2").await?;
+    eventually("a NotificationFailed event", secs(60), || async {
+        Ok(env.events().await?.iter().any(|(reason, message)| {
+            reason == "NotificationFailed"
+                && message.contains("template.release")
+                && message.contains("webhook.ci.body")
+        }))
+    })
+    .await?;
+    assert!(receiver.received().is_empty(), "nothing sent");
+    let delivered = env.get().await?.status.unwrap().notifications.unwrap().delivered;
+    assert_eq!((delivered[0].sent, delivered[0].attempts), (false, 1), "given up on at once");
+    env.cleanup().await
+}
