@@ -130,6 +130,11 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         filename: String,
     },
+    /// Work with notifications.
+    Notify {
+        #[command(subcommand)]
+        what: NotifyWhat,
+    },
     /// Work with plugins.
     Plugin {
         #[command(subcommand)]
@@ -191,6 +196,32 @@ enum SetWhat {
         name: String,
         /// CONTAINER=IMAGE
         assignment: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotifyWhat {
+    /// Render a trigger's templates for a Rollout and send them to a service once, with the
+    /// controller's configuration: what its subscribers would get. Prints each message.
+    Test {
+        /// The service, as subscriptions name it (`slack`, or a webhook's name).
+        service: String,
+        /// The Rollout of the -n namespace the message is about.
+        #[arg(long)]
+        rollout: String,
+        /// The trigger whose templates are sent.
+        #[arg(long, default_value = "on-rollout-updated")]
+        trigger: String,
+        /// The recipient (a Slack channel).
+        #[arg(long, default_value = "")]
+        recipient: String,
+        /// The controller's notifications ConfigMap, NAMESPACE/NAME (its namespace is the
+        /// controller's --lease-namespace).
+        #[arg(long, default_value = "default/stepwise-notification-configmap")]
+        config: String,
+        /// The Secret its `$key`s name, in the ConfigMap's namespace.
+        #[arg(long, default_value = "stepwise-notification-secret")]
+        secret: String,
     },
 }
 
@@ -760,6 +791,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History { name, revision, output } => history(&cx, &name, revision, output).await?,
         Command::Undo { name, to_revision } => undo(&cx, &name, to_revision).await?,
         Command::Set { what: SetWhat::Image { name, assignment } } => set_image(&cx, &name, &assignment).await?,
+        Command::Notify { what: NotifyWhat::Test { service, rollout, trigger, recipient, config, secret } } => {
+            let destination = Destination { service, recipient, config, secret };
+            return notify_test(&cx, &destination, &rollout, &trigger).await;
+        }
         Command::Version { .. }
         | Command::Completion { .. }
         | Command::Lint { .. }
@@ -769,6 +804,66 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             unreachable!("handled above")
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `notify test` sends, and the configuration it reads.
+struct Destination {
+    service: String,
+    recipient: String,
+    /// The ConfigMap, NAMESPACE/NAME.
+    config: String,
+    /// The Secret, in the ConfigMap's namespace.
+    secret: String,
+}
+
+/// `notify test`: the trigger's messages for the Rollout, rendered with the controller's
+/// configuration and sent once to the destination. Exit 1 when the configuration, a template or
+/// the sending fails, with the reason (never a secret).
+async fn notify_test(cx: &Cx, to: &Destination, rollout: &str, trigger: &str) -> anyhow::Result<ExitCode> {
+    let Destination { service, recipient, config, secret } = to;
+    let (config_ns, config_name) =
+        config.split_once('/').with_context(|| format!("--config {config}: expected NAMESPACE/NAME"))?;
+    let ro = cx.rollouts().get(rollout).await.map_err(|e| cx.explain(e, "get", "rollouts", Some(rollout)))?;
+    let data = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(cx.client.clone(), config_ns)
+        .get(config_name)
+        .await
+        .with_context(|| format!("cannot read ConfigMap {config}"))?
+        .data
+        .unwrap_or_default();
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cx.client.clone(), config_ns)
+        .get_opt(secret)
+        .await
+        .with_context(|| format!("cannot read Secret {config_ns}/{secret}"))?;
+    let secrets = secret.and_then(|s| s.data).unwrap_or_default();
+    let secrets = secrets.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();
+    let config = stepwise_notify::Config::parse(&data, &secrets)?;
+    let revision = ro.status.as_ref().and_then(|s| s.current_revision).unwrap_or(0);
+    let key = format!("test/{revision}/{trigger}/{service}/{recipient}");
+    let notification = stepwise_notify::Notification {
+        trigger: trigger.to_string(),
+        revision,
+        step: ro.status.as_ref().and_then(|s| s.current_step_index),
+        message: format!("a test of {trigger}, sent by kubectl stepwise notify test"),
+        key: key.clone(),
+        service: service.to_string(),
+        recipient: recipient.to_string(),
+    };
+    let vars = stepwise_notify::template_vars(serde_json::to_value(&ro)?, &notification);
+    let destination = config.service(service)?;
+    let messages = config.render(trigger, service, &vars)?;
+    for message in &messages {
+        println!("template {}: {}", message.template, message.text);
+        for (kind, section) in &message.fields {
+            println!("  {kind}: {section}");
+        }
+        let idempotency_key = format!("{key}/{}", message.template);
+        if let Err(e) = destination.send(message, recipient, None, &idempotency_key).await {
+            println!("not sent: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    println!("sent {} message(s) of {trigger} to {service}", messages.len());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -17,8 +17,12 @@ use crate::decide::step;
 /// Age as kubectl shows it: the largest unit only, `45s`, `12m`, `5h`, `3d`.
 pub fn age(created: Option<&Time>, now: Timestamp) -> String {
     let Some(created) = created else { return "<unknown>".into() };
-    let secs = now.as_second().saturating_sub(created.0.as_second()).max(0);
-    match secs {
+    seconds_text(now.as_second().saturating_sub(created.0.as_second()))
+}
+
+/// A span of seconds as kubectl writes ages: in the largest unit that keeps two of it.
+fn seconds_text(secs: i64) -> String {
+    match secs.max(0) {
         s if s < 120 => format!("{s}s"),
         s if s < 2 * 3600 => format!("{}m", s / 60),
         s if s < 2 * 86400 => format!("{}h", s / 3600),
@@ -251,7 +255,43 @@ pub fn tree(t: &RolloutTree, now: Timestamp) -> String {
     if replica_sets.is_empty() {
         out.push_str("└── (no ReplicaSets yet)\n");
     }
+    if let Some(outbox) = &status.notifications {
+        out.push_str(&notifications(outbox, now));
+    }
     out
+}
+
+/// The notifications of the outbox: the last deliveries, oldest first, then those still due.
+fn notifications(outbox: &stepwise_api::notifications::NotificationsStatus, now: Timestamp) -> String {
+    let destination = |service: &str, recipient: &str| {
+        if recipient.is_empty() { service.to_string() } else { format!("{service}/{recipient}") }
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for d in &outbox.delivered {
+        let (state, why) =
+            if d.sent { ("sent", String::new()) } else { ("failed", d.error.clone().unwrap_or_default()) };
+        let tries = if d.attempts > 1 { format!(" after {} attempts", d.attempts) } else { String::new() };
+        let when = format!("{} ago{tries}", age(Some(&d.time), now));
+        rows.push(vec![state.into(), d.trigger.clone(), destination(&d.service, &d.recipient), when, why]);
+    }
+    for p in &outbox.pending {
+        let when = match &p.next_attempt {
+            Some(next) => format!("attempt {} in {}", p.attempts + 1, until(next, now)),
+            None => format!("due {} ago", age(Some(&p.due_since), now)),
+        };
+        let why = p.last_error.clone().unwrap_or_default();
+        rows.push(vec!["pending".into(), p.trigger.clone(), destination(&p.service, &p.recipient), when, why]);
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let lines: String = table(&rows).lines().map(|l| format!("  {}\n", l.trim_end())).collect();
+    format!("\nNotifications:\n{lines}")
+}
+
+/// How long until `t`, as `age` says it; `0s` when it has passed.
+fn until(t: &Time, now: Timestamp) -> String {
+    seconds_text(t.0.as_second().saturating_sub(now.as_second()))
 }
 
 /// `get rollout -o json|yaml`: the tree's facts as data for scripts, without the objects' noise
@@ -312,6 +352,7 @@ pub fn summary(t: &RolloutTree) -> serde_json::Value {
             "available": status.available_replicas.unwrap_or(0),
         },
         "revisions": revisions,
+        "notifications": status.notifications,
     })
 }
 

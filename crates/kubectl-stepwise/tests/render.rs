@@ -148,6 +148,28 @@ fn a_router_s_weights_are_shown_as_set_and_whether_they_were_verified() {
 }
 
 #[test]
+fn the_last_notifications_and_those_still_due_follow_the_tree() {
+    let mut ro = paused_canary();
+    ro.status.as_mut().unwrap().notifications = Some(yaml(
+        r#"
+delivered:
+- {key: "2/on-rollout-updated/0/ci/", trigger: on-rollout-updated, service: ci, time: "2026-01-01T11:58:00Z", sent: true, attempts: 1}
+- {key: "2/on-rollout-step-completed/0/slack/ops", trigger: on-rollout-step-completed, service: slack, recipient: ops, time: "2026-01-01T11:59:00Z", sent: false, attempts: 8, error: "slack: channel_not_found"}
+pending:
+- {key: "2/on-rollout-paused/1/ci/", trigger: on-rollout-paused, service: ci, revision: 2, step: 1, message: paused, dueSince: "2026-01-01T11:59:30Z", attempts: 2, nextAttempt: "2026-01-01T12:00:08Z", lastError: "service.webhook.ci: HTTP 503"}
+"#,
+    ));
+    let text = render::tree(&RolloutTree { rollout: ro, ..Default::default() }, now());
+    let expected = "\
+Notifications:
+  sent      on-rollout-updated          ci          2m ago
+  failed    on-rollout-step-completed   slack/ops   60s ago after 8 attempts   slack: channel_not_found
+  pending   on-rollout-paused           ci          attempt 3 in 8s            service.webhook.ci: HTTP 503
+";
+    assert!(text.ends_with(expected), "{text}");
+}
+
+#[test]
 fn a_healthy_canary_sends_everything_to_stable() {
     let mut ro = paused_canary();
     let status = ro.status.as_mut().unwrap();

@@ -130,18 +130,16 @@ pub fn record(outbox: &mut NotificationsStatus, key: &str, outcome: &Outcome, no
 /// The variables a template is rendered with: the Rollout as it is now, and the notification
 /// with what happened when it became due.
 pub fn template_vars(rollout: &Rollout, pending: &PendingNotification) -> Value {
-    json!({
-        "rollout": serde_json::to_value(rollout).unwrap_or(Value::Null),
-        "notification": {
-            "trigger": pending.trigger,
-            "revision": pending.revision,
-            "step": pending.step,
-            "message": pending.message,
-            "key": pending.key,
-            "service": pending.service,
-            "recipient": pending.recipient,
-        },
-    })
+    let notification = stepwise_notify::Notification {
+        trigger: pending.trigger.clone(),
+        revision: pending.revision,
+        step: pending.step,
+        message: pending.message.clone(),
+        key: pending.key.clone(),
+        service: pending.service.clone(),
+        recipient: pending.recipient.clone(),
+    };
+    stepwise_notify::template_vars(serde_json::to_value(rollout).unwrap_or(Value::Null), &notification)
 }
 
 /// The sender's shared parts.

@@ -295,16 +295,7 @@ mod tests {
     }
 
     fn traffic(canary_weight: i32) -> Desired {
-        Desired {
-            canary_service: "app-canary".into(),
-            stable_service: "app-stable".into(),
-            canary_weight,
-            max_weight: 100,
-            canary_hash: None,
-            stable_hash: None,
-            managed_route_names: Vec::new(),
-            routes: Vec::new(),
-        }
+        Desired::split("app-canary", "app-stable", canary_weight, 100)
     }
 
     #[tokio::test]

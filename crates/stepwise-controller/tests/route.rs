@@ -140,14 +140,5 @@ async fn a_weight_already_in_place_writes_nothing() {
 
 /// The canary at `canary_weight` out of 100, with no header or mirror routes.
 fn weight(canary_weight: i32) -> Desired {
-    Desired {
-        canary_service: "web-canary".into(),
-        stable_service: "web-stable".into(),
-        canary_weight,
-        max_weight: 100,
-        canary_hash: None,
-        stable_hash: None,
-        managed_route_names: Vec::new(),
-        routes: Vec::new(),
-    }
+    Desired::split("web-canary", "web-stable", canary_weight, 100)
 }

@@ -205,15 +205,11 @@ mod tests {
     }
 
     fn traffic(canary_weight: i32) -> Action {
+        let split = crate::traffic::Traffic::split("canary", "stable", canary_weight, 100);
         Action::SetTraffic(crate::traffic::Traffic {
-            canary_service: "canary".into(),
-            stable_service: "stable".into(),
-            canary_weight,
-            max_weight: 100,
             canary_hash: Some("new".into()),
             stable_hash: Some("old".into()),
-            managed_route_names: Vec::new(),
-            routes: Vec::new(),
+            ..split
         })
     }
 

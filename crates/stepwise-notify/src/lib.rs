@@ -5,36 +5,43 @@
 //! The controller keeps the outbox (what is due, what was sent, retries) in the Rollout's status;
 //! this crate only parses the configuration ([`Config::parse`]), renders a trigger's templates
 //! ([`Config::render`], pure) and sends a rendered [`Message`] through a [`Service`], the I/O
-//! seam. Each service type is one module ([`webhook`], [`slack`]) and one row of [`SERVICES`].
+//! seam. Each service type is one module ([`webhook`], [`slack`], [`alertmanager`],
+//! [`teams_workflows`]) and one row of [`SERVICES`].
 //! There is no Kubernetes client here: the controller hands over the ConfigMap's and the Secret's
 //! data.
 //!
 //! Secrets never leave a service: no [`Error`] and no [`SendError`] quotes a Secret's value, a
-//! Slack token or webhook URL, a header value or basic-auth credentials, as both end up in the
+//! Slack token or webhook URL, a Teams workflow's URL, a header value, a bearer token or basic-auth
+//! credentials, as both end up in the
 //! Rollout's status and in events, where everyone reading the Rollout sees them.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod alertmanager;
 mod config;
 mod http;
 pub mod slack;
+pub mod teams_workflows;
 mod template;
+mod vars;
 pub mod webhook;
 
 pub use config::{Condition, Config};
+pub use vars::{Notification, template_vars};
 
 /// One rendered message: the text of the template's `message`, and for the destination service
 /// its own section of the template, rendered (a webhook's `method`, `path` and `body`; Slack's
-/// `attachments`, `blocks`, `groupingKey`, `notifyBroadcast` and `deliveryPolicy`).
+/// `attachments`, `blocks`, `groupingKey`, `notifyBroadcast` and `deliveryPolicy`; Alertmanager's
+/// `labels`, `annotations` and `generatorURL`; Teams workflows' `title`, `text` and `facts`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Message {
     /// The name of the template the message was rendered from.
     pub template: String,
     /// The rendered `message`.
     pub text: String,
-    /// Service kind (`webhook`, `slack`) → its rendered section of the template. A kind is absent
+    /// Service kind (`webhook`, `slack`, …) → its rendered section of the template. A kind is absent
     /// when the template has no section for the destination.
     pub fields: BTreeMap<String, serde_json::Value>,
 }
@@ -69,16 +76,17 @@ pub type Sending<'a> = Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Se
 /// A trait object (`&dyn Service`), so that services of every kind sit in one [`Config`]; tests
 /// of the controller stand in their own.
 pub trait Service: Send + Sync {
-    /// The kind (`webhook`, `slack`): the key of the message's [`Message::fields`] it reads.
+    /// The kind (`webhook`, `slack`, …): the key of the message's [`Message::fields`] it reads.
     fn kind(&self) -> &'static str;
 
-    /// Sends `message` to `recipient` (a Slack channel; ignored by a webhook).
+    /// Sends `message` to `recipient` (a Slack channel, a key of Teams workflows' `recipientUrls`;
+    /// ignored by a webhook and by Alertmanager).
     ///
     /// `thread` is a thread id this service returned in [`Sent`] before for the same Rollout
     /// release (Slack's `ts`): the message is posted in that thread, or updates that message,
     /// as the template's delivery policy says. `idempotency_key` is the same for every attempt of
     /// one notification, so that a receiver can drop a repeat. Takes no longer than the
-    /// service's timeout (10 s unless configured).
+    /// service's timeout (10 s unless configured; Alertmanager's is per target, 3 s by default).
     fn send<'a>(
         &'a self,
         message: &'a Message,
@@ -100,7 +108,7 @@ pub type Build = fn(key: &str, config: &str, secrets: &BTreeMap<String, String>)
 
 /// A service type: the `<type>` of `service.<type>[.<name>]` keys and of template sections.
 pub struct ServiceType {
-    /// `webhook`, `slack`.
+    /// `webhook`, `slack`, `alertmanager`, `teams-workflows`.
     pub kind: &'static str,
     /// Builds a service of this type.
     pub build: Build,
@@ -122,6 +130,18 @@ pub const SERVICES: &[ServiceType] = &[
         finish: |rendered| Ok(rendered),
     },
     ServiceType { kind: slack::KIND, build: slack::build, section: slack::section, finish: slack::finish },
+    ServiceType {
+        kind: alertmanager::KIND,
+        build: alertmanager::build,
+        section: alertmanager::section,
+        finish: alertmanager::finish,
+    },
+    ServiceType {
+        kind: teams_workflows::KIND,
+        build: teams_workflows::build,
+        section: teams_workflows::section,
+        finish: teams_workflows::finish,
+    },
 ];
 
 /// The service type named `kind`.

@@ -60,10 +60,11 @@ struct HeaderConfig {
     value: String,
 }
 
+/// `basicAuth` of a service config, as Argo writes it.
 #[derive(Deserialize)]
-struct BasicAuth {
-    username: String,
-    password: String,
+pub(crate) struct BasicAuth {
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 /// A configured webhook, its secrets resolved.
@@ -127,7 +128,7 @@ pub(crate) fn timeout(value: Option<&serde_yaml::Value>) -> Result<Duration, Str
 }
 
 /// `user:password` in base64 (RFC 7617), as the `Basic` scheme sends them.
-fn basic_auth(user: &str, password: &str) -> String {
+pub(crate) fn basic_auth(user: &str, password: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let bytes = format!("{user}:{password}").into_bytes();
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -178,7 +179,7 @@ impl Webhook {
 }
 
 /// `url` + `path`, without doubling the slash between them.
-fn join(url: &str, path: &str) -> String {
+pub(crate) fn join(url: &str, path: &str) -> String {
     match (url.strip_suffix('/'), path.starts_with('/')) {
         (Some(base), true) => format!("{base}{path}"),
         _ => format!("{url}{path}"),

@@ -181,7 +181,10 @@ fn a_trigger_must_send_templates_that_are_configured() {
 #[test]
 fn a_service_must_be_of_a_known_type_with_a_unique_name() {
     let err = parse_error(&[("service.teams", "recipientUrls: {}\n")], &[]);
-    assert_eq!(err, "service.teams: the service type teams is not supported (only webhook, slack)");
+    assert_eq!(
+        err,
+        "service.teams: the service type teams is not supported (only webhook, slack, alertmanager, teams-workflows)"
+    );
     let err = parse_error(&[("service.webhook.ci", "headers: []\n")], &[]);
     assert_eq!(err, "service.webhook.ci: url is missing");
     let err = parse_error(&[("service.slack.ci", "token: t\n"), ("service.webhook.ci", "url: http://h\n")], &[]);

@@ -270,6 +270,21 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// `canary_weight` of `max_weight` to the Service `canary_service`, the rest to
+    /// `stable_service`, with no hashes and no managed routes: the simplest split.
+    pub fn split(canary_service: &str, stable_service: &str, canary_weight: i32, max_weight: i32) -> Desired {
+        Desired {
+            canary_service: canary_service.to_string(),
+            stable_service: stable_service.to_string(),
+            canary_weight,
+            max_weight,
+            canary_hash: None,
+            stable_hash: None,
+            managed_route_names: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
     /// What the canary does not get goes to stable.
     pub fn stable_weight(&self) -> i32 {
         self.max_weight - self.canary_weight

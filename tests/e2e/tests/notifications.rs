@@ -240,10 +240,27 @@ async fn each_subscribed_transition_arrives_exactly_once_with_its_fields() -> an
         assert!(r.idempotency_key.starts_with("2/on-rollout-"), "{}", r.idempotency_key);
     }
     let step_message = received.iter().find(|r| r.body["trigger"] == "on-rollout-step-completed").unwrap();
+    // What docs/notifications.md shows: the request as the receiver got it (no header of the Secret).
+    eprintln!(
+        "POST {}\nIdempotency-Key: {}\n\n{}",
+        step_message.path,
+        step_message.idempotency_key,
+        serde_json::to_string_pretty(&step_message.body)?
+    );
     assert!(step_message.body["message"].as_str().unwrap_or_default().starts_with("Rollout step 1/2 completed"));
     let delivered = env.get().await?.status.unwrap().notifications.unwrap().delivered;
     assert_eq!(delivered.len(), 6, "the first deploy's and the release's five");
     assert!(delivered.iter().all(|d| d.sent && d.attempts == 1), "{delivered:?}");
+    // What a person sees of it.
+    let get = tokio::process::Command::new(stepwise_e2e::repo_root().join("target/debug/kubectl-stepwise"))
+        .args(["get", "rollout", "app", "-n", &env.ns, "--kubeconfig"])
+        .arg(stepwise_e2e::kubeconfig_path())
+        .output()
+        .await?;
+    let shown = String::from_utf8_lossy(&get.stdout);
+    eprintln!("$ kubectl stepwise get rollout app\n{shown}");
+    let section = shown.split("\nNotifications:\n").nth(1).unwrap_or_default();
+    assert_eq!(section.lines().filter(|l| l.trim_start().starts_with("sent")).count(), 6, "{shown}");
     // The Secret's value is in no message of the controller and no status.
     let log = env.controllers[0].log_text();
     assert!(!log.contains("s3cr3t-token"));
@@ -329,5 +346,40 @@ async fn a_template_error_is_a_warning_naming_the_template_and_the_field() -> an
     assert!(receiver.received().is_empty(), "nothing sent");
     let delivered = env.get().await?.status.unwrap().notifications.unwrap().delivered;
     assert_eq!((delivered[0].sent, delivered[0].attempts), (false, 1), "given up on at once");
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notify_test_renders_a_trigger_for_a_rollout_and_sends_it_once() -> anyhow::Result<()> {
+    let (receiver, url) = Receiver::start().await?;
+    let env = env_subscribed("notify-cli", &url, BODY, &[]).await?;
+    let binary = stepwise_e2e::repo_root().join("target/debug/kubectl-stepwise");
+    let config = format!("{}/stepwise-notification-configmap", env.ns);
+    let kubeconfig = stepwise_e2e::kubeconfig_path();
+    let out = tokio::process::Command::new(&binary)
+        .args(["notify", "test", "ci", "--rollout", "app", "--trigger", "on-rollout-aborted", "--config", &config])
+        .args(["-n", &env.ns, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("$ kubectl stepwise notify test ci …\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert!(stdout.contains("template release: Rollout app on-rollout-aborted"), "{stdout}");
+    assert!(stdout.ends_with("sent 1 message(s) of on-rollout-aborted to ci\n"), "{stdout}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    assert_eq!(received[0].body["trigger"], "on-rollout-aborted");
+    assert!(received[0].idempotency_key.starts_with("test/"), "{}", received[0].idempotency_key);
+    assert!(!stdout.contains("s3cr3t-token"), "no secret printed");
+
+    let wrong = tokio::process::Command::new(&binary)
+        .args(["notify", "test", "pager", "--rollout", "app", "--config", &config, "-n", &env.ns, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .await?;
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("pager"), "an unknown service is named: {stderr}");
     env.cleanup().await
 }

@@ -101,16 +101,7 @@ mod tests {
     use super::*;
 
     fn desired(canary_weight: i32) -> Desired {
-        Desired {
-            canary_service: "web-canary".into(),
-            stable_service: "web-stable".into(),
-            canary_weight,
-            max_weight: 100,
-            canary_hash: None,
-            stable_hash: None,
-            managed_route_names: Vec::new(),
-            routes: Vec::new(),
-        }
+        Desired::split("web-canary", "web-stable", canary_weight, 100)
     }
 
     fn router() -> ConfigMapRouter {
