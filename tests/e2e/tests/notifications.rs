@@ -174,16 +174,31 @@ const STEPS: &str = "    canary:\n      steps:\n      - setWeight: 50\n      - p
 async fn env_subscribed(name: &str, url: &str, body: &str, triggers: &[&str]) -> anyhow::Result<Env> {
     let mut env = Env::without_controller(name).await?;
     given_config(&env, url, body).await?;
-    let lease_namespace = format!("--lease-namespace={}", env.ns);
-    env.start_controller(&["--leader-elect=false", &lease_namespace])?;
+    start_controller(&mut env, None)?;
+    given_subscribed_rollout(&env, triggers).await?;
+    Ok(env)
+}
+
+/// A controller whose notifications' configuration is the test namespace's: alone, or with
+/// `identity` electing a leader on the namespace's Lease.
+fn start_controller(env: &mut Env, identity: Option<&str>) -> anyhow::Result<usize> {
+    let mut flags = vec![format!("--lease-namespace={}", env.ns)];
+    match identity {
+        Some(id) => flags.extend([format!("--identity={id}"), "--lease-name=notify".into()]),
+        None => flags.push("--leader-elect=false".into()),
+    }
+    env.start_controller(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The Rollout `app`, subscribed to `triggers` through `ci`, created and Healthy.
+async fn given_subscribed_rollout(env: &Env, triggers: &[&str]) -> anyhow::Result<()> {
     let annotations: String =
         triggers.iter().map(|t| format!("    notifications.stepwise.dev/subscribe.{t}.ci: ''\n")).collect();
     let yaml = format!(
         "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: app\n  annotations:\n{annotations}spec:\n  replicas: 2\n  selector: {{matchLabels: {{app: demo}}}}\n  template:\n    metadata: {{labels: {{app: demo}}}}\n    spec: {{containers: [{{name: app, image: 'demo:1'}}]}}\n  strategy:\n{STEPS}"
     );
     env.rollouts().create(&PostParams::default(), &serde_yaml::from_str(&yaml)?).await?;
-    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
-    Ok(env)
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await
 }
 
 /// Waits until the Rollout's outbox has recorded `n` deliveries and holds nothing pending.
@@ -301,8 +316,7 @@ async fn a_controller_killed_while_sending_and_started_again_delivers_the_notifi
     env.controllers[0].kill_hard();
     receiver.behaviour.lock().unwrap().hold = false;
 
-    let lease_namespace = format!("--lease-namespace={}", env.ns);
-    env.start_controller(&["--leader-elect=false", &lease_namespace])?;
+    start_controller(&mut env, None)?;
     then_delivered(&env, 1).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let delivered = receiver.delivered();
@@ -311,6 +325,37 @@ async fn a_controller_killed_while_sending_and_started_again_delivers_the_notifi
     assert!(keys.iter().all(|k| *k == keys[0]), "the repeat carries the same key: {keys:?}");
     let recorded = env.get().await?.status.unwrap().notifications.unwrap().delivered;
     assert_eq!(recorded.len(), 1, "{recorded:?}");
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn across_a_leader_change_mid_send_the_notification_is_delivered_once_by_the_new_leader() -> anyhow::Result<()> {
+    let (receiver, url) = Receiver::start().await?;
+    let mut env = Env::without_controller("notify-leader").await?;
+    given_config(&env, &url, BODY).await?;
+    start_controller(&mut env, Some("a"))?;
+    eventually("a leads", secs(30), || async { Ok(env.controllers[0].metric("stepwise_leader").await? == Some(1.0)) })
+        .await?;
+    start_controller(&mut env, Some("b"))?;
+    given_subscribed_rollout(&env, &["on-rollout-aborted"]).await?;
+    receiver.behaviour.lock().unwrap().hold = true;
+    env.when_image("demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    env.when_abort().await?;
+    eventually("the leader's send to be under way", secs(30), || async { Ok(!receiver.received().is_empty()) }).await?;
+    assert_eq!(env.controllers[1].metric("stepwise_notifications").await?, None, "the standby sends nothing");
+    env.controllers[0].kill_hard();
+    receiver.behaviour.lock().unwrap().hold = false;
+
+    eventually("b leads", secs(60), || async { Ok(env.controllers[1].metric("stepwise_leader").await? == Some(1.0)) })
+        .await?;
+    then_delivered(&env, 1).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.delivered().len(), 1, "{:#?}", receiver.received());
+    let keys: Vec<String> = receiver.received().iter().map(|r| r.idempotency_key.clone()).collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "the repeat carries the same key: {keys:?}");
+    let sent = env.controllers[1].metric_sum("stepwise_notifications_total").await?;
+    assert_eq!(sent, 1.0, "the new leader sent it");
     env.cleanup().await
 }
 
