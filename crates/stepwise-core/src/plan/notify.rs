@@ -3,7 +3,7 @@
 //! queued in the status written with the transition itself. What is recorded is due exactly when
 //! the transition is; the leader sends it later, outside the reconcile, so no receiver slows a
 //! release. A key (revision, trigger, step, destination) already queued or delivered is not queued
-//! again: a transition told twice (a plan made again after a lost write) notifies once.
+//! again: a transition a later plan tells again notifies once.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use stepwise_api::notifications::{NotificationsStatus, PendingNotification, Subscription, subscriptions};
@@ -35,8 +35,8 @@ fn trigger_of(reason: &str) -> Option<&'static str> {
 
 /// Queues the notifications due for the transitions of this plan.
 pub(crate) fn queue(ctx: &Ctx, prev: &RolloutStatus, status: &mut RolloutStatus, draft: &Draft) {
-    let annotations = ctx.rollout.metadata.annotations.clone().unwrap_or_default();
-    let subscribed = subscriptions(&annotations);
+    let Some(annotations) = &ctx.rollout.metadata.annotations else { return };
+    let subscribed = subscriptions(annotations);
     if subscribed.is_empty() {
         return;
     }
