@@ -55,7 +55,11 @@ k get nodes
 say "2/5 Building stepwise and installing its CRDs"
 cargo test --workspace --no-run --quiet # the build `just test` makes too: neither builds the other again
 k apply --server-side --force-conflicts -f crds/ >/dev/null
-k wait --for=condition=Established crd/rollouts.stepwise.dev --timeout=30s >/dev/null
+# Polled: kubectl's wait fails on a CRD that has no conditions yet instead of waiting.
+for _ in $(seq 1 60); do
+  [ "$(k get crd/rollouts.stepwise.dev -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ] && break
+  sleep 0.5
+done
 k delete namespace "$ns" --ignore-not-found --wait=true >/dev/null
 k create namespace "$ns" >/dev/null
 

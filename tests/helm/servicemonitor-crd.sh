@@ -29,5 +29,13 @@ KUBECTL=$(sed -n 's/^KUBECTL=//p' "$STATE/env")
 KUBECONFIG=$(sed -n 's/^KUBECONFIG=//p' "$STATE/env")
 export KUBECONFIG
 "$KUBECTL" apply --server-side --force-conflicts -f "$OUT/servicemonitors.yaml" >/dev/null
-"$KUBECTL" wait --for=condition=Established --timeout=60s crd/servicemonitors.monitoring.coreos.com >/dev/null
+# Polled rather than `kubectl wait`: a CRD just created has no conditions yet, and kubectl 1.34's
+# wait fails on that ("accessor error: <nil>") instead of waiting.
+crd=crd/servicemonitors.monitoring.coreos.com
+for _ in $(seq 1 120); do
+  established=$("$KUBECTL" get "$crd" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')
+  [ "$established" = True ] && break
+  sleep 0.5
+done
+[ "$established" = True ] || { log "$crd is not Established after 60 s"; exit 1; }
 echo "$OUT/servicemonitors.yaml"
