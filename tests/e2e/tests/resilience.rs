@@ -65,6 +65,11 @@ async fn with_two_controllers_one_leads_and_the_other_takes_over_when_it_dies() 
     .await?;
     let b = lease_flags("b");
     env.start_controller(&b.iter().map(String::as_str).collect::<Vec<_>>())?;
+    // Up (its metrics served) before it is asked; under load a start can take seconds.
+    eventually("b serves its metrics", secs(30), || async {
+        Ok(env.controllers[1].metric("stepwise_leader").await.is_ok_and(|v| v.is_some()))
+    })
+    .await?;
     tokio::time::sleep(secs(2)).await;
     assert_eq!(env.controllers[1].metric("stepwise_leader").await?, Some(0.0), "b waits as a standby");
     // A standby is ready to take over, so a rolling update of two replicas can finish.

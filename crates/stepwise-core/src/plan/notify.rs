@@ -62,7 +62,10 @@ fn transitions(ctx: &Ctx, prev: &RolloutStatus, now: &RolloutStatus, draft: &Dra
                 completed += 1;
                 Some(completed - 1)
             }
-            "on-rollout-paused" | "on-rollout-updated" => now.current_step_index,
+            // A release starts at its first step, whatever the same plan goes on to do.
+            "on-rollout-updated" => Some(0),
+            // Where the transition leaves the Rollout, whichever plan makes it.
+            "on-rollout-paused" | "on-rollout-completed" => now.current_step_index,
             // An abort goes back to the first step: it happened at the step before.
             _ => prev.current_step_index,
         };
