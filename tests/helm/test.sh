@@ -177,6 +177,12 @@ grep -A7 -- "# rbac.extraRules" "$out/template-all-options.yaml" | tr -d ' \n' |
   && ! grep -q "rbac.extraRules" "$out/template-defaults.yaml" \
   && ok "rbac.extraRules become rules of the controller's ClusterRole" \
   || bad "rbac.extraRules not in the all-options ClusterRole"
+grep -qx -- "        - --self-service-notifications" "$out/template-all-options.yaml" \
+  && grep -A10 -- "# notifications.selfService" "$out/template-all-options.yaml" | tr -d ' \n' \
+    | grep -qF 'resources:[secrets]resourceNames:[stepwise-notification-secret]verbs:[get]' \
+  && ! grep -q -- "--self-service-notifications\|notifications.selfService" "$out/template-defaults.yaml" \
+  && ok "notifications.selfService passes --self-service-notifications and grants the namespaces' notification Secret, only when set" \
+  || bad "notifications.selfService does not set the flag and the rule alone"
 # The dashboard is off by default: not an object, not a rule, not a word.
 if grep -in dashboard "$out/template-defaults.yaml" >"$out/dashboard-defaults.log"; then
   bad "the defaults render something of the dashboard:"; head -n 5 "$out/dashboard-defaults.log" >&2

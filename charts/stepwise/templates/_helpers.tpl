@@ -188,6 +188,18 @@ crates/stepwise-metrics/src/job.rs. charts/stepwise/README.md explains each one.
   resources: [mappings]
   verbs: [get, create, patch]
 {{- end }}
+{{- if .Values.notifications.selfService }}
+# notifications.selfService: each namespace's own notifications ConfigMap and Secret, these two
+# names only, read at each send.
+- apiGroups: [""]
+  resources: [configmaps]
+  resourceNames: [stepwise-notification-configmap]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: [stepwise-notification-secret]
+  verbs: [get]
+{{- end }}
 {{- with .Values.rbac.extraRules }}
 # rbac.extraRules: the objects of routers registered at start in a controller binary of your own.
 {{ toYaml . }}

@@ -268,8 +268,11 @@ fn notifications(outbox: &stepwise_api::notifications::NotificationsStatus, now:
     };
     let mut rows: Vec<Vec<String>> = Vec::new();
     for d in &outbox.delivered {
-        let (state, why) =
-            if d.sent { ("sent", String::new()) } else { ("failed", d.error.clone().unwrap_or_default()) };
+        let (state, why) = match (d.sent, &d.skipped) {
+            (true, _) => ("sent", String::new()),
+            (false, Some(why)) => ("skipped", why.clone()),
+            (false, None) => ("failed", d.error.clone().unwrap_or_default()),
+        };
         let tries = if d.attempts > 1 { format!(" after {} attempts", d.attempts) } else { String::new() };
         let when = format!("{} ago{tries}", age(Some(&d.time), now));
         rows.push(vec![state.into(), d.trigger.clone(), destination(&d.service, &d.recipient), when, why]);

@@ -113,7 +113,8 @@ fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
-/// A notification sent, or given up on after its attempts.
+/// A notification sent, skipped because its trigger's conditions did not hold, or given up on
+/// after its attempts.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationDelivery {
@@ -126,10 +127,13 @@ pub struct NotificationDelivery {
     /// The recipient; empty when the service has none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub recipient: String,
-    /// When it was sent, or given up on.
+    /// When it was sent, skipped or given up on.
     pub time: Time,
     /// Whether it was sent.
     pub sent: bool,
+    /// Why it was not sent although nothing failed: no `when` of its trigger held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// Attempts made, this one included.
     pub attempts: i32,
     /// Why it was given up on.

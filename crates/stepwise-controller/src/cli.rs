@@ -77,6 +77,11 @@ struct Args {
     /// namespace.
     #[arg(long, env = "STEPWISE_NOTIFICATIONS_SECRET", default_value = "stepwise-notification-secret")]
     notifications_secret: String,
+    /// Let the teams of each namespace configure their own notification services, in a ConfigMap
+    /// and a Secret of the same names in their namespace (with the controller's triggers and
+    /// templates unless theirs replace them).
+    #[arg(long, env = "STEPWISE_SELF_SERVICE_NOTIFICATIONS")]
+    self_service_notifications: bool,
     /// Identity of this instance (default: host name and process id).
     #[arg(long, env = "STEPWISE_IDENTITY")]
     identity: Option<String>,
@@ -289,6 +294,7 @@ async fn run_until_stopped(mut routers: Routers) -> anyhow::Result<()> {
             namespace: args.lease_namespace.clone(),
             config_map: args.notifications_configmap.clone(),
             secret: args.notifications_secret.clone(),
+            self_service: args.self_service_notifications,
         },
     };
     // In-flight reconciles get a grace period after SIGTERM; then the process ends regardless.

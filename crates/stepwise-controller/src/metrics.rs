@@ -130,7 +130,7 @@ impl Default for Metrics {
         );
         registry.register(
             "notifications",
-            "Notification attempts, by trigger, service and result: sent, retried, failed (given up on)",
+            "Notification attempts, by trigger, service and result: sent, retried, failed (given up on), skipped (no `when` of the trigger held)",
             notifications.clone(),
         );
         Metrics {

@@ -51,6 +51,9 @@ pub struct NotifierSettings {
     pub config_map: String,
     /// The Secret's name.
     pub secret: String,
+    /// Whether a Rollout's namespace may configure its own services in a ConfigMap and Secret of
+    /// the same names (Argo's self-service notifications).
+    pub self_service: bool,
 }
 
 /// What came of one attempt.
@@ -60,6 +63,8 @@ pub enum Outcome {
     Sent { thread: Option<String> },
     /// Not delivered; whether trying again may help.
     Failed { error: String, retryable: bool },
+    /// Not to be sent: no condition of the trigger holds, and why.
+    Skipped { why: String },
 }
 
 /// What recording an outcome did to the notification.
@@ -71,6 +76,8 @@ pub enum Recorded {
     Retried,
     /// Moved to the deliveries, given up on.
     Failed,
+    /// Moved to the deliveries, not sent as the trigger's conditions said.
+    Skipped,
     /// No longer pending (recorded by another attempt): nothing changed.
     Gone,
 }
@@ -95,13 +102,14 @@ fn thread_key(pending: &PendingNotification) -> String {
 pub fn record(outbox: &mut NotificationsStatus, key: &str, outcome: &Outcome, now: &Time) -> Recorded {
     let Some(at) = outbox.pending.iter().position(|p| p.key == key) else { return Recorded::Gone };
     let attempts = outbox.pending[at].attempts + 1;
-    let (recorded, error) = match outcome {
+    let (recorded, error, skipped) = match outcome {
         Outcome::Sent { thread } => {
             if let Some(thread) = thread {
                 outbox.threads.insert(thread_key(&outbox.pending[at]), thread.clone());
             }
-            (Recorded::Sent, None)
+            (Recorded::Sent, None, None)
         }
+        Outcome::Skipped { why } => (Recorded::Skipped, None, Some(why.clone())),
         Outcome::Failed { error, retryable } if *retryable && attempts < MAX_ATTEMPTS => {
             let pending = &mut outbox.pending[at];
             pending.attempts = attempts;
@@ -109,7 +117,7 @@ pub fn record(outbox: &mut NotificationsStatus, key: &str, outcome: &Outcome, no
             pending.last_error = Some(error.clone());
             return Recorded::Retried;
         }
-        Outcome::Failed { error, .. } => (Recorded::Failed, Some(error.clone())),
+        Outcome::Failed { error, .. } => (Recorded::Failed, Some(error.clone()), None),
     };
     let pending = outbox.pending.remove(at);
     outbox.delivered.push(NotificationDelivery {
@@ -119,6 +127,7 @@ pub fn record(outbox: &mut NotificationsStatus, key: &str, outcome: &Outcome, no
         recipient: pending.recipient,
         time: now.clone(),
         sent: recorded == Recorded::Sent,
+        skipped,
         attempts,
         error,
     });
@@ -229,10 +238,7 @@ impl Sender {
             .as_ref()
             .and_then(|s| s.notifications.as_ref())
             .and_then(|n| n.threads.get(&thread_key(pending)).cloned());
-        let outcome = match self.send(rollout, pending, thread.as_deref()).await {
-            Ok(thread) => Outcome::Sent { thread },
-            Err(e) => Outcome::Failed { error: e.message, retryable: e.retryable },
-        };
+        let outcome = self.send(rollout, pending, thread.as_deref()).await;
         let recorded = match self.persist(rollout, &pending.key, &outcome).await {
             Ok(recorded) => recorded,
             Err(e) => {
@@ -251,51 +257,84 @@ impl Sender {
     }
 
     /// Renders the notification with the configuration as it is now and sends every message of
-    /// its trigger; the thread the service keeps for the release.
-    async fn send(
-        &self,
-        rollout: &Rollout,
-        pending: &PendingNotification,
-        thread: Option<&str>,
-    ) -> Result<Option<String>, stepwise_notify::SendError> {
-        let config = self.config().await?;
-        let service = config.service(&pending.service).map_err(not_retryable)?;
-        let messages = config
-            .render(&pending.trigger, &pending.service, &template_vars(rollout, pending))
-            .map_err(not_retryable)?;
+    /// its trigger whose condition holds; with the thread the service keeps for the release.
+    async fn send(&self, rollout: &Rollout, pending: &PendingNotification, thread: Option<&str>) -> Outcome {
+        let failed = |e: stepwise_notify::SendError| Outcome::Failed { error: e.message, retryable: e.retryable };
+        let namespace = rollout.namespace().unwrap_or_default();
+        let config = match self.config(&namespace, &pending.service).await {
+            Ok(config) => config,
+            Err(e) => return failed(e),
+        };
+        let service = match config.service(&pending.service) {
+            Ok(service) => service,
+            Err(e) => return failed(not_retryable(e)),
+        };
+        let messages = match config.render(&pending.trigger, &pending.service, &template_vars(rollout, pending)) {
+            Ok(messages) => messages,
+            Err(e @ stepwise_notify::Error::Unmet { .. }) => return Outcome::Skipped { why: e.to_string() },
+            Err(e) => return failed(not_retryable(e)),
+        };
         let mut kept = thread.map(String::from);
         for message in &messages {
             let key = format!("{}/{}", pending.key, message.template);
-            let sent = service.send(message, &pending.recipient, kept.as_deref(), &key).await?;
-            kept = kept.or(sent.thread);
+            match service.send(message, &pending.recipient, kept.as_deref(), &key).await {
+                Ok(sent) => kept = kept.or(sent.thread),
+                Err(e) => return failed(e),
+            }
         }
-        Ok(kept.filter(|t| Some(t.as_str()) != thread))
+        Outcome::Sent { thread: kept.filter(|t| Some(t.as_str()) != thread) }
     }
 
-    /// The configuration: the ConfigMap and the Secret, read at each send so that a change
-    /// applies to the next notification.
-    async fn config(&self) -> Result<stepwise_notify::Config, stepwise_notify::SendError> {
-        let NotifierSettings { namespace, config_map, secret } = &self.settings;
+    /// The configuration that serves `service` for a Rollout of `namespace`, read at each send so
+    /// that a change applies to the next notification: the namespace's own when self-service is
+    /// on and its ConfigMap configures the service, the controller's otherwise.
+    async fn config(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Result<stepwise_notify::Config, stepwise_notify::SendError> {
+        let NotifierSettings { namespace: home, config_map, self_service, .. } = &self.settings;
+        let controller = self.read_config_map(home).await?;
+        if *self_service
+            && namespace != home
+            && let Some(own) =
+                self.read_config_map(namespace).await?.filter(|own| stepwise_notify::Config::configures(own, service))
+        {
+            let secrets = self.read_secret(namespace).await?;
+            let shared = controller.unwrap_or_default();
+            return stepwise_notify::Config::for_namespace(&shared, &own, &secrets).map_err(|e| {
+                stepwise_notify::SendError {
+                    retryable: false,
+                    message: format!("ConfigMap {namespace}/{config_map}: {e}"),
+                }
+            });
+        }
+        let controller = controller.ok_or_else(|| retryable(format!("ConfigMap {home}/{config_map} not found")))?;
+        stepwise_notify::Config::parse(&controller, &self.read_secret(home).await?).map_err(not_retryable)
+    }
+
+    /// The data of the notifications ConfigMap of `namespace`, if there is one.
+    async fn read_config_map(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, stepwise_notify::SendError> {
+        let name = &self.settings.config_map;
         let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let found = config_maps
+            .get_opt(name)
+            .await
+            .map_err(|e| retryable(format!("reading ConfigMap {namespace}/{name}: {e}")))?;
+        Ok(found.map(|c| c.data.unwrap_or_default()))
+    }
+
+    /// The data of the notifications Secret of `namespace`, empty when there is none.
+    async fn read_secret(&self, namespace: &str) -> Result<BTreeMap<String, String>, stepwise_notify::SendError> {
+        let name = &self.settings.secret;
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let unreadable = |what: String| stepwise_notify::SendError { retryable: true, message: what };
-        let data = config_maps
-            .get_opt(config_map)
-            .await
-            .map_err(|e| unreadable(format!("reading ConfigMap {namespace}/{config_map}: {e}")))?
-            .ok_or_else(|| unreadable(format!("ConfigMap {namespace}/{config_map} not found")))?
-            .data
-            .unwrap_or_default();
-        let secret_data: BTreeMap<String, String> = secrets
-            .get_opt(secret)
-            .await
-            .map_err(|e| unreadable(format!("reading Secret {namespace}/{secret}: {e}")))?
-            .and_then(|s| s.data)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-            .collect();
-        stepwise_notify::Config::parse(&data, &secret_data).map_err(not_retryable)
+        let found =
+            secrets.get_opt(name).await.map_err(|e| retryable(format!("reading Secret {namespace}/{name}: {e}")))?;
+        let data = found.and_then(|s| s.data).unwrap_or_default();
+        Ok(data.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect())
     }
 
     /// Records `outcome` in the Rollout's status, read again for its resourceVersion; a conflict
@@ -333,16 +372,20 @@ impl Sender {
             Recorded::Sent => "sent",
             Recorded::Retried => "retried",
             Recorded::Failed => "failed",
+            Recorded::Skipped => "skipped",
             Recorded::Gone => return,
         };
         self.metrics.notification(trigger, service, result);
         let error = match outcome {
             Outcome::Failed { error, .. } => error.as_str(),
-            Outcome::Sent { .. } => "",
+            Outcome::Sent { .. } | Outcome::Skipped { .. } => "",
         };
-        match recorded {
-            Recorded::Sent => info!(rollout = %name, %trigger, %service, key = %pending.key, "notification sent"),
-            Recorded::Retried => {
+        match (recorded, outcome) {
+            (Recorded::Sent, _) => info!(rollout = %name, %trigger, %service, key = %pending.key, "notification sent"),
+            (Recorded::Skipped, Outcome::Skipped { why }) => {
+                info!(rollout = %name, %trigger, %service, key = %pending.key, why, "notification not sent: its conditions do not hold")
+            }
+            (Recorded::Retried, _) => {
                 warn!(rollout = %name, %trigger, %service, key = %pending.key, error, "notification not sent; trying again")
             }
             _ => {
@@ -361,6 +404,11 @@ impl Sender {
             }
         }
     }
+}
+
+/// A failure to read the configuration: the API server may answer the next time.
+fn retryable(message: String) -> stepwise_notify::SendError {
+    stepwise_notify::SendError { retryable: true, message }
 }
 
 /// A configuration or template error: sending again cannot help until a person changes it.
@@ -435,6 +483,16 @@ mod tests {
         }
         assert_eq!(o.delivered.len(), DELIVERIES_KEPT);
         assert_eq!(o.delivered.last().unwrap().key, "k11");
+    }
+
+    #[test]
+    fn a_notification_whose_conditions_do_not_hold_is_recorded_as_skipped_with_the_reason() {
+        let mut o = outbox(&["a"]);
+        let why = "trigger.on-rollout-aborted sends nothing: `rollout.status.phase == 'Degraded'` is false";
+        assert_eq!(record(&mut o, "a", &Outcome::Skipped { why: why.into() }, &at(3)), Recorded::Skipped);
+        assert!(o.pending.is_empty());
+        let skipped = &o.delivered[0];
+        assert_eq!((skipped.sent, skipped.skipped.as_deref(), skipped.error.as_deref()), (false, Some(why), None));
     }
 
     #[test]

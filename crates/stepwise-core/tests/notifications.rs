@@ -40,6 +40,7 @@ fn deliver_all(w: &mut World) {
             recipient: p.recipient,
             time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
             sent: true,
+            skipped: None,
             attempts: 1,
             error: None,
         });

@@ -9,19 +9,21 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::when::{Verdict, When};
 use crate::{Error, Message, Service, service_type, template};
 
-/// One condition of a trigger: when (an expression the controller evaluates) to send which
-/// templates.
+/// One condition of a trigger: when (a CEL expression over the template's variables) to send
+/// which templates.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// The expression deciding whether the trigger fires; always when absent.
+    /// The expression deciding whether the condition's templates are sent; always when absent.
     #[serde(default)]
     pub when: Option<String>,
     /// The templates sent, by name.
     pub send: Vec<String>,
-    /// An expression whose value changing lets the trigger fire again (Argo's `oncePer`).
+    /// An expression whose value changing lets the trigger fire again (Argo's `oncePer`). Read, not
+    /// evaluated: a notification is sent once per revision, trigger and step already.
     #[serde(default)]
     pub once_per: Option<String>,
     /// What the condition is for.
@@ -37,10 +39,16 @@ struct TemplateSpec {
     sections: serde_json::Map<String, Value>,
 }
 
+/// A condition with its `when` compiled.
+struct CompiledCondition {
+    condition: Condition,
+    when: Option<When>,
+}
+
 /// The parsed notifications configuration: triggers, templates and services with their secrets
 /// resolved.
 pub struct Config {
-    triggers: BTreeMap<String, Vec<Condition>>,
+    triggers: BTreeMap<String, Vec<CompiledCondition>>,
     templates: BTreeMap<String, TemplateSpec>,
     services: BTreeMap<String, Box<dyn Service>>,
 }
@@ -70,37 +78,66 @@ impl Config {
         Ok(Config { triggers, templates, services })
     }
 
+    /// The configuration of a namespace's own ConfigMap `own` (Argo's self-service
+    /// notifications): its services, whose `$key`s resolve from its own Secret `own_secrets` only
+    /// (never the controller's, which a team could otherwise send to a receiver of its choosing),
+    /// and its triggers and templates over those of the controller's ConfigMap `controller`, so
+    /// that a team can use the platform's templates with its own Slack token.
+    pub fn for_namespace(
+        controller: &BTreeMap<String, String>,
+        own: &BTreeMap<String, String>,
+        own_secrets: &BTreeMap<String, String>,
+    ) -> Result<Config, Error> {
+        let shared = controller.iter().filter(|(key, _)| !key.starts_with("service."));
+        let merged: BTreeMap<String, String> =
+            shared.chain(own).map(|(key, value)| (key.clone(), value.clone())).collect();
+        Config::parse(&merged, own_secrets)
+    }
+
+    /// Whether the ConfigMap data `config` configures a service named `name`, without building it.
+    pub fn configures(config: &BTreeMap<String, String>, name: &str) -> bool {
+        keys(config, "service.").any(|(rest, _, _)| service_name(&rest) == name)
+    }
+
     /// The names of the triggers configured.
     pub fn triggers(&self) -> Vec<&str> {
         self.triggers.keys().map(String::as_str).collect()
     }
 
-    /// The `when` expression of `trigger`'s first condition, for the caller to evaluate; None
-    /// when the trigger is not configured or fires always. See [`Config::conditions`] for a
-    /// trigger of several conditions.
-    pub fn when(&self, trigger: &str) -> Option<&str> {
-        self.triggers.get(trigger)?.first()?.when.as_deref()
-    }
-
     /// Every condition of `trigger`, in order; None when it is not configured.
-    pub fn conditions(&self, trigger: &str) -> Option<&[Condition]> {
-        self.triggers.get(trigger).map(Vec::as_slice)
+    pub fn conditions(&self, trigger: &str) -> Option<Vec<&Condition>> {
+        Some(self.triggers.get(trigger)?.iter().map(|c| &c.condition).collect())
     }
 
-    /// The messages `trigger` sends to the service named `service`: one per template its
-    /// conditions' `send` list (once each, in order), rendered with `vars`, a JSON object
-    /// (`rollout`: the Rollout; `notification`: trigger, revision, step, message, key; and what
-    /// else the caller puts in).
+    /// The messages `trigger` sends to the service named `service`: one per template the `send`
+    /// lists of its conditions that hold name (once each, in order), rendered with `vars`, a JSON
+    /// object (`rollout`: the Rollout; `notification`: trigger, revision, step, message, key; and
+    /// what else the caller puts in). A condition holds when it has no `when`, or its `when`,
+    /// evaluated with the same variables, is true.
     ///
-    /// Errors when the trigger or the service is not configured, or a template fails to render
-    /// (naming the template and the field: `template.rollout-aborted: slack.attachments: ...`).
+    /// Errors when the trigger or the service is not configured, when no condition holds
+    /// ([`Error::Unmet`], saying why), when a `when` cannot be evaluated, or when a template
+    /// fails to render (naming the template and the field: `template.rollout-aborted:
+    /// slack.attachments: ...`).
     pub fn render(&self, trigger: &str, service: &str, vars: &Value) -> Result<Vec<Message>, Error> {
         let conditions =
             self.triggers.get(trigger).ok_or_else(|| Error::UnknownTrigger { trigger: trigger.to_string() })?;
         let kind = self.service(service)?.kind();
+        let mut sent = Vec::new();
+        let mut unmet = Vec::new();
+        for (index, compiled) in conditions.iter().enumerate() {
+            let verdict = compiled.when.as_ref().map(|when| when.evaluate(vars)).transpose();
+            match verdict.map_err(|message| Error::Condition { key: format!("trigger.{trigger}"), index, message })? {
+                None | Some(Verdict::Holds) => sent.extend(&compiled.condition.send),
+                Some(Verdict::Unmet(why)) => unmet.push(why),
+            }
+        }
+        if sent.is_empty() {
+            return Err(Error::Unmet { trigger: trigger.to_string(), why: unmet.join("; ") });
+        }
         let vars = template::to_gtmpl(vars);
         let mut seen = BTreeSet::new();
-        let names = conditions.iter().flat_map(|c| &c.send).filter(|name| seen.insert(name.as_str()));
+        let names = sent.into_iter().filter(|name| seen.insert(name.as_str()));
         // Every name was checked against the templates by `parse`.
         names.map(|name| self.render_one(name, &self.templates[name], kind, service, &vars)).collect()
     }
@@ -180,8 +217,13 @@ fn parse_template(key: &str, text: &str) -> Result<TemplateSpec, Error> {
     Ok(TemplateSpec { message, sections })
 }
 
-/// A `trigger.<name>` value: a YAML list of conditions, each sending templates that exist.
-fn parse_trigger(key: &str, text: &str, templates: &BTreeMap<String, TemplateSpec>) -> Result<Vec<Condition>, Error> {
+/// A `trigger.<name>` value: a YAML list of conditions, each sending templates that exist, each
+/// `when` compiled.
+fn parse_trigger(
+    key: &str,
+    text: &str,
+    templates: &BTreeMap<String, TemplateSpec>,
+) -> Result<Vec<CompiledCondition>, Error> {
     let invalid = |message: String| Error::Config { key: key.to_string(), message };
     let conditions: Vec<Condition> =
         serde_yaml::from_str(text).map_err(|e| invalid(format!("not a list of conditions: {e}")))?;
@@ -196,7 +238,18 @@ fn parse_trigger(key: &str, text: &str, templates: &BTreeMap<String, TemplateSpe
             return Err(invalid(format!("condition {i} sends template.{missing}, which is not configured")));
         }
     }
-    Ok(conditions)
+    conditions
+        .into_iter()
+        .enumerate()
+        .map(|(index, condition)| {
+            let when = condition.when.as_deref().map(str::trim).filter(|w| !w.is_empty());
+            let when = when
+                .map(|text| When::compile(text).map_err(|e| format!("`{text}` does not compile: {e}")))
+                .transpose()
+                .map_err(|message| Error::Condition { key: key.to_string(), index, message })?;
+            Ok(CompiledCondition { condition, when })
+        })
+        .collect()
 }
 
 /// The service of the key `service.<rest>`, under its name: `<name>` of `<type>.<name>`, or
@@ -207,7 +260,7 @@ fn build_service(
     config: &str,
     secrets: &BTreeMap<String, String>,
 ) -> Result<(String, Box<dyn Service>), Error> {
-    let (kind, name) = rest.split_once('.').unwrap_or((rest, rest));
+    let (kind, name) = (rest.split_once('.').map_or(rest, |(kind, _)| kind), service_name(rest));
     let Some(service_type) = service_type(kind) else {
         let known: Vec<&str> = crate::SERVICES.iter().map(|t| t.kind).collect();
         let message = format!("the service type {kind} is not supported (only {})", known.join(", "));
@@ -217,6 +270,12 @@ fn build_service(
         return Err(Error::Config { key: key.to_string(), message: "the service has no name after the dot".into() });
     }
     Ok((name.to_string(), (service_type.build)(key, config, secrets)?))
+}
+
+/// The name of the service of the key `service.<rest>`: `<name>` of `<type>.<name>`, or `<type>`
+/// alone.
+fn service_name(rest: &str) -> &str {
+    rest.split_once('.').map_or(rest, |(_, name)| name)
 }
 
 /// `$key` references in service configs, resolved from the Secret's data.

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
+use tokio::time::Instant;
+
 use crate::SendError;
 
 /// How long a send may take when the service's config does not say (`timeout`).
@@ -62,8 +65,19 @@ impl Redactor {
 
     /// A [`SendError`] of `message`, with every secret value replaced by `***`.
     pub(crate) fn error(&self, retryable: bool, message: String) -> SendError {
-        let message = self.secrets.iter().fold(message, |text, secret| text.replace(secret.as_str(), "***"));
-        SendError { retryable, message }
+        SendError { retryable, message: self.scrub(message) }
+    }
+
+    /// `text` with every secret value replaced by `***`.
+    fn scrub(&self, text: String) -> String {
+        self.secrets.iter().fold(text, |text, secret| text.replace(secret.as_str(), "***"))
+    }
+
+    /// A receiver's `text` scrubbed, then quoted and cut as [`snippet`] does: scrubbed first, so
+    /// that neither the cut nor the quoting's escapes leave a part of a secret that no longer
+    /// matches.
+    pub(crate) fn quote(&self, text: &str) -> String {
+        snippet(&self.scrub(text.to_string()))
     }
 }
 
@@ -75,14 +89,28 @@ pub(crate) async fn exchange(
     target: &str,
     redactor: &Redactor,
 ) -> Result<(u16, String), SendError> {
+    let (status, _, body) = exchange_by(request, Instant::now() + timeout, timeout, target, redactor).await?;
+    Ok((status, body))
+}
+
+/// Sends `request` and reads the whole answer by `deadline`: (status, headers, body), for a
+/// service that makes several requests within its `timeout` (the deadline's length, for errors).
+pub(crate) async fn exchange_by(
+    request: reqwest::RequestBuilder,
+    deadline: Instant,
+    timeout: Duration,
+    target: &str,
+    redactor: &Redactor,
+) -> Result<(u16, HeaderMap, String), SendError> {
     let exchange = async {
         let response = request.send().await?;
         let status = response.status().as_u16();
-        Ok::<_, reqwest::Error>((status, response.text().await?))
+        let headers = response.headers().clone();
+        Ok::<_, reqwest::Error>((status, headers, response.text().await?))
     };
     // One deadline for connecting, sending and reading: a receiver that trickles its answer must
     // not hold the controller longer than the service allows.
-    match tokio::time::timeout(timeout, exchange).await {
+    match tokio::time::timeout_at(deadline, exchange).await {
         Err(_) => Err(redactor.error(true, format!("{target}: no answer within {}", shown(timeout)))),
         // A request that cannot even be built (a bad header) fails the same way every time.
         Ok(Err(e)) => Err(redactor.error(!e.is_builder(), format!("{target}: {}", reqwest_error(&e)))),
@@ -93,7 +121,7 @@ pub(crate) async fn exchange(
 /// The error of an answer with a status other than 2xx: retryable for 429 and 5xx.
 pub(crate) fn status_error(target: &str, status: u16, body: &str, redactor: &Redactor) -> SendError {
     let retryable = status == 429 || status >= 500;
-    redactor.error(retryable, format!("{target}: {}: {}", status_text(status), snippet(body)))
+    redactor.error(retryable, format!("{target}: {}: {}", status_text(status), redactor.quote(body)))
 }
 
 /// `HTTP 404 Not Found`.

@@ -6,7 +6,7 @@
 //! this crate only parses the configuration ([`Config::parse`]), renders a trigger's templates
 //! ([`Config::render`], pure) and sends a rendered [`Message`] through a [`Service`], the I/O
 //! seam. Each service type is one module ([`webhook`], [`slack`], [`alertmanager`],
-//! [`teams_workflows`]) and one row of [`SERVICES`].
+//! [`teams_workflows`], [`email`], [`github`]) and one row of [`SERVICES`].
 //! There is no Kubernetes client here: the controller hands over the ConfigMap's and the Secret's
 //! data.
 //!
@@ -21,12 +21,15 @@ use std::pin::Pin;
 
 pub mod alertmanager;
 mod config;
+pub mod email;
+pub mod github;
 mod http;
 pub mod slack;
 pub mod teams_workflows;
 mod template;
 mod vars;
 pub mod webhook;
+mod when;
 
 pub use config::{Condition, Config};
 pub use vars::{Notification, template_vars};
@@ -136,6 +139,8 @@ pub const SERVICES: &[ServiceType] = &[
         section: alertmanager::section,
         finish: alertmanager::finish,
     },
+    ServiceType { kind: email::KIND, build: email::build, section: email::section, finish: email::finish },
+    ServiceType { kind: github::KIND, build: github::build, section: github::section, finish: github::finish },
     ServiceType {
         kind: teams_workflows::KIND,
         build: teams_workflows::build,
@@ -178,6 +183,24 @@ pub enum Error {
         field: String,
         /// The template engine's error.
         message: String,
+    },
+    /// A trigger condition's `when` does not compile, or cannot be evaluated.
+    #[error("{key}: condition {index}: when {message}")]
+    Condition {
+        /// The ConfigMap key, e.g. `trigger.on-rollout-aborted`.
+        key: String,
+        /// The condition's index in the trigger's list.
+        index: usize,
+        /// The problem, with the expression.
+        message: String,
+    },
+    /// No condition of the trigger holds: nothing is to be sent.
+    #[error("trigger.{trigger} sends nothing: {why}")]
+    Unmet {
+        /// The trigger's name.
+        trigger: String,
+        /// Why each condition does not hold.
+        why: String,
     },
     /// No `trigger.<name>` key configures the trigger.
     #[error("trigger.{trigger} is not configured")]

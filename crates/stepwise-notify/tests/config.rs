@@ -46,7 +46,7 @@ fn argo_secret() -> BTreeMap<String, String> {
 
 fn vars() -> serde_json::Value {
     json!({
-        "rollout": {"metadata": {"name": "guestbook", "namespace": "shop"}, "spec": {"strategy": {"canary": {"steps": [{"setWeight": 20}]}}}},
+        "rollout": {"metadata": {"name": "guestbook", "namespace": "shop"}, "spec": {"strategy": {"canary": {"steps": [{"setWeight": 20}]}}}, "status": {"phase": "Degraded"}},
         "notification": {"trigger": "on-rollout-aborted", "revision": "3", "step": 2, "message": "", "key": "shop/guestbook/3"},
     })
 }
@@ -66,14 +66,69 @@ fn an_argo_configmap_parses_into_its_triggers_and_services() {
 }
 
 #[test]
-fn the_when_of_a_trigger_and_its_conditions_are_kept_for_the_caller() {
+fn the_conditions_of_a_trigger_are_kept_in_order() {
     let config = Config::parse(&argo_configmap(), &argo_secret()).unwrap();
-    assert_eq!(config.when("on-rollout-aborted"), Some("rollout.status.phase == 'Degraded'"));
-    assert_eq!(config.when("on-step"), None);
-    assert_eq!(config.when("on-nothing"), None);
+    let conditions = config.conditions("on-rollout-aborted").unwrap();
+    assert_eq!(conditions[0].when.as_deref(), Some("rollout.status.phase == 'Degraded'"));
     let conditions = config.conditions("on-step").unwrap();
     assert_eq!(conditions.len(), 2);
     assert_eq!(conditions[0].once_per.as_deref(), Some("rollout.status.currentStepIndex"));
+    assert!(config.conditions("on-nothing").is_none());
+}
+
+#[test]
+fn a_trigger_whose_when_is_false_sends_nothing_and_says_why() {
+    let config = Config::parse(&argo_configmap(), &argo_secret()).unwrap();
+    let mut vars = vars();
+    vars["rollout"]["status"] = json!({"phase": "Healthy"});
+    let err = config.render("on-rollout-aborted", "slack", &vars).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "trigger.on-rollout-aborted sends nothing: `rollout.status.phase == 'Degraded'` is false"
+    );
+    assert!(matches!(err, Error::Unmet { .. }));
+}
+
+#[test]
+fn only_the_conditions_that_hold_send_their_templates() {
+    let config = data(&[
+        ("template.a", "message: a\n"),
+        ("template.b", "message: b\n"),
+        ("trigger.on-x", "- send: [a]\n  when: notification.step == 1\n- send: [b]\n  when: notification.step >= 1\n"),
+        ("service.slack", "token: t\n"),
+    ]);
+    let config = Config::parse(&config, &BTreeMap::new()).unwrap();
+    let sent = |step: i64| -> Vec<String> {
+        match config.render("on-x", "slack", &json!({"notification": {"step": step}})) {
+            Ok(messages) => messages.into_iter().map(|m| m.template).collect(),
+            Err(Error::Unmet { .. }) => vec![],
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(sent(1), ["a", "b"]);
+    assert_eq!(sent(2), ["b"]);
+    assert!(sent(0).is_empty());
+}
+
+#[test]
+fn a_when_that_does_not_compile_is_refused_naming_the_trigger_and_the_condition() {
+    let err = parse_error(
+        &[("template.a", "message: a\n"), ("trigger.on-x", "- send: [a]\n- send: [a]\n  when: rollout.status ==\n")],
+        &[],
+    );
+    assert!(err.starts_with("trigger.on-x: condition 1: when `rollout.status ==` does not compile: line 1"), "{err}");
+}
+
+#[test]
+fn a_when_that_cannot_be_evaluated_is_an_error_not_a_silence() {
+    let config = data(&[
+        ("template.a", "message: a\n"),
+        ("trigger.on-x", "- send: [a]\n  when: rollout.spec.replicas > 'two'\n"),
+        ("service.slack", "token: t\n"),
+    ]);
+    let config = Config::parse(&config, &BTreeMap::new()).unwrap();
+    let err = config.render("on-x", "slack", &json!({"rollout": {"spec": {"replicas": 3}}})).unwrap_err();
+    assert!(matches!(err, Error::Condition { index: 0, .. }), "{err}");
 }
 
 #[test]
@@ -126,7 +181,7 @@ fn a_missing_field_renders_no_value_as_in_go() {
 fn a_template_error_names_the_template_and_the_field() {
     let config = Config::parse(&argo_configmap(), &argo_secret()).unwrap();
     // `.rollout.spec` is missing, so its field `strategy` cannot be read.
-    let vars = json!({"rollout": {"metadata": {"name": "guestbook"}}, "notification": {"key": "k"}});
+    let vars = json!({"rollout": {"metadata": {"name": "guestbook"}, "status": {"phase": "Degraded"}}, "notification": {"key": "k"}});
     let err = config.render("on-rollout-aborted", "slack", &vars).unwrap_err();
     assert!(err.to_string().starts_with("template.rollout-aborted: slack.attachments: "), "{err}");
     let Error::Template { key, field, .. } = err else { panic!("{err:?}") };
@@ -183,7 +238,7 @@ fn a_service_must_be_of_a_known_type_with_a_unique_name() {
     let err = parse_error(&[("service.teams", "recipientUrls: {}\n")], &[]);
     assert_eq!(
         err,
-        "service.teams: the service type teams is not supported (only webhook, slack, alertmanager, teams-workflows)"
+        "service.teams: the service type teams is not supported (only webhook, slack, alertmanager, email, github, teams-workflows)"
     );
     let err = parse_error(&[("service.webhook.ci", "headers: []\n")], &[]);
     assert_eq!(err, "service.webhook.ci: url is missing");
@@ -212,4 +267,43 @@ fn a_config_error_never_shows_a_secret_value() {
     for err in errors {
         assert!(!err.contains("SECRET"), "{err}");
     }
+}
+
+#[test]
+fn a_namespace_s_own_services_use_its_own_secret_and_the_controller_s_triggers_and_templates() {
+    let own = data(&[(
+        "service.webhook.team",
+        "url: https://team.example/\nheaders:\n- name: X-Token\n  value: $team-token\n",
+    )]);
+    let config = Config::for_namespace(&argo_configmap(), &own, &data(&[("team-token", "t")])).unwrap();
+    assert_eq!(config.service("team").unwrap().kind(), "webhook");
+    assert!(config.service("slack").is_err(), "the controller's services stay the controller's");
+    assert_eq!(config.triggers(), ["on-rollout-aborted", "on-step"]);
+    let messages = config.render("on-step", "team", &vars()).unwrap();
+    assert_eq!(messages[0].text, "guestbook is at step 2");
+}
+
+#[test]
+fn a_namespace_s_service_cannot_read_the_controller_s_secret() {
+    let own =
+        data(&[("service.webhook.team", "url: https://team.example/\nheaders:\n- name: X\n  value: $slack-token\n")]);
+    let err = Config::for_namespace(&argo_configmap(), &own, &BTreeMap::new()).err().unwrap();
+    assert_eq!(err.to_string(), "service.webhook.team: $slack-token is not a key of the Secret");
+}
+
+#[test]
+fn a_namespace_s_template_replaces_the_controller_s_of_the_same_name() {
+    let own =
+        data(&[("template.step", "message: 'our {{.rollout.metadata.name}}'\n"), ("service.slack", "token: x\n")]);
+    let config = Config::for_namespace(&argo_configmap(), &own, &BTreeMap::new()).unwrap();
+    assert_eq!(config.render("on-step", "slack", &vars()).unwrap()[0].text, "our guestbook");
+}
+
+#[test]
+fn a_service_is_found_by_the_name_subscriptions_give_it() {
+    let config = argo_configmap();
+    assert!(Config::configures(&config, "slack"));
+    assert!(Config::configures(&config, "ci"));
+    assert!(!Config::configures(&config, "webhook"));
+    assert!(!Config::configures(&config, "team"));
 }

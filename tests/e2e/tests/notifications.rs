@@ -3,7 +3,9 @@
 //! arrives exactly once, with its fields; a receiver that fails twice gets it once, on the third
 //! attempt; a controller killed while a send hangs and started again sends it once more with the
 //! same Idempotency-Key, and it is recorded once; a receiver that hangs does not hold the release;
-//! a template error is a Warning naming the template and the field.
+//! a template error is a Warning naming the template and the field; a team's own service, in its
+//! namespace's ConfigMap, sends with its own Secret, and a trigger whose `when` is false is
+//! recorded as skipped with the reason.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -426,5 +428,97 @@ async fn notify_test_renders_a_trigger_for_a_rollout_and_sends_it_once() -> anyh
     assert!(!wrong.status.success());
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(stderr.contains("pager"), "an unknown service is named: {stderr}");
+    env.cleanup().await
+}
+
+/// A ConfigMap and a Secret of notifications in `ns`.
+async fn given_notification_config(
+    env: &Env,
+    ns: &str,
+    data: serde_json::Value,
+    secret: serde_json::Value,
+) -> anyhow::Result<()> {
+    let config_map: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "stepwise-notification-configmap"}, "data": data}))?;
+    Api::<ConfigMap>::namespaced(env.client.clone(), ns).create(&PostParams::default(), &config_map).await?;
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "stepwise-notification-secret"}, "stringData": secret}))?;
+    Api::<Secret>::namespaced(env.client.clone(), ns).create(&PostParams::default(), &secret).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_team_s_own_service_uses_its_own_secret_and_a_false_when_skips_with_the_reason() -> anyhow::Result<()> {
+    let (receiver, url) = Receiver::start().await?;
+    // The platform's configuration, in the controller's namespace: the triggers, the template and
+    // the webhook `ci`; on-rollout-paused only for Rollouts of more than 5 replicas.
+    let home = Env::without_controller("notify-home").await?;
+    let template = |service: &str| {
+        format!(
+            "message: m\nwebhook:\n  {service}:\n    path: /hooks\n    body: '{{\"trigger\": \"{{{{.notification.trigger}}}}\", \"service\": \"{{{{.notification.service}}}}\"}}'\n"
+        )
+    };
+    let platform = json!({
+        "trigger.on-rollout-updated": "- send: [release]",
+        "trigger.on-rollout-paused": "- send: [release]\n  when: rollout.spec.replicas > 5",
+        "template.release": template("ci"),
+        "service.webhook.ci": format!("url: {url}\nheaders:\n- name: Authorization\n  value: Bearer $ci-token\n"),
+    });
+    given_notification_config(&home, &home.ns, platform, json!({"ci-token": "platform-s3cr3t"})).await?;
+    // The team's own webhook, in the Rollout's namespace, with a token of its own Secret, and its
+    // own version of the template (the platform's triggers stay).
+    let mut env = Env::without_controller("notify-team").await?;
+    let team = json!({
+        "service.webhook.team": format!("url: {url}\nheaders:\n- name: Authorization\n  value: Bearer $team-token\n"),
+        "template.release": template("team"),
+    });
+    given_notification_config(&env, &env.ns.clone(), team, json!({"team-token": "team-s3cr3t"})).await?;
+    let lease_namespace = format!("--lease-namespace={}", home.ns);
+    env.start_controller(&[&lease_namespace, "--leader-elect=false", "--self-service-notifications"])?;
+    let yaml = format!(
+        "apiVersion: stepwise.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: app\n  annotations:\n    notifications.stepwise.dev/subscribe.on-rollout-updated.team: ''\n    notifications.stepwise.dev/subscribe.on-rollout-updated.ci: ''\n    notifications.stepwise.dev/subscribe.on-rollout-paused.team: ''\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: demo}}}}\n  template:\n    metadata: {{labels: {{app: demo}}}}\n    spec: {{containers: [{{name: app, image: 'demo:1'}}]}}\n  strategy:\n{STEPS}"
+    );
+    env.rollouts().create(&PostParams::default(), &serde_yaml::from_str(&yaml)?).await?;
+    env.then_phase(RolloutPhase::Healthy, secs(60)).await?;
+    env.when_image("demo:2").await?;
+    env.then_paused_at_step(1, secs(60)).await?;
+    then_delivered(&env, 3).await?;
+
+    let mut got: Vec<(String, String, String)> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            (
+                r.body["trigger"].as_str().unwrap_or("?").into(),
+                r.body["service"].as_str().unwrap_or("?").into(),
+                r.authorization.clone(),
+            )
+        })
+        .collect();
+    got.sort();
+    let bearer = |token: &str| format!("Bearer {token}");
+    assert_eq!(
+        got,
+        [
+            ("on-rollout-updated".into(), "ci".into(), bearer("platform-s3cr3t")),
+            ("on-rollout-updated".into(), "team".into(), bearer("team-s3cr3t")),
+        ],
+        "the team's webhook with the team's token, the platform's with the platform's; nothing of the paused trigger"
+    );
+    let delivered = env.get().await?.status.unwrap().notifications.unwrap().delivered;
+    let skipped =
+        delivered.iter().find(|d| d.trigger == "on-rollout-paused").expect("the paused notification recorded");
+    assert!(!skipped.sent && skipped.error.is_none(), "{skipped:?}");
+    let why = skipped.skipped.as_deref().unwrap_or_default();
+    assert!(why.contains("rollout.spec.replicas > 5") && why.contains("false"), "{why}");
+    let get = tokio::process::Command::new(stepwise_e2e::repo_root().join("target/debug/kubectl-stepwise"))
+        .args(["get", "rollout", "app", "-n", &env.ns, "--kubeconfig"])
+        .arg(stepwise_e2e::kubeconfig_path())
+        .output()
+        .await?;
+    let shown = String::from_utf8_lossy(&get.stdout);
+    eprintln!("$ kubectl stepwise get rollout app\n{shown}");
+    assert!(shown.lines().any(|l| l.trim_start().starts_with("skipped") && l.contains("on-rollout-paused")), "{shown}");
+    home.cleanup().await?;
     env.cleanup().await
 }

@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 receiver on 127.0.0.1 for the service tests: it records every request and
-//! answers each with the next scripted answer.
+//! answers each with the next scripted answer, or with what a handler makes of it
+//! ([`responder`]).
 
 #![allow(dead_code)]
 
@@ -83,11 +84,59 @@ async fn serve(mut stream: TcpStream, answers: Arc<Mutex<VecDeque<Answer>>>, sen
                 return;
             }
         };
-        let response = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-        if stream.write_all(response.as_bytes()).await.is_err() {
+        if stream.write_all(response(status, &[], &body).as_bytes()).await.is_err() {
             return;
         }
     }
+}
+
+/// An answer made by a [`responder`]'s handler.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Sent after `content-length`.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    /// A JSON answer of `status`.
+    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+        let headers = vec![("content-type".to_string(), "application/json; charset=utf-8".to_string())];
+        Response { status, headers, body: body.to_string() }
+    }
+}
+
+/// Starts a receiver answering every request with what `handler` makes of it; the requests are
+/// recorded as [`receiver`] records them.
+pub async fn responder(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Receiver {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (sender, requests) = mpsc::unbounded_channel();
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (handler, sender) = (handler.clone(), sender.clone());
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                while let Some(request) = read_request(&mut stream, &mut buffer).await {
+                    let answer = handler(&request);
+                    let _ = sender.send(request);
+                    let text = response(answer.status, &answer.headers, &answer.body);
+                    if stream.write_all(text.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Receiver { url, requests }
+}
+
+/// The HTTP/1.1 text of an answer.
+fn response(status: u16, headers: &[(String, String)], body: &str) -> String {
+    let headers: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n{headers}\r\n{body}", body.len())
 }
 
 /// Reads one request (headers, then a body of its content-length); None when the connection ends.
