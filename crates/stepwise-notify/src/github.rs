@@ -49,6 +49,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue, RETRY_AFTER};
 use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
@@ -290,7 +291,8 @@ fn private_key_of(pem: &str) -> Result<RsaKeyPair, String> {
     if label == "ENCRYPTED PRIVATE KEY" || body.contains("ENCRYPTED") {
         return Err("privateKey is encrypted: give it unencrypted, as GitHub hands it out".into());
     }
-    let der = base64_decode(body).ok_or(NOT_PEM)?;
+    let base64: String = body.split_ascii_whitespace().collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(base64).map_err(|_| NOT_PEM)?;
     let key = match label {
         "RSA PRIVATE KEY" => RsaKeyPair::from_der(&der),
         "PRIVATE KEY" => RsaKeyPair::from_pkcs8(&der),
@@ -302,49 +304,9 @@ fn private_key_of(pem: &str) -> Result<RsaKeyPair, String> {
     key.map_err(|e| format!("privateKey is not a usable RSA private key: {e}"))
 }
 
-/// The bytes of standard base64 (RFC 4648 §4), whitespace ignored, padding optional.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut bits, mut count) = (0u32, 0u8);
-    let mut padded = false;
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let sextet = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                padded = true;
-                continue;
-            }
-            _ => return None,
-        };
-        if padded {
-            return None;
-        }
-        bits = (bits << 6) | u32::from(sextet);
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    Some(out)
-}
-
 /// `bytes` in base64url without padding (RFC 4648 §5), as JWTs are written.
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The claims of an app's JWT made at `now` (Unix seconds): issued a minute ago, expiring 10
@@ -392,47 +354,7 @@ fn forget_token(cache_key: &str, token: &str) {
 
 /// An RFC 3339 time (`2016-07-11T22:14:10Z`, GitHub's `expires_at`) in Unix seconds.
 fn unix_seconds(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
-    let shape_ok = text.len() >= 20
-        && text.as_bytes()[4] == b'-'
-        && text.as_bytes()[7] == b'-'
-        && matches!(text.as_bytes()[10], b'T' | b't' | b' ')
-        && text.as_bytes()[13] == b':'
-        && text.as_bytes()[16] == b':';
-    if !shape_ok {
-        return None;
-    }
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut zone = &text[19..];
-    if let Some(fraction) = zone.strip_prefix('.') {
-        zone = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = match zone.as_bytes() {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] if [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()) => {
-            let digit = |c: &u8| i64::from(c - b'0');
-            let minutes = (digit(h1) * 10 + digit(h2)) * 60 + digit(m1) * 10 + digit(m2);
-            if *sign == b'+' { minutes * 60 } else { -minutes * 60 }
-        }
-        _ => return None,
-    };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    u64::try_from(seconds).ok()
-}
-
-/// The days from 1970-01-01 to a Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    u64::try_from(text.trim().parse::<jiff::Timestamp>().ok()?.as_second()).ok()
 }
 
 /// A template's `github` section serves every GitHub service.
@@ -977,21 +899,14 @@ mod tests {
             err(pem("ENCRYPTED PRIVATE KEY", "AAAA")),
             "privateKey is encrypted: give it unencrypted, as GitHub hands it out"
         );
-        let garbage = err(pem("RSA PRIVATE KEY", "SECRETSECRETSECRET"));
+        let garbage = err(pem("RSA PRIVATE KEY", "SECRETSECRETSECRETSE"));
         assert!(garbage.starts_with("privateKey is not a usable RSA private key: "), "{garbage}");
         assert!(!garbage.contains("SECRET"), "{garbage}");
         assert!(err(pem("RSA PRIVATE KEY", "not base64!")).starts_with("privateKey is not a PEM"));
     }
 
     #[test]
-    fn base64_is_read_as_pem_writes_it_and_written_as_jwts_are() {
-        assert_eq!(base64_decode("TWFu\nTWFu\r\nTQ==").unwrap(), b"ManManM");
-        assert_eq!(base64_decode("TWE").unwrap(), b"Ma");
-        assert_eq!(base64_decode("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
-        assert_eq!(base64_decode("TQ=x"), None);
-        assert_eq!(base64_decode("T*"), None);
-        assert_eq!(base64url(b"Man"), "TWFu");
-        assert_eq!(base64url(b"Ma"), "TWE");
+    fn base64_is_written_as_jwts_are_url_safe_and_unpadded() {
         assert_eq!(base64url(b"M"), "TQ");
         assert_eq!(base64url(&[0xfb, 0xff, 0xbf]), "-_-_");
         assert_eq!(base64url(br#"{"alg":"RS256","typ":"JWT"}"#), "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9");
