@@ -14,6 +14,8 @@ use crate::schema::{check_object, schema_of};
 /// Argo's API version.
 pub const ARGO_API_VERSION: &str = "argoproj.io/v1alpha1";
 
+use stepwise_api::notifications::{ARGO_SUBSCRIBE_PREFIX, SUBSCRIBE_PREFIX};
+
 /// The kinds `convert` turns into stepwise's.
 pub const KINDS: [&str; 4] = ["Rollout", "AnalysisTemplate", "ClusterAnalysisTemplate", "AnalysisRun"];
 
@@ -205,6 +207,11 @@ fn rename_keys(map: &mut Mapping, path: &str, note: &mut impl FnMut(&str, String
         if let Some((_, new)) = RENAMES.iter().find(|(old, _)| *old == k) {
             note(&format!("{path}.{k}"), format!("renamed to {new}"));
             map.insert(Value::from(*new), v);
+        } else if let Some(subscription) = k.strip_prefix(ARGO_SUBSCRIBE_PREFIX) {
+            // Both prefixes are read; stepwise's own says whose subscription it is.
+            let new = format!("{SUBSCRIBE_PREFIX}{subscription}");
+            note(&format!("{path}.{k}"), format!("renamed to {new}"));
+            map.insert(Value::from(new), v);
         } else if k.starts_with("rollout.argoproj.io/") || k.starts_with("argo-rollouts.argoproj.io/") {
             note(&format!("{path}.{k}"), "removed: written by Argo's controller; stepwise has no such key".into());
         } else {
@@ -365,6 +372,20 @@ spec:
             vec![
                 "expr-lang `all(result, # < 0.05) and len(result) > 0` → CEL `result.all(x, x < 0.05) && size(result) > 0`"
             ]
+        );
+    }
+
+    #[test]
+    fn an_argo_notification_subscription_becomes_stepwise_s_with_its_recipients() {
+        let argo = "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata:\n  name: a\n  annotations:\n    notifications.argoproj.io/subscribe.on-rollout-aborted.slack: ops;dev\n    team: x\nspec: {}\n";
+        let converted = convert(argo);
+        let annotations = &doc(&converted, 0)["metadata"]["annotations"];
+        assert_eq!(annotations["notifications.stepwise.dev/subscribe.on-rollout-aborted.slack"], "ops;dev");
+        assert_eq!(annotations["team"], "x");
+        assert!(annotations.get("notifications.argoproj.io/subscribe.on-rollout-aborted.slack").is_none());
+        assert_eq!(
+            notes_of(&converted, "metadata.annotations.notifications.argoproj.io/subscribe.on-rollout-aborted.slack"),
+            ["renamed to notifications.stepwise.dev/subscribe.on-rollout-aborted.slack"]
         );
     }
 
