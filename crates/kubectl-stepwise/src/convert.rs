@@ -72,9 +72,9 @@ fn why_missing(path: &str) -> String {
     let key = path.rsplit('.').next().unwrap_or(path);
     let key = key.split('[').next().unwrap_or(key);
     match key {
-        "datadog" | "newRelic" | "wavefront" | "cloudWatch" | "graphite" | "influxdb" | "kayenta" | "skywalking" => {
+        "graphite" | "influxdb" | "kayenta" | "skywalking" => {
             format!(
-                "stepwise has no {key} metric provider (it has prometheus, web, job, kubernetes and plugins); the metric needs another"
+                "stepwise has no {key} metric provider (it has prometheus, web, job, kubernetes, datadog, newRelic, wavefront, cloudWatch and plugins); the metric needs another"
             )
         }
         "templates" if path == "spec.templates" => {

@@ -381,7 +381,7 @@ mod tests {
         );
     }
 
-    const ARGO_TEMPLATES: &str = "apiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: dd}\nspec:\n  metrics:\n  - name: errors\n    successCondition: result < 0.05\n    provider:\n      datadog: {apiVersion: v2, query: 'sum:requests.error{*}'}\n---\napiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: amp}\nspec:\n  metrics:\n  - name: rate\n    provider:\n      prometheus:\n        address: https://aps-workspaces.example.invalid/workspaces/ws\n        query: up\n        authentication: {sigv4: {region: eu-west-1}}\n---\napiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: composed}\nspec:\n  templates: [{templateName: amp}]\n";
+    const ARGO_TEMPLATES: &str = "apiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: dd}\nspec:\n  metrics:\n  - name: errors\n    successCondition: result < 0.05\n    provider:\n      graphite: {address: 'http://graphite', query: 'errors'}\n---\napiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: amp}\nspec:\n  metrics:\n  - name: rate\n    provider:\n      prometheus:\n        address: https://aps-workspaces.example.invalid/workspaces/ws\n        query: up\n        authentication: {sigv4: {region: eu-west-1}}\n---\napiVersion: stepwise.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: composed}\nspec:\n  templates: [{templateName: amp}]\n";
 
     #[test]
     fn an_unbuilt_provider_and_unsupported_authentication_are_found_offline_naming_the_field() {
@@ -391,7 +391,7 @@ mod tests {
         assert_eq!(
             messages(&linted[0]),
             [
-                "spec.metrics[0].provider: provider.datadog: provider datadog is not built into stepwise; run it as a metric plugin, see docs/plugins.md"
+                "spec.metrics[0].provider: provider.graphite: provider graphite is not built into stepwise; run it as a metric plugin, see docs/plugins.md"
             ]
         );
         let amp = messages(&linted[1]);

@@ -198,7 +198,7 @@ pub struct Metric {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "(has(self.prometheus) ? 1 : 0) + (has(self.web) ? 1 : 0) + (has(self.job) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) + (has(self.plugin) ? 1 : 0) + (has(self.datadog) ? 1 : 0) + (has(self.newRelic) ? 1 : 0) + (has(self.wavefront) ? 1 : 0) + (has(self.cloudWatch) ? 1 : 0) + (has(self.graphite) ? 1 : 0) + (has(self.influxdb) ? 1 : 0) + (has(self.kayenta) ? 1 : 0) + (has(self.skywalking) ? 1 : 0) == 1", "message": "a metric provider sets exactly one of prometheus, web, job, kubernetes and plugin (or one of Argo's providers that stepwise does not build)"}
+    {"rule": "(has(self.prometheus) ? 1 : 0) + (has(self.web) ? 1 : 0) + (has(self.job) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) + (has(self.plugin) ? 1 : 0) + (has(self.datadog) ? 1 : 0) + (has(self.newRelic) ? 1 : 0) + (has(self.wavefront) ? 1 : 0) + (has(self.cloudWatch) ? 1 : 0) + (has(self.graphite) ? 1 : 0) + (has(self.influxdb) ? 1 : 0) + (has(self.kayenta) ? 1 : 0) + (has(self.skywalking) ? 1 : 0) == 1", "message": "a metric provider sets exactly one of prometheus, web, job, kubernetes, plugin, datadog, newRelic, wavefront and cloudWatch (or one of Argo's providers that stepwise does not build)"}
 ]))]
 pub struct MetricProvider {
     /// A PromQL query against a Prometheus server.
@@ -217,24 +217,24 @@ pub struct MetricProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::plugin_configs")]
     pub plugin: Option<BTreeMap<String, serde_json::Value>>,
-    /// Argo Rollouts' Datadog provider: not built into stepwise. Accepted and kept as written so
-    /// that Argo manifests apply; a run using it ends in Error at once (run it as a metric
-    /// plugin).
+    /// Argo Rollouts' Datadog provider (v1 queries, v2 queries and formulas), kept as written and
+    /// read by the provider, which names a field it cannot use (docs/analysis.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_unknown_object")]
     pub datadog: Option<serde_json::Value>,
-    /// Argo Rollouts' New Relic provider: not built into stepwise. Accepted and kept as written;
-    /// a run using it ends in Error at once (run it as a metric plugin).
+    /// Argo Rollouts' New Relic provider (NRQL over NerdGraph), kept as written and read by the
+    /// provider, which names a field it cannot use (docs/analysis.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_unknown_object")]
     pub new_relic: Option<serde_json::Value>,
-    /// Argo Rollouts' Wavefront provider: not built into stepwise. Accepted and kept as written;
-    /// a run using it ends in Error at once (run it as a metric plugin).
+    /// Argo Rollouts' Wavefront provider, kept as written and read by the provider, which names a
+    /// field it cannot use (docs/analysis.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_unknown_object")]
     pub wavefront: Option<serde_json::Value>,
-    /// Argo Rollouts' CloudWatch provider: not built into stepwise. Accepted and kept as written;
-    /// a run using it ends in Error at once (run it as a metric plugin).
+    /// Argo Rollouts' CloudWatch provider (GetMetricData with `metricDataQueries`, the
+    /// credentials of the environment or a web identity), kept as written and read by the
+    /// provider, which names a field it cannot use (docs/analysis.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_unknown_object")]
     pub cloud_watch: Option<serde_json::Value>,
@@ -271,10 +271,6 @@ impl MetricProvider {
     /// stepwise.
     pub fn unbuilt(&self) -> Vec<&'static str> {
         [
-            ("datadog", &self.datadog),
-            ("newRelic", &self.new_relic),
-            ("wavefront", &self.wavefront),
-            ("cloudWatch", &self.cloud_watch),
             ("graphite", &self.graphite),
             ("influxdb", &self.influxdb),
             ("kayenta", &self.kayenta),

@@ -290,6 +290,7 @@ async fn run_until_stopped(mut routers: Routers) -> anyhow::Result<()> {
         routers: std::sync::Arc::new(routers),
         router_plugins: std::sync::Arc::new(router_plugins),
         shard,
+        home_namespace: args.lease_namespace.clone(),
         notifications: crate::notify::NotifierSettings {
             namespace: args.lease_namespace.clone(),
             config_map: args.notifications_configmap.clone(),

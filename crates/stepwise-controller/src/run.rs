@@ -22,10 +22,15 @@ use stepwise_api::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, POD_T
 
 use k8s_openapi::api::batch::v1::Job;
 use stepwise_metrics::Providers;
+use stepwise_metrics::cloudwatch::CloudWatchProvider;
+use stepwise_metrics::datadog::DatadogProvider;
 use stepwise_metrics::job::{ANALYSIS_RUN_LABEL, JobProvider};
 use stepwise_metrics::kubernetes::KubernetesProvider;
+use stepwise_metrics::newrelic::NewRelicProvider;
 use stepwise_metrics::plugin::PluginProvider;
 use stepwise_metrics::prometheus::PrometheusProvider;
+use stepwise_metrics::secrets::{KubeSecrets, SecretStore};
+use stepwise_metrics::wavefront::WavefrontProvider;
 use stepwise_metrics::web::WebProvider;
 
 use crate::analysis::{AnalysisContext, reconcile_run, run_error_policy};
@@ -63,6 +68,9 @@ pub struct Settings {
     pub routers: Arc<stepwise_traffic::Routers>,
     /// The Rollouts this controller acts on (`--shard`).
     pub shard: Shard,
+    /// The controller's own namespace (the Lease's): where Argo's metric providers keep their
+    /// credentials (the Secrets `datadog`, `newrelic`, `wavefront-api-tokens`).
+    pub home_namespace: String,
     /// Where the notifications' configuration is.
     pub notifications: crate::notify::NotifierSettings,
 }
@@ -392,8 +400,14 @@ fn run_controller(
     sources: RunSources,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send {
+    let secrets: Arc<dyn SecretStore> = Arc::new(KubeSecrets::new(client.clone()));
+    let home = &settings.home_namespace;
     let providers = Providers::default()
         .with(PrometheusProvider::new(settings.prometheus_address.clone()))
+        .with(DatadogProvider::new(secrets.clone(), home).with_environment(|key| std::env::var(key).ok()))
+        .with(NewRelicProvider::new(secrets.clone(), home))
+        .with(WavefrontProvider::new(secrets, home))
+        .with(CloudWatchProvider::from_env())
         .with(WebProvider::new())
         .with(JobProvider::new(client.clone()))
         .with(settings.kubernetes_metrics.clone())

@@ -12,11 +12,16 @@ use std::future::Future;
 use k8s_openapi::jiff::Timestamp;
 use stepwise_api::{AnalysisPhase, Measurement, Metric};
 
+pub mod cloudwatch;
+pub mod datadog;
 pub mod fake;
 pub mod job;
 pub mod kubernetes;
+pub mod newrelic;
 pub mod plugin;
 pub mod prometheus;
+pub mod secrets;
+pub mod wavefront;
 pub mod web;
 
 /// The run a measurement belongs to: providers that create objects (a Job) name and own them by
