@@ -1,6 +1,7 @@
 //! Metric providers: the [`MetricProvider`] seam between the AnalysisRun controller and
-//! Prometheus, web, Job, Kubernetes metrics API and plugin measurements. Each provider lives in its own module; [`fake`] beside the
-//! trait returns scripted readings for tests.
+//! Prometheus, web, Job, Kubernetes metrics API, Datadog, New Relic, Wavefront, CloudWatch and
+//! plugin measurements. Each provider lives in its own module; [`fake`] beside the trait returns
+//! scripted readings for tests, and [`secrets`] is where providers read their credentials.
 //!
 //! A provider only fetches: it turns a metric (its arguments already substituted) into a
 //! [`Reading`]. What the reading means (the metric's conditions, limits and phases) is decided in
