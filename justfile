@@ -29,13 +29,14 @@ traefik:
 image *args:
     scripts/image.sh {{args}}
 
-# Fetch what the tests read (Argo's and the routers' CRDs from their Go modules, Debian's Prometheus) into the cache, and install Debian's chromium and chromium-driver for the dashboard's browser tests and python3-aiosmtpd, the SMTP server of the email service's tests.
+# Fetch what the tests read (Argo's and the routers' CRDs from their Go modules, Debian's Prometheus) into the cache, and install Debian's chromium and chromium-driver for the dashboard's browser tests python3-aiosmtpd, the SMTP server of the email service's tests, and graphite-carbon and graphite-web, the Graphite of the graphite provider's tests.
 downloads:
     tests/cluster/argo-crds.sh >/dev/null
     tests/cluster/router-crds.sh --fetch-only
     tests/cluster/prometheus.sh >/dev/null
     scripts/browser.sh >/dev/null
     scripts/smtp.sh >/dev/null
+    scripts/graphite.sh >/dev/null
 
 # Format the code.
 fmt:

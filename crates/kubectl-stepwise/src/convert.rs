@@ -72,11 +72,6 @@ fn why_missing(path: &str) -> String {
     let key = path.rsplit('.').next().unwrap_or(path);
     let key = key.split('[').next().unwrap_or(key);
     match key {
-        "graphite" | "influxdb" | "kayenta" | "skywalking" => {
-            format!(
-                "stepwise has no {key} metric provider (it has prometheus, web, job, kubernetes, datadog, newRelic, wavefront, cloudWatch and plugins); the metric needs another"
-            )
-        }
         "templates" if path == "spec.templates" => {
             "a stepwise template cannot include other templates; name them all in the Rollout's analysis".into()
         }

@@ -198,7 +198,7 @@ pub struct Metric {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "(has(self.prometheus) ? 1 : 0) + (has(self.web) ? 1 : 0) + (has(self.job) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) + (has(self.plugin) ? 1 : 0) + (has(self.datadog) ? 1 : 0) + (has(self.newRelic) ? 1 : 0) + (has(self.wavefront) ? 1 : 0) + (has(self.cloudWatch) ? 1 : 0) + (has(self.graphite) ? 1 : 0) + (has(self.influxdb) ? 1 : 0) + (has(self.kayenta) ? 1 : 0) + (has(self.skywalking) ? 1 : 0) == 1", "message": "a metric provider sets exactly one of prometheus, web, job, kubernetes, plugin, datadog, newRelic, wavefront and cloudWatch (or one of Argo's providers that stepwise does not build)"}
+    {"rule": "(has(self.prometheus) ? 1 : 0) + (has(self.web) ? 1 : 0) + (has(self.job) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) + (has(self.plugin) ? 1 : 0) + (has(self.datadog) ? 1 : 0) + (has(self.newRelic) ? 1 : 0) + (has(self.wavefront) ? 1 : 0) + (has(self.cloudWatch) ? 1 : 0) + (has(self.graphite) ? 1 : 0) + (has(self.influxdb) ? 1 : 0) + (has(self.kayenta) ? 1 : 0) + (has(self.skywalking) ? 1 : 0) == 1", "message": "a metric provider sets exactly one of prometheus, web, job, kubernetes, plugin, datadog, newRelic, wavefront, cloudWatch, graphite, influxdb, kayenta and skywalking"}
 ]))]
 pub struct MetricProvider {
     /// A PromQL query against a Prometheus server.
@@ -238,23 +238,23 @@ pub struct MetricProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_unknown_object")]
     pub cloud_watch: Option<serde_json::Value>,
-    /// Argo Rollouts' Graphite provider: not built into stepwise. Accepted and kept as written;
-    /// a run using it ends in Error at once (run it as a metric plugin).
+    /// Argo Rollouts' Graphite provider (the render API), kept as written and read by the
+    /// provider, which names a field it cannot use (docs/analysis.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_unknown_object")]
     pub graphite: Option<serde_json::Value>,
-    /// Argo Rollouts' InfluxDB provider: not built into stepwise. Accepted and kept as written;
-    /// a run using it ends in Error at once (run it as a metric plugin).
+    /// Argo Rollouts' InfluxDB provider (Flux over the v2 query API), kept as written and read by
+    /// the provider, which names a field it cannot use (docs/analysis.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_unknown_object")]
     pub influxdb: Option<serde_json::Value>,
-    /// Argo Rollouts' Kayenta provider: not built into stepwise. Accepted and kept as written; a
-    /// run using it ends in Error at once (run it as a metric plugin).
+    /// Argo Rollouts' Kayenta provider (a canary analysis judged by a Kayenta server), kept as
+    /// written and read by the provider, which names a field it cannot use (docs/analysis.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_unknown_object")]
     pub kayenta: Option<serde_json::Value>,
-    /// Argo Rollouts' SkyWalking provider: not built into stepwise. Accepted and kept as written;
-    /// a run using it ends in Error at once (run it as a metric plugin).
+    /// Argo Rollouts' SkyWalking provider (a GraphQL query), kept as written and read by the
+    /// provider, which names a field it cannot use (docs/analysis.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_unknown_object")]
     pub skywalking: Option<serde_json::Value>,
@@ -265,21 +265,6 @@ impl MetricProvider {
     pub fn kind(&self) -> Option<String> {
         let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) else { return None };
         fields.keys().next().cloned()
-    }
-
-    /// The field names of the Argo Rollouts providers that are set here but not built into
-    /// stepwise.
-    pub fn unbuilt(&self) -> Vec<&'static str> {
-        [
-            ("graphite", &self.graphite),
-            ("influxdb", &self.influxdb),
-            ("kayenta", &self.kayenta),
-            ("skywalking", &self.skywalking),
-        ]
-        .into_iter()
-        .filter(|(_, v)| v.is_some())
-        .map(|(name, _)| name)
-        .collect()
     }
 }
 

@@ -79,8 +79,9 @@ pub struct NotificationsStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingNotification {
-    /// `<revision>/<trigger>/<step>/<service>/<recipient>`: sent at most once, and the
-    /// `Idempotency-Key` a webhook receiver can drop a repeat by.
+    /// `<revision>/<trigger>/<step>/<service>/<recipient>`: queued once per Rollout. With the
+    /// Rollout's namespace and name before it, the `Idempotency-Key` a receiver can drop a repeat
+    /// by.
     pub key: String,
     /// The trigger (`on-rollout-step-completed`).
     pub trigger: String,

@@ -136,6 +136,19 @@ pub fn record(outbox: &mut NotificationsStatus, key: &str, outcome: &Outcome, no
     recorded
 }
 
+/// The key of a notification among every Rollout's: `<namespace>/<name>/<key>`. A pending key is
+/// unique in its Rollout's outbox only (`2/on-rollout-updated/0/ci/` is every Rollout's), so the
+/// sender tells notifications in flight apart by this one, and receivers drop a repeat by it
+/// (the `Idempotency-Key` of a message is this key and the template's name).
+pub fn global_key(rollout: &Rollout, pending: &PendingNotification) -> String {
+    format!("{}{}", rollout_key(rollout), pending.key)
+}
+
+/// `<namespace>/<name>/`: what the [`global_key`]s of a Rollout start with.
+fn rollout_key(rollout: &Rollout) -> String {
+    format!("{}/{}/", rollout.namespace().unwrap_or_default(), rollout.name_any())
+}
+
 /// The variables a template is rendered with: the Rollout as it is now, and the notification
 /// with what happened when it became due.
 pub fn template_vars(rollout: &Rollout, pending: &PendingNotification) -> Value {
@@ -144,7 +157,7 @@ pub fn template_vars(rollout: &Rollout, pending: &PendingNotification) -> Value 
         revision: pending.revision,
         step: pending.step,
         message: pending.message.clone(),
-        key: pending.key.clone(),
+        key: global_key(rollout, pending),
         service: pending.service.clone(),
         recipient: pending.recipient.clone(),
     };
@@ -188,14 +201,21 @@ pub async fn run(
             for rollout in rollouts.state() {
                 let Ok(rollout) = &rollout.0 else { continue };
                 let Some(outbox) = rollout.status.as_ref().and_then(|s| s.notifications.as_ref()) else { continue };
-                for pending in due(outbox, &now) {
-                    if !sender.start(&pending.key) {
+                // One at a time per Rollout, oldest first, so that a release's messages arrive in
+                // the order of its transitions (one failing waits for its backoff without
+                // holding up the others).
+                if sender.busy(&rollout_key(rollout)) {
+                    continue;
+                }
+                if let Some(pending) = due(outbox, &now).find(|p| !sender.is_held(&global_key(rollout, p))) {
+                    let key = global_key(rollout, pending);
+                    if !sender.start(&key) {
                         continue;
                     }
                     let (sender, rollout, pending) = (sender.clone(), rollout.clone(), pending.clone());
                     tokio::spawn(async move {
-                        sender.deliver(&rollout, &pending).await;
-                        sender.finish(&pending.key);
+                        sender.deliver(&rollout, &pending, &key).await;
+                        sender.finish(&key);
                     });
                 }
             }
@@ -209,14 +229,22 @@ pub async fn run(
 }
 
 impl Sender {
-    /// Marks `key` as being sent; false when it is already, is held, or too many are.
-    fn start(&self, key: &str) -> bool {
+    /// Whether a notification of the Rollout whose keys start with `rollout_key` is being sent.
+    fn busy(&self, rollout_key: &str) -> bool {
+        let in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        in_flight.iter().any(|key| key.starts_with(rollout_key))
+    }
+
+    /// Whether `key` was recorded by this process lately (the cache may not show it yet).
+    fn is_held(&self, key: &str) -> bool {
         let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         held.retain(|_, until| *until > now);
-        if held.contains_key(key) {
-            return false;
-        }
+        held.contains_key(key)
+    }
+
+    /// Marks `key` as being sent; false when it is already, or too many are.
+    fn start(&self, key: &str) -> bool {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         in_flight.len() < IN_FLIGHT && in_flight.insert(key.to_string())
     }
@@ -231,14 +259,14 @@ impl Sender {
         self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
     }
 
-    /// Sends one notification and records what came of it.
-    async fn deliver(&self, rollout: &Rollout, pending: &PendingNotification) {
+    /// Sends one notification, whose [`global_key`] is `key`, and records what came of it.
+    async fn deliver(&self, rollout: &Rollout, pending: &PendingNotification, key: &str) {
         let thread = rollout
             .status
             .as_ref()
             .and_then(|s| s.notifications.as_ref())
             .and_then(|n| n.threads.get(&thread_key(pending)).cloned());
-        let outcome = self.send(rollout, pending, thread.as_deref()).await;
+        let outcome = self.send(rollout, pending, key, thread.as_deref()).await;
         let recorded = match self.persist(rollout, &pending.key, &outcome).await {
             Ok(recorded) => recorded,
             Err(e) => {
@@ -252,13 +280,13 @@ impl Sender {
             Recorded::Retried => Duration::from_secs(backoff_seconds(pending.attempts + 1).unsigned_abs()),
             _ => HELD_AFTER_DELIVERY,
         };
-        self.hold(&pending.key, held);
+        self.hold(key, held);
         self.tell(rollout, pending, &outcome, recorded).await;
     }
 
     /// Renders the notification with the configuration as it is now and sends every message of
     /// its trigger whose condition holds; with the thread the service keeps for the release.
-    async fn send(&self, rollout: &Rollout, pending: &PendingNotification, thread: Option<&str>) -> Outcome {
+    async fn send(&self, rollout: &Rollout, pending: &PendingNotification, key: &str, thread: Option<&str>) -> Outcome {
         let failed = |e: stepwise_notify::SendError| Outcome::Failed { error: e.message, retryable: e.retryable };
         let namespace = rollout.namespace().unwrap_or_default();
         let config = match self.config(&namespace, &pending.service).await {
@@ -276,8 +304,8 @@ impl Sender {
         };
         let mut kept = thread.map(String::from);
         for message in &messages {
-            let key = format!("{}/{}", pending.key, message.template);
-            match service.send(message, &pending.recipient, kept.as_deref(), &key).await {
+            let idempotency_key = format!("{key}/{}", message.template);
+            match service.send(message, &pending.recipient, kept.as_deref(), &idempotency_key).await {
                 Ok(sent) => kept = kept.or(sent.thread),
                 Err(e) => return failed(e),
             }
@@ -493,6 +521,26 @@ mod tests {
         assert!(o.pending.is_empty());
         let skipped = &o.delivered[0];
         assert_eq!((skipped.sent, skipped.skipped.as_deref(), skipped.error.as_deref()), (false, Some(why), None));
+    }
+
+    #[test]
+    fn the_same_transition_of_two_rollouts_has_two_keys() {
+        let rollout = |namespace: &str, name: &str| {
+            let mut rollout = Rollout::default();
+            rollout.metadata.namespace = Some(namespace.into());
+            rollout.metadata.name = Some(name.into());
+            rollout
+        };
+        let pending = &outbox(&["2/on-rollout-updated/0/ci/"]).pending[0];
+        let keys = [rollout("shop", "a"), rollout("shop", "b"), rollout("bank", "a")].map(|r| global_key(&r, pending));
+        assert_eq!(
+            keys,
+            [
+                "shop/a/2/on-rollout-updated/0/ci/",
+                "shop/b/2/on-rollout-updated/0/ci/",
+                "bank/a/2/on-rollout-updated/0/ci/"
+            ]
+        );
     }
 
     #[test]

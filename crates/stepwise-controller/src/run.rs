@@ -24,12 +24,16 @@ use k8s_openapi::api::batch::v1::Job;
 use stepwise_metrics::Providers;
 use stepwise_metrics::cloudwatch::CloudWatchProvider;
 use stepwise_metrics::datadog::DatadogProvider;
+use stepwise_metrics::graphite::GraphiteProvider;
+use stepwise_metrics::influxdb::InfluxdbProvider;
 use stepwise_metrics::job::{ANALYSIS_RUN_LABEL, JobProvider};
+use stepwise_metrics::kayenta::KayentaProvider;
 use stepwise_metrics::kubernetes::KubernetesProvider;
 use stepwise_metrics::newrelic::NewRelicProvider;
 use stepwise_metrics::plugin::PluginProvider;
 use stepwise_metrics::prometheus::PrometheusProvider;
 use stepwise_metrics::secrets::{KubeSecrets, SecretStore};
+use stepwise_metrics::skywalking::SkywalkingProvider;
 use stepwise_metrics::wavefront::WavefrontProvider;
 use stepwise_metrics::web::WebProvider;
 
@@ -69,7 +73,7 @@ pub struct Settings {
     /// The Rollouts this controller acts on (`--shard`).
     pub shard: Shard,
     /// The controller's own namespace (the Lease's): where Argo's metric providers keep their
-    /// credentials (the Secrets `datadog`, `newrelic`, `wavefront-api-tokens`).
+    /// credentials (the Secrets `datadog`, `newrelic`, `wavefront-api-tokens`, `influxdb`).
     pub home_namespace: String,
     /// Where the notifications' configuration is.
     pub notifications: crate::notify::NotifierSettings,
@@ -406,8 +410,12 @@ fn run_controller(
         .with(PrometheusProvider::new(settings.prometheus_address.clone()))
         .with(DatadogProvider::new(secrets.clone(), home).with_environment(|key| std::env::var(key).ok()))
         .with(NewRelicProvider::new(secrets.clone(), home))
-        .with(WavefrontProvider::new(secrets, home))
+        .with(WavefrontProvider::new(secrets.clone(), home))
+        .with(InfluxdbProvider::new(secrets, home))
         .with(CloudWatchProvider::from_env())
+        .with(GraphiteProvider::new())
+        .with(SkywalkingProvider::new())
+        .with(KayentaProvider::new())
         .with(WebProvider::new())
         .with(JobProvider::new(client.clone()))
         .with(settings.kubernetes_metrics.clone())

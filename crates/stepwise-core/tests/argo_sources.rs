@@ -180,21 +180,6 @@ mod fields_stepwise_does_not_act_on {
     }
 
     #[test]
-    fn every_argo_provider_stepwise_does_not_build_ends_the_run_in_error_at_once_naming_it() {
-        for name in ["graphite", "influxdb", "kayenta", "skywalking"] {
-            let spec = format!("metrics:\n- name: m\n  provider: {{{name}: {{query: x}}}}\n");
-            let (problem, tasks, status) = first_reconcile(&spec);
-            let expected = format!(
-                "metrics[0] (m): provider.{name}: provider {name} is not built into stepwise; run it as a metric plugin, see docs/plugins.md"
-            );
-            assert_eq!(problem.as_deref(), Some(expected.as_str()));
-            assert_eq!(tasks, 0, "{name}: nothing is measured");
-            assert_eq!(status.phase, Some(AnalysisPhase::Error), "{name}");
-            assert_eq!(status.message.as_deref(), Some(expected.as_str()));
-        }
-    }
-
-    #[test]
     fn authentication_ends_the_run_in_error_naming_the_method_and_what_to_use_instead() {
         for (provider, method) in [
             (

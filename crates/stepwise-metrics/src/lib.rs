@@ -16,12 +16,16 @@ use stepwise_api::{AnalysisPhase, Measurement, Metric};
 pub mod cloudwatch;
 pub mod datadog;
 pub mod fake;
+pub mod graphite;
+pub mod influxdb;
 pub mod job;
+pub mod kayenta;
 pub mod kubernetes;
 pub mod newrelic;
 pub mod plugin;
 pub mod prometheus;
 pub mod secrets;
+pub mod skywalking;
 pub mod wavefront;
 pub mod web;
 

@@ -15,7 +15,8 @@ pub struct Notification {
     pub step: Option<i32>,
     /// What happened, in words (the Event's text).
     pub message: String,
-    /// Its key, the `Idempotency-Key` of its messages.
+    /// Its key among every Rollout's (`<namespace>/<rollout>/<revision>/<trigger>/<step>/<service>/<recipient>`),
+    /// the `Idempotency-Key` of its messages before the template's name.
     pub key: String,
     /// The service, as the configuration names it.
     pub service: String,

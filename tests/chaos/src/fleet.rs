@@ -373,6 +373,29 @@ impl Fleet {
             .collect()
     }
 
+    /// Waits until no Rollout of the fleet has a notification pending in its outbox.
+    pub async fn wait_notifications_sent(&self, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let pending: Vec<String> = self
+                .rollouts()
+                .await?
+                .iter()
+                .filter_map(|r| {
+                    let outbox = r.status.as_ref()?.notifications.as_ref()?;
+                    (!outbox.pending.is_empty()).then(|| format!("{} ({} pending)", r.name_any(), outbox.pending.len()))
+                })
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                anyhow::bail!("notifications still pending {timeout:?} after converging: {}", pending.join(", "));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Waits until every Rollout keeps pods of its current version only (blue-green's previous
     /// version goes after its scale-down delay), all of them available.
     pub async fn wait_old_versions_gone(&self, timeout: Duration) -> anyhow::Result<()> {

@@ -1,8 +1,9 @@
 //! The kill loop: a fleet of Rollouts is updated at once while its controller is killed with
 //! SIGKILL every 5 to 15 seconds and started again at once. Nothing may be lost: every Rollout
 //! converges on the new version, with one ReplicaSet per pod template, every canary step in order,
-//! and never fewer available pods than `replicas - maxUnavailable`. The same fleet is first
-//! updated without kills, to compare the time to converge.
+//! never fewer available pods than `replicas - maxUnavailable`, and each subscribed notification
+//! delivered under exactly one key (a repeat under the same key, which a receiver drops, is
+//! counted). The same fleet is first updated without kills, to compare the time to converge.
 //!
 //! `CHAOS_ROLLOUTS` (default 20) sizes the fleet, `CHAOS_SEED` (default 1) seeds the kill times;
 //! `scripts/just chaos` runs it with 200 Rollouts. See docs/reliability.md.
@@ -12,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt as _;
 use stepwise_chaos::fleet::{Fleet, Sampler, Samples, SeededRng, describe, env_or, image};
+use stepwise_chaos::notifications::{self, Receiver};
 use stepwise_e2e::Env;
 
 const DEFAULT_ROLLOUTS: u64 = 20;
 const DEFAULT_SEED: u64 = 1;
 const KILL_EVERY: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(15));
-const CONTROLLER_FLAGS: &[&str] = &["--leader-elect=false"];
 
 /// One update of a fleet, measured.
 struct Run {
@@ -28,6 +29,8 @@ struct Run {
     repeated_step_events: usize,
     step_events: usize,
     canaries: usize,
+    notifications: usize,
+    repeated_notifications: usize,
     problems: Vec<String>,
 }
 
@@ -36,13 +39,19 @@ struct Run {
 /// have converged. Returns what was measured; a timeout is an error.
 async fn update_fleet(name: &str, rollouts: usize, mut kills: Option<SeededRng>) -> anyhow::Result<Run> {
     let mut env = Env::without_controller(name).await?;
-    env.start_controller(CONTROLLER_FLAGS)?;
+    let (receiver, url) = Receiver::start().await?;
+    notifications::configure(&env.client, &env.ns, &url).await?;
+    let home = format!("--lease-namespace={}", env.ns);
+    let flags = ["--leader-elect=false", home.as_str()];
+    env.start_controller(&flags)?;
     let fleet = Fleet::mixed(env.client.clone(), &env.ns, rollouts);
     // Slower machines and larger fleets need longer; none of this is a claim about speed.
     let timeout = Duration::from_secs(300 + 6 * rollouts as u64);
 
     fleet.create(&image(1)).await?;
     let before = fleet.wait_healthy(timeout).await?;
+    let names: Vec<String> = fleet.rollouts().await?.iter().map(|r| r.name_any()).collect();
+    notifications::subscribe(&env.client, &env.ns, &names).await?;
     let old_events = fleet.event_names().await?;
     let sampler = Sampler::start(fleet.clone(), before.clone(), Duration::from_secs(1));
 
@@ -69,7 +78,7 @@ async fn update_fleet(name: &str, rollouts: usize, mut kills: Option<SeededRng>)
             let controller = env.controllers.last_mut().expect("a controller runs");
             let pid = controller.pid();
             controller.kill_hard();
-            env.start_controller(CONTROLLER_FLAGS)?;
+            env.start_controller(&flags)?;
             killed += 1;
             let mut phases: BTreeMap<String, usize> = BTreeMap::new();
             for ro in now.iter().filter(|r| lagging.contains(&r.name_any())) {
@@ -89,12 +98,19 @@ async fn update_fleet(name: &str, rollouts: usize, mut kills: Option<SeededRng>)
     // until the previous versions are gone, since that is when old pods go.
     fleet.wait_old_versions_gone(Duration::from_secs(120)).await?;
     let samples = sampler.stop().await?;
+    let outboxes_empty = fleet.wait_notifications_sent(Duration::from_secs(120)).await;
 
     let replica_sets = fleet.replica_set_report(2).await?;
     let steps = fleet.step_report(&old_events).await?;
     let mut problems = replica_sets.problems;
     problems.extend(steps.problems);
     problems.extend(samples.details.iter().cloned());
+    if let Err(e) = outboxes_empty {
+        problems.push(e.to_string());
+    }
+    let received = receiver.received();
+    let (told, repeated_notifications) = notifications::check(&received, &names);
+    problems.extend(told);
     if problems.is_empty() {
         env.cleanup().await?;
     } else {
@@ -109,6 +125,8 @@ async fn update_fleet(name: &str, rollouts: usize, mut kills: Option<SeededRng>)
         repeated_step_events: steps.repeated,
         step_events: steps.completions,
         canaries: steps.canaries,
+        notifications: received.len(),
+        repeated_notifications,
         problems,
     })
 }
@@ -116,7 +134,7 @@ async fn update_fleet(name: &str, rollouts: usize, mut kills: Option<SeededRng>)
 fn report(label: &str, run: &Run) {
     let s = &run.samples;
     println!(
-        "  {label}: converged in {:.1}s, {} kills, {} ReplicaSets, {} samples ({} lost), min available margin {:?} ({}), {} availability violations, {} duplicate, {} step regressions, largest step jump between samples {}, {} step events on {} canaries ({} recorded twice)",
+        "  {label}: converged in {:.1}s, {} kills, {} ReplicaSets, {} samples ({} lost), min available margin {:?} ({}), {} availability violations, {} duplicate, {} step regressions, largest step jump between samples {}, {} step events on {} canaries ({} recorded twice), {} notifications ({} repeated under their key)",
         run.converge.as_secs_f64(),
         run.kills,
         run.replica_sets,
@@ -131,6 +149,8 @@ fn report(label: &str, run: &Run) {
         run.step_events,
         run.canaries,
         run.repeated_step_events,
+        run.notifications,
+        run.repeated_notifications,
     );
     for (shape, (min, floor)) in &s.min_available_by_shape {
         println!("    {label}: {shape}: fewest available {min} (floor {floor})");

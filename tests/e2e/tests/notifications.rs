@@ -254,9 +254,11 @@ async fn each_subscribed_transition_arrives_exactly_once_with_its_fields() -> an
         assert_eq!(r.path, "/hooks");
         assert_eq!(r.authorization, "Bearer s3cr3t-token", "the header from the Secret");
         assert_eq!((r.body["rollout"].as_str(), r.body["revision"].as_i64()), (Some("app"), Some(2)));
-        assert!(r.idempotency_key.starts_with("2/on-rollout-"), "{}", r.idempotency_key);
+        let prefix = format!("{}/app/2/on-rollout-", env.ns);
+        assert!(r.idempotency_key.starts_with(&prefix), "the Rollout's and the transition's: {}", r.idempotency_key);
     }
-    let step_message = received.iter().find(|r| r.body["trigger"] == "on-rollout-step-completed").unwrap();
+    let step_message =
+        received.iter().find(|r| r.body["trigger"] == "on-rollout-step-completed" && r.body["step"] == "0").unwrap();
     // What docs/notifications.md shows: the request as the receiver got it (no header of the Secret).
     eprintln!(
         "POST {}\nIdempotency-Key: {}\n\n{}",

@@ -99,11 +99,6 @@ fn metric_spec(metric: Metric, i: usize, dry_run: bool, retention: usize) -> Res
 /// cannot succeed.
 pub fn check_provider(metric: &Metric) -> Result<(), String> {
     let provider = &metric.provider;
-    if let Some(name) = provider.unbuilt().first() {
-        return Err(format!(
-            "provider.{name}: provider {name} is not built into stepwise; run it as a metric plugin, see docs/plugins.md"
-        ));
-    }
     let authentication = [
         ("prometheus", provider.prometheus.as_ref().and_then(|p| p.authentication.as_ref())),
         ("web", provider.web.as_ref().and_then(|w| w.authentication.as_ref())),
