@@ -20,18 +20,19 @@
 //! exists in every account that ran it before; an empty answer still proves the call and its
 //! signature.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::{Answer, Request};
 use k8s_openapi::jiff::Timestamp;
 use ring::{digest, hmac};
 use serde_json::{Value, json};
 use stepwise_api::{Metric, MetricProvider as Spec};
 use stepwise_metrics::cloudwatch::{CloudWatchProvider, Credentials, CredentialsSource, Settings, WebIdentity};
 use stepwise_metrics::{Error, MetricProvider, Reading, RunRef, Taken};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const REGION: &str = "eu-central-1";
 const ACCESS_KEY: &str = "AKIDSTEPWISETEST";
@@ -110,118 +111,28 @@ fn one_query() -> Metric {
 // An HTTP server of one answer per connection
 // ------------------------------------------------------------------------------------------------
 
-/// A request as the server read it.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: String,
-    target: String,
-    /// Names in lowercase, in the order they came.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// An answer in the AWS JSON 1.0 protocol.
+fn aws_json(status: u16, body: Value) -> Answer {
+    Answer::new(status, "application/x-amz-json-1.0", body.to_string())
 }
 
-impl Seen {
-    /// The one value of a header.
-    fn header(&self, name: &str) -> Result<&str, String> {
-        let mut values = self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
-        match (values.next(), values.next()) {
-            (Some(v), None) => Ok(v),
-            (None, _) => Err(format!("no {name} header")),
-            (Some(_), Some(_)) => Err(format!("{name} header given twice")),
-        }
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.headers.iter().any(|(n, _)| n == name)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
+/// An error as the AWS JSON protocols write it.
+fn aws_error(status: u16, kind: &str, message: &str) -> Answer {
+    aws_json(status, json!({"__type": format!("com.amazonaws.cloudwatch#{kind}"), "message": message}))
 }
 
-/// What the server answers.
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-}
-
-impl Reply {
-    fn json(status: u16, body: Value) -> Reply {
-        Reply { status, content_type: "application/x-amz-json-1.0", body: body.to_string() }
-    }
-
-    /// An error as the AWS JSON protocols write it.
-    fn aws_error(status: u16, kind: &str, message: &str) -> Reply {
-        Reply::json(status, json!({"__type": format!("com.amazonaws.cloudwatch#{kind}"), "message": message}))
-    }
-}
-
-type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+type Handler = Arc<dyn Fn(&Request) -> Answer + Send + Sync>;
 
 /// Serves `handler` on 127.0.0.1; the address and every request seen.
-async fn serve(handler: Handler) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
+async fn serve(handler: Handler) -> (String, Arc<Mutex<Vec<Request>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let (handler, log) = (handler.clone(), log.clone());
-            tokio::spawn(async move {
-                let Some(request) = read_request(&mut conn).await else { return };
-                log.lock().unwrap().push(request.clone());
-                let reply = handler(&request);
-                let head = format!(
-                    "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nx-amzn-requestid: {}\r\n\
-                     connection: close\r\n\r\n",
-                    reply.status,
-                    if reply.status < 300 { "OK" } else { "Error" },
-                    reply.content_type,
-                    reply.body.len(),
-                    "a7c1f4e2-0000-4000-8000-000000000001",
-                );
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(reply.body.as_bytes()).await;
-            });
-        }
-    });
+    let address = common::serve(move |request| {
+        log.lock().unwrap().push(request.clone());
+        handler(request).with_header("x-amzn-requestid", "a7c1f4e2-0000-4000-8000-000000000001")
+    })
+    .await;
     (address, seen)
-}
-
-async fn read_request(conn: &mut TcpStream) -> Option<Seen> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next()?.split(' ');
-    let (method, target) = (request_line.next()?.to_string(), request_line.next()?.to_string());
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let length: usize =
-        headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Seen { method, target, headers, body })
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -244,7 +155,7 @@ fn static_keys() -> Keys {
 /// failed.
 struct FakeCloudWatch {
     address: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    seen: Arc<Mutex<Vec<Request>>>,
     problems: Arc<Mutex<Vec<String>>>,
 }
 
@@ -253,18 +164,18 @@ impl FakeCloudWatch {
     /// `answer(n, input)`.
     async fn start(
         keys: Arc<Mutex<Vec<Keys>>>,
-        answer: impl Fn(usize, &Value) -> Reply + Send + Sync + 'static,
+        answer: impl Fn(usize, &Value) -> Answer + Send + Sync + 'static,
     ) -> FakeCloudWatch {
         let problems = Arc::new(Mutex::new(Vec::new()));
         let valid = Arc::new(AtomicUsize::new(0));
         let recorded = problems.clone();
-        let handler: Handler = Arc::new(move |seen: &Seen| {
+        let handler: Handler = Arc::new(move |seen: &Request| {
             let accepted = keys.lock().unwrap().clone();
             match check_get_metric_data(seen, &accepted) {
                 Ok(input) => answer(valid.fetch_add(1, Ordering::SeqCst), &input),
                 Err(Refusal::Signature(problem)) => {
                     recorded.lock().unwrap().push(problem);
-                    Reply::json(
+                    aws_json(
                         403,
                         json!({"__type": "com.amazon.coral.service#InvalidSignatureException",
                            "message": "The request signature we calculated does not match the signature you provided. \
@@ -273,7 +184,7 @@ impl FakeCloudWatch {
                 }
                 Err(Refusal::Input(problem)) => {
                     recorded.lock().unwrap().push(problem.clone());
-                    Reply::aws_error(400, "InvalidParameterValueException", &problem)
+                    aws_error(400, "InvalidParameterValueException", &problem)
                 }
             }
         });
@@ -281,7 +192,7 @@ impl FakeCloudWatch {
         FakeCloudWatch { address, seen, problems }
     }
 
-    fn requests(&self) -> Vec<Seen> {
+    fn requests(&self) -> Vec<Request> {
         self.seen.lock().unwrap().clone()
     }
 
@@ -304,12 +215,12 @@ enum Refusal {
 }
 
 /// Checks a request as CloudWatch would; its input when it passes.
-fn check_get_metric_data(seen: &Seen, accepted: &[Keys]) -> Result<Value, Refusal> {
+fn check_get_metric_data(seen: &Request, accepted: &[Keys]) -> Result<Value, Refusal> {
     let input = |p: String| Refusal::Input(p);
     if seen.method != "POST" || seen.target != "/" {
         return Err(input(format!("{} {}: GetMetricData is POST /", seen.method, seen.target)));
     }
-    let header = |name: &str| seen.header(name).map_err(input);
+    let header = |name: &str| seen.one_header(name).map_err(input);
     if header("content-type")? != "application/x-amz-json-1.0" {
         return Err(input(format!("content-type {:?}", header("content-type")?)));
     }
@@ -320,9 +231,9 @@ fn check_get_metric_data(seen: &Seen, accepted: &[Keys]) -> Result<Value, Refusa
         return Err(input("content-length is not the body's".into()));
     }
     let keys = check_signature(seen, accepted, "monitoring").map_err(Refusal::Signature)?;
-    match (&keys.token, seen.header("x-amz-security-token")) {
+    match (&keys.token, seen.one_header("x-amz-security-token")) {
         (Some(token), Ok(sent)) if sent == token => {}
-        (None, Err(_)) if !seen.has("x-amz-security-token") => {}
+        (None, Err(_)) if seen.header("x-amz-security-token").is_none() => {}
         (want, got) => {
             return Err(Refusal::Signature(format!("x-amz-security-token: want {want:?}, got {got:?}")));
         }
@@ -335,9 +246,9 @@ fn check_get_metric_data(seen: &Seen, accepted: &[Keys]) -> Result<Value, Refusa
 
 /// Recomputes the Signature Version 4 of `seen` and compares it with the one it carries; the keys
 /// it was signed with.
-fn check_signature(seen: &Seen, accepted: &[Keys], service: &str) -> Result<Keys, String> {
-    let authorization = seen.header("authorization")?;
-    let amz_date = seen.header("x-amz-date")?;
+fn check_signature(seen: &Request, accepted: &[Keys], service: &str) -> Result<Keys, String> {
+    let authorization = seen.one_header("authorization")?;
+    let amz_date = seen.one_header("x-amz-date")?;
     let well_formed = amz_date.len() == 16
         && amz_date.char_indices().all(|(i, c)| match i {
             8 => c == 'T',
@@ -386,7 +297,7 @@ fn check_signature(seen: &Seen, accepted: &[Keys], service: &str) -> Result<Keys
     if service == "monitoring" {
         must_sign.push("x-amz-target");
     }
-    if seen.has("x-amz-security-token") {
+    if seen.header("x-amz-security-token").is_some() {
         must_sign.push("x-amz-security-token");
     }
     if let Some(missing) = must_sign.iter().find(|n| !names.contains(n)) {
@@ -395,12 +306,8 @@ fn check_signature(seen: &Seen, accepted: &[Keys], service: &str) -> Result<Keys
 
     let mut canonical_headers = String::new();
     for name in &names {
-        let values: Vec<String> = seen
-            .headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
+        let values: Vec<String> =
+            seen.headers(name).iter().map(|v| v.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
         if values.is_empty() {
             return Err(format!("signed header {name} was not sent"));
         }
@@ -574,12 +481,12 @@ fn positive(v: &Value, at: &str) -> Result<(), String> {
 }
 
 /// One page of GetMetricDataOutput, as its API reference describes it.
-fn output(results: Value, next_token: Option<&str>) -> Reply {
+fn output(results: Value, next_token: Option<&str>) -> Answer {
     let mut body = json!({"MetricDataResults": results, "Messages": []});
     if let Some(token) = next_token {
         body["NextToken"] = token.into();
     }
-    Reply::json(200, body)
+    aws_json(200, body)
 }
 
 fn provider(address: &str, credentials: CredentialsSource) -> CloudWatchProvider {
@@ -669,7 +576,7 @@ async fn pages_are_read_until_no_next_token_and_each_querys_points_joined() {
                     "Timestamps": [1700000000], "Values": [0.3]}]),
             None,
         ),
-        _ => Reply::aws_error(400, "InvalidNextToken", "the second page must ask with the first page's NextToken"),
+        _ => aws_error(400, "InvalidNextToken", "the second page must ask with the first page's NextToken"),
     })
     .await;
     let taken = static_provider(&cloudwatch.address).run(&RunRef::default(), &one_query()).await.unwrap();
@@ -692,7 +599,7 @@ async fn pages_are_read_until_no_next_token_and_each_querys_points_joined() {
 #[tokio::test]
 async fn an_aws_error_is_the_measurements_error_with_its_type_and_message() {
     let cloudwatch = FakeCloudWatch::start(accepted(static_keys()), |_, _| {
-        Reply::aws_error(
+        aws_error(
             400,
             "InvalidParameterValueException",
             "The value AWS/ApplicationELB for parameter MetricDataQueries.member.1.MetricStat.Metric.Namespace \
@@ -717,7 +624,7 @@ async fn an_aws_error_is_the_measurements_error_with_its_type_and_message() {
 #[tokio::test]
 async fn throttling_is_tried_again() {
     let cloudwatch = FakeCloudWatch::start(accepted(static_keys()), |n, _| match n {
-        0 => Reply::json(400, json!({"__type": "Throttling", "message": "Rate exceeded"})),
+        0 => aws_json(400, json!({"__type": "Throttling", "message": "Rate exceeded"})),
         _ => output(json!([{"Id": "p99", "StatusCode": "Complete", "Timestamps": [], "Values": []}]), None),
     })
     .await;
@@ -758,10 +665,10 @@ async fn a_session_token_is_sent_and_signed() {
     with_token.run(&RunRef::default(), &one_query()).await.unwrap();
     assert_eq!(cloudwatch.problems(), Vec::<String>::new());
     let request = &cloudwatch.requests()[0];
-    assert_eq!(request.header("x-amz-security-token"), Ok("session-token-of-the-test"));
+    assert_eq!(request.one_header("x-amz-security-token"), Ok("session-token-of-the-test"));
     assert!(
         request
-            .header("authorization")
+            .one_header("authorization")
             .unwrap()
             .contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, ")
     );
@@ -775,9 +682,9 @@ async fn a_session_token_is_sent_and_signed() {
 #[tokio::test]
 async fn secrets_never_appear_in_errors() {
     // A CloudWatch (or a proxy) that quotes the whole request back in its error.
-    let handler: Handler = Arc::new(|seen: &Seen| {
+    let handler: Handler = Arc::new(|seen: &Request| {
         let echo = format!("{:?} {}", seen.headers, seen.text());
-        Reply::aws_error(400, "ValidationError", &echo)
+        aws_error(400, "ValidationError", &echo)
     });
     let (address, _) = serve(handler).await;
     let keys = Credentials::new(ACCESS_KEY, SECRET_KEY).with_session_token("session-token-that-must-never-show");
@@ -791,14 +698,16 @@ async fn secrets_never_appear_in_errors() {
     }
 
     // An STS that quotes the web identity token back.
-    let handler: Handler = Arc::new(|seen: &Seen| Reply {
-        status: 400,
-        content_type: "text/xml",
-        body: format!(
-            "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>bad token {}\
-             </Message></Error><RequestId>r</RequestId></ErrorResponse>",
-            form(&seen.text())["WebIdentityToken"]
-        ),
+    let handler: Handler = Arc::new(|seen: &Request| {
+        Answer::new(
+            400,
+            "text/xml",
+            format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>bad token {}\
+                 </Message></Error><RequestId>r</RequestId></ErrorResponse>",
+                form(&seen.text())["WebIdentityToken"]
+            ),
+        )
     });
     let (sts, _) = serve(handler).await;
     let token_file = TokenFile::new("web-identity-token-that-must-never-show");
@@ -892,17 +801,17 @@ async fn fake_sts(
     let problems = Arc::new(Mutex::new(Vec::new()));
     let recorded = problems.clone();
     let path = token_file.0.clone();
-    let handler: Handler = Arc::new(move |seen: &Seen| {
+    let handler: Handler = Arc::new(move |seen: &Request| {
         let current = std::fs::read_to_string(&path).unwrap().trim().to_string();
         let params = form(&seen.text());
         let mut wrong = Vec::new();
         if (seen.method.as_str(), seen.target.as_str()) != ("POST", "/") {
             wrong.push(format!("{} {}", seen.method, seen.target));
         }
-        if !seen.header("content-type").unwrap_or_default().starts_with("application/x-www-form-urlencoded") {
-            wrong.push(format!("content-type {:?}", seen.header("content-type")));
+        if !seen.one_header("content-type").unwrap_or_default().starts_with("application/x-www-form-urlencoded") {
+            wrong.push(format!("content-type {:?}", seen.one_header("content-type")));
         }
-        if seen.has("authorization") {
+        if seen.header("authorization").is_some() {
             wrong.push("AssumeRoleWithWebIdentity is not signed".into());
         }
         for (name, want) in [
@@ -923,15 +832,15 @@ async fn fake_sts(
         }
         if !wrong.is_empty() {
             recorded.lock().unwrap().extend(wrong.clone());
-            return Reply {
-                status: 400,
-                content_type: "text/xml",
-                body: format!(
+            return Answer::new(
+                400,
+                "text/xml",
+                format!(
                     "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidParameterValue</Code><Message>{}\
                      </Message></Error><RequestId>r</RequestId></ErrorResponse>",
                     wrong.join("; ")
                 ),
-            };
+            );
         }
         let mut issued = issued.lock().unwrap();
         let n = issued.len() + 1;
@@ -942,10 +851,10 @@ async fn fake_sts(
         };
         issued.push(keys.clone());
         let expires = Timestamp::from_second(Timestamp::now().as_second() + lifetime).unwrap();
-        Reply {
-            status: 200,
-            content_type: "text/xml",
-            body: format!(
+        Answer::new(
+            200,
+            "text/xml",
+            format!(
                 r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <AssumeRoleWithWebIdentityResult>
     <SubjectFromWebIdentityToken>system:serviceaccount:stepwise:stepwise-controller</SubjectFromWebIdentityToken>
@@ -970,7 +879,7 @@ async fn fake_sts(
                 keys.secret,
                 keys.access,
             ),
-        }
+        )
     });
     let (address, _) = serve(handler).await;
     (address, problems)
@@ -990,8 +899,8 @@ async fn web_identity_keys_come_from_sts_and_are_kept_while_they_last() {
     assert_eq!(cloudwatch.problems(), Vec::<String>::new());
     assert_eq!(issued.lock().unwrap().len(), 1, "an hour's keys are asked for once");
     for request in cloudwatch.requests() {
-        assert_eq!(request.header("x-amz-security-token"), Ok("sts-token-1"));
-        assert!(request.header("authorization").unwrap().contains("Credential=ASIASTS1/"));
+        assert_eq!(request.one_header("x-amz-security-token"), Ok("sts-token-1"));
+        assert!(request.one_header("authorization").unwrap().contains("Credential=ASIASTS1/"));
     }
 }
 
@@ -1011,7 +920,7 @@ async fn web_identity_keys_near_their_expiry_are_renewed_with_the_rotated_token(
     assert_eq!(cloudwatch.problems(), Vec::<String>::new());
     assert_eq!(issued.lock().unwrap().len(), 2);
     let tokens: Vec<String> =
-        cloudwatch.requests().iter().map(|r| r.header("x-amz-security-token").unwrap().to_string()).collect();
+        cloudwatch.requests().iter().map(|r| r.one_header("x-amz-security-token").unwrap().to_string()).collect();
     assert_eq!(tokens, ["sts-token-1", "sts-token-2"]);
 }
 

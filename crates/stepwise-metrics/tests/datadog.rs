@@ -17,16 +17,19 @@
 //! unset) in the Secret `datadog`, where the controller reads them in a cluster, and measures
 //! `DD_QUERY` (default `avg:system.cpu.user{*}`, any agent reports it) with each API version.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{Answer, Request, serve, serve_silence};
 use serde_json::{Value, json};
 use stepwise_api::Metric;
 use stepwise_metrics::datadog::DatadogProvider;
 use stepwise_metrics::secrets::FixedSecrets;
 use stepwise_metrics::{Error, MetricProvider, Reading, RunRef, Taken};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Keys of the shape Datadog issues (32 and 40 hex digits); the server accepts only these.
 const API_KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -239,46 +242,10 @@ fn edited(mut metric: Metric, edit: impl FnOnce(&mut serde_json::Map<String, Val
 // ---------------------------------------------------------------------------------------------
 // A local Datadog.
 
-/// A request as the server read it.
-#[derive(Clone, Debug)]
-struct Request {
-    method: String,
-    path: String,
-    /// The query string, decoded, in order.
-    params: Vec<(String, String)>,
-    /// Names in lower case.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
 impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
+    /// A query parameter's seconds since the Unix epoch.
     fn seconds(&self, name: &str) -> i64 {
         self.param(name).unwrap().parse().unwrap()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap()
-    }
-}
-
-/// An answer of the server.
-struct Reply {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn json(status: u16, body: Value) -> Reply {
-        Reply { status, headers: Vec::new(), body: body.to_string() }
     }
 }
 
@@ -289,6 +256,9 @@ struct Exchange {
     deviations: Vec<String>,
 }
 
+/// How the local Datadog answers a request that followed the API, with the right keys.
+type Answering = dyn Fn(&Request) -> Answer + Send + Sync;
+
 /// Datadog on 127.0.0.1. Requests that deviate from the API are answered 400 with the deviations
 /// as Datadog's `errors`; requests without the right keys 403 `{"errors": ["Forbidden"]}`, as
 /// Datadog does; the others as `answer` says.
@@ -297,20 +267,25 @@ struct Datadog {
     log: Arc<Mutex<Vec<Exchange>>>,
 }
 
-type Answer = dyn Fn(&Request) -> Reply + Send + Sync;
-
 impl Datadog {
-    async fn start(answer: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Datadog {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+    async fn start(answer: impl Fn(&Request) -> Answer + Send + Sync + 'static) -> Datadog {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let answer: Arc<Answer> = Arc::new(answer);
         let served = log.clone();
-        tokio::spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(serve(conn, answer.clone(), served.clone()));
-            }
-        });
+        let url = serve(move |request| {
+            let deviations = deviations_from_datadogs_api(request);
+            let reply = if !deviations.is_empty() {
+                Answer::json(400, json!({"errors": deviations}))
+            } else if request.header("dd-api-key") != Some(API_KEY)
+                || request.header("dd-application-key") != Some(APP_KEY)
+            {
+                Answer::json(403, json!({"errors": ["Forbidden"]}))
+            } else {
+                answer(request)
+            };
+            served.lock().unwrap().push(Exchange { request: request.clone(), deviations });
+            reply
+        })
+        .await;
         Datadog { url, log }
     }
 
@@ -343,75 +318,6 @@ impl Datadog {
             &[("api-key", API_KEY), ("app-key", APP_KEY), ("address", &self.url)],
         )
     }
-}
-
-async fn serve(mut conn: TcpStream, answer: Arc<Answer>, log: Arc<Mutex<Vec<Exchange>>>) {
-    let Some(request) = read_request(&mut conn).await else { return };
-    let deviations = deviations_from_datadogs_api(&request);
-    let reply = if !deviations.is_empty() {
-        Reply::json(400, json!({"errors": deviations}))
-    } else if request.header("dd-api-key") != Some(API_KEY) || request.header("dd-application-key") != Some(APP_KEY) {
-        Reply::json(403, json!({"errors": ["Forbidden"]}))
-    } else {
-        answer(&request)
-    };
-    log.lock().unwrap().push(Exchange { request, deviations });
-    let reason = match reply.status {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        429 => "Too Many Requests",
-        _ => "Other",
-    };
-    let mut head = format!(
-        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-        reply.status,
-        reply.body.len()
-    );
-    for (name, value) in &reply.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let _ = conn.write_all(head.as_bytes()).await;
-    let _ = conn.write_all(reply.body.as_bytes()).await;
-    let _ = conn.shutdown().await;
-}
-
-/// Reads one HTTP/1.1 request (its body by content-length).
-async fn read_request(conn: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let (method, target) = (first.next()?.to_string(), first.next()?.to_string());
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let length: usize =
-        headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    while buf.len() < head_end + 4 + length {
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8_lossy(&buf[head_end + 4..]).to_string();
-    let url = reqwest::Url::parse(&format!("http://datadog{target}")).ok()?;
-    let params = url.query_pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    Some(Request { method, path: url.path().to_string(), params, headers, body })
 }
 
 fn now_seconds() -> i64 {
@@ -501,7 +407,7 @@ fn check_v2(request: &Request, out: &mut Vec<String>) {
     if !request.header("content-type").is_some_and(|c| c.starts_with("application/json")) {
         out.push(format!("Content-Type is {:?}, not application/json", request.header("content-type")));
     }
-    let body: Value = match serde_json::from_str(&request.body) {
+    let body: Value = match serde_json::from_str(&request.text()) {
         Ok(v) => v,
         Err(e) => {
             out.push(format!("the body is not JSON: {e}"));
@@ -610,7 +516,7 @@ fn check_v2(request: &Request, out: &mut Vec<String>) {
 }
 
 /// `MetricsQueryResponse`, as Datadog answers `GET /api/v1/query`: one series per list of points.
-fn v1_answer(request: &Request, pointlists: &[Value]) -> Reply {
+fn v1_answer(request: &Request, pointlists: &[Value]) -> Answer {
     let (from, to) = (request.seconds("from") * 1000, request.seconds("to") * 1000);
     let query = request.param("query").unwrap_or_default();
     let series: Vec<Value> = pointlists
@@ -624,7 +530,7 @@ fn v1_answer(request: &Request, pointlists: &[Value]) -> Reply {
             })
         })
         .collect();
-    Reply::json(
+    Answer::json(
         200,
         json!({
             "status": "ok", "res_type": "time_series", "query": query, "message": "",
@@ -634,8 +540,8 @@ fn v1_answer(request: &Request, pointlists: &[Value]) -> Reply {
 }
 
 /// `ScalarFormulaQueryResponse`, as Datadog answers `POST /api/v2/query/scalar`.
-fn v2_answer(columns: Value) -> Reply {
-    Reply::json(200, json!({"data": {"type": "scalar_response", "attributes": {"columns": columns}}}))
+fn v2_answer(columns: Value) -> Answer {
+    Answer::json(200, json!({"data": {"type": "scalar_response", "attributes": {"columns": columns}}}))
 }
 
 /// A number column of a scalar answer.
@@ -802,14 +708,7 @@ async fn a_grouped_query_is_a_list_with_each_groups_name_in_metadata() {
 #[tokio::test]
 async fn request_timeout_bounds_the_wait_for_datadog() {
     // Accepts and never answers.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = listener.accept().await {
-            held.push(conn);
-        }
-    });
+    let address = serve_silence().await;
     let secrets = FixedSecrets::default().with(
         CONTROLLER_NS,
         "datadog",
@@ -935,16 +834,13 @@ async fn a_key_that_cannot_be_a_header_is_refused_without_quoting_it() {
 #[tokio::test]
 async fn a_rate_limited_answer_is_an_error_saying_so_and_when_the_limit_resets() {
     // docs.datadoghq.com/api/latest/rate-limits: a 429 with the X-RateLimit-* headers.
-    let datadog = Datadog::start(|_| Reply {
-        status: 429,
-        headers: vec![
-            ("X-RateLimit-Limit", "100".into()),
-            ("X-RateLimit-Period", "60".into()),
-            ("X-RateLimit-Remaining", "0".into()),
-            ("X-RateLimit-Reset", "17".into()),
-            ("X-RateLimit-Name", "query_scalar_public".into()),
-        ],
-        body: json!({"errors": ["Too many requests"]}).to_string(),
+    let datadog = Datadog::start(|_| {
+        Answer::json(429, json!({"errors": ["Too many requests"]}))
+            .with_header("X-RateLimit-Limit", "100")
+            .with_header("X-RateLimit-Period", "60")
+            .with_header("X-RateLimit-Remaining", "0")
+            .with_header("X-RateLimit-Reset", "17")
+            .with_header("X-RateLimit-Name", "query_scalar_public")
     })
     .await;
     let err = measure(datadog.secret(), &metric(AFTER_V2, &checkout())).await.unwrap_err();
@@ -984,7 +880,7 @@ async fn keys_datadog_refuses_are_a_403_with_datadogs_message() {
 #[tokio::test]
 async fn a_query_datadog_cannot_parse_keeps_datadogs_error_text() {
     let datadog = Datadog::start(|_| {
-        Reply::json(
+        Answer::json(
             400,
             json!({"errors": ["Error parsing query: unable to parse sum:requests{: Rule 'scope_expr' didn't match"]}),
         )
@@ -1005,7 +901,7 @@ async fn a_query_datadog_cannot_parse_keeps_datadogs_error_text() {
 #[tokio::test]
 async fn errors_datadog_puts_in_a_scalar_answer_are_an_error() {
     let datadog =
-        Datadog::start(|_| Reply::json(200, json!({"errors": "query exceeded the maximum allowed time range"}))).await;
+        Datadog::start(|_| Answer::json(200, json!({"errors": "query exceeded the maximum allowed time range"}))).await;
     let err = measure(datadog.secret(), &metric(LOQ_ERROR_RATE, &checkout())).await.unwrap_err();
     assert!(
         err.to_string().ends_with("there were errors in the query: query exceeded the maximum allowed time range"),
@@ -1018,7 +914,7 @@ async fn errors_datadog_puts_in_a_scalar_answer_are_an_error() {
 
 #[tokio::test]
 async fn no_series_no_points_and_null_values_are_a_null_result() {
-    let answers: Vec<(Metric, Box<Answer>)> = vec![
+    let answers: Vec<(Metric, Box<Answering>)> = vec![
         (metric(BEFORE_V1, &checkout()), Box::new(|r| v1_answer(r, &[]))),
         (metric(BEFORE_V1, &checkout()), Box::new(|r| v1_answer(r, &[json!([])]))),
         (metric(BEFORE_V1, &checkout()), Box::new(|r| v1_answer(r, &[json!([[1.0, 0.2], [2.0, null]])]))),
@@ -1042,10 +938,9 @@ async fn no_series_no_points_and_null_values_are_a_null_result() {
 async fn keys_never_appear_in_an_error() {
     // A proxy that echoes the request it got, in each way an answer reaches an error.
     let echo = |status: u16| {
-        move |r: &Request| Reply {
-            status,
-            headers: vec![("X-RateLimit-Reset", r.header("dd-api-key").unwrap_or_default().to_string())],
-            body: json!({"errors": [format!("{:?}", r.headers)]}).to_string(),
+        move |r: &Request| {
+            Answer::json(status, json!({"errors": [format!("{:?}", r.headers)]}))
+                .with_header("X-RateLimit-Reset", r.header("dd-api-key").unwrap_or_default())
         }
     };
     let mut errors = Vec::new();
@@ -1053,14 +948,13 @@ async fn keys_never_appear_in_an_error() {
         let datadog = Datadog::start(echo(status)).await;
         errors.push(measure(datadog.secret(), &metric(AFTER_V2, &checkout())).await.unwrap_err());
     }
-    let datadog =
-        Datadog::start(|r| Reply { status: 200, headers: vec![], body: format!("not json {:?}", r.headers) }).await;
+    let datadog = Datadog::start(|r| Answer::new(200, "application/json", format!("not json {:?}", r.headers))).await;
     errors.push(measure(datadog.secret(), &metric(AFTER_V2, &checkout())).await.unwrap_err());
     let datadog =
         Datadog::start(|r| v2_answer(json!([number_column("query", json!([r.header("dd-application-key")]))]))).await;
     errors.push(measure(datadog.secret(), &metric(LOQ_ERROR_RATE, &checkout())).await.unwrap_err());
     let datadog =
-        Datadog::start(|r| Reply::json(200, json!({"status": "error", "error": format!("{:?}", r.headers)}))).await;
+        Datadog::start(|r| Answer::json(200, json!({"status": "error", "error": format!("{:?}", r.headers)}))).await;
     errors.push(measure(datadog.secret(), &metric(BEFORE_V1, &checkout())).await.unwrap_err());
     // Nothing listens.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

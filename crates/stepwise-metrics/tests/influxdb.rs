@@ -41,18 +41,19 @@
 //! DOCKER_INFLUXDB_INIT_ORG=my-org -e DOCKER_INFLUXDB_INIT_BUCKET=b -e
 //! DOCKER_INFLUXDB_INIT_ADMIN_TOKEN=my-token influxdb:2`.)
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+mod common;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{Request, StandIn};
 use k8s_openapi::jiff::Timestamp;
-use reqwest::Url;
 use serde_json::{Value, json};
 use stepwise_api::Metric;
 use stepwise_metrics::influxdb::{InfluxdbMetric, InfluxdbProvider};
 use stepwise_metrics::secrets::FixedSecrets;
 use stepwise_metrics::{Error, MetricProvider, Reading, RunRef, Taken};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const NAMESPACE: &str = "stepwise-system";
 const TOKEN: &str = "Xq9vT3kLmN0pR7sW2yZ4aB6cD8eF1gH5jK-influx-token==";
@@ -114,6 +115,8 @@ struct Call {
     body: Value,
     /// The raw body text.
     raw: String,
+    /// The dialect to answer in.
+    dialect: Dialect,
 }
 
 impl Call {
@@ -131,156 +134,44 @@ enum Answer {
     Json(u16, Value),
 }
 
-type Responder = Box<dyn Fn(&Call) -> Answer + Send + Sync>;
-
 /// InfluxDB's v2 query API on 127.0.0.1: checks every request, answers valid ones with `answer`.
-struct QueryApi {
-    /// `http://127.0.0.1:PORT`, the profile's address.
-    address: String,
-    calls: Arc<Mutex<Vec<Call>>>,
-    violations: Arc<Mutex<Vec<String>>>,
-}
+type QueryApi = StandIn<Call>;
 
 impl QueryApi {
     async fn start(answer: impl Fn(&Call) -> Answer + Send + Sync + 'static) -> QueryApi {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let violations = Arc::new(Mutex::new(Vec::new()));
-        let answer: Arc<Responder> = Arc::new(Box::new(answer));
-        let (c, v) = (calls.clone(), violations.clone());
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let (c, v, answer) = (c.clone(), v.clone(), answer.clone());
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut conn).await else { return };
-                    match check(&request) {
-                        Ok((call, dialect)) => {
-                            c.lock().unwrap().push(call.clone());
-                            match answer(&call) {
-                                Answer::Csv(tables) => respond_csv(&mut conn, &dialect.write(&tables, None)).await,
-                                Answer::RuntimeError(tables, message) => {
-                                    respond_csv(&mut conn, &dialect.write(&tables, Some(&message))).await
-                                }
-                                Answer::Json(status, body) => respond_json(&mut conn, status, &body).await,
-                            }
-                        }
-                        Err(Refusal::Unauthorized) => {
-                            let body = json!({"code": "unauthorized", "message": "unauthorized access"});
-                            respond_json(&mut conn, 401, &body).await
-                        }
-                        Err(Refusal::OffSpec(problems)) => {
-                            let text = problems.join("; ");
-                            v.lock().unwrap().push(text.clone());
-                            let body = json!({"code": "invalid", "message": format!("off the query API spec: {text}")});
-                            respond_json(&mut conn, 400, &body).await
-                        }
-                    }
-                });
-            }
-        });
-        QueryApi { address, calls, violations }
+        let checked = |request: &Request| {
+            check(request).map_err(|refusal| match refusal {
+                Refusal::Unauthorized => common::Refusal::Refused(json_answer(
+                    401,
+                    json!({"code": "unauthorized", "message": "unauthorized access"}),
+                )),
+                Refusal::OffSpec(problems) => common::Refusal::off_spec(&problems, |text| {
+                    json_answer(400, json!({"code": "invalid", "message": format!("off the query API spec: {text}")}))
+                }),
+            })
+        };
+        StandIn::serve("the query API spec", checked, move |call| match answer(call) {
+            Answer::Csv(tables) => csv_answer(call.dialect.write(&tables, None)),
+            Answer::RuntimeError(tables, message) => csv_answer(call.dialect.write(&tables, Some(&message))),
+            Answer::Json(status, body) => json_answer(status, body),
+        })
+        .await
     }
-
-    /// The valid calls received; fails the test when any request broke the spec.
-    fn calls(&self) -> Vec<Call> {
-        let violations = self.violations.lock().unwrap().clone();
-        assert!(violations.is_empty(), "requests off the query API spec: {violations:#?}");
-        self.calls.lock().unwrap().clone()
-    }
-
-    /// The only call received.
-    fn call(&self) -> Call {
-        let calls = self.calls();
-        assert_eq!(calls.len(), 1, "{calls:?}");
-        calls[0].clone()
-    }
-}
-
-/// An HTTP request as read off the wire.
-#[derive(Debug)]
-struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
-    }
-}
-
-async fn read_request(conn: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let (method, target) = (first.next()?.to_string(), first.next()?.to_string());
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_string(), v.trim().to_string())).collect();
-    let length = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Request { method, target, headers, body })
 }
 
 /// A 200 answer as InfluxDB streams it: chunked CSV.
-async fn respond_csv(conn: &mut TcpStream, csv: &str) {
-    let mut answer = String::from(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/csv; charset=utf-8\r\nvary: Accept-Encoding\r\n\
-         x-influxdb-build: OSS\r\nx-influxdb-version: v2.7.11\r\ntransfer-encoding: chunked\r\n\
-         connection: close\r\n\r\n",
-    );
-    // Two chunks, cut mid-line, as a stream is.
-    let cut = csv.char_indices().map(|(i, _)| i).find(|i| *i >= csv.len() / 2).unwrap_or(0);
-    for part in [&csv[..cut], &csv[cut..]] {
-        if !part.is_empty() {
-            answer.push_str(&format!("{:x}\r\n{part}\r\n", part.len()));
-        }
-    }
-    answer.push_str("0\r\n\r\n");
-    let _ = conn.write_all(answer.as_bytes()).await;
-    let _ = conn.shutdown().await;
+fn csv_answer(csv: String) -> common::Answer {
+    common::Answer::new(200, "text/csv; charset=utf-8", csv)
+        .with_header("vary", "Accept-Encoding")
+        .with_header("x-influxdb-build", "OSS")
+        .with_header("x-influxdb-version", "v2.7.11")
+        .chunked()
 }
 
-async fn respond_json(conn: &mut TcpStream, status: u16, body: &Value) {
-    let reason = match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        _ => "Other",
-    };
-    let body = body.to_string();
-    let answer = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json; charset=utf-8\r\n\
-         x-platform-error-code: invalid\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = conn.write_all(answer.as_bytes()).await;
-    let _ = conn.shutdown().await;
+/// A JSON answer as InfluxDB writes its errors.
+fn json_answer(status: u16, body: Value) -> common::Answer {
+    common::Answer::new(status, "application/json; charset=utf-8", body.to_string())
+        .with_header("x-platform-error-code", "invalid")
 }
 
 /// Why a request gets no answer: off the spec (a test failure), or a token InfluxDB refuses.
@@ -296,23 +187,22 @@ const QUERY_PROPERTIES: [&str; 6] = ["extern", "query", "type", "params", "diale
 /// The properties of the `Dialect` schema.
 const DIALECT_PROPERTIES: [&str; 5] = ["header", "delimiter", "annotations", "commentPrefix", "dateTimeFormat"];
 
-/// Every rule of `PostQuery` that the request must follow; the dialect to answer in.
-fn check(request: &Request) -> Result<(Call, Dialect), Refusal> {
+/// Every rule of `PostQuery` that the request must follow; the call, with the dialect to answer
+/// in.
+fn check(request: &Request) -> Result<Call, Refusal> {
     let mut problems = Vec::new();
     if request.method != "POST" {
         problems.push(format!("method {} (the query API is POST)", request.method));
     }
-    let url = Url::parse(&format!("http://stand-in{}", request.target))
-        .map_err(|e| Refusal::OffSpec(vec![format!("target {}: {e}", request.target)]))?;
-    if url.path() != "/api/v2/query" {
-        problems.push(format!("path {} (the query API is /api/v2/query)", url.path()));
+    if request.path != "/api/v2/query" {
+        problems.push(format!("path {} (the query API is /api/v2/query)", request.path));
     }
     let mut params = BTreeMap::new();
-    for (name, value) in url.query_pairs() {
-        if !matches!(name.as_ref(), "org" | "orgID") {
+    for (name, value) in &request.params {
+        if !matches!(name.as_str(), "org" | "orgID") {
             problems.push(format!("parameter {name} is not documented"));
         }
-        if params.insert(name.to_string(), value.to_string()).is_some() {
+        if params.insert(name.clone(), value.clone()).is_some() {
             problems.push(format!("parameter {name} is given twice"));
         }
     }
@@ -320,18 +210,18 @@ fn check(request: &Request) -> Result<(Call, Dialect), Refusal> {
         problems.push("the org or orgID parameter is required".into());
     }
     let mut authorized = false;
-    match request.header("authorization").as_slice() {
+    match request.headers("authorization").as_slice() {
         [value] => match value.strip_prefix("Token ") {
             Some(token) => authorized = token == TOKEN,
             None => problems.push("Authorization is not `Token <API token>`".into()),
         },
         values => problems.push(format!("{} Authorization headers (one is needed)", values.len())),
     }
-    match request.header("content-type").as_slice() {
+    match request.headers("content-type").as_slice() {
         [value] if value.split(';').next().map(str::trim) == Some("application/json") => {}
         values => problems.push(format!("Content-Type {values:?} (a JSON Query body is application/json)")),
     }
-    for value in request.header("accept-encoding") {
+    for value in request.headers("accept-encoding") {
         for coding in value.split(',').map(|c| c.split(';').next().unwrap_or_default().trim()) {
             if !matches!(coding, "gzip" | "identity") {
                 problems.push(format!("Accept-Encoding {coding} is not gzip or identity"));
@@ -383,7 +273,7 @@ fn check(request: &Request) -> Result<(Call, Dialect), Refusal> {
     if !authorized {
         return Err(Refusal::Unauthorized);
     }
-    Ok((Call { params, body, raw }, dialect))
+    Ok(Call { params, body, raw, dialect })
 }
 
 /// A request's dialect, with the spec's defaults (no annotations unless asked).

@@ -29,17 +29,17 @@
 //! (optionally STEPWISE_KAYENTA_METRICS_ACCOUNT, STEPWISE_KAYENTA_CONFIGURATION_ACCOUNT and
 //! STEPWISE_KAYENTA_STORAGE_ACCOUNT; the window is the last 30 minutes.)
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+mod common;
 
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use common::{Answer, Refusal, Request, StandIn};
 use k8s_openapi::jiff::Timestamp;
-use reqwest::Url;
 use serde_json::{Value, json};
 use stepwise_api::{AnalysisPhase, Measurement, Metric};
 use stepwise_metrics::kayenta::{EXECUTION_ID_KEY, KayentaProvider, SCORE_KEY};
 use stepwise_metrics::{Error, MetricProvider, Reading, RunRef, Taken};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// Argo Rollouts' first Kayenta example, docs/analysis/kayenta.md, as written there.
 const ARGO_TEMPLATE: &str = r#"
@@ -231,134 +231,43 @@ fn running() -> Value {
            "complete": false, "status": "running"})
 }
 
-struct Kayenta {
-    /// `http://127.0.0.1:PORT`, the metric's address.
-    address: String,
-    calls: Arc<Mutex<Vec<Call>>>,
-    violations: Arc<Mutex<Vec<String>>>,
-}
+/// Kayenta's API on 127.0.0.1: checks every request, answers valid ones as `script` says.
+type Kayenta = StandIn<Call>;
 
 impl Kayenta {
     async fn start(script: Script) -> Kayenta {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let violations = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(script));
-        let (c, v) = (calls.clone(), violations.clone());
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let (c, v, script) = (c.clone(), v.clone(), script.clone());
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut conn).await else { return };
-                    let (status, body) = match check(&request) {
-                        Ok(call) => {
-                            c.lock().unwrap().push(call.clone());
-                            let mut script = script.lock().unwrap();
-                            match call {
-                                Call::ListConfigs { .. } => script.configs.clone(),
-                                Call::Start { .. } => script.start.clone(),
-                                Call::Status { .. } if script.statuses.len() > 1 => {
-                                    script.statuses.pop_front().unwrap()
-                                }
-                                Call::Status { .. } => script.statuses[0].clone(),
-                            }
-                        }
-                        Err((status, problems)) => {
-                            let text = problems.join("; ");
-                            v.lock().unwrap().push(text.clone());
-                            spring_error(status, "Bad Request", &format!("off the API: {text}"), &request.target)
-                        }
-                    };
-                    respond(&mut conn, status, &body.to_string()).await;
-                });
-            }
-        });
-        Kayenta { address, calls, violations }
+        let script = Mutex::new(script);
+        let checked = |request: &Request| {
+            check(request).map_err(|(status, problems)| {
+                Refusal::off_spec(&problems, |text| {
+                    let (status, body) =
+                        spring_error(status, "Bad Request", &format!("off the API: {text}"), &request.target);
+                    Answer::json(status, body)
+                })
+            })
+        };
+        StandIn::serve("Kayenta's API", checked, move |call| {
+            let mut script = script.lock().unwrap();
+            let (status, body) = match call {
+                Call::ListConfigs { .. } => script.configs.clone(),
+                Call::Start { .. } => script.start.clone(),
+                Call::Status { .. } if script.statuses.len() > 1 => script.statuses.pop_front().unwrap(),
+                Call::Status { .. } => script.statuses[0].clone(),
+            };
+            Answer::json(status, body)
+        })
+        .await
     }
-
-    /// The valid calls received; fails the test when any request broke the API.
-    fn calls(&self) -> Vec<Call> {
-        let violations = self.violations.lock().unwrap().clone();
-        assert!(violations.is_empty(), "requests off Kayenta's API: {violations:#?}");
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-/// An HTTP request as read off the wire.
-#[derive(Debug)]
-struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
-    }
-}
-
-async fn read_request(conn: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let (method, target) = (first.next()?.to_string(), first.next()?.to_string());
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_string(), v.trim().to_string())).collect();
-    let length = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Request { method, target, headers, body })
-}
-
-async fn respond(conn: &mut TcpStream, status: u16, body: &str) {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        500 => "Internal Server Error",
-        _ => "Other",
-    };
-    let answer = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = conn.write_all(answer.as_bytes()).await;
-    let _ = conn.shutdown().await;
 }
 
 /// The query parameters, each documented for the operation and given once.
-fn params(url: &Url, documented: &[&str], problems: &mut Vec<String>) -> BTreeMap<String, String> {
+fn params(request: &Request, documented: &[&str], problems: &mut Vec<String>) -> BTreeMap<String, String> {
     let mut params = BTreeMap::new();
-    for (name, value) in url.query_pairs() {
-        if !documented.contains(&name.as_ref()) {
-            problems.push(format!("parameter {name} is not documented for {}", url.path()));
+    for (name, value) in &request.params {
+        if !documented.contains(&name.as_str()) {
+            problems.push(format!("parameter {name} is not documented for {}", request.path));
         }
-        if params.insert(name.to_string(), value.to_string()).is_some() {
+        if params.insert(name.clone(), value.clone()).is_some() {
             problems.push(format!("parameter {name} is given twice"));
         }
     }
@@ -397,24 +306,22 @@ fn check_scope(at: &str, scope: &Value, problems: &mut Vec<String>) {
 /// Every rule of the API that the request must follow; the status of a refusal.
 fn check(request: &Request) -> Result<Call, (u16, Vec<String>)> {
     let mut problems = Vec::new();
-    let url = Url::parse(&format!("http://stand-in{}", request.target)).map_err(|e| (400, vec![e.to_string()]))?;
-    let segments: Vec<String> = url.path_segments().unwrap().map(|s| s.to_string()).collect();
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let segments: Vec<&str> = request.path.split('/').skip(1).collect();
     let ids: Vec<String> =
         configs().as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect();
     let no_body = |problems: &mut Vec<String>| {
-        if !request.body.is_empty() || !request.header("transfer-encoding").is_empty() {
-            problems.push(format!("a body on GET {}", url.path()));
+        if !request.body.is_empty() || !request.headers("transfer-encoding").is_empty() {
+            problems.push(format!("a body on GET {}", request.path));
         }
     };
     let call = match (request.method.as_str(), segments.as_slice()) {
         ("GET", ["canaryConfig"]) => {
             no_body(&mut problems);
-            Call::ListConfigs { params: params(&url, &["configurationAccountName", "application"], &mut problems) }
+            Call::ListConfigs { params: params(request, &["configurationAccountName", "application"], &mut problems) }
         }
         ("POST", ["canary", config_id]) => {
             let params = params(
-                &url,
+                request,
                 &[
                     "application",
                     "parentPipelineExecutionId",
@@ -427,7 +334,7 @@ fn check(request: &Request) -> Result<Call, (u16, Vec<String>)> {
             if !ids.iter().any(|id| id == config_id) {
                 return Err((404, vec![format!("no canary config {config_id}")]));
             }
-            match request.header("content-type").as_slice() {
+            match request.headers("content-type").as_slice() {
                 [t] if t.split(';').next().map(str::trim) == Some("application/json") => {}
                 other => problems.push(format!("Content-Type {other:?} (application/json is needed)")),
             }
@@ -477,13 +384,13 @@ fn check(request: &Request) -> Result<Call, (u16, Vec<String>)> {
         }
         ("GET", ["canary", execution_id]) => {
             no_body(&mut problems);
-            params(&url, &["storageAccountName"], &mut problems);
+            params(request, &["storageAccountName"], &mut problems);
             if *execution_id != EXECUTION_ID {
                 return Err((404, vec![format!("no canary execution {execution_id}")]));
             }
             Call::Status { execution_id: execution_id.to_string() }
         }
-        (method, _) => return Err((404, vec![format!("{method} {} is not an operation", url.path())])),
+        (method, _) => return Err((404, vec![format!("{method} {} is not an operation", request.path)])),
     };
     if problems.is_empty() { Ok(call) } else { Err((400, problems)) }
 }

@@ -1,18 +1,17 @@
 //! The kubernetes provider through a real kube::Client against a local HTTP server on 127.0.0.1
 //! that impersonates the API server's aggregated custom and external metrics APIs.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{Answer, read_request, reply};
 use serde_json::{Value, json};
 use stepwise_api::{KubernetesMetric, Metric, MetricProvider as ProviderSpec};
 use stepwise_metrics::kubernetes::{KubernetesProvider, PATH_KEY};
 use stepwise_metrics::{Error, MetricProvider, Reading, RunRef, Taken};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-/// An answer of the fake API server: status line, content type, body.
-type Answer = (&'static str, &'static str, String);
 
 /// A fake API server answering every request with `answer`; the paths asked for are recorded.
 struct FakeApiServer {
@@ -29,20 +28,14 @@ impl FakeApiServer {
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((mut conn, _)) = listener.accept().await {
-                let mut buf = vec![0u8; 16384];
-                let n = conn.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                seen.lock().unwrap().push(head.split_whitespace().nth(1).unwrap_or_default().to_string());
-                let Some((status, content_type, body)) = answer.clone() else {
+                let request = read_request(&mut conn).await;
+                seen.lock().unwrap().push(request.map(|r| r.target).unwrap_or_default());
+                let Some(answer) = &answer else {
                     // Keep the connection open without answering.
                     held.push(conn);
                     continue;
                 };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(reply.as_bytes()).await;
+                reply(&mut conn, answer).await;
             }
         });
         FakeApiServer { url, paths }
@@ -58,7 +51,7 @@ impl FakeApiServer {
 }
 
 fn ok(body: Value) -> Option<Answer> {
-    Some(("200 OK", "application/json", body.to_string()))
+    Some(Answer::json(200, body))
 }
 
 fn custom_list(values: &[&str]) -> Value {
@@ -178,7 +171,7 @@ async fn a_metric_the_adapter_does_not_serve_is_an_error_with_its_message_and_pa
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": "the server could not find the metric missing for services", "reason": "NotFound", "code": 404,
     });
-    let server = FakeApiServer::start(Some(("404 Not Found", "application/json", status.to_string()))).await;
+    let server = FakeApiServer::start(Some(Answer::json(404, status))).await;
     let spec = json!({"api": "custom", "metricName": "missing", "objectKind": "Service", "objectName": "api"});
     let err = measure(&server, spec).await.unwrap_err();
     assert!(matches!(err, Error::MetricsApi { code: 404, .. }), "{err:?}");
@@ -195,8 +188,7 @@ async fn a_metric_the_adapter_does_not_serve_is_an_error_with_its_message_and_pa
 
 #[tokio::test]
 async fn an_unavailable_metrics_api_is_an_error_with_the_api_servers_text() {
-    let server =
-        FakeApiServer::start(Some(("503 Service Unavailable", "text/plain", "service unavailable\n".into()))).await;
+    let server = FakeApiServer::start(Some(Answer::new(503, "text/plain", "service unavailable\n"))).await;
     let err = measure(&server, json!({"api": "external", "metricName": "success_rate"})).await.unwrap_err();
     assert!(matches!(err, Error::MetricsApi { code: 503, .. }), "{err:?}");
     let text = err.to_string();

@@ -19,15 +19,16 @@
 //!
 //! (region and query are optional; the query defaults to a count of the account's transactions.)
 
-use std::sync::{Arc, Mutex};
+mod common;
 
+use std::sync::Arc;
+
+use common::{Answer, Refusal, Request, StandIn};
 use serde_json::{Value, json};
 use stepwise_api::Metric;
 use stepwise_metrics::newrelic::{NewRelicMetric, NewRelicProvider, QUERY_KEY, nerdgraph_url};
 use stepwise_metrics::secrets::FixedSecrets;
 use stepwise_metrics::{Error, MetricProvider, Reading, RunRef, Taken};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const NAMESPACE: &str = "stepwise-system";
 const API_KEY: &str = "NRAK-TESTKEY0123456789ABCDEFGHIJ";
@@ -89,62 +90,30 @@ struct Call {
     timeout: Option<i64>,
 }
 
-/// How the stand-in answers a valid call: HTTP status and body.
-type Answer = Box<dyn Fn(&Call) -> (u16, String) + Send + Sync>;
-
 /// A NerdGraph on 127.0.0.1 that checks every request and answers valid ones with `answer`.
-struct NerdGraph {
-    url: String,
-    calls: Arc<Mutex<Vec<Call>>>,
-    violations: Arc<Mutex<Vec<String>>>,
-}
+type NerdGraph = StandIn<Call>;
 
 impl NerdGraph {
     async fn start(answer: impl Fn(&Call) -> (u16, String) + Send + Sync + 'static) -> NerdGraph {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/graphql", listener.local_addr().unwrap());
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let violations = Arc::new(Mutex::new(Vec::new()));
-        let answer: Arc<Answer> = Arc::new(Box::new(answer));
-        let (c, v) = (calls.clone(), violations.clone());
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let (c, v, answer) = (c.clone(), v.clone(), answer.clone());
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut conn).await else { return };
-                    let (status, body) = match check(&request) {
-                        Ok(call) => {
-                            c.lock().unwrap().push(call.clone());
-                            answer(&call)
-                        }
-                        Err(problems) => {
-                            let text = problems.join("; ");
-                            v.lock().unwrap().push(text.clone());
-                            (
-                                400,
-                                json!({"errors": [{"message": format!("off the NerdGraph spec: {text}")}]}).to_string(),
-                            )
-                        }
-                    };
-                    respond(&mut conn, status, &body).await;
-                });
-            }
-        });
-        NerdGraph { url, calls, violations }
+        let refuse = |problems: Vec<String>| {
+            Refusal::off_spec(&problems, |text| {
+                Answer::json(400, json!({"errors": [{"message": format!("off the NerdGraph spec: {text}")}]}))
+            })
+        };
+        StandIn::serve(
+            "the NerdGraph spec",
+            move |request| check(request).map_err(refuse),
+            move |call| {
+                let (status, body) = answer(call);
+                Answer::new(status, "application/json", body)
+            },
+        )
+        .await
     }
 
-    /// The valid calls received; fails the test when any request broke the spec.
-    fn calls(&self) -> Vec<Call> {
-        let violations = self.violations.lock().unwrap().clone();
-        assert!(violations.is_empty(), "requests off the NerdGraph spec: {violations:#?}");
-        self.calls.lock().unwrap().clone()
-    }
-
-    /// The only call received.
-    fn call(&self) -> Call {
-        let calls = self.calls();
-        assert_eq!(calls.len(), 1, "{calls:?}");
-        calls[0].clone()
+    /// The endpoint, `http://127.0.0.1:PORT/graphql`.
+    fn url(&self) -> String {
+        format!("{}/graphql", self.address)
     }
 
     /// The Secret data of a profile pointing at this stand-in.
@@ -152,75 +121,9 @@ impl NerdGraph {
         vec![
             ("personal-api-key", API_KEY.to_string()),
             ("account-id", ACCOUNT_ID.to_string()),
-            ("base-url-nerdgraph", self.url.clone()),
+            ("base-url-nerdgraph", self.url()),
         ]
     }
-}
-
-/// An HTTP request as read off the wire.
-#[derive(Debug)]
-struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
-    }
-}
-
-async fn read_request(conn: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let (method, target) = (first.next()?.to_string(), first.next()?.to_string());
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_string(), v.trim().to_string())).collect();
-    let length = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Request { method, target, headers, body })
-}
-
-async fn respond(conn: &mut TcpStream, status: u16, body: &str) {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        503 => "Service Unavailable",
-        _ => "Other",
-    };
-    let answer = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = conn.write_all(answer.as_bytes()).await;
-    let _ = conn.shutdown().await;
 }
 
 /// Every rule of NerdGraph's HTTP API and schema that the request must follow.
@@ -232,15 +135,15 @@ fn check(request: &Request) -> Result<Call, Vec<String>> {
     if request.target != "/graphql" {
         problems.push(format!("target {} (the endpoint is /graphql, without a query string)", request.target));
     }
-    match request.header("api-key").as_slice() {
+    match request.headers("api-key").as_slice() {
         [key] if *key == API_KEY => {}
         [_] => problems.push("API-Key is not the profile's personal-api-key".into()),
         keys => problems.push(format!("{} API-Key headers (one is needed)", keys.len())),
     }
-    if !request.header("authorization").is_empty() {
+    if !request.headers("authorization").is_empty() {
         problems.push("an Authorization header (NerdGraph takes the key in API-Key)".into());
     }
-    match request.header("content-type").as_slice() {
+    match request.headers("content-type").as_slice() {
         [ct] if ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) => {}
         other => problems.push(format!("Content-Type {other:?} (the body is application/json)")),
     }
@@ -793,7 +696,10 @@ async fn a_graphql_error_is_the_error_with_new_relics_message() {
     assert!(matches!(err, Error::Source { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
-        format!("NerdGraph at {}: NRQL Syntax Error: Error at line 1 position 6, unexpected 'Transaction'", server.url)
+        format!(
+            "NerdGraph at {}: NRQL Syntax Error: Error at line 1 position 6, unexpected 'Transaction'",
+            server.url()
+        )
     );
     server.call();
 }
@@ -811,7 +717,7 @@ async fn a_refused_key_and_a_server_error_keep_their_status_and_message() {
     let err = failure(&p, &example()).await;
     assert_eq!(
         err.to_string(),
-        format!("NerdGraph at {}: HTTP 401 Unauthorized: Bad API Key or no API Key provided", server.url)
+        format!("NerdGraph at {}: HTTP 401 Unauthorized: Bad API Key or no API Key provided", server.url())
     );
 
     let server = NerdGraph::start(|_| (503, "upstream connect error or disconnect/reset before headers".into())).await;
@@ -821,7 +727,7 @@ async fn a_refused_key_and_a_server_error_keep_their_status_and_message() {
         err.to_string(),
         format!(
             "NerdGraph at {}: HTTP 503 Service Unavailable: \"upstream connect error or disconnect/reset before headers\"",
-            server.url
+            server.url()
         )
     );
     server.call();
@@ -918,7 +824,7 @@ async fn the_stand_in_refuses_requests_off_the_spec() {
                          { actor { account(id: $accountId) { nrql(query: $query, timeout: $timeout) { results } } } }";
     let good_variables = json!({"accountId": ACCOUNT_ID, "query": "FROM Transaction SELECT count(*)", "timeout": 5});
     let send = |key: &'static str, body: Value| {
-        let request = client.post(&server.url).header("API-Key", key).header("Content-Type", "application/json");
+        let request = client.post(server.url()).header("API-Key", key).header("Content-Type", "application/json");
         async move { request.body(body.to_string()).send().await.unwrap().status().as_u16() }
     };
     // A request as the docs show one, inline, passes.

@@ -18,8 +18,9 @@
 //!   cargo test -p stepwise-metrics --test skywalking -- --ignored --nocapture against_a_real_skywalking
 //! ```
 
-use std::sync::{Arc, Mutex};
+mod common;
 
+use common::{Answer, Refusal, Request, StandIn};
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::jiff::civil::DateTime;
 use k8s_openapi::jiff::tz::TimeZone;
@@ -27,8 +28,7 @@ use serde_json::{Value, json};
 use stepwise_api::Metric;
 use stepwise_metrics::skywalking::SkywalkingProvider;
 use stepwise_metrics::{Error, MetricProvider, Reading, RunRef, Taken};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Argo Rollouts' SkyWalking example, docs/analysis/skywalking.md, as written there.
 const ARGO_TEMPLATE: &str = r#"
@@ -88,127 +88,27 @@ impl Call {
     }
 }
 
-type Answer = Box<dyn Fn(&Call) -> (u16, String) + Send + Sync>;
-
 /// An OAP GraphQL endpoint on 127.0.0.1 that checks every request and answers valid ones with
 /// `answer`.
-struct Oap {
-    /// `http://127.0.0.1:PORT`, the metric's address.
-    address: String,
-    calls: Arc<Mutex<Vec<Call>>>,
-    violations: Arc<Mutex<Vec<String>>>,
-}
+type Oap = StandIn<Call>;
 
 impl Oap {
     async fn start(answer: impl Fn(&Call) -> (u16, String) + Send + Sync + 'static) -> Oap {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let violations = Arc::new(Mutex::new(Vec::new()));
-        let answer: Arc<Answer> = Arc::new(Box::new(answer));
-        let (c, v) = (calls.clone(), violations.clone());
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let (c, v, answer) = (c.clone(), v.clone(), answer.clone());
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut conn).await else { return };
-                    let (status, body) = match check(&request) {
-                        Ok(call) => {
-                            c.lock().unwrap().push(call.clone());
-                            answer(&call)
-                        }
-                        Err(problems) => {
-                            let text = problems.join("; ");
-                            v.lock().unwrap().push(text.clone());
-                            (400, json!({"errors": [{"message": format!("off the protocol: {text}")}]}).to_string())
-                        }
-                    };
-                    respond(&mut conn, status, &body).await;
-                });
-            }
-        });
-        Oap { address, calls, violations }
+        let refuse = |problems: Vec<String>| {
+            Refusal::off_spec(&problems, |text| {
+                Answer::json(400, json!({"errors": [{"message": format!("off the protocol: {text}")}]}))
+            })
+        };
+        StandIn::serve(
+            "SkyWalking's GraphQL protocol",
+            move |request| check(request).map_err(refuse),
+            move |call| {
+                let (status, body) = answer(call);
+                Answer::json_or_text(status, body)
+            },
+        )
+        .await
     }
-
-    /// The valid calls received; fails the test when any request broke the protocol.
-    fn calls(&self) -> Vec<Call> {
-        let violations = self.violations.lock().unwrap().clone();
-        assert!(violations.is_empty(), "requests off SkyWalking's GraphQL protocol: {violations:#?}");
-        self.calls.lock().unwrap().clone()
-    }
-
-    /// The only call received.
-    fn call(&self) -> Call {
-        let calls = self.calls();
-        assert_eq!(calls.len(), 1, "{calls:?}");
-        calls[0].clone()
-    }
-}
-
-/// An HTTP request as read off the wire.
-#[derive(Debug)]
-struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
-    }
-}
-
-async fn read_request(conn: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let (method, target) = (first.next()?.to_string(), first.next()?.to_string());
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_string(), v.trim().to_string())).collect();
-    let length = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Request { method, target, headers, body })
-}
-
-async fn respond(conn: &mut TcpStream, status: u16, body: &str) {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        500 => "Internal Server Error",
-        _ => "Other",
-    };
-    let content_type = if body.starts_with('{') { "application/json" } else { "text/plain" };
-    let answer = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = conn.write_all(answer.as_bytes()).await;
-    let _ = conn.shutdown().await;
 }
 
 /// The format of each `Step` of SkyWalking's `Duration`.
@@ -231,7 +131,7 @@ fn check(request: &Request) -> Result<Call, Vec<String>> {
     if request.target != "/graphql" {
         problems.push(format!("target {} (the query endpoint is /graphql)", request.target));
     }
-    match request.header("content-type").as_slice() {
+    match request.headers("content-type").as_slice() {
         [t] if t.split(';').next().map(str::trim) == Some("application/json") => {}
         other => problems.push(format!("Content-Type {other:?} (application/json is needed)")),
     }

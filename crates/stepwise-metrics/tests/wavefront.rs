@@ -20,18 +20,18 @@
 //!
 //! (the query is optional and defaults to that one, of Wavefront's sample data.)
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+mod common;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{Answer, Refusal, Request, StandIn};
 use k8s_openapi::jiff::Timestamp;
-use reqwest::Url;
 use serde_json::{Value, json};
 use stepwise_api::Metric;
 use stepwise_metrics::secrets::FixedSecrets;
 use stepwise_metrics::wavefront::{DRIFT_KEY, TIMESTAMPS_KEY, WARNINGS_KEY, WavefrontMetric, WavefrontProvider};
 use stepwise_metrics::{Error, MetricProvider, Reading, RunRef, Taken};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const NAMESPACE: &str = "stepwise-system";
 const TOKEN: &str = "4f7a0d5c-1b2e-4c3d-9e8f-0a1b2c3d4e5f";
@@ -94,127 +94,27 @@ impl Call {
     }
 }
 
-type Answer = Box<dyn Fn(&Call) -> (u16, String) + Send + Sync>;
-
 /// A Wavefront chart API on 127.0.0.1 that checks every request and answers valid ones with
 /// `answer`.
-struct ChartApi {
-    /// `http://127.0.0.1:PORT`, the metric's address.
-    address: String,
-    calls: Arc<Mutex<Vec<Call>>>,
-    violations: Arc<Mutex<Vec<String>>>,
-}
+type ChartApi = StandIn<Call>;
 
 impl ChartApi {
     async fn start(answer: impl Fn(&Call) -> (u16, String) + Send + Sync + 'static) -> ChartApi {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let violations = Arc::new(Mutex::new(Vec::new()));
-        let answer: Arc<Answer> = Arc::new(Box::new(answer));
-        let (c, v) = (calls.clone(), violations.clone());
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let (c, v, answer) = (c.clone(), v.clone(), answer.clone());
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut conn).await else { return };
-                    let (status, body) = match check(&request) {
-                        Ok(call) => {
-                            c.lock().unwrap().push(call.clone());
-                            answer(&call)
-                        }
-                        Err(problems) => {
-                            let text = problems.join("; ");
-                            v.lock().unwrap().push(text.clone());
-                            (400, format!("Bad Request: status=400, message='off the chart API spec: {text}'"))
-                        }
-                    };
-                    respond(&mut conn, status, &body).await;
-                });
-            }
-        });
-        ChartApi { address, calls, violations }
+        let refuse = |problems: Vec<String>| {
+            Refusal::off_spec(&problems, |text| {
+                Answer::json_or_text(400, format!("Bad Request: status=400, message='off the chart API spec: {text}'"))
+            })
+        };
+        StandIn::serve(
+            "the chart API spec",
+            move |request| check(request).map_err(refuse),
+            move |call| {
+                let (status, body) = answer(call);
+                Answer::json_or_text(status, body)
+            },
+        )
+        .await
     }
-
-    /// The valid calls received; fails the test when any request broke the spec.
-    fn calls(&self) -> Vec<Call> {
-        let violations = self.violations.lock().unwrap().clone();
-        assert!(violations.is_empty(), "requests off the chart API spec: {violations:#?}");
-        self.calls.lock().unwrap().clone()
-    }
-
-    /// The only call received.
-    fn call(&self) -> Call {
-        let calls = self.calls();
-        assert_eq!(calls.len(), 1, "{calls:?}");
-        calls[0].clone()
-    }
-}
-
-/// An HTTP request as read off the wire.
-#[derive(Debug)]
-struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
-    }
-}
-
-async fn read_request(conn: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let (method, target) = (first.next()?.to_string(), first.next()?.to_string());
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_string(), v.trim().to_string())).collect();
-    let length = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Request { method, target, headers, body })
-}
-
-async fn respond(conn: &mut TcpStream, status: u16, body: &str) {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        _ => "Other",
-    };
-    let content_type = if body.starts_with('{') { "application/json" } else { "text/plain" };
-    let answer = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = conn.write_all(answer.as_bytes()).await;
-    let _ = conn.shutdown().await;
 }
 
 /// The query parameters of `GET /api/v2/chart/api` in Wavefront's REST API reference.
@@ -245,29 +145,28 @@ fn check(request: &Request) -> Result<Call, Vec<String>> {
     if request.method != "GET" {
         problems.push(format!("method {} (the chart API is GET)", request.method));
     }
-    let url = Url::parse(&format!("http://stand-in{}", request.target)).map_err(|e| vec![e.to_string()])?;
-    if url.path() != "/api/v2/chart/api" {
-        problems.push(format!("path {} (the chart API is /api/v2/chart/api)", url.path()));
+    if request.path != "/api/v2/chart/api" {
+        problems.push(format!("path {} (the chart API is /api/v2/chart/api)", request.path));
     }
-    match request.header("authorization").as_slice() {
+    match request.headers("authorization").as_slice() {
         [value] if *value == format!("Bearer {TOKEN}") => {}
         [_] => problems.push("Authorization is not `Bearer <the address's token>`".into()),
         values => problems.push(format!("{} Authorization headers (one is needed)", values.len())),
     }
-    if let [accept] = request.header("accept").as_slice()
+    if let [accept] = request.headers("accept").as_slice()
         && !accept.split(',').any(|m| matches!(m.split(';').next().map(str::trim), Some("application/json" | "*/*")))
     {
         problems.push(format!("Accept {accept} (the API answers application/json)"));
     }
-    if !request.body.is_empty() || !request.header("transfer-encoding").is_empty() {
+    if !request.body.is_empty() || !request.headers("transfer-encoding").is_empty() {
         problems.push("a body (the chart API takes none)".into());
     }
     let mut params = BTreeMap::new();
-    for (name, value) in url.query_pairs() {
-        if !DOCUMENTED.contains(&name.as_ref()) {
+    for (name, value) in &request.params {
+        if !DOCUMENTED.contains(&name.as_str()) {
             problems.push(format!("parameter {name} is not documented"));
         }
-        if name != "dimensionTuples" && params.insert(name.to_string(), value.to_string()).is_some() {
+        if name != "dimensionTuples" && params.insert(name.clone(), value.clone()).is_some() {
             problems.push(format!("parameter {name} is given twice"));
         }
     }

@@ -1,67 +1,30 @@
 //! The web provider against a local HTTP server (raw HTTP/1.1 on 127.0.0.1).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{read_request, respond, serve_silence};
 use serde_json::json;
 use stepwise_api::{Metric, MetricProvider as ProviderSpec, WebMetric, WebMetricHeader};
 use stepwise_metrics::web::WebProvider;
 use stepwise_metrics::{Error, MetricProvider, Reading, RunRef};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// A server that answers one request with `status` and `body`, and hands back the request it got.
-async fn serve_once(status: &'static str, body: &'static str) -> (String, oneshot::Receiver<String>) {
+/// A server that answers one request with `status` and `body`, and hands back the request it got,
+/// as it came (head and body).
+async fn serve_once(status: u16, body: &'static str) -> (String, oneshot::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let (mut conn, _) = listener.accept().await.unwrap();
-        let request = read_request(&mut conn).await;
-        let answer = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        conn.write_all(answer.as_bytes()).await.unwrap();
-        let _ = tx.send(request);
+        let request = read_request(&mut conn).await.map(|r| format!("{}\r\n\r\n{}", r.head, r.text()));
+        respond(&mut conn, status, "application/json", body).await;
+        let _ = tx.send(request.unwrap_or_default());
     });
     (url, rx)
-}
-
-/// A server that accepts connections and never answers.
-async fn serve_silence() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = listener.accept().await {
-            held.push(conn);
-        }
-    });
-    url
-}
-
-/// Reads the head and (by content-length) the body of one request.
-async fn read_request(conn: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = conn.read(&mut chunk).await.unwrap();
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        if let Some(head_end) = text.find("\r\n\r\n") {
-            let length = text[..head_end]
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            if buf.len() >= head_end + 4 + length || n == 0 {
-                return text;
-            }
-        } else if n == 0 {
-            return text;
-        }
-    }
 }
 
 fn metric(web: WebMetric) -> Metric {
@@ -78,7 +41,7 @@ async fn measure(web: WebMetric) -> Result<Reading, Error> {
 
 #[tokio::test]
 async fn the_value_is_the_json_its_path_selects() {
-    let (url, _) = serve_once("200 OK", r#"{"data":{"ok":true,"checks":[{"rate":0.97}]}}"#).await;
+    let (url, _) = serve_once(200, r#"{"data":{"ok":true,"checks":[{"rate":0.97}]}}"#).await;
     let web = WebMetric {
         url: format!("{url}/health"),
         json_path: Some("{$.data.checks[0].rate}".into()),
@@ -89,14 +52,14 @@ async fn the_value_is_the_json_its_path_selects() {
 
 #[tokio::test]
 async fn without_a_path_the_value_is_the_whole_document() {
-    let (url, _) = serve_once("200 OK", r#"{"ok":true}"#).await;
+    let (url, _) = serve_once(200, r#"{"ok":true}"#).await;
     let web = WebMetric { url, ..Default::default() };
     assert_eq!(measure(web).await.unwrap(), Reading::Value(json!({"ok": true})));
 }
 
 #[tokio::test]
 async fn a_post_sends_its_body_and_headers() {
-    let (url, request) = serve_once("200 OK", r#"{"accepted":1}"#).await;
+    let (url, request) = serve_once(200, r#"{"accepted":1}"#).await;
     let web = WebMetric {
         url: format!("{url}/check"),
         method: Some("POST".into()),
@@ -119,7 +82,7 @@ async fn a_post_sends_its_body_and_headers() {
 
 #[tokio::test]
 async fn a_json_body_is_sent_as_json_with_its_content_type() {
-    let (url, request) = serve_once("200 OK", r#"{"ok":true}"#).await;
+    let (url, request) = serve_once(200, r#"{"ok":true}"#).await;
     let web = WebMetric {
         url: format!("{url}/check"),
         method: Some("POST".into()),
@@ -140,7 +103,7 @@ async fn a_json_body_is_sent_as_json_with_its_content_type() {
 
 #[tokio::test]
 async fn a_json_body_keeps_the_content_type_a_header_of_the_metric_sets() {
-    let (url, request) = serve_once("200 OK", "{}").await;
+    let (url, request) = serve_once(200, "{}").await;
     let web = WebMetric {
         url,
         method: Some("PUT".into()),
@@ -169,7 +132,7 @@ async fn body_and_json_body_together_are_a_config_error_naming_both() {
 
 #[tokio::test]
 async fn a_put_is_sent_as_a_put() {
-    let (url, request) = serve_once("200 OK", "{}").await;
+    let (url, request) = serve_once(200, "{}").await;
     let web = WebMetric { url, method: Some("put".into()), body: Some("x".into()), ..Default::default() };
     measure(web).await.unwrap();
     assert!(request.await.unwrap().starts_with("PUT / HTTP/1.1\r\n"));
@@ -190,7 +153,7 @@ async fn a_server_that_never_answers_times_out_after_the_metrics_timeout() {
 
 #[tokio::test]
 async fn a_500_is_a_source_error_naming_the_status() {
-    let (url, _) = serve_once("500 Internal Server Error", r#"{"error":"db down"}"#).await;
+    let (url, _) = serve_once(500, r#"{"error":"db down"}"#).await;
     let err = measure(WebMetric { url, ..Default::default() }).await.unwrap_err();
     assert!(matches!(err, Error::Source { .. }), "{err:?}");
     let text = err.to_string();
@@ -199,7 +162,7 @@ async fn a_500_is_a_source_error_naming_the_status() {
 
 #[tokio::test]
 async fn a_non_json_answer_is_an_error_quoting_it() {
-    let (url, _) = serve_once("200 OK", "<html>all good</html>").await;
+    let (url, _) = serve_once(200, "<html>all good</html>").await;
     let err = measure(WebMetric { url, ..Default::default() }).await.unwrap_err();
     assert!(matches!(err, Error::Answer { .. }), "{err:?}");
     let text = err.to_string();
@@ -208,7 +171,7 @@ async fn a_non_json_answer_is_an_error_quoting_it() {
 
 #[tokio::test]
 async fn a_path_that_selects_nothing_is_an_error_naming_the_path() {
-    let (url, _) = serve_once("200 OK", r#"{"data":{"ok":true}}"#).await;
+    let (url, _) = serve_once(200, r#"{"data":{"ok":true}}"#).await;
     let web = WebMetric { url, json_path: Some("{$.data.missing}".into()), ..Default::default() };
     let err = measure(web).await.unwrap_err();
     assert!(matches!(err, Error::Answer { .. }), "{err:?}");
