@@ -54,9 +54,6 @@
 //! username or password: both are scrubbed from anything the server says.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use lettre::message::Mailbox;
@@ -251,15 +248,14 @@ fn parse_recipient(text: &str) -> Result<Mailbox, String> {
 /// A `Message-ID` (RFC 5322 3.6.4) of its own for every message: 128 random bits and the time,
 /// at the domain of the sender, as mail providers expect of the sender's messages.
 fn message_id(from: &Mailbox, now: SystemTime) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // RandomState's keys come from the OS's randomness (once per thread, then varied): random
-    // enough for uniqueness, without a random-number crate for one identifier.
-    let random = || RandomState::new().hash_one((nanos, count, std::process::id()));
+    let mut random = [0u8; 16];
+    // Fails only without the OS's randomness; the time then still tells messages apart.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let domain = from.email.domain();
     let domain = if domain.is_ascii() && !domain.is_empty() { domain } else { "localhost" };
-    format!("<{:016x}{:016x}.{nanos:x}@{domain}>", random(), random())
+    format!("<{random}.{nanos:x}@{domain}>")
 }
 
 impl Email {
