@@ -1,6 +1,6 @@
 //! Argo analysis manifests on the real API server and controller: templates composed of other
-//! templates, and providers stepwise does not build, accepted as written, with a run that uses
-//! one ending in Error at once, naming it.
+//! templates, Argo's providers and their fields accepted as written, and a run using an
+//! authentication stepwise does not do ending in Error at once, naming it.
 
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ fn template(name: &str, spec: Value) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn argo_sources_stepwise_does_not_build_are_accepted_as_written_and_a_run_using_one_ends_in_error_naming_it()
+async fn argo_sources_are_accepted_as_written_and_a_run_using_an_authentication_stepwise_does_not_do_ends_in_error_naming_it()
 -> anyhow::Result<()> {
     let env = Env::new("argo-sources").await?;
     let datadog = json!({"apiVersion": "v2", "interval": "5m", "queries": {"a": "sum:requests.error{service:api}.as_count()"}, "formula": "a"});
@@ -57,22 +57,23 @@ async fn argo_sources_stepwise_does_not_build_are_accepted_as_written_and_a_run_
     let message = empty.expect_err("a template with nothing to measure is refused");
     assert!(message.contains("a template needs metrics, templates, or both"), "{message}");
 
-    // The controller ends a run using datadog in Error before measuring, naming the field.
-    let run = json!({"apiVersion": "stepwise.dev/v1alpha1", "kind": "AnalysisRun", "metadata": {"name": "dd-run"},
-        "spec": {"metrics": [{"name": "errors", "provider": {"datadog": datadog}}]}});
+    // The controller ends a run using sigv4 in Error before measuring, naming the field.
+    let sigv4 = json!({"address": "https://prom.example.invalid", "query": "up", "authentication": {"sigv4": {"region": "eu-west-1"}}});
+    let run = json!({"apiVersion": "stepwise.dev/v1alpha1", "kind": "AnalysisRun", "metadata": {"name": "amp-run"},
+        "spec": {"metrics": [{"name": "rate", "provider": {"prometheus": sigv4}}]}});
     create(&env, "analysisruns", run).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
     let runs: Api<AnalysisRun> = Api::namespaced(env.client.clone(), &env.ns);
-    eventually("the datadog run ends in Error", Duration::from_secs(30), || async {
-        let run = runs.get("dd-run").await?;
+    eventually("the sigv4 run ends in Error", Duration::from_secs(30), || async {
+        let run = runs.get("amp-run").await?;
         Ok(run.status.and_then(|s| s.phase) == Some(AnalysisPhase::Error))
     })
     .await?;
-    let status = runs.get("dd-run").await?.status.unwrap_or_default();
-    assert_eq!(
-        status.message.as_deref(),
-        Some(
-            "metrics[0] (errors): provider.datadog: provider datadog is not built into stepwise; run it as a metric plugin, see docs/plugins.md"
-        )
+    let status = runs.get("amp-run").await?.status.unwrap_or_default();
+    let message = status.message.clone().unwrap_or_default();
+    assert!(
+        message
+            .starts_with("metrics[0] (rate): provider.prometheus.authentication.sigv4 is not supported; use headers"),
+        "{message}"
     );
     assert!(status.metric_results.iter().all(|m| m.measurements.is_empty()), "nothing was measured: {status:?}");
     env.cleanup().await
