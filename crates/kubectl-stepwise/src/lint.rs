@@ -217,8 +217,8 @@ fn check_conditions(doc: &Document, metrics: &[Metric], lint: &mut DocLint) {
     }
 }
 
-/// What the controller would end the run with at once: a provider stepwise does not build, an
-/// authentication it does not support, a range it cannot read.
+/// What the controller would end the run with at once: an authentication it does not support, a
+/// range it cannot read.
 fn check_providers(doc: &Document, metrics: &[Metric], lint: &mut DocLint) {
     for (i, metric) in metrics.iter().enumerate() {
         if let Err(message) = stepwise_core::measure::check_provider(metric) {
