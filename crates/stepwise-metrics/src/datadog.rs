@@ -30,6 +30,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use stepwise_api::{Duration, Metric};
 
+use crate::fields::json_number;
 use crate::secrets::SecretStore;
 use crate::web::{http_client, parse_url, reqwest_error, snippet};
 use crate::{Error, MetricProvider, Reading, RunRef, Taken};
@@ -687,7 +688,7 @@ fn read_v1(body: &str) -> Result<(Value, BTreeMap<String, String>), Refused> {
         // Datadog's points are nullable: a last bucket without data is no data (Argo's Go
         // decoding would read 0 there).
         Value::Null => Value::Null,
-        Value::Number(n) => number(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Number(n) => json_number(n.as_f64().unwrap_or(f64::NAN)),
         other => return Err(Refused::Unreadable(format!("the point value {other} is not a number"))),
     };
     Ok((value, BTreeMap::new()))
@@ -775,7 +776,7 @@ fn read_v2(body: &str) -> Result<(Value, BTreeMap<String, String>), Refused> {
         return Ok((Value::Null, BTreeMap::new()));
     }
     if !grouped {
-        return Ok((number(values[0]), BTreeMap::new()));
+        return Ok((json_number(values[0]), BTreeMap::new()));
     }
     let mut metadata = BTreeMap::new();
     let (shown, truncated) = groups_metadata(named);
@@ -783,7 +784,7 @@ fn read_v2(body: &str) -> Result<(Value, BTreeMap<String, String>), Refused> {
     if truncated {
         metadata.insert(GROUPS_TRUNCATED_KEY.to_string(), "true".to_string());
     }
-    Ok((Value::Array(values.into_iter().map(number).collect()), metadata))
+    Ok((Value::Array(values.into_iter().map(json_number).collect()), metadata))
 }
 
 /// The name of group `i`: each group column's tags for it, joined by `,` across columns
@@ -812,13 +813,8 @@ fn groups_metadata(mut groups: Vec<(String, f64)>) -> (String, bool) {
         groups.extend(top);
     }
     let list: Vec<Value> =
-        groups.into_iter().map(|(name, value)| json!({"name": name, "value": number(value)})).collect();
+        groups.into_iter().map(|(name, value)| json!({"name": name, "value": json_number(value)})).collect();
     (Value::Array(list).to_string(), truncated)
-}
-
-/// A float as JSON (Datadog's values are doubles; JSON has no NaN, which Datadog never sends).
-fn number(v: f64) -> Value {
-    serde_json::Number::from_f64(v).map(Value::Number).unwrap_or_else(|| Value::String("NaN".into()))
 }
 
 #[cfg(test)]

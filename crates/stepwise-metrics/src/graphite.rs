@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 use stepwise_api::Metric;
 
+use crate::fields::{check_field, json_kind, json_number};
 use crate::web::{http_client, parse_url, redacted, reqwest_error, snippet};
 use crate::{Error, MetricProvider, Reading, RunRef, Taken};
 
@@ -111,28 +111,6 @@ impl GraphiteMetric {
             render_query(&self.query).map_err(|message| Error::Config { field: "provider.graphite.query", message })?;
         url.set_query(Some(&query));
         Ok(url)
-    }
-}
-
-/// Deserializes one field as `T` (when present), naming `path` in the error.
-fn check_field<T: DeserializeOwned>(fields: &Map<String, Value>, key: &str, path: &'static str) -> Result<(), Error> {
-    match fields.get(key) {
-        None => Ok(()),
-        Some(value) => {
-            T::deserialize(value.clone()).map(drop).map_err(|e| Error::Config { field: path, message: e.to_string() })
-        }
-    }
-}
-
-/// What a JSON value is, for messages.
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -337,20 +315,10 @@ fn read_point(point: &Value) -> Result<Option<Value>, String> {
         Value::Null => Ok(None),
         Value::Number(n) => Ok(Some(Value::Number(n.clone()))),
         Value::String(s) => match s.trim().parse::<f64>() {
-            Ok(v) => Ok(Some(number(v))),
+            Ok(v) => Ok(Some(json_number(v))),
             Err(_) => Err(format!("the value of point {point} is {s:?}, not a number")),
         },
         other => Err(format!("the value of point {point} is {}, not a number", json_kind(other))),
-    }
-}
-
-/// A value as JSON: a number, or Prometheus' spelling of NaN and the infinities.
-fn number(v: f64) -> Value {
-    match Number::from_f64(v) {
-        Some(n) => Value::Number(n),
-        None if v.is_nan() => Value::from("NaN"),
-        None if v > 0.0 => Value::from("+Inf"),
-        None => Value::from("-Inf"),
     }
 }
 

@@ -32,9 +32,10 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
-use serde_json::{Map, Number, Value, json};
+use serde_json::{Map, Value, json};
 use stepwise_api::Metric;
 
+use crate::fields::{json_kind, json_number};
 use crate::secrets::SecretStore;
 use crate::web::{http_client, parse_url, redacted, reqwest_error, snippet};
 use crate::{Error, MetricProvider, Reading, RunRef, Taken};
@@ -118,18 +119,6 @@ fn text_field(fields: &Map<String, Value>, key: &str, path: &'static str) -> Res
         Some(other) => {
             Err(Error::Config { field: path, message: format!("must be a string, not {}", json_kind(other)) })
         }
-    }
-}
-
-/// What a JSON value is, for messages.
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -275,7 +264,8 @@ impl MetricProvider for InfluxdbProvider {
         let spec = InfluxdbMetric::from_metric(metric)?;
         let profile = self.profile(&spec.profile).await?;
         // InfluxDB's answers are quoted in errors; should one echo the token, it goes no further.
-        let values = self.query(&profile, &spec.profile, &spec.query).await.map_err(|e| scrub(e, &profile.token))?;
+        let values =
+            self.query(&profile, &spec.profile, &spec.query).await.map_err(|e| e.without_secrets(&[&profile.token]))?;
         if values.is_empty() {
             return Err(Error::NoData { metric: metric.name.clone() });
         }
@@ -451,12 +441,7 @@ fn typed_value(cell: &str, datatype: &str, name: &str) -> Result<Value, String> 
         "string" => Value::String(cell.into()),
         "double" => {
             let v = parse_go_float(cell).ok_or_else(|| invalid("double"))?;
-            match Number::from_f64(v) {
-                Some(n) => Value::Number(n),
-                None if v.is_nan() => "NaN".into(),
-                None if v > 0.0 => "+Inf".into(),
-                None => "-Inf".into(),
-            }
+            json_number(v)
         }
         "long" => Value::Number(cell.parse::<i64>().map_err(|_| invalid("long"))?.into()),
         "unsignedLong" => Value::Number(cell.parse::<u64>().map_err(|_| invalid("unsignedLong"))?.into()),
@@ -645,21 +630,6 @@ fn csv_rows(text: &str) -> Result<Vec<Vec<String>>, String> {
         rows.push(row);
     }
     Ok(rows)
-}
-
-/// `error` with every occurrence of `secret` replaced by `*****`.
-fn scrub(error: Error, secret: &str) -> Error {
-    if secret.len() < 4 {
-        return error;
-    }
-    let clean = |text: String| text.replace(secret, "*****");
-    match error {
-        Error::Source { target, message } => Error::Source { target: clean(target), message: clean(message) },
-        Error::Answer { message } => Error::Answer { message: clean(message) },
-        Error::Timeout { seconds, target } => Error::Timeout { seconds, target: clean(target) },
-        Error::Config { field, message } => Error::Config { field, message: clean(message) },
-        other => other,
-    }
 }
 
 #[cfg(test)]
@@ -854,7 +824,8 @@ mod tests {
 
     #[test]
     fn the_token_is_scrubbed_from_errors() {
-        let e = scrub(Error::Source { target: "t".into(), message: "token abcd-1234 refused".into() }, "abcd-1234");
+        let e = Error::Source { target: "t".into(), message: "token abcd-1234 refused".into() }
+            .without_secrets(&["abcd-1234"]);
         assert_eq!(e.to_string(), "t: token ***** refused");
         let p = Profile { url: query_url("http://h:1", "o").unwrap(), token: "abcd-1234".into() };
         assert!(!format!("{p:?}").contains("abcd"));

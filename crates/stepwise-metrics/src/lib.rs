@@ -16,6 +16,7 @@ use stepwise_api::{AnalysisPhase, Measurement, Metric};
 pub mod cloudwatch;
 pub mod datadog;
 pub mod fake;
+mod fields;
 pub mod graphite;
 pub mod influxdb;
 pub mod job;

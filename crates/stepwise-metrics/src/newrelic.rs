@@ -21,11 +21,12 @@ use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{StatusCode, Url};
-use serde::de::{DeserializeOwned, Deserializer};
+use serde::de::Deserializer;
 use serde::{Deserialize, de};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use stepwise_api::Metric;
 
+use crate::fields::{check_field, json_kind};
 use crate::secrets::SecretStore;
 use crate::web::{http_client, parse_url, redacted, reqwest_error, snippet};
 use crate::{Error, MetricProvider, Reading, RunRef, Taken};
@@ -170,28 +171,6 @@ fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64
     }
 }
 
-/// Deserializes one field as `T` (when present), naming `path` in the error.
-fn check_field<T: DeserializeOwned>(fields: &Map<String, Value>, key: &str, path: &'static str) -> Result<(), Error> {
-    match fields.get(key) {
-        None => Ok(()),
-        Some(value) => {
-            T::deserialize(value.clone()).map(drop).map_err(|e| Error::Config { field: path, message: e.to_string() })
-        }
-    }
-}
-
-/// What a JSON value is, for messages.
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// The NerdGraph endpoint of a New Relic region, as New Relic's Go client maps them: `us`, `eu`,
 /// `jp`, `gov` (or `fedramp`), `staging` and `local`, in any case. Like that client (and so
 /// Argo), an unknown region, or none, is the US one.
@@ -242,7 +221,7 @@ impl MetricProvider for NewRelicProvider {
         let target = format!("NerdGraph at {}", redacted(&profile.endpoint));
         let answer = self.query(&profile, &spec, &target).await;
         // New Relic's answers are quoted in errors; should one echo the key, it goes no further.
-        let results = answer.map_err(|e| scrub(e, &[&profile.api_key]))?;
+        let results = answer.map_err(|e| e.without_secrets(&[&profile.api_key]))?;
         let value = value_of(results).ok_or_else(|| Error::NoData { metric: metric.name.clone() })?;
         let mut taken = Taken::new(Reading::Value(value));
         taken.metadata.insert(QUERY_KEY.into(), spec.query.clone());
@@ -425,19 +404,6 @@ fn value_of(mut results: Vec<Value>) -> Option<Value> {
     }
 }
 
-/// `error` with every occurrence of each of `secrets` replaced by `*****`.
-fn scrub(error: Error, secrets: &[&str]) -> Error {
-    let clean =
-        |text: String| secrets.iter().filter(|s| s.len() >= 4).fold(text, |text, secret| text.replace(secret, "*****"));
-    match error {
-        Error::Source { target, message } => Error::Source { target: clean(target), message: clean(message) },
-        Error::Answer { message } => Error::Answer { message: clean(message) },
-        Error::Timeout { seconds, target } => Error::Timeout { seconds, target: clean(target) },
-        Error::Config { field, message } => Error::Config { field, message: clean(message) },
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -551,7 +517,8 @@ mod tests {
 
     #[test]
     fn secrets_are_scrubbed_from_errors() {
-        let e = scrub(Error::Source { target: "t".into(), message: "bad key NRAK-123456".into() }, &["NRAK-123456"]);
+        let e = Error::Source { target: "t".into(), message: "bad key NRAK-123456".into() }
+            .without_secrets(&["NRAK-123456"]);
         assert_eq!(e.to_string(), "t: bad key *****");
     }
 

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use stepwise_api::{Metric, RangeOffsets};
 
+use crate::fields::json_number;
 use crate::web::{error_chain, header_map, http_client, parse_url, redacted, reqwest_error, snippet, timeout_seconds};
 use crate::{Error, MetricProvider, Reading, RunRef, Taken};
 
@@ -256,22 +257,12 @@ fn convert(data: &Value) -> Result<Value, String> {
     let data: Data =
         serde_json::from_value(data.clone()).map_err(|e| format!("Prometheus' {kind} result cannot be read: {e}"))?;
     Ok(match data {
-        Data::Scalar(sample) => number(sample.value()),
-        Data::Vector(series) => Value::Array(series.iter().map(|s| number(s.sample().value())).collect()),
+        Data::Scalar(sample) => json_number(sample.value()),
+        Data::Vector(series) => Value::Array(series.iter().map(|s| json_number(s.sample().value())).collect()),
         Data::Matrix(series) => {
-            Value::Array(series.iter().flat_map(|s| s.samples()).map(|s| number(s.value())).collect())
+            Value::Array(series.iter().flat_map(|s| s.samples()).map(|s| json_number(s.value())).collect())
         }
     })
-}
-
-/// A sample value as JSON: a number, or Prometheus' spelling of NaN and the infinities.
-fn number(v: f64) -> Value {
-    match serde_json::Number::from_f64(v) {
-        Some(n) => Value::Number(n),
-        None if v.is_nan() => Value::from("NaN"),
-        None if v > 0.0 => Value::from("+Inf"),
-        None => Value::from("-Inf"),
-    }
 }
 
 #[cfg(test)]

@@ -27,10 +27,10 @@ use k8s_openapi::jiff::Timestamp;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 use stepwise_api::Metric;
 
+use crate::fields::{check_field, json_kind};
 use crate::secrets::SecretStore;
 use crate::web::{http_client, parse_url, redacted, reqwest_error, snippet};
 use crate::{Error, MetricProvider, Reading, RunRef, Taken};
@@ -136,28 +136,6 @@ impl WavefrontMetric {
     }
 }
 
-/// Deserializes one field as `T` (when present), naming `path` in the error.
-fn check_field<T: DeserializeOwned>(fields: &Map<String, Value>, key: &str, path: &'static str) -> Result<(), Error> {
-    match fields.get(key) {
-        None => Ok(()),
-        Some(value) => {
-            T::deserialize(value.clone()).map(drop).map_err(|e| Error::Config { field: path, message: e.to_string() })
-        }
-    }
-}
-
-/// What a JSON value is, for messages.
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Measures with Wavefront queries.
 pub struct WavefrontProvider {
     /// Where the token Secret is read.
@@ -221,11 +199,11 @@ impl MetricProvider for WavefrontProvider {
         let now = Timestamp::now().as_second();
         let answer = self.query(&url, &token, &spec.query, now).await;
         // Wavefront's answers are quoted in errors; should one echo the token, it goes no further.
-        let answer = answer.map_err(|e| scrub(e, &token))?;
+        let answer = answer.map_err(|e| e.without_secrets(&[&token]))?;
         let (value, timestamps, drift) = match answer.points(now) {
             Ok(Some(found)) => found,
             Ok(None) => return Err(Error::NoData { metric: metric.name.clone() }),
-            Err(message) => return Err(scrub(Error::Answer { message }, &token)),
+            Err(message) => return Err(Error::Answer { message }.without_secrets(&[&token])),
         };
         let mut taken = Taken::new(Reading::Value(value));
         taken.metadata.insert(TIMESTAMPS_KEY.into(), timestamps);
@@ -405,21 +383,6 @@ fn nearest(points: &[Vec<f64>], now: i64) -> Result<(f64, i64, i64), String> {
     Ok((value, time as i64, delta as i64))
 }
 
-/// `error` with every occurrence of `secret` replaced by `*****`.
-fn scrub(error: Error, secret: &str) -> Error {
-    if secret.len() < 4 {
-        return error;
-    }
-    let clean = |text: String| text.replace(secret, "*****");
-    match error {
-        Error::Source { target, message } => Error::Source { target: clean(target), message: clean(message) },
-        Error::Answer { message } => Error::Answer { message: clean(message) },
-        Error::Timeout { seconds, target } => Error::Timeout { seconds, target: clean(target) },
-        Error::Config { field, message } => Error::Config { field, message: clean(message) },
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -528,7 +491,8 @@ mod tests {
 
     #[test]
     fn the_token_is_scrubbed_from_errors() {
-        let e = scrub(Error::Source { target: "t".into(), message: "token abcd-1234 refused".into() }, "abcd-1234");
+        let e = Error::Source { target: "t".into(), message: "token abcd-1234 refused".into() }
+            .without_secrets(&["abcd-1234"]);
         assert_eq!(e.to_string(), "t: token ***** refused");
     }
 }
